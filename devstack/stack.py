@@ -1,0 +1,397 @@
+"""The whole local stack: Kafka, PostgreSQL, topics, migrations and the five services.
+
+All state lives in <run>/stack.json so that any later invocation (another CLI
+call, a test fixture) knows exactly which pids it may signal and which ports
+to reuse. Components given from outside (KAFKA_BOOTSTRAP_SERVERS,
+DATABASE_URL) are recorded as external and never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import kafka, postgres
+from .processes import (
+    StackError, console, file_lock, free_port, free_ports, log_tail, pid_alive,
+    pid_matches, port_from_env, run_sync, spawn, terminate, wait_exit,
+)
+
+SERVICES = ("intake", "approval", "payout", "reconcile", "notify")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+KAFKA_READY_S = 90.0
+SERVICE_READY_S = 60.0
+
+
+class Stack:
+    """Synchronous manager; see devstack/__init__.py for usage."""
+
+    def __init__(self, run_dir: Path | str | None = None, repo_root: Path | None = None) -> None:
+        self.repo_root = (repo_root or REPO_ROOT).resolve()
+        default = os.environ.get("REFUND_RUN_DIR") or self.repo_root / ".run" / "dev"
+        self.run_dir = Path(run_dir or default).resolve()
+        self.logs_dir = self.run_dir / "logs"
+        self.state_path = self.run_dir / "stack.json"
+        self.kafka_dir = self.run_dir / "kafka"
+        self._lock_depth = 0
+        self._lock_cm: contextlib.AbstractContextManager | None = None
+        self.state: dict[str, Any] = self._load()
+
+    # ----------------------------------------------------------------- state
+    def _load(self) -> dict[str, Any]:
+        try:
+            state = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            state = {}
+        state.setdefault("services", {})
+        return state
+
+    def _save(self) -> None:
+        # Write-then-rename: a crash mid-write must not lose the pids we own.
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.state, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, self.state_path)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """Reentrant per-run-dir lock: two `up`/`down` on one run dir must not interleave."""
+        if self._lock_depth == 0:
+            self._lock_cm = file_lock(self.run_dir / ".lock")
+            self._lock_cm.__enter__()
+            self.state = self._load()  # another process may have changed it
+        self._lock_depth += 1
+        try:
+            yield
+        finally:
+            self._lock_depth -= 1
+            if self._lock_depth == 0 and self._lock_cm is not None:
+                self._lock_cm.__exit__(None, None, None)
+                self._lock_cm = None
+
+    # ------------------------------------------------------------ accessors
+    @property
+    def bootstrap(self) -> str:
+        try:
+            return self.state["kafka"]["bootstrap"]
+        except KeyError:
+            raise StackError("Kafka is not up (run up() first)") from None
+
+    @property
+    def dsn(self) -> str:
+        try:
+            return self.state["postgres"]["dsn"]
+        except KeyError:
+            raise StackError("PostgreSQL is not up (run up() first)") from None
+
+    def env(self) -> dict[str, str]:
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "DATABASE_URL": self.dsn}
+
+    def service_url(self, name: str) -> str:
+        record = self.state["services"].get(name)
+        if not record or not record.get("port"):
+            raise StackError(f"service {name} has no port yet (start it first)")
+        return f"http://127.0.0.1:{record['port']}"
+
+    # ------------------------------------------------------------ lifecycle
+    def up(self, services: bool = True) -> None:
+        """Bring up whatever is missing; healthy components are left alone."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            self._ensure_kafka()
+            self._ensure_postgres()
+            self._ensure_topics()
+            self._apply_migrations()
+            if services:
+                self._ensure_services()
+
+    def down(self) -> None:
+        """Stop everything we started (services, Kafka, PostgreSQL) and remove their data."""
+        with self._locked():
+            for name in list(self.state["services"]):
+                self.stop_service(name)
+            self._stop_kafka()
+            self._stop_postgres()
+            self.state = {"services": {}}
+            self.state_path.unlink(missing_ok=True)
+            console.print(f"[bold]down[/]: stopped; logs kept in {self.logs_dir}")
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    # ----------------------------------------------------------------- kafka
+    def _kafka_alive(self) -> bool:
+        record = self.state.get("kafka") or {}
+        return not record.get("external") and pid_matches(record.get("pid"), *kafka.markers(self.kafka_dir))
+
+    def _ensure_kafka(self) -> None:
+        record = self.state.get("kafka") or {}
+        external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        # `eval $(devstack env)` exports our own broker's address: still ours.
+        if external and not (self._kafka_alive() and external == record.get("bootstrap")):
+            self._stop_kafka()
+            console.print(f"[bold]kafka[/]: using existing cluster at {external}")
+            kafka.wait_ready(external, None, self.logs_dir / "kafka.log", timeout=30)
+            self.state["kafka"] = {"external": True, "bootstrap": external}
+            self._save()
+            return
+        if self._kafka_alive():
+            if kafka.probe(record["bootstrap"], timeout_s=10):
+                console.print(f"[bold]kafka[/]: already running (pid {record['pid']}) at {record['bootstrap']}")
+                return
+            console.print("[yellow]kafka[/]: process alive but not answering; restarting it")
+            self._stop_kafka()
+
+        libs = kafka.ensure_jars(self.repo_root / "deploy/local/kafka/pom.xml")
+        port, controller_port = free_ports(2)
+        port = port_from_env("KAFKA_PORT") or port
+        if controller_port == port:
+            controller_port = free_port()
+        log = self.logs_dir / "kafka.log"
+        started = time.monotonic()
+        console.print(f"[bold]kafka[/]: starting KRaft node on 127.0.0.1:{port} (controller {controller_port})…")
+        pid = kafka.start(self.kafka_dir, libs, self.repo_root / "deploy/local/kafka/log4j2.properties",
+                          log, port, controller_port)
+        bootstrap = f"127.0.0.1:{port}"
+        # Record before waiting, so a failed start can still be cleaned up by `down`.
+        self.state["kafka"] = {"external": False, "pid": pid, "port": port,
+                               "controller_port": controller_port, "bootstrap": bootstrap,
+                               "dir": str(self.kafka_dir)}
+        self._save()
+        try:
+            kafka.wait_ready(bootstrap, pid, log, timeout=KAFKA_READY_S)
+        except StackError:
+            self._stop_kafka()
+            raise
+        console.print(f"[bold]kafka[/]: ready in {time.monotonic() - started:.1f}s (pid {pid})")
+
+    def _stop_kafka(self) -> None:
+        record = self.state.get("kafka") or {}
+        if record and not record.get("external"):
+            if kafka.stop(record.get("pid"), self.kafka_dir, timeout=30):
+                console.print(f"[bold]kafka[/]: stopped pid {record['pid']}")
+            shutil.rmtree(self.kafka_dir, ignore_errors=True)
+        self.state.pop("kafka", None)
+        self._save()
+
+    # -------------------------------------------------------------- postgres
+    def _pg_alive(self) -> bool:
+        record = self.state.get("postgres") or {}
+        if record.get("external") or not record.get("root"):
+            return False
+        return pid_matches(record.get("pid"), *postgres.markers(Path(record["root"])))
+
+    def _ensure_postgres(self) -> None:
+        record = self.state.get("postgres") or {}
+        external = os.environ.get("DATABASE_URL")
+        if external and not (self._pg_alive() and external == record.get("dsn")):
+            self._stop_postgres()
+            console.print("[bold]postgres[/]: using existing database from DATABASE_URL")
+            if not postgres.probe(external, timeout_s=15):
+                raise StackError("DATABASE_URL is set but no connection could be made with it")
+            self.state["postgres"] = {"external": True, "dsn": external}
+            self._save()
+            return
+        if self._pg_alive():
+            if postgres.probe(record["dsn"]):
+                console.print(f"[bold]postgres[/]: already running (pid {record['pid']}) on port {record['port']}")
+                return
+            console.print("[yellow]postgres[/]: process alive but not answering; restarting it")
+            self._stop_postgres()
+
+        port = port_from_env("PGPORT_LOCAL") or free_port()
+        started = time.monotonic()
+        console.print(f"[bold]postgres[/]: initdb + start on 127.0.0.1:{port}…")
+        root = postgres.pg_root(self.run_dir)
+        # Recorded up front (pid unknown yet) so `down` cleans up a half-made cluster.
+        self.state["postgres"] = {"external": False, "pid": None, "port": port, "root": str(root)}
+        self._save()
+        try:
+            pid, root = postgres.start(self.run_dir, port)
+            self.state["postgres"]["pid"] = pid
+            self._save()
+            dsn = postgres.wait_ready(port, root)
+        except StackError:
+            self._stop_postgres()
+            raise
+        self.state["postgres"]["dsn"] = dsn
+        self._save()
+        console.print(f"[bold]postgres[/]: ready in {time.monotonic() - started:.1f}s (pid {pid})")
+
+    def _stop_postgres(self) -> None:
+        record = self.state.get("postgres") or {}
+        leftover = postgres.pg_root(self.run_dir).exists()  # e.g. stack.json was deleted
+        if (record and not record.get("external")) or (not record and leftover):
+            root = Path(record.get("root") or postgres.pg_root(self.run_dir))
+            postgres.stop(root, record.get("pid"), logs_dir=self.logs_dir, remove=True)
+            console.print("[bold]postgres[/]: stopped and removed " + str(root))
+        self.state.pop("postgres", None)
+        self._save()
+
+    # ------------------------------------------------------ topics/migrations
+    def _ensure_topics(self) -> None:
+        from shared.topics import TOPICS
+
+        created = kafka.create_topics(self.bootstrap, TOPICS)
+        console.print(f"[bold]topics[/]: {len(created)} created, {len(TOPICS) - len(created)} already there")
+
+    def _apply_migrations(self) -> None:
+        # Imported here: shared.db is written separately and may not exist yet.
+        try:
+            from shared.db import apply_migrations
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("shared.db",):
+                raise
+            console.print("[yellow]migrations[/]: shared.db not found; skipped")
+            return
+        required = [
+            p for p in inspect.signature(apply_migrations).parameters.values()
+            if p.default is inspect.Parameter.empty
+        ]
+        if len(required) == 1:  # apply_migrations(dsn): one call covers every service
+            run_sync(apply_migrations(self.dsn))
+            console.print("[bold]migrations[/]: applied")
+            return
+        # apply_migrations(dsn, schema, folder): one schema per service, named after it
+        # (services also run this at startup; doing it here lets tests use the DB first).
+        for name in SERVICES:
+            folder = self.repo_root / "services" / name / "migrations"
+            if folder.is_dir():
+                ran = run_sync(apply_migrations(self.dsn, name, folder))
+                console.print(f"[bold]migrations[/]: {name}: {len(ran)} applied")
+        return
+
+    # -------------------------------------------------------------- services
+    def _service_markers(self, name: str, port: int) -> tuple[str, str]:
+        return (f"services.{name}.main:app", f"--port {port}")
+
+    def service_alive(self, name: str) -> bool:
+        record = self.state["services"].get(name) or {}
+        return bool(record.get("port")) and pid_matches(
+            record.get("pid"), *self._service_markers(name, record["port"])
+        )
+
+    def _service_ready(self, name: str) -> bool:
+        try:
+            return httpx.get(f"{self.service_url(name)}/readyz", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _ensure_services(self) -> None:
+        todo = []
+        for name in SERVICES:
+            record = self.state["services"].get(name) or {}
+            # A service wired to a Kafka/PostgreSQL that has since been replaced is stale.
+            current = record.get("bootstrap") == self.bootstrap and record.get("dsn") == self.dsn
+            if self.service_alive(name) and current and self._service_ready(name):
+                console.print(f"[bold]{name}[/]: already running (pid {record['pid']}) at {self.service_url(name)}")
+                continue
+            self.stop_service(name)
+            todo.append(name)
+        # Spawn all first, then wait: the five interpreters start in parallel.
+        for name in todo:
+            self._spawn_service(name)
+        for name in todo:
+            self._wait_service(name)
+
+    def _spawn_service(self, name: str) -> int:
+        if name not in SERVICES:
+            raise StackError(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
+        record = self.state["services"].setdefault(name, {})
+        # Keep the port across restarts: tests hold URLs from service_url().
+        port = record.get("port") or port_from_env(f"{name.upper()}_PORT") or free_port()
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "DATABASE_URL": self.dsn,
+            "SERVICE_NAME": name,
+            "HTTP_PORT": str(port),
+            "PYTHONUNBUFFERED": "1",
+        }
+        argv = [sys.executable, "-m", "uvicorn", f"services.{name}.main:app", "--host", "127.0.0.1",
+                "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "20"]
+        pid = spawn(argv, self.logs_dir / f"{name}.log", cwd=self.repo_root, env=env)
+        record.update(pid=pid, port=port, bootstrap=self.bootstrap, dsn=self.dsn, started_at=time.time())
+        self._save()
+        console.print(f"[bold]{name}[/]: starting pid {pid} on port {port}")
+        return pid
+
+    def _wait_service(self, name: str) -> None:
+        record = self.state["services"][name]
+        log = self.logs_dir / f"{name}.log"
+        deadline = time.monotonic() + SERVICE_READY_S
+        while time.monotonic() < deadline:
+            if not pid_alive(record["pid"]):
+                raise StackError(f"service {name} exited during startup; tail of {log}:\n{log_tail(log)}")
+            if self._service_ready(name):
+                console.print(f"[bold]{name}[/]: ready at {self.service_url(name)}")
+                return
+            time.sleep(0.3)
+        tail = log_tail(log)
+        self.stop_service(name)
+        raise StackError(f"service {name} not ready after {SERVICE_READY_S:.0f}s; tail of {log}:\n{tail}")
+
+    def start_service(self, name: str) -> None:
+        """Start one service (on its remembered port) and wait for /readyz; no-op if running."""
+        with self._locked():
+            if self.service_alive(name):
+                return
+            self._spawn_service(name)
+            self._wait_service(name)
+
+    def stop_service(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        """Signal the service (default SIGTERM), wait up to `timeout`, then SIGKILL."""
+        with self._locked():
+            record = self.state["services"].get(name) or {}
+            if record.get("pid") and record.get("port"):
+                terminate(record["pid"], self._service_markers(name, record["port"]), sig=sig, timeout=timeout)
+            if record:
+                record["pid"] = None  # the port stays: a restart reuses it
+                self._save()
+
+    def kill_service(self, name: str) -> None:
+        """SIGKILL (a crash, no graceful shutdown) and wait for the process to be gone."""
+        record = self.state["services"].get(name) or {}
+        pid = record.get("pid")
+        self.stop_service(name, sig=signal.SIGKILL, timeout=0)
+        if pid:
+            wait_exit(pid, 10.0)
+
+    def restart_service(self, name: str) -> None:
+        self.stop_service(name)
+        self.start_service(name)
+
+    # ---------------------------------------------------------------- status
+    def status(self) -> list[dict[str, Any]]:
+        """One row per component: component, pid, alive, address, external."""
+        self.state = self._load()
+        rows = []
+        k = self.state.get("kafka") or {}
+        if k:
+            alive = kafka.probe(k["bootstrap"], timeout_s=3) if k.get("external") else self._kafka_alive()
+            rows.append({"component": "kafka", "pid": k.get("pid"), "alive": alive,
+                         "address": k["bootstrap"], "external": bool(k.get("external"))})
+        p = self.state.get("postgres") or {}
+        if p:
+            alive = postgres.probe(p["dsn"], timeout_s=3) if p.get("external") else self._pg_alive()
+            rows.append({"component": "postgres", "pid": p.get("pid"), "alive": alive,
+                         "address": p.get("dsn", ""), "external": bool(p.get("external"))})
+        for name in SERVICES:
+            record = self.state["services"].get(name)
+            if record:
+                rows.append({"component": name, "pid": record.get("pid"), "alive": self.service_alive(name),
+                             "address": f"http://127.0.0.1:{record['port']}", "external": False})
+        return rows

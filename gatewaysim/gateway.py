@@ -1,0 +1,71 @@
+"""The simulator's API: refund (idempotent by key), look up, settlement report."""
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SCHEMA = "gateway_sim"
+
+
+@dataclass(frozen=True)
+class SimRefund:
+    gateway_ref: str
+    status: str  # succeeded | failed
+    failure_reason: str | None
+
+
+@dataclass(frozen=True)
+class SettlementLine:
+    line_id: int
+    gateway_ref: str
+    amount_value: int
+    currency: str
+    fee_value: int
+
+
+def _declines(payment_id: str, decline_percent: int) -> bool:
+    # Deterministic per payment, so a retry of the same refund gets the same answer.
+    digest = hashlib.sha256(payment_id.encode()).digest()
+    return int.from_bytes(digest[:2], "big") % 100 < decline_percent
+
+
+class SimGateway:
+    """A gateway with its own durable ledger; `decline_percent` of payments are declined."""
+
+    def __init__(self, pool: asyncpg.Pool, decline_percent: int = 2) -> None:
+        self.pool = pool
+        self.decline_percent = decline_percent
+
+    async def refund(self, idempotency_key: str, payment_id: str, amount_value: int, currency: str) -> SimRefund:
+        """Refund once per key; a repeated key returns the first outcome, never pays twice."""
+        declined = _declines(payment_id, self.decline_percent)
+        gateway_ref = "simre_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
+        async with self.pool.acquire() as conn, conn.transaction():
+            inserted = await conn.fetchrow(
+                "INSERT INTO gateway_sim.refunds (idempotency_key, gateway_ref, payment_id, amount_value, "
+                "currency, status, failure_reason) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                "ON CONFLICT (idempotency_key) DO NOTHING RETURNING gateway_ref",
+                idempotency_key, gateway_ref, payment_id, amount_value, currency,
+                "failed" if declined else "succeeded", "card_declined" if declined else None)
+            if inserted and not declined:
+                await conn.execute(
+                    "INSERT INTO gateway_sim.settlement_lines (gateway_ref, amount_value, currency) "
+                    "VALUES ($1, $2, $3)", gateway_ref, amount_value, currency)
+        return await self.lookup(idempotency_key)
+
+    async def lookup(self, idempotency_key: str) -> SimRefund | None:
+        row = await self.pool.fetchrow(
+            "SELECT gateway_ref, status, failure_reason FROM gateway_sim.refunds WHERE idempotency_key = $1",
+            idempotency_key)
+        return SimRefund(row["gateway_ref"], row["status"], row["failure_reason"]) if row else None
+
+    async def settlement_lines(self, after_line_id: int, limit: int = 2000) -> list[SettlementLine]:
+        """The settlement report from a cursor on, oldest first."""
+        rows = await self.pool.fetch(
+            "SELECT id, gateway_ref, amount_value, currency, fee_value FROM gateway_sim.settlement_lines "
+            "WHERE id > $1 ORDER BY id LIMIT $2", after_line_id, limit)
+        return [SettlementLine(r["id"], r["gateway_ref"], r["amount_value"], r["currency"], r["fee_value"])
+                for r in rows]

@@ -1,0 +1,1 @@
+"""Approval: applies the refund policy to accepted refunds."""

@@ -1,0 +1,1 @@
+"""Intake: validates refund requests, dedupes them, opens tickets, guards refundable balances."""

@@ -1,0 +1,116 @@
+"""Intake decisions: which contract rules a request breaks, and whether the payment can cover it.
+
+Pure: no I/O. Errors use the contract's codes (SPEC.md "Outcomes").
+"""
+
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from shared.events import FieldError, RefundRequested
+from shared.money import Money
+
+REQUESTED_TYPE = "refund.requested.v1"
+
+_CODE_OF_PYDANTIC_TYPE = {
+    "missing": "missing",
+    "string_too_short": "missing",  # "" is a missing value, not a short one
+    "string_too_long": "too_long",
+    "too_long": "too_long",
+    "invalid_currency": "invalid_currency",
+    "not_positive": "not_positive",
+}
+
+
+def field_errors(error: ValidationError, prefix: str = "") -> list[FieldError]:
+    """Every problem pydantic found, as contract errors with dotted field paths."""
+    found = []
+    for item in error.errors(include_url=False):
+        path = ".".join(str(part) for part in item["loc"])
+        found.append(FieldError(
+            field=f"{prefix}{path}" if path else prefix.rstrip(".") or "data",
+            code=_CODE_OF_PYDANTIC_TYPE.get(item["type"], "invalid"),
+            message=item["msg"],
+        ))
+    return found
+
+
+def validate_request(event_type: str, data: object) -> RefundRequested | list[FieldError]:
+    """The request if it keeps every contract rule, else all the rules it breaks at once."""
+    errors: list[FieldError] = []
+    if event_type != REQUESTED_TYPE:
+        errors.append(FieldError(field="type", code="invalid",
+                                 message=f"expected {REQUESTED_TYPE}, got {event_type!r}"))
+    if not isinstance(data, dict):
+        errors.append(FieldError(field="data", code="missing" if data is None else "invalid",
+                                 message="data must be a JSON object"))
+        return errors
+    try:
+        request = RefundRequested.model_validate(data)
+    except ValidationError as invalid:
+        errors += field_errors(invalid)
+        errors += _cross_field_errors(data)
+        return errors
+    errors += _amount_errors(request.amount, request.payment.captured)
+    return errors or request
+
+
+def _amount_errors(amount: Money, captured: Money) -> list[FieldError]:
+    if amount.value == 0:
+        return [FieldError(field="amount.value", code="not_positive", message="amount must be greater than zero")]
+    if amount.currency != captured.currency:
+        return [FieldError(field="amount.currency", code="currency_mismatch",
+                           message=f"amount is in {amount.currency} but the payment was captured in {captured.currency}")]
+    if amount.value > captured.value:
+        return [FieldError(field="amount.value", code="exceeds_refundable",
+                           message=f"amount {amount.format()} exceeds the captured {captured.format()}")]
+    return []
+
+
+def _cross_field_errors(data: dict) -> list[FieldError]:
+    # When other fields are broken, still report amount rules whose inputs are valid.
+    try:
+        amount = Money.model_validate(data.get("amount"))
+        captured = Money.model_validate((data.get("payment") or {}).get("captured"))
+    except (ValidationError, AttributeError):
+        return []
+    return _amount_errors(amount, captured)
+
+
+@dataclass(frozen=True)
+class PaymentBalance:
+    """What intake knows of one captured payment: captured and already accepted for refund."""
+
+    currency: str
+    captured: int
+    refunded: int
+
+    @property
+    def refundable(self) -> int:
+        return self.captured - self.refunded
+
+
+def balance_errors(balance: PaymentBalance, request: RefundRequested) -> list[FieldError]:
+    """Whether this payment can still cover the request (invariant 2: never over-refund)."""
+    captured = request.payment.captured
+    if captured.currency != balance.currency or captured.value != balance.captured:
+        known = Money(value=balance.captured, currency=balance.currency)
+        return [FieldError(field="payment.captured", code="invalid",
+                           message=f"captured {captured.format()} disagrees with {known.format()} "
+                                   "recorded for this payment")]
+    if request.amount.value > balance.refundable:
+        remaining = Money(value=balance.refundable, currency=balance.currency)
+        return [FieldError(field="amount.value", code="exceeds_refundable",
+                           message=f"only {remaining.format()} of this payment is still refundable")]
+    return []
+
+
+def readable_ids(raw: object) -> tuple[str | None, str | None]:
+    """(source, request_id) of a broken message, where they can be read."""
+    if not isinstance(raw, dict):
+        return None, None
+    source = raw.get("source")
+    data = raw.get("data")
+    request_id = data.get("request_id") if isinstance(data, dict) else None
+    return (source if isinstance(source, str) and source else None,
+            request_id if isinstance(request_id, str) and 0 < len(request_id) <= 128 else None)

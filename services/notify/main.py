@@ -1,0 +1,33 @@
+"""Notify process: `uvicorn services.notify.main:app`."""
+
+from pathlib import Path
+
+from fastapi import HTTPException
+
+from services.notify.handlers import SOURCE, project, republish
+from shared import topics
+from shared.service import make_app, make_broker, subscribe_stage
+from shared.settings import ServiceSettings
+from shared.stage import Stage
+
+
+class NotifySettings(ServiceSettings):
+    service_name: str = "notify"
+
+
+settings = NotifySettings()
+broker = make_broker(settings)
+stage = Stage(schema="notify", source=SOURCE, decide=project, redelivered=republish)
+subscribe_stage(broker, stage, *topics.LIFECYCLE, group_id="refund-notify", max_records=settings.batch_max_records)
+app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
+               title="Refund notify")
+
+
+@app.get("/v1/refunds/{refund_id}")
+async def refund_status(refund_id: str) -> dict:
+    """A refund's current status, reason codes, ETA and stage timeline."""
+    row = await app.state.pool.fetchrow("SELECT * FROM notify.refund_status WHERE refund_id = $1", refund_id)
+    if row is None:
+        raise HTTPException(status_code=404, detail=f"no refund {refund_id}")
+    return {key: row[key] for key in ("refund_id", "request_id", "source", "order_id", "status", "amount",
+                                      "reason_codes", "eta", "timeline", "updated_at")}

@@ -1,0 +1,1 @@
+"""Payout: executes approved refunds at the gateway, at most once per refund."""

@@ -1,0 +1,55 @@
+"""The asyncpg pool and the plain-SQL migration runner every service uses.
+
+Each service owns one schema and a `migrations/NNNN_name.sql` folder; applied
+versions are recorded in `<schema>.schema_migrations`. An advisory lock per
+schema lets several replicas start at once.
+"""
+
+import zlib
+from pathlib import Path
+
+import asyncpg
+import orjson
+
+# Tables the shared consume loop needs in every stage's schema (inbox, outbox).
+_STAGE_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name, schema="pg_catalog",
+            encoder=lambda value: orjson.dumps(value).decode(), decoder=orjson.loads,
+        )
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 8) -> asyncpg.Pool:
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection)
+
+
+async def apply_migrations(dsn: str, schema: str, folder: Path, *, stage_tables: bool = True) -> list[str]:
+    """Apply the folder's not-yet-applied SQL files in name order; return what ran.
+
+    `stage_tables` first adds the inbox and outbox the shared consume loop needs.
+    """
+    applied: list[str] = []
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", zlib.crc32(schema.encode()))
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await conn.execute(
+            f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations '
+            "(version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch(f'SELECT version FROM "{schema}".schema_migrations')}
+        files = (sorted(_STAGE_MIGRATIONS.glob("*.sql")) if stage_tables else []) + sorted(folder.glob("*.sql"))
+        for path in files:
+            if path.stem in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(path.read_text().replace("{schema}", schema))
+                await conn.execute(f'INSERT INTO "{schema}".schema_migrations (version) VALUES ($1)', path.stem)
+            applied.append(path.stem)
+    finally:
+        await conn.close()
+    return applied

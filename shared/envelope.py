@@ -1,0 +1,84 @@
+"""CloudEvents 1.0 envelope on Kafka, through the CloudEvents SDK.
+
+Out: structured mode JSON (`content-type: application/cloudevents+json`).
+In: structured or binary mode (`ce_*` headers), detected per message.
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cloudevents.core.bindings import kafka as ce_kafka
+from cloudevents.core.exceptions import CloudEventValidationError
+from cloudevents.core.v1.event import CloudEvent
+from pydantic import BaseModel
+
+from shared.events import EVENT_TYPES, TYPE_OF
+
+
+class UnreadableMessage(Exception):
+    """The bytes are not a CloudEvent at all (not JSON, not an object): dead-letter them."""
+
+
+class InvalidEnvelope(Exception):
+    """JSON, but its CloudEvents attributes break the spec: reject, naming the problems."""
+
+    def __init__(self, message: str, raw: dict | None):
+        super().__init__(message)
+        self.raw = raw
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One Kafka record ready to publish."""
+
+    topic: str
+    key: str | None
+    value: bytes
+    headers: dict[str, bytes]
+    event_id: str
+
+
+def encode(payload: BaseModel, *, source: str, key: str | None, event_id: str | None = None) -> Outgoing:
+    """Wrap a contract payload in a structured-mode CloudEvent bound for its topic."""
+    event_type = TYPE_OF[type(payload)]
+    topic = EVENT_TYPES[event_type][1]
+    event_id = event_id or str(uuid.uuid4())
+    event = CloudEvent(
+        attributes={
+            "id": event_id,
+            "source": source,
+            "type": event_type,
+            "specversion": "1.0",
+            "time": datetime.now(UTC),
+            "datacontenttype": "application/json",
+        },
+        data=payload.model_dump(mode="json"),
+    )
+    record = ce_kafka.to_structured_event(event)
+    return Outgoing(topic=topic, key=key, value=record.value, headers=dict(record.headers), event_id=event_id)
+
+
+def decode(value: bytes | None, headers: list[tuple[str, bytes]] | tuple) -> CloudEvent:
+    """Read a Kafka record as a CloudEvent, in either content mode."""
+    message = ce_kafka.KafkaMessage(headers=dict(headers or ()), key=None, value=value or b"")
+    try:
+        return ce_kafka.from_kafka_event(message)
+    except CloudEventValidationError as error:
+        raise InvalidEnvelope(str(error), _json_object(value)) from error
+    except (ValueError, TypeError, AttributeError, KeyError) as error:
+        # The SDK raises these for bytes that are not JSON or not an object.
+        raw = _json_object(value)
+        if raw is None:
+            raise UnreadableMessage(f"not a CloudEvent: {error}") from error
+        raise InvalidEnvelope(f"malformed CloudEvent: {error}", raw) from error
+
+
+def _json_object(value: bytes | None) -> dict | None:
+    import orjson
+
+    try:
+        parsed = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None

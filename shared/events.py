@@ -1,0 +1,276 @@
+"""Versioned v1 event payloads (the CloudEvents `data`) and their types and topics.
+
+Adding a field needs a default; breaking a schema means a new `vN` type.
+"""
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+import pycountry
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+)
+from pydantic_core import PydanticCustomError
+
+from shared import topics
+from shared.money import Money
+
+
+def _rfc3339_text(value: object) -> object:
+    # Lax pydantic would read a number as a Unix timestamp; the contract says RFC 3339.
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError("invalid", "must be an RFC 3339 timestamp string")
+    return value
+
+
+def _country(code: str) -> str:
+    if len(code) != 2 or pycountry.countries.get(alpha_2=code) is None:
+        raise PydanticCustomError("invalid", "{code} is not an ISO 3166-1 alpha-2 country", {"code": code})
+    return code
+
+
+def _pattern(regex: str, what: str):
+    compiled = re.compile(regex)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise PydanticCustomError("invalid", "must be {what}", {"what": what})
+        return value
+
+    return AfterValidator(check)
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
+Id128 = Annotated[StrictStr, Field(min_length=1, max_length=128)]
+Country = Annotated[StrictStr, AfterValidator(_country)]
+Email = Annotated[StrictStr, Field(max_length=254), _pattern(r"[^@\s]+@[^@\s]+\.[^@\s]+", "an email address")]
+Phone = Annotated[StrictStr, _pattern(r"\+[1-9][0-9]{6,14}", "an E.164 phone number like +4915112345678")]
+Locale = Annotated[StrictStr, _pattern(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*", "a BCP 47 language tag like en or zh-CN")]
+
+
+class Channel(StrEnum):
+    CARD = "card"
+    ALIPAY = "alipay"
+    WECHAT_PAY = "wechat_pay"
+    PAYPAL = "paypal"
+    BANK_TRANSFER = "bank_transfer"
+    WALLET = "wallet"
+
+
+class Reason(StrEnum):
+    DAMAGED = "damaged"
+    NOT_RECEIVED = "not_received"
+    NOT_AS_DESCRIBED = "not_as_described"
+    DUPLICATE_CHARGE = "duplicate_charge"
+    FRAUDULENT = "fraudulent"
+    ORDER_CANCELED = "order_canceled"
+    RETURNED = "returned"
+    OTHER = "other"
+
+
+class Status(StrEnum):
+    """Statuses on the `refunds.status` feed."""
+
+    ACCEPTED = "accepted"
+    PENDING_REVIEW = "pending_review"
+    ON_HOLD = "on_hold"
+    APPROVED = "approved"
+    DENIED = "denied"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RECONCILED = "reconciled"
+    DISCREPANCY = "discrepancy"
+    REJECTED = "rejected"
+    CANCELED = "canceled"
+
+
+TERMINAL_STATUSES = frozenset(
+    {Status.REJECTED, Status.DENIED, Status.FAILED, Status.RECONCILED, Status.CANCELED}
+)
+
+
+class ContractModel(BaseModel):
+    # Unknown fields are ignored so producers can add fields without breaking consumers.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Payment(ContractModel):
+    id: Id128
+    gateway: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    channel: Channel
+    captured: Money
+
+
+class Customer(ContractModel):
+    id: Id128
+    email: Email | None = None
+    phone: Phone | None = None
+    locale: Locale = "en"
+
+
+class RefundRequested(ContractModel):
+    """`refund.requested.v1`: a platform asks for a refund (source = the platform)."""
+
+    request_id: Id128
+    order_id: Id128
+    payment: Payment
+    amount: Money
+    customer: Customer
+    region: Country
+    reason: Reason
+    note: Annotated[StrictStr, Field(max_length=1000)] | None = None
+    requested_at: Timestamp
+    items: list[dict] | None = None
+    metadata: Annotated[dict[StrictStr, StrictStr], Field(max_length=20)] | None = None
+
+
+class RefundEvent(ContractModel):
+    """What every lifecycle event carries, so any consumer can place it."""
+
+    refund_id: str
+    request_id: str
+    source: str
+    order_id: str
+    amount: Money
+    channel: Channel
+    region: str
+    reason_codes: list[str] = []
+    drill: StrictBool = False
+
+
+class RefundAccepted(RefundEvent):
+    """`refund.accepted.v1`: intake opened a ticket; carries the full request onward."""
+
+    payment: Payment
+    customer: Customer
+    reason: Reason
+    note: str | None = None
+    requested_at: datetime
+    accepted_at: datetime
+    items: list[dict] | None = None
+    metadata: dict[str, str] | None = None
+
+
+class FieldError(ContractModel):
+    field: str
+    code: str
+    message: str
+
+
+class RefundRejected(ContractModel):
+    """`refund.rejected.v1`: the request broke the contract; every problem is named."""
+
+    refund_id: str | None = None
+    request_id: str | None = None
+    source: str | None = None
+    order_id: str | None = None
+    amount: Money | None = None
+    errors: list[FieldError]
+    rejected_at: datetime
+
+
+class RefundApproved(RefundAccepted):
+    """`refund.approved.v1`: policy approved the refund; carries the ticket to payout."""
+
+    policy_version: str
+    approved_at: datetime
+
+
+class RefundDenied(RefundEvent):
+    policy_version: str
+    denied_at: datetime
+
+
+class RefundHeld(RefundEvent):
+    held_at: datetime
+
+
+class PayoutSubmitted(RefundEvent):
+    gateway: str
+    payout_id: str
+    submitted_at: datetime
+
+
+class RefundPaid(RefundEvent):
+    gateway: str
+    payout_id: str
+    gateway_ref: str
+    paid_at: datetime
+
+
+class PayoutFailed(RefundEvent):
+    gateway: str
+    payout_id: str
+    failure_reason: str
+    failed_at: datetime
+
+
+class RefundReconciled(RefundEvent):
+    gateway_ref: str
+    settled_amount: Money
+    reconciled_at: datetime
+
+
+class RefundDiscrepancy(RefundEvent):
+    gateway_ref: str
+    category: str
+    settled_amount: Money | None = None
+    detected_at: datetime
+
+
+class RefundStatus(ContractModel):
+    """`refund.status.v1` on the compacted `refunds.status` feed, key = refund_id."""
+
+    refund_id: str
+    request_id: str | None
+    source: str | None
+    order_id: str | None
+    status: Status
+    amount: Money | None
+    reason_codes: list[str] = []
+    eta: datetime | None = None
+    updated_at: datetime
+
+
+class DeadLetter(ContractModel):
+    """`refund.dead-lettered.v1` on `refunds.dlq`: bytes nobody could read, with origin."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    raw_base64: str
+    headers: dict[str, str]
+    error: str
+    dead_lettered_at: datetime
+
+
+# type -> (payload model, topic it travels on)
+EVENT_TYPES: dict[str, tuple[type[BaseModel], str]] = {
+    "refund.requested.v1": (RefundRequested, topics.REQUESTED),
+    "refund.accepted.v1": (RefundAccepted, topics.ACCEPTED),
+    "refund.rejected.v1": (RefundRejected, topics.REJECTED),
+    "refund.approved.v1": (RefundApproved, topics.APPROVED),
+    "refund.denied.v1": (RefundDenied, topics.DENIED),
+    "refund.held.v1": (RefundHeld, topics.HELD),
+    "refund.payout-submitted.v1": (PayoutSubmitted, topics.PAYOUT_SUBMITTED),
+    "refund.paid.v1": (RefundPaid, topics.PAID),
+    "refund.payout-failed.v1": (PayoutFailed, topics.PAYOUT_FAILED),
+    "refund.reconciled.v1": (RefundReconciled, topics.RECONCILED),
+    "refund.discrepancy.v1": (RefundDiscrepancy, topics.DISCREPANCY),
+    "refund.status.v1": (RefundStatus, topics.STATUS),
+    "refund.dead-lettered.v1": (DeadLetter, topics.DLQ),
+}
+TYPE_OF: dict[type[BaseModel], str] = {model: name for name, (model, _) in EVENT_TYPES.items()}

@@ -1,0 +1,141 @@
+"""Wiring every service shares: broker with an explicit ack policy, pool, HTTP app.
+
+A service's `main` builds its `Stage`, calls `make_broker`, subscribes with
+`subscribe_stage`, and serves `make_app(...)` with uvicorn. The HTTP app gives
+`/metrics`, `/healthz` (the process is alive) and `/readyz` (database and
+broker reachable, consumer started), plus whatever routes the service adds.
+"""
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import structlog
+from aiokafka import ConsumerRecord
+from fastapi import FastAPI, Response
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from shared.db import apply_migrations, create_pool
+from shared.logs import configure_logging
+from shared.settings import ServiceSettings
+from shared.stage import Stage
+
+log = structlog.get_logger()
+
+
+def make_broker(settings: ServiceSettings) -> KafkaBroker:
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=settings.service_name,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=2,
+        graceful_timeout=settings.graceful_timeout_seconds,
+        middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY, app_name=settings.service_name)],
+    )
+
+
+async def _safe_parser(records: tuple[ConsumerRecord, ...], original: Callable) -> object:
+    # FastStream's parser decodes every header as UTF-8 and would raise on a
+    # binary header, before our handler could dead-letter the record: a poison
+    # message. Parse sanitised copies, keep the untouched records.
+    safe = tuple(
+        dataclasses.replace(r, headers=[(k, v.decode(errors="replace").encode()) for k, v in r.headers])
+        for r in records
+    )
+    message = await original(safe)
+    message.raw_message = records
+    return message
+
+
+async def _raw_decoder(message: object) -> None:
+    return None  # the stage decodes records itself; FastStream must not guess a body type
+
+
+def subscribe_stage(broker: KafkaBroker, stage: Stage, *topics: str, group_id: str, max_records: int) -> None:
+    """Consume `topics` in batches; commit offsets only after the stage has saved its work.
+
+    AckPolicy.NACK_ON_ERROR: success commits, an exception seeks back so the
+    batch is redelivered (at-least-once; the inbox makes that effectively once).
+    """
+
+    @broker.subscriber(
+        *topics, group_id=group_id, batch=True, max_records=max_records, batch_timeout_ms=50,
+        auto_offset_reset="earliest", ack_policy=AckPolicy.NACK_ON_ERROR,
+        parser=_safe_parser, decoder=_raw_decoder,
+    )
+    async def on_batch(message: KafkaMessage) -> None:
+        await stage.process(message.raw_message)
+
+
+def make_app(
+    settings: ServiceSettings,
+    *,
+    broker: KafkaBroker,
+    stage: Stage,
+    migrations: Path,
+    background: Sequence[Callable[[], Awaitable[None]]] = (),
+    title: str,
+) -> FastAPI:
+    """The service process: lifespan starts pool, migrations, broker and background loops."""
+    state = {"ready": False}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        configure_logging(settings.service_name, settings.log_level)
+        if settings.migrate_on_start:
+            ran = await apply_migrations(settings.database_url, stage.schema, migrations)
+            log.info("migrations_applied", schema=stage.schema, versions=ran)
+        pool = await create_pool(settings.database_url, min_size=settings.db_pool_min,
+                                 max_size=settings.db_pool_max)
+        stage.bind(pool, broker)
+        app.state.pool = pool
+        await broker.start()
+        tasks = [asyncio.create_task(stage.relay_forever())] + [asyncio.create_task(job()) for job in background]
+        state["ready"] = True
+        log.info("service_started", port=settings.http_port)
+        try:
+            yield
+        finally:
+            state["ready"] = False
+            log.info("service_stopping")
+            # Stops consuming, lets the batch in hand finish within graceful_timeout, commits.
+            await broker.stop()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await pool.close()
+            log.info("service_stopped")
+
+    app = FastAPI(title=title, lifespan=lifespan)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(response: Response) -> dict:
+        checks = {"started": state["ready"]}
+        if state["ready"]:
+            try:
+                async with app.state.pool.acquire(timeout=2) as conn:
+                    await conn.fetchval("SELECT 1")
+                checks["database"] = True
+            except Exception:
+                checks["database"] = False
+            checks["kafka"] = await broker.ping(timeout=2)
+        ok = all(checks.values()) and len(checks) == 3
+        response.status_code = 200 if ok else 503
+        return {"status": "ready" if ok else "not_ready", "checks": checks}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return app

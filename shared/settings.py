@@ -1,0 +1,24 @@
+"""Settings every service reads from its environment (only in its `main`)."""
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Common knobs; each service subclasses this with its own (e.g. its stage SLA)."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+
+    service_name: str = "refund-service"
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/refunds"
+    http_port: int = 8080
+    log_level: str = "INFO"
+    migrate_on_start: bool = True
+    # Records per consumer poll; one poll is one database transaction.
+    batch_max_records: int = 500
+    db_pool_min: int = 1
+    db_pool_max: int = 8
+    # How often the stage sweep refreshes the inflight/overdue gauges.
+    sweep_interval_seconds: float = 5.0
+    # Seconds after shutdown starts before in-hand work is abandoned (uncommitted, redelivered).
+    graceful_timeout_seconds: float = 15.0

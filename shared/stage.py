@@ -1,0 +1,209 @@
+"""How a stage consumes: one Kafka poll = one database transaction, with inbox and outbox.
+
+FastStream's Kafka subscriber is at-most-once by default (ACK_FIRST) and has no
+dead-letter queue and no transactions, so every stage runs this loop instead:
+
+1. decode each record; bytes that are not a CloudEvent become a dead letter;
+2. in ONE PostgreSQL transaction: claim each event in the stage's `inbox`
+   (source, id) -- a redelivered event is skipped -- let the stage decide and
+   save, and write whatever it publishes to the stage's `outbox`;
+3. after commit, publish the outbox rows and delete them; a relay republishes
+   rows a crash left behind, so publishing is at-least-once and consumers dedupe
+   by event id;
+4. return, and the subscriber (AckPolicy.NACK_ON_ERROR) commits the offsets.
+
+If the batch transaction fails for a reason other than the database being
+unreachable, the records are retried one per transaction, and one that still
+fails is dead-lettered with its error, so a poison message never blocks its
+partition. Unreachable database: the batch is nacked and redelivered.
+"""
+
+import asyncio
+import base64
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+import structlog
+from aiokafka import ConsumerRecord
+from cloudevents.core.v1.event import CloudEvent
+from faststream.kafka import KafkaBroker
+
+from shared.envelope import InvalidEnvelope, Outgoing, UnreadableMessage, decode, encode
+from shared.events import DeadLetter
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One record off Kafka: its CloudEvent, or why it could not be read."""
+
+    record: ConsumerRecord
+    event: CloudEvent | None
+    invalid: InvalidEnvelope | None = None
+
+
+# A stage's decision for one event: save state on `conn`, return what to publish.
+Decide = Callable[[asyncpg.Connection, Inbound], Awaitable[list[Outgoing]]]
+
+TRANSIENT_DB_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+)
+
+
+def dead_letter(record: ConsumerRecord, error: str, *, source: str) -> Outgoing:
+    """The DLQ record for bytes the stage cannot use, with their origin."""
+    payload = DeadLetter(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key.decode(errors="replace") if record.key else None,
+        raw_base64=base64.b64encode(record.value or b"").decode(),
+        headers={k: v.decode(errors="replace") for k, v in (record.headers or ())},
+        error=error[:2000],
+        dead_lettered_at=datetime.now(UTC),
+    )
+    return encode(payload, source=source, key=f"{record.topic}/{record.partition}/{record.offset}")
+
+
+class Stage:
+    """The consume loop of one service: inbox, decision, outbox, publish."""
+
+    def __init__(self, *, schema: str, source: str, decide: Decide, redelivered: Decide | None = None,
+                 accept_invalid_envelopes: bool = False) -> None:
+        self.schema = schema
+        self.source = source
+        self.decide = decide
+        # Called instead of `decide` for an event the inbox has seen (most stages: nothing).
+        self.redelivered = redelivered
+        # Only intake answers a malformed envelope with a rejection; elsewhere it is a dead letter.
+        self.accept_invalid_envelopes = accept_invalid_envelopes
+        self.pool: asyncpg.Pool | None = None
+        self.broker: KafkaBroker | None = None
+        self.committed = asyncio.Event()
+
+    def bind(self, pool: asyncpg.Pool, broker: KafkaBroker) -> None:
+        self.pool, self.broker = pool, broker
+
+    async def process(self, records: Sequence[ConsumerRecord]) -> None:
+        inbound = [self._read(record) for record in records]
+        try:
+            pending = await self._in_transaction(inbound)
+        except TRANSIENT_DB_ERRORS:
+            await asyncio.sleep(1.0)  # back off before the nack redelivers the batch
+            raise
+        except Exception:
+            log.exception("batch_failed_retrying_one_by_one", size=len(inbound))
+            pending = await self._one_by_one(inbound)
+        self.committed.set()
+        await self._publish(pending)
+
+    def _read(self, record: ConsumerRecord) -> Inbound:
+        try:
+            return Inbound(record, decode(record.value, record.headers))
+        except InvalidEnvelope as invalid:
+            return Inbound(record, None, invalid)
+        except UnreadableMessage:
+            return Inbound(record, None)
+
+    async def _in_transaction(self, inbound: Sequence[Inbound]) -> list[tuple[int, Outgoing]]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            outgoing: list[Outgoing] = []
+            for item in inbound:
+                outgoing += await self._handle(conn, item)
+            return await self._write_outbox(conn, outgoing)
+
+    async def _one_by_one(self, inbound: Sequence[Inbound]) -> list[tuple[int, Outgoing]]:
+        ids: list[tuple[int, Outgoing]] = []
+        for item in inbound:
+            try:
+                ids += await self._in_transaction([item])
+            except TRANSIENT_DB_ERRORS:
+                raise
+            except Exception as error:
+                log.exception("poison_message", topic=item.record.topic,
+                              partition=item.record.partition, offset=item.record.offset)
+                letter = dead_letter(item.record, f"{type(error).__name__}: {error}", source=self.source)
+                async with self.pool.acquire() as conn, conn.transaction():
+                    ids += await self._write_outbox(conn, [letter])
+        return ids
+
+    async def _handle(self, conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]:
+        if item.event is None and not (item.invalid and self.accept_invalid_envelopes):
+            reason = str(item.invalid) if item.invalid else "not a CloudEvent (not JSON, or not an object)"
+            return [dead_letter(item.record, reason, source=self.source)]
+        if item.event is not None and not await self._claim(conn, item.event):
+            # Redelivered: its effects are already saved.
+            return await self.redelivered(conn, item) if self.redelivered else []
+        return await self.decide(conn, item)
+
+    async def _claim(self, conn: asyncpg.Connection, event: CloudEvent) -> bool:
+        status = await conn.execute(
+            f"INSERT INTO {self.schema}.inbox (source, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            event.get_source(), event.get_id(),
+        )
+        return status.endswith("1")
+
+    async def _write_outbox(self, conn: asyncpg.Connection,
+                            outgoing: Sequence[Outgoing]) -> list[tuple[int, Outgoing]]:
+        if not outgoing:
+            return []
+        rows = await conn.fetch(
+            f"INSERT INTO {self.schema}.outbox (topic, key, value, headers) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[]) RETURNING id",
+            [o.topic for o in outgoing], [o.key for o in outgoing], [o.value for o in outgoing],
+            [{k: v.decode() for k, v in o.headers.items()} for o in outgoing],
+        )
+        return [(row["id"], item) for row, item in zip(rows, outgoing, strict=True)]
+
+    async def _publish(self, pending: Sequence[tuple[int, Outgoing]]) -> None:
+        """Publish committed outbox rows, wait for the broker's acks, then delete them."""
+        if not pending:
+            return
+        sends = [
+            await self.broker.publish(
+                item.value, topic=item.topic, key=item.key.encode() if item.key else None,
+                headers={k: v.decode() for k, v in item.headers.items()}, no_confirm=True,
+            )
+            for _, item in pending
+        ]
+        await asyncio.gather(*sends)
+        async with self.pool.acquire() as conn:
+            await conn.execute(f"DELETE FROM {self.schema}.outbox WHERE id = ANY($1::bigint[])",
+                               [row_id for row_id, _ in pending])
+
+    async def publish(self, conn: asyncpg.Connection, outgoing: Sequence[Outgoing]) -> list[tuple[int, Outgoing]]:
+        """For work outside the consume loop (sweeps, gateways): outbox rows on `conn`'s transaction."""
+        return await self._write_outbox(conn, outgoing)
+
+    async def flush(self, pending: Sequence[tuple[int, Outgoing]]) -> None:
+        """Publish what `publish` wrote, once its transaction has committed."""
+        await self._publish(pending)
+
+    async def relay_forever(self, interval: float = 2.0, older_than_seconds: float = 10.0) -> None:
+        """Republish rows a crash left between commit and publish."""
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    rows = await conn.fetch(
+                        f"SELECT id, topic, key, value, headers FROM {self.schema}.outbox "
+                        "WHERE created_at < now() - make_interval(secs => $1) ORDER BY id LIMIT 5000",
+                        older_than_seconds)
+                pending = [(r["id"], Outgoing(topic=r["topic"], key=r["key"], value=r["value"],
+                                             headers={k: v.encode() for k, v in r["headers"].items()},
+                                             event_id="")) for r in rows]
+                await self._publish(pending)
+                if pending:
+                    log.warning("outbox_relayed", rows=len(pending))
+            except Exception:
+                log.exception("outbox_relay_failed")
+            await asyncio.sleep(interval)

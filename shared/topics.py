@@ -1,0 +1,52 @@
+"""Kafka topics of the public contract (SPEC.md), with how they are created."""
+
+from dataclasses import dataclass, field
+
+REQUESTED = "refunds.requested"
+ACCEPTED = "refunds.accepted"
+REJECTED = "refunds.rejected"
+DLQ = "refunds.dlq"
+APPROVED = "refunds.approved"
+DENIED = "refunds.denied"
+HELD = "refunds.held"
+PAYOUT_SUBMITTED = "refunds.payout-submitted"
+PAID = "refunds.paid"
+PAYOUT_FAILED = "refunds.payout-failed"
+RECONCILED = "refunds.reconciled"
+DISCREPANCY = "refunds.discrepancy"
+STATUS = "refunds.status"
+
+DEFAULT_PARTITIONS = 6
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """How a contract topic is created: partitions and topic-level config."""
+
+    name: str
+    partitions: int = DEFAULT_PARTITIONS
+    config: dict[str, str] = field(default_factory=dict)
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(REQUESTED),
+    TopicSpec(ACCEPTED),
+    TopicSpec(REJECTED),
+    TopicSpec(DLQ, partitions=1, config={"retention.ms": str(30 * 24 * 3600 * 1000)}),
+    TopicSpec(APPROVED),
+    TopicSpec(DENIED),
+    TopicSpec(HELD),
+    TopicSpec(PAYOUT_SUBMITTED),
+    TopicSpec(PAID),
+    TopicSpec(PAYOUT_FAILED),
+    TopicSpec(RECONCILED),
+    TopicSpec(DISCREPANCY),
+    TopicSpec(
+        STATUS,
+        config={"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+    ),
+)
+
+# Every lifecycle topic notify projects into the status feed.
+LIFECYCLE = (ACCEPTED, REJECTED, APPROVED, DENIED, HELD, PAYOUT_SUBMITTED, PAID,
+             PAYOUT_FAILED, RECONCILED, DISCREPANCY)
