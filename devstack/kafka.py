@@ -74,7 +74,7 @@ def ensure_jars(pom: Path) -> Path:
         console.print(f"[bold]kafka[/]: fetching Kafka {KAFKA_VERSION} jars from Maven Central into {libs} (one-time)…")
         started = time.monotonic()
         cmd = [
-            mvn, "-B", "-q",
+            mvn, "-B", "-q", "-Dstyle.color=never",
             "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies",
             "-DincludeScope=runtime", f"-DoutputDirectory={libs}", "-f", str(pom),
         ]

@@ -25,10 +25,21 @@ from rich.console import Console
 # enough to be eval'ed or parsed.
 console = Console(stderr=True, highlight=False)
 
+class _Detached(subprocess.Popen):
+    """A Popen meant to outlive this interpreter (`devstack up` exits, the stack runs on).
+
+    Plain Popen warns "subprocess N is still running" when garbage-collected;
+    for these that is the intent, and we reap them ourselves (see _reap).
+    """
+
+    def __del__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
 # Popen handles of children started by *this* Python process. Keeping them lets
 # us reap our own children (otherwise a killed child lingers as a zombie, looks
 # alive in /proc, and Python warns about un-waited Popen objects).
-_children: dict[int, subprocess.Popen] = {}
+_children: dict[int, _Detached] = {}
 
 
 def free_ports(count: int = 1) -> list[int]:
@@ -120,7 +131,7 @@ def spawn(
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
+        proc = _Detached(
             list(argv),
             cwd=cwd,
             env=dict(env) if env is not None else None,

@@ -35,7 +35,7 @@ def _rfc3339_text(value: object) -> object:
 
 
 def _country(code: str) -> str:
-    if len(code) != 2 or pycountry.countries.get(alpha_2=code) is None:
+    if len(code) != 2 or not code.isupper() or pycountry.countries.get(alpha_2=code) is None:
         raise PydanticCustomError("invalid", "{code} is not an ISO 3166-1 alpha-2 country", {"code": code})
     return code
 

@@ -1,0 +1,32 @@
+# Quickstart: `make demo` runs a realistic batch through the pipeline, `make test` runs the tests.
+# Both set up everything themselves (Python env, Kafka jars, Kafka, PostgreSQL, services).
+PY := .venv/bin/python
+export REFUND_RUN_DIR ?= $(CURDIR)/.run/dev
+
+.PHONY: setup up down status demo test test-unit lint clean
+
+.venv/.synced: pyproject.toml uv.lock scripts/bootstrap.sh
+	scripts/bootstrap.sh
+
+setup: .venv/.synced
+
+up: setup
+	$(PY) -m devstack up
+
+down: setup
+	$(PY) -m devstack down
+
+status: setup
+	$(PY) -m devstack status
+
+demo: setup
+	$(PY) -m tools.demo $(DEMO_ARGS)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+clean: down
+	rm -rf .run
