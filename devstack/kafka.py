@@ -24,7 +24,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-from .processes import StackError, run_sync, console, file_lock, log_tail, pid_alive, spawn, terminate
+from .processes import (
+    StackError, console, file_lock, log_errors, log_tail, pid_alive, run_sync, spawn, terminate,
+)
 
 KAFKA_VERSION = "4.1.1"
 MAIN_CLASS = "kafka.Kafka"
@@ -131,6 +133,8 @@ def write_config(kafka_dir: Path, port: int, controller_port: int) -> Path:
 def start(kafka_dir: Path, libs: Path, log4j_config: Path, log_path: Path, port: int, controller_port: int) -> int:
     """Format a fresh log dir and launch the broker detached. Returns its pid."""
     java = _java()
+    # The JVM runs with cwd=kafka_dir, so relative paths would resolve there.
+    kafka_dir, libs, log4j_config = kafka_dir.resolve(), libs.resolve(), log4j_config.resolve()
     if kafka_dir.exists():
         # Fresh every time: `format` refuses an already formatted dir, and a
         # restarted dev stack should not resurrect half-remembered state.
@@ -153,7 +157,7 @@ def start(kafka_dir: Path, libs: Path, log4j_config: Path, log_path: Path, port:
 
 def markers(kafka_dir: Path) -> tuple[str, str]:
     """What /proc/<pid>/cmdline of our broker must contain."""
-    return (MAIN_CLASS, str(kafka_dir / "server.properties"))
+    return (MAIN_CLASS, str(kafka_dir.resolve() / "server.properties"))
 
 
 def stop(pid: int | None, kafka_dir: Path, timeout: float = 30.0) -> bool:
@@ -196,11 +200,16 @@ def wait_ready(bootstrap: str, pid: int | None, log_path: Path, timeout: float =
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pid is not None and not pid_alive(pid):
-            raise StackError(f"Kafka exited during startup; tail of {log_path}:\n{log_tail(log_path)}")
+            raise StackError(
+                f"Kafka exited during startup; {log_errors(log_path)}tail of {log_path}:\n{log_tail(log_path)}"
+            )
         if probe(bootstrap, timeout_s=3.0):
             return
         time.sleep(0.5)
-    raise StackError(f"Kafka at {bootstrap} not ready after {timeout:.0f}s; tail of {log_path}:\n{log_tail(log_path)}")
+    raise StackError(
+        f"Kafka at {bootstrap} not ready after {timeout:.0f}s; {log_errors(log_path)}"
+        f"tail of {log_path}:\n{log_tail(log_path)}"
+    )
 
 
 async def _create_topics(bootstrap: str, topics: Iterable) -> list[str]:

@@ -191,6 +191,16 @@ def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(data.splitlines()[-lines:])
 
 
+def log_errors(path: Path, limit: int = 8) -> str:
+    """The first ERROR/FATAL lines: in a long JVM log the cause is rarely in the tail."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    hits = [line for line in lines if " ERROR " in line or " FATAL " in line][:limit]
+    return ("first errors:\n" + "\n".join(hits) + "\n") if hits else ""
+
+
 @contextlib.contextmanager
 def file_lock(path: Path):
     """Exclusive flock on `path` (serialises concurrent `up`/`down`/jar downloads)."""

@@ -24,7 +24,7 @@ import httpx
 from . import kafka, postgres
 from .processes import (
     StackError, console, file_lock, free_port, free_ports, log_tail, pid_alive,
-    pid_matches, port_from_env, run_sync, spawn, terminate, wait_exit,
+    pid_matches, port_from_env, port_open, run_sync, spawn, terminate, wait_exit,
 )
 
 SERVICES = ("intake", "approval", "payout", "reconcile", "notify")
@@ -157,7 +157,10 @@ class Stack:
 
         libs = kafka.ensure_jars(self.repo_root / "deploy/local/kafka/pom.xml")
         port, controller_port = free_ports(2)
-        port = port_from_env("KAFKA_PORT") or port
+        if port_from_env("KAFKA_PORT"):
+            port = port_from_env("KAFKA_PORT")
+            if port_open(port):
+                raise StackError(f"KAFKA_PORT={port} is already in use on 127.0.0.1")
         if controller_port == port:
             controller_port = free_port()
         log = self.logs_dir / "kafka.log"
@@ -213,6 +216,8 @@ class Stack:
             self._stop_postgres()
 
         port = port_from_env("PGPORT_LOCAL") or free_port()
+        if port_open(port):
+            raise StackError(f"PGPORT_LOCAL={port} is already in use on 127.0.0.1")
         started = time.monotonic()
         console.print(f"[bold]postgres[/]: initdb + start on 127.0.0.1:{port}…")
         root = postgres.pg_root(self.run_dir)

@@ -1,0 +1,133 @@
+"""End to end on the real stack: Kafka, PostgreSQL, five service processes, public contract only."""
+
+import uuid
+
+import httpx
+import orjson
+import pytest
+
+from services.notify.domain import RANK
+from shared import topics
+from shared.events import Status
+from tools.platform import requested_record
+from tests.integration.helpers import TopicTail, publish, refund_of, valid_request, wait_until
+
+pytestmark = pytest.mark.integration
+LIFECYCLE = ["accepted", "approved", "processing", "succeeded", "reconciled"]
+
+
+async def test_one_refund_goes_through_all_five_services(stack, producer, status_feed, db):
+    request = valid_request(amount=1999, captured=1999, currency="KWD", region="KW")
+    refund_id = refund_of(request)
+    await publish(producer, request)
+
+    assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "reconciled", timeout=60)
+    history = status_feed.history[refund_id]
+    assert [RANK[Status(s)] for s in history] == sorted(RANK[Status(s)] for s in history), history
+    final = status_feed.latest[refund_id]
+    assert final["amount"] == {"value": 1999, "currency": "KWD"}
+    assert (final["request_id"], final["source"], final["order_id"]) == (
+        request["request_id"], "shop-test", request["order_id"])
+    assert final["eta"] is not None
+
+    async with httpx.AsyncClient() as http:
+        tracked = (await http.get(f"{stack.service_url('notify')}/v1/refunds/{refund_id}")).json()
+        assert set(LIFECYCLE) <= set(tracked["timeline"])
+        for name in ("intake", "approval", "payout", "reconcile"):
+            metrics = (await http.get(f"{stack.service_url(name)}/metrics")).text
+            assert f'refund_stage_duration_seconds_count{{channel="card",outcome=' in metrics, name
+            assert f'stage="{name}"' in metrics, name
+
+    assert await db.fetchval("SELECT count(*) FROM gateway_sim.refunds WHERE idempotency_key = $1", refund_id) == 1
+    assert await db.fetchval("SELECT state FROM reconcile.payouts WHERE refund_id = $1", refund_id) == "matched"
+
+
+async def test_binary_mode_request_is_accepted(stack, producer, status_feed):
+    request = valid_request(amount=500, captured=500, currency="JPY", region="JP")
+    await publish(producer, request, binary=True)
+    refund_id = refund_of(request)
+    assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "reconciled", timeout=60)
+
+
+async def test_same_request_twice_is_one_refund_and_one_payout(stack, producer, status_feed, db):
+    request = valid_request()
+    refund_id = refund_of(request)
+    event_id = str(uuid.uuid4())
+    await publish(producer, request, event_id=event_id)
+    await publish(producer, request, event_id=event_id)  # a redelivery: same CloudEvent
+    assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "reconciled", timeout=60)
+
+    # The platform re-sends the request under a new event id: no new refund, status re-published.
+    seen = len(status_feed.history[refund_id])
+    await publish(producer, request)
+    assert await status_feed.wait_for(lambda: len(status_feed.history[refund_id]) > seen, timeout=30)
+    assert status_feed.status_of(refund_id) == "reconciled"
+
+    assert await db.fetchval("SELECT count(*) FROM intake.tickets WHERE refund_id = $1", refund_id) == 1
+    assert await db.fetchval("SELECT count(*) FROM payout.payouts WHERE refund_id = $1", refund_id) == 1
+    assert await db.fetchval("SELECT count(*) FROM gateway_sim.refunds WHERE idempotency_key = $1", refund_id) == 1
+    assert await db.fetchval("SELECT refunded FROM intake.payment_balances WHERE payment_id = $1",
+                             request["payment"]["id"]) == request["amount"]["value"]
+
+
+async def test_a_redelivered_approval_never_pays_twice(stack, producer, status_feed, db):
+    request = valid_request()
+    refund_id = refund_of(request)
+    async with TopicTail(stack.bootstrap, topics.APPROVED) as approved:
+        await publish(producer, request)
+        event = await approved.wait_for(lambda e: e["data"]["refund_id"] == refund_id)
+    assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "reconciled", timeout=60)
+
+    replay_id = str(uuid.uuid4())
+    replay = orjson.dumps({**event, "id": replay_id})
+    await producer.send_and_wait(topics.APPROVED, replay, key=refund_id.encode(),
+                                 headers=[("content-type", b"application/cloudevents+json")])
+    await wait_until(lambda: db.fetchval("SELECT 1 FROM payout.inbox WHERE event_id = $1", replay_id))
+    assert await db.fetchval("SELECT count(*) FROM payout.payouts WHERE refund_id = $1", refund_id) == 1
+    assert await db.fetchval("SELECT count(*) FROM gateway_sim.refunds WHERE idempotency_key = $1", refund_id) == 1
+
+
+async def test_invalid_request_is_rejected_naming_every_problem(stack, producer, status_feed):
+    request = valid_request(region="XX")
+    del request["order_id"]
+    request["amount"]["value"] = 12.5
+    request["reason"] = "bored"
+    refund_id = refund_of(request)
+    async with TopicTail(stack.bootstrap, topics.REJECTED) as rejected:
+        await publish(producer, request)
+        event = await rejected.wait_for(lambda e: e["data"].get("refund_id") == refund_id)
+    errors = {(e["field"], e["code"]) for e in event["data"]["errors"]}
+    assert {("order_id", "missing"), ("region", "invalid"), ("amount.value", "invalid"),
+            ("reason", "invalid")} <= errors
+    assert (event["data"]["source"], event["data"]["request_id"]) == ("shop-test", request["request_id"])
+    assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "rejected", timeout=30)
+    assert {"missing", "invalid"} <= set(status_feed.latest[refund_id]["reason_codes"])
+
+
+async def test_over_refund_of_a_payment_is_rejected_with_the_remaining_balance(stack, producer, status_feed):
+    first = valid_request(amount=3000, captured=5000)
+    second = valid_request(amount=2001, captured=5000, payment=first["payment"])
+    async with TopicTail(stack.bootstrap, topics.REJECTED) as rejected:
+        await publish(producer, first)
+        await publish(producer, second)
+        event = await rejected.wait_for(lambda e: e["data"].get("refund_id") == refund_of(second))
+    [error] = event["data"]["errors"]
+    assert error["code"] == "exceeds_refundable" and "20.00 EUR" in error["message"]
+    assert await status_feed.wait_for(lambda: status_feed.status_of(refund_of(first)) == "reconciled", timeout=60)
+
+
+async def test_poison_message_is_dead_lettered_and_the_next_message_flows(stack, producer, status_feed):
+    key = b"same-partition"
+    async with TopicTail(stack.bootstrap, topics.DLQ) as dlq:
+        poison = await producer.send_and_wait(topics.REQUESTED, b"\x00\xff{not json", key=key,
+                                              headers=[("x-trace", b"\xff\xfe")])
+        request = valid_request()
+        value, headers = requested_record("shop-test", request)
+        await producer.send_and_wait(topics.REQUESTED, value, key=key, headers=headers)
+        letter = await dlq.wait_for(lambda e: e["data"]["offset"] == poison.offset
+                                    and e["data"]["partition"] == poison.partition)
+    assert letter["type"] == "refund.dead-lettered.v1"
+    assert letter["data"]["topic"] == topics.REQUESTED
+    assert "not a CloudEvent" in letter["data"]["error"]
+    assert letter["data"]["raw_base64"]
+    assert await status_feed.wait_for(lambda: status_feed.status_of(refund_of(request)) == "reconciled", timeout=60)

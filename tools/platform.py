@@ -1,0 +1,105 @@
+"""What a platform does with the pipeline: publish refund requests, follow `refunds.status`.
+
+Used by the demo and the end-to-end tests; it only touches the public contract.
+"""
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from shared import topics
+from shared.events import TERMINAL_STATUSES
+
+
+def requested_record(source: str, data: object, *, binary: bool = False,
+                     event_id: str | None = None) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """A `refund.requested.v1` CloudEvent as Kafka value and headers, in either content mode."""
+    attributes = {"id": event_id or str(uuid.uuid4()), "source": source, "type": "refund.requested.v1",
+                  "specversion": "1.0", "time": datetime.now(UTC).isoformat()}
+    if binary:
+        headers = [(f"ce_{k}", str(v).encode()) for k, v in attributes.items()]
+        return orjson.dumps(data), headers + [("content-type", b"application/json")]
+    envelope = {**attributes, "datacontenttype": "application/json", "data": data}
+    return orjson.dumps(envelope), [("content-type", b"application/cloudevents+json")]
+
+
+async def start_producer(bootstrap: str) -> AIOKafkaProducer:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    return producer
+
+
+@dataclass
+class StatusFollower:
+    """Follows `refunds.status` from its end at start; remembers every refund's latest status."""
+
+    bootstrap: str
+    latest: dict[str, dict] = field(default_factory=dict)
+    history: dict[str, list[str]] = field(default_factory=dict)
+    terminal_at: dict[str, float] = field(default_factory=dict)
+    _consumer: AIOKafkaConsumer | None = None
+    _task: asyncio.Task | None = None
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self, from_beginning: bool = False) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                          group_id=None)
+        await self._consumer.start()
+        partitions = [TopicPartition(topics.STATUS, p)
+                      for p in self._consumer.partitions_for_topic(topics.STATUS) or ()]
+        if not partitions:
+            partitions = [TopicPartition(topics.STATUS, p) for p in range(topics.DEFAULT_PARTITIONS)]
+        self._consumer.assign(partitions)
+        if from_beginning:
+            await self._consumer.seek_to_beginning(*partitions)
+        else:
+            await self._consumer.seek_to_end(*partitions)
+            for tp in partitions:  # resolve the end offsets now, before anything is published
+                await self._consumer.position(tp)
+        self._task = asyncio.create_task(self._follow())
+
+    async def _follow(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+            now = time.monotonic()
+            for records in batches.values():
+                for record in records:
+                    data = orjson.loads(record.value)["data"]
+                    refund_id = data["refund_id"]
+                    self.latest[refund_id] = data
+                    self.history.setdefault(refund_id, []).append(data["status"])
+                    if data["status"] in TERMINAL_STATUSES:
+                        self.terminal_at.setdefault(refund_id, now)
+            if batches:
+                self._changed.set()
+
+    async def wait_for(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Wait until `condition()` holds or `timeout` seconds pass; return whether it held."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout=min(remaining, 0.5))
+            except TimeoutError:
+                pass
+        return True
+
+    def status_of(self, refund_id: str) -> str | None:
+        data = self.latest.get(refund_id)
+        return data["status"] if data else None
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer:
+            await self._consumer.stop()
