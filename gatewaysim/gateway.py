@@ -8,6 +8,7 @@ import asyncpg
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SCHEMA = "gateway_sim"
+_REPORT_LOCK = 0x5E771E
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class SimGateway:
                 idempotency_key, gateway_ref, payment_id, amount_value, currency,
                 "failed" if declined else "succeeded", "card_declined" if declined else None)
             if inserted and not declined:
+                # The report is append-only in commit order: serialise appends so a
+                # reader's id cursor never skips a line that commits late.
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _REPORT_LOCK)
                 await conn.execute(
                     "INSERT INTO gateway_sim.settlement_lines (gateway_ref, amount_value, currency) "
                     "VALUES ($1, $2, $3)", gateway_ref, amount_value, currency)

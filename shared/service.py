@@ -94,7 +94,7 @@ def make_app(
             log.info("migrations_applied", schema=stage.schema, versions=ran)
         pool = await create_pool(settings.database_url, min_size=settings.db_pool_min,
                                  max_size=settings.db_pool_max)
-        stage.bind(pool, broker)
+        await stage.start(pool, settings.kafka_bootstrap_servers, settings.service_name)
         app.state.pool = pool
         await broker.start()
         tasks = [asyncio.create_task(stage.relay_forever())] + [asyncio.create_task(job()) for job in background]
@@ -110,6 +110,7 @@ def make_app(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await stage.stop()
             await pool.close()
             log.info("service_stopped")
 

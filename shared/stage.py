@@ -26,9 +26,8 @@ from datetime import UTC, datetime
 
 import asyncpg
 import structlog
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from cloudevents.core.v1.event import CloudEvent
-from faststream.kafka import KafkaBroker
 
 from shared.envelope import InvalidEnvelope, Outgoing, UnreadableMessage, decode, encode
 from shared.events import DeadLetter
@@ -88,11 +87,20 @@ class Stage:
         # Only intake answers a malformed envelope with a rejection; elsewhere it is a dead letter.
         self.accept_invalid_envelopes = accept_invalid_envelopes
         self.pool: asyncpg.Pool | None = None
-        self.broker: KafkaBroker | None = None
+        self.producer: AIOKafkaProducer | None = None
         self.committed = asyncio.Event()
 
-    def bind(self, pool: asyncpg.Pool, broker: KafkaBroker) -> None:
-        self.pool, self.broker = pool, broker
+    async def start(self, pool: asyncpg.Pool, bootstrap_servers: str, client_id: str) -> None:
+        # The outbox publishes through a plain idempotent producer: the records are
+        # already encoded, so FastStream's per-publish middleware chain is pure overhead.
+        self.pool = pool
+        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, client_id=client_id,
+                                         acks="all", enable_idempotence=True, linger_ms=5)
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
 
     async def process(self, records: Sequence[ConsumerRecord]) -> None:
         inbound = [self._read(record) for record in records]
@@ -117,9 +125,10 @@ class Stage:
 
     async def _in_transaction(self, inbound: Sequence[Inbound]) -> list[tuple[int, Outgoing]]:
         async with self.pool.acquire() as conn, conn.transaction():
+            fresh = await self._claim(conn, [item.event for item in inbound if item.event is not None])
             outgoing: list[Outgoing] = []
             for item in inbound:
-                outgoing += await self._handle(conn, item)
+                outgoing += await self._handle(conn, item, fresh)
             return await self._write_outbox(conn, outgoing)
 
     async def _one_by_one(self, inbound: Sequence[Inbound]) -> list[tuple[int, Outgoing]]:
@@ -137,21 +146,27 @@ class Stage:
                     ids += await self._write_outbox(conn, [letter])
         return ids
 
-    async def _handle(self, conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]:
+    async def _handle(self, conn: asyncpg.Connection, item: Inbound, fresh: set[tuple[str, str]]) -> list[Outgoing]:
         if item.event is None and not (item.invalid and self.accept_invalid_envelopes):
             reason = str(item.invalid) if item.invalid else "not a CloudEvent (not JSON, or not an object)"
             return [dead_letter(item.record, reason, source=self.source)]
-        if item.event is not None and not await self._claim(conn, item.event):
-            # Redelivered: its effects are already saved.
-            return await self.redelivered(conn, item) if self.redelivered else []
+        if item.event is not None:
+            key = (item.event.get_source(), item.event.get_id())
+            if key not in fresh:
+                # Redelivered (or twice in this batch): its effects are already saved.
+                return await self.redelivered(conn, item) if self.redelivered else []
+            fresh.discard(key)
         return await self.decide(conn, item)
 
-    async def _claim(self, conn: asyncpg.Connection, event: CloudEvent) -> bool:
-        status = await conn.execute(
-            f"INSERT INTO {self.schema}.inbox (source, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            event.get_source(), event.get_id(),
-        )
-        return status.endswith("1")
+    async def _claim(self, conn: asyncpg.Connection, events: Sequence[CloudEvent]) -> set[tuple[str, str]]:
+        """Record the events in the inbox; return those not seen before."""
+        if not events:
+            return set()
+        rows = await conn.fetch(
+            f"INSERT INTO {self.schema}.inbox (source, event_id) "
+            "SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING RETURNING source, event_id",
+            [e.get_source() for e in events], [e.get_id() for e in events])
+        return {(row["source"], row["event_id"]) for row in rows}
 
     async def _write_outbox(self, conn: asyncpg.Connection,
                             outgoing: Sequence[Outgoing]) -> list[tuple[int, Outgoing]]:
@@ -170,10 +185,8 @@ class Stage:
         if not pending:
             return
         sends = [
-            await self.broker.publish(
-                item.value, topic=item.topic, key=item.key.encode() if item.key else None,
-                headers={k: v.decode() for k, v in item.headers.items()}, no_confirm=True,
-            )
+            await self.producer.send(item.topic, item.value, key=item.key.encode() if item.key else None,
+                                     headers=list(item.headers.items()))
             for _, item in pending
         ]
         await asyncio.gather(*sends)
