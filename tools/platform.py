@@ -29,6 +29,16 @@ def requested_record(source: str, data: object, *, binary: bool = False,
     return orjson.dumps(envelope), [("content-type", b"application/cloudevents+json")]
 
 
+async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
+    """The topic's partitions, from the cluster's metadata."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        return [TopicPartition(topic, p) for p in sorted(await producer.partitions_for(topic))]
+    finally:
+        await producer.stop()
+
+
 async def start_producer(bootstrap: str) -> AIOKafkaProducer:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
@@ -50,11 +60,8 @@ class StatusFollower:
     async def start(self, from_beginning: bool = False) -> None:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
                                           group_id=None)
+        partitions = await partitions_of(self.bootstrap, topics.STATUS)
         await self._consumer.start()
-        partitions = [TopicPartition(topics.STATUS, p)
-                      for p in self._consumer.partitions_for_topic(topics.STATUS) or ()]
-        if not partitions:
-            partitions = [TopicPartition(topics.STATUS, p) for p in range(topics.DEFAULT_PARTITIONS)]
         self._consumer.assign(partitions)
         if from_beginning:
             await self._consumer.seek_to_beginning(*partitions)

@@ -4,11 +4,11 @@ import uuid
 from datetime import UTC, datetime
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from shared import topics
 from shared.ids import refund_id_for
-from tools.platform import requested_record
+from tools.platform import partitions_of, requested_record
 
 SOURCE = "shop-test"
 
@@ -46,8 +46,8 @@ class TopicTail:
 
     async def __aenter__(self):
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        parts = await partitions_of(self.bootstrap, self.topic)
         await self.consumer.start()
-        parts = [TopicPartition(self.topic, p) for p in self.consumer.partitions_for_topic(self.topic) or {0}]
         self.consumer.assign(parts)
         await self.consumer.seek_to_end(*parts)
         for tp in parts:
