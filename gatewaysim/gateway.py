@@ -45,20 +45,24 @@ class SimGateway:
         declined = _declines(payment_id, self.decline_percent)
         gateway_ref = "simre_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
         async with self.pool.acquire() as conn, conn.transaction():
-            inserted = await conn.fetchrow(
+            # The simulator stands in for a remote system: its commits need not cost
+            # this machine an fsync each (a crash may lose its last few ms, like a gateway outage).
+            await conn.execute("SET LOCAL synchronous_commit = off")
+            row = await conn.fetchrow(
                 "INSERT INTO gateway_sim.refunds (idempotency_key, gateway_ref, payment_id, amount_value, "
                 "currency, status, failure_reason) VALUES ($1, $2, $3, $4, $5, $6, $7) "
-                "ON CONFLICT (idempotency_key) DO NOTHING RETURNING gateway_ref",
+                "ON CONFLICT (idempotency_key) DO UPDATE SET idempotency_key = EXCLUDED.idempotency_key "
+                "RETURNING gateway_ref, status, failure_reason, (xmax = 0) AS inserted",
                 idempotency_key, gateway_ref, payment_id, amount_value, currency,
                 "failed" if declined else "succeeded", "card_declined" if declined else None)
-            if inserted and not declined:
+            if row["inserted"] and row["status"] == "succeeded":
                 # The report is append-only in commit order: serialise appends so a
                 # reader's id cursor never skips a line that commits late.
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _REPORT_LOCK)
                 await conn.execute(
                     "INSERT INTO gateway_sim.settlement_lines (gateway_ref, amount_value, currency) "
-                    "VALUES ($1, $2, $3)", gateway_ref, amount_value, currency)
-        return await self.lookup(idempotency_key)
+                    "VALUES ($1, $2, $3)", row["gateway_ref"], amount_value, currency)
+        return SimRefund(row["gateway_ref"], row["status"], row["failure_reason"])
 
     async def lookup(self, idempotency_key: str) -> SimRefund | None:
         row = await self.pool.fetchrow(

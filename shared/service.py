@@ -94,7 +94,7 @@ def make_app(
             log.info("migrations_applied", schema=stage.schema, versions=ran)
         pool = await create_pool(settings.database_url, min_size=settings.db_pool_min,
                                  max_size=settings.db_pool_max)
-        await stage.start(pool, settings.kafka_bootstrap_servers, settings.service_name)
+        await stage.start(pool, settings.kafka_bootstrap_servers, settings.service_name, settings.kafka_linger_ms)
         app.state.pool = pool
         await broker.start()
         tasks = [asyncio.create_task(stage.relay_forever())] + [asyncio.create_task(job()) for job in background]

@@ -16,6 +16,8 @@ class ServiceSettings(BaseSettings):
     migrate_on_start: bool = True
     # Records per consumer poll; one poll is one database transaction.
     batch_max_records: int = 500
+    # Producer batching: a few ms of latency per hop buys far fewer broker requests.
+    kafka_linger_ms: int = 10
     db_pool_min: int = 1
     db_pool_max: int = 8
     # How often the stage sweep refreshes the inflight/overdue gauges.

@@ -90,12 +90,12 @@ class Stage:
         self.producer: AIOKafkaProducer | None = None
         self.committed = asyncio.Event()
 
-    async def start(self, pool: asyncpg.Pool, bootstrap_servers: str, client_id: str) -> None:
+    async def start(self, pool: asyncpg.Pool, bootstrap_servers: str, client_id: str, linger_ms: int = 5) -> None:
         # The outbox publishes through a plain idempotent producer: the records are
         # already encoded, so FastStream's per-publish middleware chain is pure overhead.
         self.pool = pool
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, client_id=client_id,
-                                         acks="all", enable_idempotence=True, linger_ms=5)
+                                         acks="all", enable_idempotence=True, linger_ms=linger_ms)
         await self.producer.start()
 
     async def stop(self) -> None:
