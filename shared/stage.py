@@ -7,9 +7,10 @@ dead-letter queue and no transactions, so every stage runs this loop instead:
 2. in ONE PostgreSQL transaction: claim each event in the stage's `inbox`
    (source, id) -- a redelivered event is skipped -- let the stage decide and
    save, and write whatever it publishes to the stage's `outbox`;
-3. after commit, publish the outbox rows and delete them; a relay republishes
-   rows a crash left behind, so publishing is at-least-once and consumers dedupe
-   by event id;
+3. after commit, publish the outbox rows; once the broker has acked them they
+   are deleted in the next transaction (or by the relay), saving a commit per
+   batch. The relay republishes rows a crash left behind, so publishing is
+   at-least-once and consumers dedupe by event id;
 4. return, and the subscriber (AckPolicy.NACK_ON_ERROR) commits the offsets.
 
 If the batch transaction fails for a reason other than the database being
@@ -89,6 +90,8 @@ class Stage:
         self.pool: asyncpg.Pool | None = None
         self.producer: AIOKafkaProducer | None = None
         self.committed = asyncio.Event()
+        # Outbox rows the broker has acked, deleted by the next transaction.
+        self._published: list[int] = []
 
     async def start(self, pool: asyncpg.Pool, bootstrap_servers: str, client_id: str, linger_ms: int = 5) -> None:
         # The outbox publishes through a plain idempotent producer: the records are
@@ -125,6 +128,7 @@ class Stage:
 
     async def _in_transaction(self, inbound: Sequence[Inbound]) -> list[tuple[int, Outgoing]]:
         async with self.pool.acquire() as conn, conn.transaction():
+            await self._forget_published(conn)
             fresh = await self._claim(conn, [item.event for item in inbound if item.event is not None])
             outgoing: list[Outgoing] = []
             for item in inbound:
@@ -181,7 +185,7 @@ class Stage:
         return [(row["id"], item) for row, item in zip(rows, outgoing, strict=True)]
 
     async def _publish(self, pending: Sequence[tuple[int, Outgoing]]) -> None:
-        """Publish committed outbox rows, wait for the broker's acks, then delete them."""
+        """Publish committed outbox rows and wait for the broker's acks; deletion comes later."""
         if not pending:
             return
         sends = [
@@ -190,9 +194,17 @@ class Stage:
             for _, item in pending
         ]
         await asyncio.gather(*sends)
-        async with self.pool.acquire() as conn:
-            await conn.execute(f"DELETE FROM {self.schema}.outbox WHERE id = ANY($1::bigint[])",
-                               [row_id for row_id, _ in pending])
+        self._published += [row_id for row_id, _ in pending]
+
+    async def _forget_published(self, conn: asyncpg.Connection) -> None:
+        if not self._published:
+            return
+        done, self._published = self._published, []
+        try:
+            await conn.execute(f"DELETE FROM {self.schema}.outbox WHERE id = ANY($1::bigint[])", done)
+        except BaseException:
+            self._published = done + self._published
+            raise
 
     async def publish(self, conn: asyncpg.Connection, outgoing: Sequence[Outgoing]) -> list[tuple[int, Outgoing]]:
         """For work outside the consume loop (sweeps, gateways): outbox rows on `conn`'s transaction."""
@@ -207,6 +219,7 @@ class Stage:
         while True:
             try:
                 async with self.pool.acquire() as conn:
+                    await self._forget_published(conn)
                     rows = await conn.fetch(
                         f"SELECT id, topic, key, value, headers FROM {self.schema}.outbox "
                         "WHERE created_at < now() - make_interval(secs => $1) ORDER BY id LIMIT 5000",
