@@ -41,6 +41,21 @@ def observe_completion(stage: str, outcome: str, channel: str, seconds: float, o
         STAGE_SLA_BREACHES.labels(stage, channel).inc()
 
 
+def backlog_query(table: str, since: str, open_rows: str) -> str:
+    """SQL for a stage's backlog: rows matching `open_rows`, aged from column `since`; $1 = SLA seconds."""
+    return (
+        "SELECT count(*) AS inflight, "
+        f"count(*) FILTER (WHERE {since} < now() - make_interval(secs => $1)) AS overdue, "
+        f"extract(epoch FROM now() - min({since})) AS oldest_age FROM {table} WHERE {open_rows}"
+    )
+
+
+async def read_backlog(pool, query: str, sla_seconds: float) -> StageBacklog:
+    """Run a `backlog_query` against the stage's own store."""
+    row = await pool.fetchrow(query, sla_seconds)
+    return StageBacklog(row["inflight"], row["overdue"], float(row["oldest_age"] or 0.0))
+
+
 async def sweep_forever(stage: str, read: Callable[[], Awaitable[StageBacklog]], interval: float) -> None:
     """Refresh the gauges from the store, so a stuck stage shows even when nothing completes."""
     while True:

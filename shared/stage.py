@@ -32,6 +32,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from shared.envelope import InvalidEnvelope, Outgoing, UnreadableMessage, decode, encode
 from shared.events import DeadLetter
+from shared.metrics import MESSAGES_DEAD_LETTERED
 
 log = structlog.get_logger()
 
@@ -146,6 +147,7 @@ class Stage:
                 log.exception("poison_message", topic=item.record.topic,
                               partition=item.record.partition, offset=item.record.offset)
                 letter = dead_letter(item.record, f"{type(error).__name__}: {error}", source=self.source)
+                MESSAGES_DEAD_LETTERED.labels(self.schema).inc()
                 async with self.pool.acquire() as conn, conn.transaction():
                     ids += await self._write_outbox(conn, [letter])
         return ids
@@ -153,6 +155,7 @@ class Stage:
     async def _handle(self, conn: asyncpg.Connection, item: Inbound, fresh: set[tuple[str, str]]) -> list[Outgoing]:
         if item.event is None and not (item.invalid and self.accept_invalid_envelopes):
             reason = str(item.invalid) if item.invalid else "not a CloudEvent (not JSON, or not an object)"
+            MESSAGES_DEAD_LETTERED.labels(self.schema).inc()
             return [dead_letter(item.record, reason, source=self.source)]
         if item.event is not None:
             key = (item.event.get_source(), item.event.get_id())

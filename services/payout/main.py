@@ -7,6 +7,7 @@ from services.payout.gateway import SimGatewayAdapter
 from services.payout.handlers import SOURCE, PayoutExecutor, record_intent
 from shared import topics
 from shared.db import apply_migrations
+from shared.metrics import backlog_query, read_backlog, sweep_forever
 from shared.service import make_app, make_broker, subscribe_stage
 from shared.settings import ServiceSettings
 from shared.stage import Stage
@@ -34,5 +35,13 @@ async def execute_payouts() -> None:
     await executor.run_forever()
 
 
+BACKLOG = backlog_query("payout.payouts", since="created_at", open_rows="status IN ('pending', 'submitting')")
+
+
+async def sweep_backlog() -> None:
+    await sweep_forever("payout", lambda: read_backlog(stage.pool, BACKLOG, settings.payout_sla_seconds),
+                        settings.sweep_interval_seconds)
+
+
 app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
-               background=[execute_payouts], title="Refund payout")
+               background=[execute_payouts, sweep_backlog], title="Refund payout")

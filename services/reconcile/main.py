@@ -6,6 +6,7 @@ from gatewaysim.gateway import MIGRATIONS as SIM_MIGRATIONS, SCHEMA as SIM_SCHEM
 from services.reconcile.handlers import SOURCE, Matcher, record_paid
 from shared import topics
 from shared.db import apply_migrations
+from shared.metrics import backlog_query, read_backlog, sweep_forever
 from shared.service import make_app, make_broker, subscribe_stage
 from shared.settings import ServiceSettings
 from shared.stage import Stage
@@ -28,5 +29,13 @@ async def match_settlements() -> None:
     await matcher.run_forever()
 
 
+BACKLOG = backlog_query("reconcile.payouts", since="paid_at", open_rows="state = 'awaiting'")
+
+
+async def sweep_backlog() -> None:
+    await sweep_forever("reconcile", lambda: read_backlog(stage.pool, BACKLOG, settings.reconcile_sla_seconds),
+                        settings.sweep_interval_seconds)
+
+
 app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
-               background=[match_settlements], title="Refund reconcile")
+               background=[match_settlements, sweep_backlog], title="Refund reconcile")

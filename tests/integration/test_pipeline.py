@@ -131,3 +131,29 @@ async def test_poison_message_is_dead_lettered_and_the_next_message_flows(stack,
     assert "not a CloudEvent" in letter["data"]["error"]
     assert letter["data"]["raw_base64"]
     assert await status_feed.wait_for(lambda: status_feed.status_of(refund_of(request)) == "reconciled", timeout=60)
+
+
+async def test_an_event_a_stage_cannot_process_is_dead_lettered_without_blocking(stack, producer, status_feed):
+    # A well-formed CloudEvent whose data breaks the contract reaches payout: its batch
+    # fails, is retried one record per transaction, and only the bad record is dead-lettered.
+    bad_id = str(uuid.uuid4())
+    bad = orjson.dumps({"specversion": "1.0", "id": bad_id, "source": "somebody-else", "type": "refund.approved.v1",
+                        "data": {"refund_id": "rf_broken", "amount": {"value": 1.5, "currency": "EUR"}}})
+    request = valid_request()
+    async with TopicTail(stack.bootstrap, topics.DLQ) as dlq:
+        sent = await producer.send_and_wait(topics.APPROVED, bad, key=b"rf_broken",
+                                            headers=[("content-type", b"application/cloudevents+json")])
+        await publish(producer, request)
+        letter = await dlq.wait_for(lambda e: e["data"]["topic"] == topics.APPROVED
+                                    and e["data"]["offset"] == sent.offset and e["data"]["partition"] == sent.partition)
+    assert letter["source"] == "refund-pipeline/payout"
+    assert "ValidationError" in letter["data"]["error"]
+    assert await status_feed.wait_for(lambda: status_feed.status_of(refund_of(request)) == "reconciled", timeout=60)
+
+
+async def test_stages_export_backlog_gauges_from_their_own_store(stack):
+    async with httpx.AsyncClient() as http:
+        for name in ("payout", "reconcile"):
+            metrics = (await http.get(f"{stack.service_url(name)}/metrics")).text
+            for gauge in ("refund_stage_inflight", "refund_stage_overdue", "refund_stage_oldest_age_seconds"):
+                assert f'{gauge}{{stage="{name}"}}' in metrics, (name, gauge)
