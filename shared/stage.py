@@ -124,7 +124,7 @@ class Stage:
             return Inbound(record, decode(record.value, record.headers))
         except InvalidEnvelope as invalid:
             return Inbound(record, None, invalid)
-        except UnreadableMessage:
+        except Exception:  # UnreadableMessage, or anything the SDK throws at odd bytes
             return Inbound(record, None)
 
     async def _in_transaction(self, inbound: Sequence[Inbound]) -> list[tuple[int, Outgoing]]:
