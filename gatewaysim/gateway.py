@@ -1,4 +1,4 @@
-"""The simulator's API: refund (idempotent by key), look up, settlement report."""
+"""The simulator's API: refund (idempotent by key) and the settlement report."""
 
 import hashlib
 from dataclasses import dataclass
@@ -63,12 +63,6 @@ class SimGateway:
                     "INSERT INTO gateway_sim.settlement_lines (gateway_ref, amount_value, currency) "
                     "VALUES ($1, $2, $3)", row["gateway_ref"], amount_value, currency)
         return SimRefund(row["gateway_ref"], row["status"], row["failure_reason"])
-
-    async def lookup(self, idempotency_key: str) -> SimRefund | None:
-        row = await self.pool.fetchrow(
-            "SELECT gateway_ref, status, failure_reason FROM gateway_sim.refunds WHERE idempotency_key = $1",
-            idempotency_key)
-        return SimRefund(row["gateway_ref"], row["status"], row["failure_reason"]) if row else None
 
     async def settlement_lines(self, after_line_id: int, limit: int = 2000) -> list[SettlementLine]:
         """The settlement report from a cursor on, oldest first."""

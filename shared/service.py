@@ -30,12 +30,10 @@ log = structlog.get_logger()
 
 
 def make_broker(settings: ServiceSettings) -> KafkaBroker:
+    # The broker only consumes: stages publish through their outbox's own producer.
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=settings.service_name,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=2,
         graceful_timeout=settings.graceful_timeout_seconds,
         middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY, app_name=settings.service_name)],
     )

@@ -94,7 +94,7 @@ class Stage:
         # Outbox rows the broker has acked, deleted by the next transaction.
         self._published: list[int] = []
 
-    async def start(self, pool: asyncpg.Pool, bootstrap_servers: str, client_id: str, linger_ms: int = 5) -> None:
+    async def start(self, pool: asyncpg.Pool, bootstrap_servers: str, client_id: str, linger_ms: int) -> None:
         # The outbox publishes through a plain idempotent producer: the records are
         # already encoded, so FastStream's per-publish middleware chain is pure overhead.
         self.pool = pool
@@ -146,17 +146,19 @@ class Stage:
             except Exception as error:
                 log.exception("poison_message", topic=item.record.topic,
                               partition=item.record.partition, offset=item.record.offset)
-                letter = dead_letter(item.record, f"{type(error).__name__}: {error}", source=self.source)
-                MESSAGES_DEAD_LETTERED.labels(self.schema).inc()
+                letter = self._dead_letter(item.record, f"{type(error).__name__}: {error}")
                 async with self.pool.acquire() as conn, conn.transaction():
                     ids += await self._write_outbox(conn, [letter])
         return ids
 
+    def _dead_letter(self, record: ConsumerRecord, error: str) -> Outgoing:
+        MESSAGES_DEAD_LETTERED.labels(self.schema).inc()
+        return dead_letter(record, error, source=self.source)
+
     async def _handle(self, conn: asyncpg.Connection, item: Inbound, fresh: set[tuple[str, str]]) -> list[Outgoing]:
         if item.event is None and not (item.invalid and self.accept_invalid_envelopes):
             reason = str(item.invalid) if item.invalid else "not a CloudEvent (not JSON, or not an object)"
-            MESSAGES_DEAD_LETTERED.labels(self.schema).inc()
-            return [dead_letter(item.record, reason, source=self.source)]
+            return [self._dead_letter(item.record, reason)]
         if item.event is not None:
             key = (item.event.get_source(), item.event.get_id())
             if key not in fresh:

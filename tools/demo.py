@@ -85,8 +85,8 @@ def build_batch(count: int, seed: int) -> list[Message]:
     run = uuid.uuid4().hex[:8]
     out: list[Message] = []
 
-    def add(source: str, data: dict, kind: str, binary: bool = False, event_id: str | None = None) -> None:
-        value, headers = requested_record(source, data, binary=binary, event_id=event_id)
+    def add(source: str, data: dict, kind: str, binary: bool = False) -> None:
+        value, headers = requested_record(source, data, binary=binary)
         request_id = data.get("request_id")
         out.append(Message(value, headers, request_id.encode(), refund_id_for(source, request_id), kind))
 
