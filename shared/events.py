@@ -201,6 +201,8 @@ class PayoutSubmitted(RefundEvent):
     gateway: str
     payout_id: str
     submitted_at: datetime
+    # When the customer should have the money, if payout knows it (settlement calendar).
+    eta: datetime | None = None
 
 
 class RefundPaid(RefundEvent):
@@ -208,6 +210,7 @@ class RefundPaid(RefundEvent):
     payout_id: str
     gateway_ref: str
     paid_at: datetime
+    eta: datetime | None = None
 
 
 class PayoutFailed(RefundEvent):

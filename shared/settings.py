@@ -24,3 +24,5 @@ class ServiceSettings(BaseSettings):
     sweep_interval_seconds: float = 5.0
     # Seconds after shutdown starts before in-hand work is abandoned (uncommitted, redelivered).
     graceful_timeout_seconds: float = 15.0
+    # Verifies staff bearer tokens (shared/staff.py). The default is for local runs only.
+    staff_token_secret: str = "local-dev-staff-secret-change-me"
