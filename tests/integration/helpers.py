@@ -20,7 +20,7 @@ def valid_request(amount: int = 2500, captured: int = 5000, currency: str = "EUR
         "payment": {"id": f"pay-{n}", "gateway": "sim", "channel": "card",
                     "captured": {"value": captured, "currency": currency}},
         "amount": {"value": amount, "currency": currency},
-        "customer": {"id": "cus-1", "email": "ana@example.com", "locale": "en"},
+        "customer": {"id": f"cus-{n}", "email": "ana@example.com", "locale": "en"},
         "region": "DE", "reason": "damaged", "requested_at": datetime.now(UTC).isoformat(),
     }
     data.update(changes)
