@@ -209,7 +209,7 @@ class RefundReviewRequested(RefundEvent):
 
     policy_version: str
     required_approvals: int = 1
-    requested_at: datetime
+    review_requested_at: datetime
     due_at: datetime | None = None
 
 

@@ -64,7 +64,8 @@ async def apply_verdict(conn: asyncpg.Connection, policy: Policy, refund: Refund
         payload = RefundHeld(**common, held_at=now, due_at=due_at)
     else:
         payload = RefundReviewRequested(**common, policy_version=policy.version,
-                                        required_approvals=verdict.approvals, requested_at=now, due_at=due_at)
+                                        required_approvals=verdict.approvals, review_requested_at=now,
+                                        due_at=due_at)
     return encode(payload, source=SOURCE, key=refund.refund_id)
 
 

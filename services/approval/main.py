@@ -19,7 +19,7 @@ DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "deploy" / "policy" / "re
 
 class ApprovalSettings(ServiceSettings):
     service_name: str = "approval"
-    policy_file: Path = DEFAULT_POLICY
+    approval_policy_file: Path = DEFAULT_POLICY
     # Automatic decisions; a manual review's clock is the policy's review.sla.
     approval_sla_seconds: float = 60.0
     review_clock_interval_seconds: float = 5.0
@@ -27,7 +27,7 @@ class ApprovalSettings(ServiceSettings):
 
 settings = ApprovalSettings()
 try:
-    policy = load_policy(settings.policy_file)
+    policy = load_policy(settings.approval_policy_file)
 except PolicyError as invalid:
     sys.exit(f"approval cannot start: {invalid}")
 
