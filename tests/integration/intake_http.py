@@ -5,11 +5,11 @@ from collections import defaultdict
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaConsumer
 
 from services.intake import store
 from services.intake.credentials import NewApiKey
 from shared import topics
+from tests.integration.helpers import TopicTail
 from tools.platform import partitions_of
 
 
@@ -26,28 +26,18 @@ def auth(key: NewApiKey | str) -> dict[str, str]:
     return {"Authorization": f"Bearer {getattr(key, 'key', key)}"}
 
 
-class OutcomeTail:
+class OutcomeTail(TopicTail):
     """Reads refunds.accepted and refunds.rejected from their end at creation, per refund_id."""
 
     def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
+        super().__init__(bootstrap, topics.ACCEPTED)
         self.events: dict[str, list[dict]] = defaultdict(list)
 
-    async def __aenter__(self):
-        parts = [tp for topic in (topics.ACCEPTED, topics.REJECTED)
-                 for tp in await partitions_of(self.bootstrap, topic)]
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        await self.consumer.start()
-        self.consumer.assign(parts)
-        await self.consumer.seek_to_end(*parts)
-        for tp in parts:
-            await self.consumer.position(tp)
-        return self
+    async def _partitions(self) -> list:
+        return [tp for topic in (topics.ACCEPTED, topics.REJECTED)
+                for tp in await partitions_of(self.bootstrap, topic)]
 
-    async def __aexit__(self, *exc):
-        await self.consumer.stop()
-
-    async def wait_for(self, refund_ids, count: int = 1, timeout: float = 60.0) -> dict[str, list[dict]]:
+    async def wait_for_outcomes(self, refund_ids, count: int = 1, timeout: float = 60.0) -> dict[str, list[dict]]:
         """Until each refund has at least `count` outcome events; the events seen, per refund."""
         wanted = set(refund_ids)
         deadline = time.monotonic() + timeout

@@ -113,7 +113,7 @@ async def test_a_wrong_body_is_422_with_every_error_and_is_published_as_rejected
         assert found == {("region", "invalid"), ("reason", "invalid"), ("amount.value", "invalid"),
                          ("customer", "missing")}
         assert all(e["message"] for e in body["errors"])
-        [event] = (await tail.wait_for([refund_id]))[refund_id]
+        [event] = (await tail.wait_for_outcomes([refund_id]))[refund_id]
     assert event["type"] == "refund.rejected.v1"
     assert event["data"]["errors"] == body["errors"] and event["data"]["source"] == source
 
@@ -135,7 +135,7 @@ async def test_same_key_same_body_gets_the_same_response_and_the_same_event(inta
         assert first.json()["refund_id"] == refund_id and first.json()["status"] == "accepted"
         assert list(first.json()["deadlines"]) == STAGES
         again = await post(intake, {**data, "request_id": key}, api_key, idempotency_key=key)
-        events = (await tail.wait_for([refund_id], count=2))[refund_id]
+        events = (await tail.wait_for_outcomes([refund_id], count=2))[refund_id]
     assert (again.status_code, again.json()) == (first.status_code, first.json())
     assert again.headers["idempotent-replayed"] == "true" and "idempotent-replayed" not in first.headers
     # The stored outcome is published again: the same event (same id), not a second refund.
@@ -170,7 +170,7 @@ async def test_concurrent_requests_with_one_key_make_one_refund(intake, stack, d
     refund_id = refund_id_for(source, data["request_id"])
     async with OutcomeTail(stack.bootstrap) as tail:
         responses = await asyncio.gather(*(post(intake, data, api_key) for _ in range(10)))
-        events = (await tail.wait_for([refund_id], count=10))[refund_id]
+        events = (await tail.wait_for_outcomes([refund_id], count=10))[refund_id]
     assert [r.status_code for r in responses] == [202] * 10, [r.text for r in responses]
     assert len({r.text for r in responses}) == 1
     assert sum(r.headers.get("idempotent-replayed") == "true" for r in responses) == 9
