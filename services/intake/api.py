@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 import asyncpg
 import orjson
+import structlog
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request, Security
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
@@ -26,6 +27,7 @@ from shared.events import FieldError, RefundRequested
 from shared.ids import refund_id_for
 from shared.stage import Stage
 
+log = structlog.get_logger()
 _bearer = HTTPBearer(auto_error=False, description="The platform's API key as a bearer token")
 _api_key = APIKeyHeader(name="X-Api-Key", auto_error=False, description="The platform's API key")
 
@@ -120,12 +122,17 @@ async def _decide(intake: Intake, stage: Stage, *, source: str, request_id: str,
                     decision = await intake.decide_request(conn, source=source, request_id=request_id,
                                                            event_type=domain.REQUESTED_TYPE, **request)
                     pending = await stage.publish(conn, [] if decision.reused_key else [decision.event])
-            await stage.flush(pending)
-            return decision
+            break
         except asyncpg.UniqueViolationError:
             if attempt == 2:
                 raise
-    raise AssertionError("unreachable")
+            log.info("ticket_saved_concurrently_reading_it", source=source, request_id=request_id)
+    try:
+        await stage.flush(pending)
+    except Exception:
+        # Committed: the outbox relay publishes it later; the platform gets its answer now.
+        log.exception("outcome_publish_deferred_to_relay", refund_id=decision.event.key)
+    return decision
 
 
 def _response(decision: Decision, refund_id: str) -> JSONResponse:

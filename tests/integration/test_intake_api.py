@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
@@ -220,3 +221,57 @@ async def test_openapi_documents_the_route(intake):
     schemas = spec["components"]["schemas"]
     assert {"RefundRequested", "Money", "Payment", "RefundAcceptedBody", "RefundRejectedBody"} <= set(schemas)
     assert {"HTTPBearer", "APIKeyHeader"} <= set(spec["components"]["securitySchemes"])
+
+
+async def test_http_racing_kafka_with_one_request_makes_one_refund(intake, stack, db, producer, api_key, source):
+    # The Kafka consumer takes no advisory lock: when it saves the refund first, the
+    # HTTP path hits the ticket's key and must answer from the saved outcome.
+    requests = [valid_request(amount=400, captured=1000) for _ in range(10)]
+    responses = await asyncio.gather(
+        *(post(intake, data, api_key) for data in requests),
+        *(publish(producer, data, source=source) for data in requests))
+    assert [r.status_code for r in responses[:10]] == [202] * 10, [r.text for r in responses[:10]]
+    refund_ids = [refund_id_for(source, data["request_id"]) for data in requests]
+    assert [r.json()["refund_id"] for r in responses[:10]] == refund_ids
+
+    async def all_saved():
+        return await db.fetchval("SELECT count(*) FROM intake.tickets WHERE refund_id = ANY($1)", refund_ids) == 10
+
+    await wait_until(all_saved, timeout=60)
+    refunded = await db.fetch("SELECT refunded FROM intake.payment_balances WHERE payment_id = ANY($1)",
+                              [data["payment"]["id"] for data in requests])
+    assert [row["refunded"] for row in refunded] == [400] * 10
+
+
+async def test_http_losing_the_ticket_to_kafka_answers_from_the_saved_outcome(intake, stack, db, producer,
+                                                                              api_key, source):
+    # Deterministic race: HTTP passes its dedupe check, then waits on its payment's row,
+    # which this test holds; meanwhile Kafka saves the same request_id (with another body,
+    # on another payment). Released, the HTTP insert hits the ticket key and must re-read.
+    held = valid_request(amount=100, captured=5000)
+    assert (await post(intake, held, api_key)).status_code == 202  # the payment row now exists
+    over_http = valid_request(amount=200, captured=5000, payment=held["payment"])
+    over_kafka = {**valid_request(amount=300, captured=5000), "request_id": over_http["request_id"]}
+    refund_id = refund_id_for(source, over_http["request_id"])
+    locker = await asyncpg.connect(stack.dsn)
+    try:
+        async with locker.transaction():
+            await locker.execute("SELECT 1 FROM intake.payment_balances WHERE payment_id = $1 FOR UPDATE",
+                                 held["payment"]["id"])
+            answer = asyncio.ensure_future(post(intake, over_http, api_key))
+
+            async def http_waits_on_the_row():
+                return await db.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted") > 0
+
+            await wait_until(http_waits_on_the_row, timeout=60)
+            await publish(producer, over_kafka, source=source)
+            await wait_until(lambda: ticket(db, refund_id), timeout=60)
+    finally:
+        await locker.close()
+    response = await answer
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["code"] == "idempotency_key_reused"
+    assert (await ticket(db, refund_id))["amount_value"] == 300
+    assert await db.fetchval("SELECT refunded FROM intake.payment_balances WHERE payment_id = $1",
+                             held["payment"]["id"]) == 100  # the HTTP reservation was rolled back
