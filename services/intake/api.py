@@ -55,6 +55,9 @@ class Problem(BaseModel):
     detail: str
 
 
+_KEY_HELP = "Required (else 400): the request_id, 1-128 chars; one refund per (source, key) forever"
+
+
 def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": 'Bearer realm="refunds"'})
 
@@ -90,8 +93,7 @@ def refunds_router(intake: Intake, stage: Stage) -> APIRouter:
     async def create_refund(
         request: Request,
         source: Annotated[str, Depends(platform_source)],
-        idempotency_key: Annotated[str | None, Header(
-            alias="Idempotency-Key", description="The request_id: one refund per (source, key) forever")] = None,
+        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", description=_KEY_HELP)] = None,
     ) -> JSONResponse:
         received_at = datetime.now(UTC)
         if not idempotency_key or len(idempotency_key) > 128:

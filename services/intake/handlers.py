@@ -5,6 +5,7 @@ the stage's step) and `POST /v1/refunds` (services/intake/api.py) -- so a reques
 gets the same outcome whichever way it arrives.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -58,7 +59,7 @@ class Intake:
 
     async def decide_request(self, conn: asyncpg.Connection, *, source: str, request_id: str | None,
                              event_type: str, data: object, received_at: datetime,
-                             errors: list[FieldError] = ()) -> Decision:
+                             errors: Sequence[FieldError] = ()) -> Decision:
         """Accept, reject (every problem, plus `errors` the caller found) or recognise a duplicate."""
         body_hash = domain.request_hash(data)
         if request_id is not None:
