@@ -50,7 +50,7 @@ class TopicTail:
 
     async def __aenter__(self):
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        parts = await partitions_of(self.bootstrap, self.topic)
+        parts = await self._partitions()
         await self.consumer.start()
         self.consumer.assign(parts)
         await self.consumer.seek_to_end(*parts)
@@ -60,6 +60,9 @@ class TopicTail:
 
     async def __aexit__(self, *exc):
         await self.consumer.stop()
+
+    async def _partitions(self) -> list:
+        return await partitions_of(self.bootstrap, self.topic)
 
     async def wait_for(self, match, timeout: float = 60.0) -> dict:
         deadline = time.monotonic() + timeout
