@@ -25,4 +25,27 @@ if [[ ! -x .tools/bin/uv ]]; then
 fi
 # --frozen: install exactly uv.lock, the one lockfile every service runs.
 UV_PROJECT_ENVIRONMENT=.venv .tools/bin/uv sync --frozen --quiet --python "$PYTHON"
+
+# --- Kubernetes manifest tools (tests/deploy renders and validates deploy/k8s) ---
+# Pinned, from the Go module proxy, into .tools/bin; only when missing. A fresh
+# install (download + compile) takes about 40 s here, both built in parallel.
+KUSTOMIZE_VERSION=v5.7.1
+KUBECONFORM_VERSION=v0.7.0
+if ! command -v go >/dev/null; then
+    if [[ $(id -u) -eq 0 ]]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go >/dev/null
+    else
+        echo "go is missing (needed to install kustomize and kubeconform): apt-get install golang-go" >&2
+        exit 1
+    fi
+fi
+go_tool() {  # go_tool NAME MODULE VERSION: install .tools/bin/NAME unless that version is there
+    local stamp=".tools/bin/.$1-$3"
+    [[ -x .tools/bin/$1 && -e $stamp ]] && return 0
+    GOBIN="$PWD/.tools/bin" go install "$2@$3" && touch "$stamp"
+}
+go_tool kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION" &
+go_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION" &
+wait -n && wait -n
+
 touch .venv/.synced
