@@ -22,7 +22,10 @@ async def test_sigterm_mid_batch_drains_and_loses_nothing(victim, stack, produce
     log = stack.logs_dir / f"{victim}.log"
     log_offset = log.stat().st_size
 
-    publishing = asyncio.create_task(asyncio.gather(*(publish(producer, r) for r in requests)))
+    async def publish_all():
+        await asyncio.gather(*(publish(producer, r) for r in requests))
+
+    publishing = asyncio.create_task(publish_all())
     # Signal once the stage is demonstrably mid-batch: some refunds done, most not.
     assert await status_feed.wait_for(lambda: 5 <= len(expected & status_feed.terminal_at.keys()), timeout=60)
     pid = stack.state["services"][victim]["pid"]
