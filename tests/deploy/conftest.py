@@ -18,7 +18,7 @@ def tool(name: str) -> str:
     path = ROOT / ".tools/bin" / name
     found = str(path) if path.exists() else shutil.which(name)
     if not found:
-        pytest.fail(f"{name} is not installed: run `make setup` (scripts/bootstrap.sh installs it into .tools/bin)")
+        pytest.fail(f"{name} is not installed: run `make setup` (scripts/bootstrap.sh installs it into .tools/bin; it needs go)")
     return found
 
 
