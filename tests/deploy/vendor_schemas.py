@@ -14,6 +14,18 @@ reachable), so the schemas of the kinds deploy/k8s uses are vendored:
   Central artifacts (io.strimzi:api + io.strimzi:crd-generator).
 
 Usage: python tests/deploy/vendor_schemas.py <kubernetes-validate schema dir> <crd.yaml>...
+
+How the inputs were fetched for the vendored files (all from package registries):
+
+    pip download --no-deps kubernetes-validate==1.37.0   # unzip; use .../v1.33.0-local-strict
+    go mod download github.com/kedacore/keda/v2@v2.17.2  # config/crd/bases/keda.sh_scaledobjects.yaml
+    go mod download github.com/prometheus-operator/prometheus-operator@v0.85.0
+        # example/prometheus-operator-crd/monitoring.coreos.com_{servicemonitors,podmonitors,prometheusrules}.yaml
+    # Strimzi: a pom depending on io.strimzi:api:0.45.0 and io.strimzi:crd-generator:0.45.0,
+    # `mvn dependency:copy-dependencies -DoutputDirectory=libs`, then
+    java -cp 'libs/*' io.strimzi.crdgenerator.CrdGenerator --yaml --crd-api-version v1 \
+        --api-versions v1beta2 --storage-version v1beta2 io.strimzi.api.kafka.model.topic.KafkaTopic=kafkatopic.yaml
+    go mod download github.com/compose-spec/compose-go/v2@v2.9.0   # schema/compose-spec.json, copied as is
 """
 
 import json
