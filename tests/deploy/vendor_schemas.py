@@ -20,7 +20,7 @@ How the inputs were fetched for the vendored files (all from package registries)
     pip download --no-deps kubernetes-validate==1.37.0   # unzip; use .../v1.33.0-local-strict
     go mod download github.com/kedacore/keda/v2@v2.17.2  # config/crd/bases/keda.sh_scaledobjects.yaml
     go mod download github.com/prometheus-operator/prometheus-operator@v0.85.0
-        # example/prometheus-operator-crd/monitoring.coreos.com_{servicemonitors,podmonitors,prometheusrules}.yaml
+        # example/prometheus-operator-crd/monitoring.coreos.com_{servicemonitors,prometheusrules}.yaml
     # Strimzi: a pom depending on io.strimzi:api:0.45.0 and io.strimzi:crd-generator:0.45.0,
     # `mvn dependency:copy-dependencies -DoutputDirectory=libs`, then
     java -cp 'libs/*' io.strimzi.crdgenerator.CrdGenerator --yaml --crd-api-version v1 \
@@ -37,7 +37,7 @@ import yaml
 OUT = Path(__file__).parent / "schemas"
 K8S_KINDS = ("deployment-apps-v1", "service-v1", "serviceaccount-v1", "configmap-v1", "job-batch-v1",
              "poddisruptionbudget-policy-v1", "networkpolicy-networking-v1", "namespace-v1")
-CRD_KINDS = {"KafkaTopic", "ScaledObject", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
+CRD_KINDS = {"KafkaTopic", "ScaledObject", "ServiceMonitor", "PrometheusRule"}
 
 
 def _refs(node: object) -> set[str]:
