@@ -11,6 +11,7 @@ these tokens behaves so on every call, which makes fault tests deterministic.
 | `sim-timeout`  | the first call is recorded (money moves) but the answer never arrives  |
 | `sim-async`    | accepted as `pending`; confirmed `succeeded` after `confirm_after`     |
 | `sim-reverse`  | succeeds, then is reversed (money back) after `reverse_after`         |
+| `sim-decline`  | declined for good: `declined`                                         |
 | `sim-expired`  | card refunds declined for good: `expired_or_canceled_card`            |
 
 On top, `decline_percent` of other payments are declined (`declined`), and
@@ -81,7 +82,7 @@ def _declines(payment_id: str, decline_percent: int) -> bool:
 def _first_outcome(payment_id: str, channel: str, faults: SimFaults) -> tuple[str, str | None]:
     if "sim-expired" in payment_id and channel == "card":  # a dead card; a bank transfer still works
         return "failed", "expired_or_canceled_card"
-    if _declines(payment_id, faults.decline_percent):
+    if "sim-decline" in payment_id or _declines(payment_id, faults.decline_percent):
         return "failed", "declined"
     if "sim-async" in payment_id:
         return "pending", None
