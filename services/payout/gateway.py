@@ -38,8 +38,8 @@ class Gateway(Protocol):
                      channel: str) -> GatewayResult:
         """Ask for the refund; raises GatewayError when there is no answer."""
 
-    async def lookup(self, idempotency_key: str) -> GatewayResult | None:
-        """The refund made under this key, or None if the gateway never recorded one."""
+    async def lookup(self, idempotency_key: str, payment_id: str) -> GatewayResult | None:
+        """The refund made under this key (for this payment), or None if the gateway never recorded one."""
 
     async def reversals(self, gateway_refs: list[str]) -> dict[str, str]:
         """Of these paid refunds, those the gateway reversed since, with the reason."""
@@ -68,7 +68,7 @@ class SimGatewayAdapter:
         except (GatewayTimeout, TimeoutError) as exc:
             raise GatewayError("gateway_timeout", retryable=True) from exc
 
-    async def lookup(self, idempotency_key: str) -> GatewayResult | None:
+    async def lookup(self, idempotency_key: str, payment_id: str) -> GatewayResult | None:
         found = await self.sim.lookup(idempotency_key)
         return _result(found) if found else None
 

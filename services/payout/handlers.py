@@ -15,6 +15,7 @@ import asyncio
 import os
 import random
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -45,6 +46,11 @@ class PayoutPolicy:
     # Fault injection for the crash test: SIGKILL this process right after the
     # gateway answered for this payment id, before the outcome is committed.
     kill_after_gateway_for: str | None = None
+
+
+def gateway_for(gateways: Mapping[str, Gateway], name: str) -> Gateway:
+    """The adapter for a payment's gateway; payments on gateways without one go through the simulator."""
+    return gateways.get(name) or gateways["sim"]
 
 
 def _ref_fields(refund: RefundApproved) -> dict:
@@ -107,10 +113,10 @@ class Attempt:
 class PayoutExecutor:
     """Claims due intents and executes them; re-claims ones a crash left `submitting`."""
 
-    def __init__(self, stage: Stage, gateway: Gateway, *, reclaim_after_seconds: float,
+    def __init__(self, stage: Stage, gateways: Mapping[str, Gateway], *, reclaim_after_seconds: float,
                  sla_seconds: float, policy: PayoutPolicy = PayoutPolicy(), concurrency: int = 32) -> None:
         self.stage = stage
-        self.gateway = gateway
+        self.gateways = gateways
         self.reclaim_after_seconds = reclaim_after_seconds
         self.sla_seconds = sla_seconds
         self.policy = policy
@@ -149,13 +155,15 @@ class PayoutExecutor:
         return len(claimed)
 
     async def _attempt(self, row: asyncpg.Record) -> Attempt:
+        gateway = gateway_for(self.gateways, row["gateway"])
         async with self.limit:
             try:
-                if row["attempts"] > 1 and (known := await self.gateway.lookup(row["idempotency_key"])):
+                known = await gateway.lookup(row["idempotency_key"], row["payment_id"]) if row["attempts"] > 1 else None
+                if known:
                     # An earlier attempt reached the gateway (crash, timeout): its answer stands.
                     log.info("payout_recovered_by_lookup", refund_id=row["refund_id"], status=known.status)
                     return Attempt(result=known, recovered_by_lookup=True)
-                result = await self.gateway.refund(row["idempotency_key"], row["payment_id"], row["amount_value"],
+                result = await gateway.refund(row["idempotency_key"], row["payment_id"], row["amount_value"],
                                                    row["currency"], row["channel"])
             except GatewayError as error:
                 return Attempt(error=error)
@@ -227,9 +235,10 @@ class PayoutExecutor:
 class ReversalWatcher:
     """Asks the gateway about recently paid refunds; a reversal fails the payout and says why."""
 
-    def __init__(self, stage: Stage, gateway: Gateway, *, window: timedelta, interval_seconds: float) -> None:
+    def __init__(self, stage: Stage, gateways: Mapping[str, Gateway], *, window: timedelta,
+                 interval_seconds: float) -> None:
         self.stage = stage
-        self.gateway = gateway
+        self.gateways = gateways
         self.window = window
         self.interval_seconds = interval_seconds
 
@@ -243,11 +252,11 @@ class ReversalWatcher:
 
     async def run_once(self) -> int:
         paid = await self.stage.pool.fetch(
-            "SELECT refund_id, gateway_ref FROM payout.payouts WHERE status = 'succeeded' "
-            "AND finished_at > now() - $1::interval", self.window)
-        if not paid:
-            return 0
-        reversed_ = await self.gateway.reversals([r["gateway_ref"] for r in paid])
+            "SELECT gateway, array_agg(gateway_ref) AS refs FROM payout.payouts WHERE status = 'succeeded' "
+            "AND finished_at > now() - $1::interval GROUP BY gateway", self.window)
+        reversed_: dict[str, str] = {}
+        for group in paid:
+            reversed_ |= await gateway_for(self.gateways, group["gateway"]).reversals(group["refs"])
         if not reversed_:
             return 0
         async with self.stage.pool.acquire() as conn, conn.transaction():

@@ -5,7 +5,8 @@ from pathlib import Path
 
 from gatewaysim.gateway import MIGRATIONS as SIM_MIGRATIONS, SCHEMA as SIM_SCHEMA, SimFaults, SimGateway
 from services.payout.domain import RetryPolicy
-from services.payout.gateway import SimGatewayAdapter
+from services.payout.gateway import Gateway, SimGatewayAdapter
+from services.payout.stripe_gateway import StripeGatewayAdapter
 from services.payout.handlers import SOURCE, IntentRecorder, PayoutExecutor, PayoutPolicy, ReversalWatcher
 from shared import topics
 from shared.db import apply_migrations
@@ -32,6 +33,9 @@ class PayoutSettings(ServiceSettings):
     payout_settlement_currency: dict[str, str] = {}
     payout_reversal_window_seconds: float = 3 * 24 * 3600
     payout_reversal_poll_seconds: float = 2.0
+    # Payments on gateway "stripe" go to the Stripe Refunds API when a key is set (else the simulator).
+    stripe_api_key: str | None = None
+    stripe_api_base: str | None = None  # e.g. a stripe-mock at http://127.0.0.1:12111
     sim_decline_percent: int = 2
     sim_latency_ms: int = 0
     sim_confirm_after_seconds: float = 2.0
@@ -55,23 +59,28 @@ stage = Stage(schema="payout", source=SOURCE, decide=IntentRecorder(policy))
 subscribe_stage(broker, stage, topics.APPROVED, group_id="refund-payout", max_records=settings.batch_max_records)
 
 
-def _gateway() -> SimGatewayAdapter:
+def _gateways() -> dict[str, Gateway]:
     faults = SimFaults(decline_percent=settings.sim_decline_percent, latency_ms=settings.sim_latency_ms,
                        confirm_after=timedelta(seconds=settings.sim_confirm_after_seconds),
                        reverse_after=timedelta(seconds=settings.sim_reverse_after_seconds))
-    return SimGatewayAdapter(SimGateway(stage.pool, faults), settings.payout_gateway_timeout_seconds)
+    gateways: dict[str, Gateway] = {
+        "sim": SimGatewayAdapter(SimGateway(stage.pool, faults), settings.payout_gateway_timeout_seconds)}
+    if settings.stripe_api_key:
+        gateways["stripe"] = StripeGatewayAdapter(settings.stripe_api_key, api_base=settings.stripe_api_base,
+                                                  timeout_seconds=settings.payout_gateway_timeout_seconds)
+    return gateways
 
 
 async def execute_payouts() -> None:
     await apply_migrations(settings.database_url, SIM_SCHEMA, SIM_MIGRATIONS, stage_tables=False)
-    executor = PayoutExecutor(stage, _gateway(), reclaim_after_seconds=settings.payout_reclaim_after_seconds,
+    executor = PayoutExecutor(stage, _gateways(), reclaim_after_seconds=settings.payout_reclaim_after_seconds,
                               sla_seconds=settings.payout_sla_seconds, policy=policy)
     await executor.run_forever()
 
 
 async def watch_reversals() -> None:
     await apply_migrations(settings.database_url, SIM_SCHEMA, SIM_MIGRATIONS, stage_tables=False)
-    watcher = ReversalWatcher(stage, _gateway(), window=timedelta(seconds=settings.payout_reversal_window_seconds),
+    watcher = ReversalWatcher(stage, _gateways(), window=timedelta(seconds=settings.payout_reversal_window_seconds),
                               interval_seconds=settings.payout_reversal_poll_seconds)
     await watcher.run_forever()
 

@@ -4,7 +4,7 @@ import pytest
 
 from devstack.processes import pid_alive
 from tests.integration.helpers import publish, refund_of, wait_until
-from tests.integration.payout_fixtures import payout_configured, request_with_payment
+from tests.integration.service_fixtures import payout_configured, request_with_payment
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Restart payout with extra settings (fault injection, fast retries) for one test."""
+"""Restart a service with extra settings (fault injection, fast retries, short SLAs) for one test."""
 
 import contextlib
 import os
@@ -7,13 +7,13 @@ from tests.integration.helpers import valid_request
 
 
 @contextlib.contextmanager
-def payout_configured(stack, **env: str):
-    """Payout runs with `env` on top of the stack's settings inside the block, and as before after it."""
+def service_configured(stack, service: str, **env: str):
+    """`service` runs with `env` on top of the stack's settings inside the block, and as before after it."""
     saved = {name: os.environ.get(name) for name in env}
-    stack.stop_service("payout")
+    stack.stop_service(service)
     os.environ.update(env)
     try:
-        stack.start_service("payout")
+        stack.start_service(service)
     finally:
         for name, value in saved.items():
             if value is None:
@@ -23,8 +23,12 @@ def payout_configured(stack, **env: str):
     try:
         yield
     finally:
-        stack.stop_service("payout")
-        stack.start_service("payout")
+        stack.stop_service(service)
+        stack.start_service(service)
+
+
+def payout_configured(stack, **env: str):
+    return service_configured(stack, "payout", **env)
 
 
 def request_with_payment(token: str, channel: str = "card", **changes) -> dict:
