@@ -59,13 +59,14 @@ class StripeGatewayAdapter:
             refund = await self.client.v1.refunds.create_async(params, {"idempotency_key": idempotency_key})
         except stripe.StripeError as error:
             raise classify(error) from error
-        return refund_result(refund)
+        return refund_result(refund.to_dict())
 
     async def lookup(self, idempotency_key: str, payment_id: str) -> GatewayResult | None:
         # Stripe cannot be searched by idempotency key; the key is also in the payment's refunds' metadata.
         try:
             page = await self.client.v1.refunds.list_async({**self._payment(payment_id), "limit": 100})
-            async for refund in page.auto_paging_iter():
+            async for found in page.auto_paging_iter():
+                refund = found.to_dict()
                 if (refund.get("metadata") or {}).get("refund_key") == idempotency_key:
                     return refund_result(refund)
         except stripe.StripeError as error:
@@ -77,7 +78,7 @@ class StripeGatewayAdapter:
         found = {}
         for ref in gateway_refs:
             try:
-                refund = await self.client.v1.refunds.retrieve_async(ref)
+                refund = (await self.client.v1.refunds.retrieve_async(ref)).to_dict()
             except stripe.StripeError as error:
                 raise classify(error) from error
             if refund["status"] == "failed":
