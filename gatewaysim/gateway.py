@@ -14,8 +14,10 @@ these tokens behaves so on every call, which makes fault tests deterministic.
 | `sim-decline`  | declined for good: `declined`                                         |
 | `sim-expired`  | card refunds declined for good: `expired_or_canceled_card`            |
 
-On top, `decline_percent` of other payments are declined (`declined`), and
-every call takes `latency_ms`.
+On top, a share of other payments gets each fault at random but fixed per
+payment (`decline_percent`, `transient_percent` -> `sim-5xx`,
+`timeout_percent` -> `sim-timeout`, `async_percent` -> `sim-async`,
+`reverse_percent` -> `sim-reverse`), and every call takes `latency_ms`.
 """
 
 import asyncio
@@ -58,6 +60,10 @@ class SimFaults:
     """Knobs for the simulator's behaviour (see the module docstring)."""
 
     decline_percent: int = 2
+    transient_percent: int = 0
+    timeout_percent: int = 0
+    async_percent: int = 0
+    reverse_percent: int = 0
     latency_ms: int = 0
     confirm_after: timedelta = timedelta(seconds=2)
     reverse_after: timedelta = timedelta(seconds=2)
@@ -73,18 +79,23 @@ class SettlementLine:
     kind: str = "refund"
 
 
-def _declines(payment_id: str, decline_percent: int) -> bool:
+def _in_share(payment_id: str, percent: int, fault: str = "") -> bool:
     # Deterministic per payment, so a retry of the same refund gets the same answer.
-    digest = hashlib.sha256(payment_id.encode()).digest()
-    return int.from_bytes(digest[:2], "big") % 100 < decline_percent
+    digest = hashlib.sha256((fault + payment_id).encode()).digest()
+    return int.from_bytes(digest[:2], "big") % 100 < percent
+
+
+def _has(payment_id: str, fault: str, percent: int) -> bool:
+    """The payment carries the fault's token, or falls in its random (fixed per payment) share."""
+    return f"sim-{fault}" in payment_id or _in_share(payment_id, percent, fault)
 
 
 def _first_outcome(payment_id: str, channel: str, faults: SimFaults) -> tuple[str, str | None]:
     if "sim-expired" in payment_id and channel == "card":  # a dead card; a bank transfer still works
         return "failed", "expired_or_canceled_card"
-    if "sim-decline" in payment_id or _declines(payment_id, faults.decline_percent):
+    if "sim-decline" in payment_id or _in_share(payment_id, faults.decline_percent):
         return "failed", "declined"
-    if "sim-async" in payment_id:
+    if _has(payment_id, "async", faults.async_percent):
         return "pending", None
     return "succeeded", None
 
@@ -105,7 +116,8 @@ class SimGateway:
         """
         if self.faults.latency_ms:
             await asyncio.sleep(self.faults.latency_ms / 1000)
-        if "sim-down" in payment_id or ("sim-5xx" in payment_id and await self._count_rejection(idempotency_key)):
+        if "sim-down" in payment_id or (_has(payment_id, "5xx", self.faults.transient_percent)
+                                        and await self._count_rejection(idempotency_key)):
             raise GatewayUnavailable(503)
         status, reason = _first_outcome(payment_id, channel, self.faults)
         gateway_ref = "simre_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
@@ -122,10 +134,11 @@ class SimGateway:
                 "ON CONFLICT (idempotency_key) DO UPDATE SET refund_calls = refunds.refund_calls + 1 "
                 "RETURNING gateway_ref, status, failure_reason, (xmax = 0) AS inserted",
                 idempotency_key, gateway_ref, payment_id, amount_value, currency, status, reason,
-                self.faults.confirm_after, self.faults.reverse_after, "sim-reverse" in payment_id)
+                self.faults.confirm_after, self.faults.reverse_after,
+                _has(payment_id, "reverse", self.faults.reverse_percent))
             if row["inserted"] and row["status"] == "succeeded":
                 await self._append_line(conn, row["gateway_ref"], amount_value, currency, "refund")
-        if row["inserted"] and "sim-timeout" in payment_id:
+        if row["inserted"] and _has(payment_id, "timeout", self.faults.timeout_percent):
             raise GatewayTimeout("the refund was recorded but the answer was lost")
         return SimRefund(row["gateway_ref"], row["status"], row["failure_reason"])
 

@@ -38,6 +38,11 @@ class PayoutSettings(ServiceSettings):
     stripe_api_base: str | None = None  # e.g. a stripe-mock at http://127.0.0.1:12111
     sim_decline_percent: int = 2
     sim_latency_ms: int = 0
+    # Shares of payments (percent, fixed per payment) with each fault; tokens in payment ids force them.
+    sim_transient_percent: int = 0
+    sim_timeout_percent: int = 0
+    sim_async_percent: int = 0
+    sim_reverse_percent: int = 0
     sim_confirm_after_seconds: float = 2.0
     sim_reverse_after_seconds: float = 2.0
     # Fault injection (tests only): SIGKILL after the gateway answered for this payment id.
@@ -61,6 +66,8 @@ subscribe_stage(broker, stage, topics.APPROVED, group_id="refund-payout", max_re
 
 def _gateways() -> dict[str, Gateway]:
     faults = SimFaults(decline_percent=settings.sim_decline_percent, latency_ms=settings.sim_latency_ms,
+                       transient_percent=settings.sim_transient_percent, timeout_percent=settings.sim_timeout_percent,
+                       async_percent=settings.sim_async_percent, reverse_percent=settings.sim_reverse_percent,
                        confirm_after=timedelta(seconds=settings.sim_confirm_after_seconds),
                        reverse_after=timedelta(seconds=settings.sim_reverse_after_seconds))
     gateways: dict[str, Gateway] = {

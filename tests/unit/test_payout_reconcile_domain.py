@@ -85,3 +85,28 @@ def test_ledger_imbalance_names_unaccounted_money():
     assert reconcile.Ledger("EUR", paid=10_000, matched_settled=6_000, open_discrepancies=2_500, resolved=1_000,
                             awaiting=500).imbalance == 0
     assert reconcile.Ledger("EUR", 10_000, 6_001, 2_500, 1_000, 500).imbalance == -1
+
+
+def test_adyen_lines_with_bad_values_are_named_by_line_and_column():
+    header = render("adyen", [])
+    good = render("adyen", [SettlementLine(9, "simre_c", 2500, "EUR", 0)]).splitlines()[1]
+    bad_amount = good.replace(",25.00,", ",25.5.0,", 1)
+    bad_currency = good.replace(",EUR,", ",EUX,", 1)
+    settled = good.replace(",Refunded,", ",Settled,")
+    parsed = parse("adyen", header + "\n".join([good, bad_amount, bad_currency, settled]) + "\n")
+    assert [(l.line_no, l.gateway_ref) for l in parsed.lines] == [(2, "simre_c")]
+    assert [(e.line_no, e.field) for e in parsed.errors] == [(3, "Gross Debit (GC)"), (4, "Gross Currency")]
+    assert parsed.ignored == [(5, "Type Settled is not a refund")]
+
+
+def test_simulator_fault_shares_are_fixed_per_payment():
+    from gatewaysim.gateway import SimFaults, _first_outcome, _has
+
+    everyone = SimFaults(decline_percent=0, async_percent=100)
+    nobody = SimFaults(decline_percent=0)
+    assert _first_outcome("pay-1", "card", everyone) == ("pending", None)
+    assert _first_outcome("pay-1", "card", nobody) == ("succeeded", None)
+    assert _first_outcome("pay-1-sim-expired", "card", nobody) == ("failed", "expired_or_canceled_card")
+    assert _first_outcome("pay-1-sim-expired", "bank_transfer", nobody) == ("succeeded", None)
+    share = sum(_has(f"pay-{n}", "timeout", 20) for n in range(2000)) / 2000
+    assert 0.15 < share < 0.25
