@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import structlog
+from prometheus_client import Counter
 
 from services.payout import domain
 from services.payout.gateway import Gateway, GatewayError, GatewayResult
@@ -32,6 +33,8 @@ from shared.stage import Inbound, Stage
 
 SOURCE = "refund-pipeline/payout"
 log = structlog.get_logger()
+GATEWAY_ERRORS = Counter("refund_payout_gateway_errors_total", "Gateway calls that got no outcome",
+                         ["gateway", "error", "retryable"])
 
 
 @dataclass(frozen=True)
@@ -162,10 +165,14 @@ class PayoutExecutor:
                 if known:
                     # An earlier attempt reached the gateway (crash, timeout): its answer stands.
                     log.info("payout_recovered_by_lookup", refund_id=row["refund_id"], status=known.status)
+                    if known.status == "reversed":
+                        # It was paid, then came back: record the payment; the reversal watcher follows.
+                        known = GatewayResult("succeeded", known.gateway_ref, None)
                     return Attempt(result=known, recovered_by_lookup=True)
                 result = await gateway.refund(row["idempotency_key"], row["payment_id"], row["amount_value"],
                                                    row["currency"], row["channel"])
             except GatewayError as error:
+                GATEWAY_ERRORS.labels(row["gateway"], error.reason, str(error.retryable).lower()).inc()
                 return Attempt(error=error)
         if self.policy.kill_after_gateway_for and row["payment_id"] == self.policy.kill_after_gateway_for:
             log.warning("fault_injected_kill_after_gateway", refund_id=row["refund_id"])

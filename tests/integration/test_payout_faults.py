@@ -51,6 +51,9 @@ async def test_mixed_batch_through_gateway_faults_ends_reconciled(stack, produce
             reversed_ = by_id.get(ids["reverse"])
             return by_id if len(by_id) == len(ids) and reversed_["status"] == "reversed" else None
         payouts = await wait_until(payouts_final, timeout=90)
+        metrics = httpx.get(f"{stack.service_url('payout')}/metrics", timeout=30).text
+        assert 'refund_payout_gateway_errors_total{error="gateway_http_503",gateway="sim",retryable="true"}' \
+            in metrics
 
     row = {name: payouts[refund_id] for name, refund_id in ids.items()}
     assert row["5xx"]["status"] == "succeeded" and row["5xx"]["attempts"] == 3
