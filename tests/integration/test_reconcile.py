@@ -71,7 +71,8 @@ async def test_every_category_late_lines_resolve_and_invariant(stack, producer, 
         ]) + "\n"
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             assert (await http.post("/v1/settlements?format=stripe", content=report)).status_code == 401
-            first = await http.post("/v1/settlements?format=stripe", content=report, headers=FINANCE)
+            first = await http.post("/v1/settlements?format=stripe", content=report,
+                                    headers=FINANCE | {"Content-Type": "text/csv"})
             assert first.status_code == 200, first.text
             summary = first.json()
             assert summary["rows"] == 11 and summary["lines_new"] == 6 and not summary["duplicate_file"]
@@ -109,6 +110,16 @@ async def test_every_category_late_lines_resolve_and_invariant(stack, producer, 
             await wait_until(rematched, timeout=30)
             assert await db.fetchval("SELECT status FROM reconcile.discrepancies WHERE gateway_ref = $1",
                                      ref["late"]) == "auto_resolved"
+
+            # The paid event for the orphan line arrives late: the line matches, its alarm closes.
+            await _paid(producer, ref["orphan"], 900)
+
+            async def orphan_matched():
+                return await db.fetchval("SELECT state = 'matched' FROM reconcile.payouts WHERE gateway_ref = $1",
+                                         ref["orphan"])
+            await wait_until(orphan_matched, timeout=30)
+            assert await db.fetchval("SELECT status FROM reconcile.discrepancies WHERE gateway_ref = $1 "
+                                     "AND category = 'missing_internally'", ref["orphan"]) == "auto_resolved"
 
             # Resolving: finance only, reason required, audited.
             lost = await db.fetchval("SELECT id FROM reconcile.discrepancies WHERE gateway_ref = $1", ref["lost"])
