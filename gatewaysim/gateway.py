@@ -109,8 +109,11 @@ class SimGateway:
         self.faults = SimFaults(decline_percent=faults) if isinstance(faults, int) else faults
 
     async def refund(self, idempotency_key: str, payment_id: str, amount_value: int, currency: str,
-                     channel: str = "card") -> SimRefund:
+                     channel: str = "card", settles_as: tuple[int, str] | None = None) -> SimRefund:
         """Refund once per key; a repeated key returns the current outcome, never pays twice.
+
+        `settles_as`: (value, currency) the merchant's balance moves by, when it
+        settles in another currency; the report line is written in it.
 
         Raises GatewayUnavailable (nothing recorded) or GatewayTimeout (recorded, answer lost).
         """
@@ -127,17 +130,17 @@ class SimGateway:
             await conn.execute("SET LOCAL synchronous_commit = off")
             row = await conn.fetchrow(
                 "INSERT INTO gateway_sim.refunds (idempotency_key, gateway_ref, payment_id, amount_value, "
-                "currency, status, failure_reason, confirm_at, reverse_at) "
+                "currency, status, failure_reason, confirm_at, reverse_at, settle_value, settle_currency) "
                 "VALUES ($1, $2, $3, $4, $5, $6, $7, "
                 "  CASE WHEN $6 = 'pending' THEN now() + $8::interval END, "
-                "  CASE WHEN $10 AND $6 = 'succeeded' THEN now() + $9::interval END) "
+                "  CASE WHEN $10 AND $6 = 'succeeded' THEN now() + $9::interval END, $11, $12) "
                 "ON CONFLICT (idempotency_key) DO UPDATE SET refund_calls = refunds.refund_calls + 1 "
                 "RETURNING gateway_ref, status, failure_reason, (xmax = 0) AS inserted",
                 idempotency_key, gateway_ref, payment_id, amount_value, currency, status, reason,
                 self.faults.confirm_after, self.faults.reverse_after,
-                _has(payment_id, "reverse", self.faults.reverse_percent))
+                _has(payment_id, "reverse", self.faults.reverse_percent), *(settles_as or (amount_value, currency)))
             if row["inserted"] and row["status"] == "succeeded":
-                await self._append_line(conn, row["gateway_ref"], amount_value, currency, "refund")
+                await self._append_line(conn, row["gateway_ref"], *(settles_as or (amount_value, currency)), "refund")
         if row["inserted"] and _has(payment_id, "timeout", self.faults.timeout_percent):
             raise GatewayTimeout("the refund was recorded but the answer was lost")
         return SimRefund(row["gateway_ref"], row["status"], row["failure_reason"])
@@ -155,15 +158,16 @@ class SimGateway:
         async with self.pool.acquire() as conn, conn.transaction():
             confirmed = await conn.fetch(
                 "UPDATE gateway_sim.refunds SET status = 'succeeded' WHERE status = 'pending' "
-                "AND confirm_at <= now() RETURNING gateway_ref, amount_value, currency")
+                "AND confirm_at <= now() RETURNING gateway_ref, settle_value, settle_currency")
             for r in confirmed:
-                await self._append_line(conn, r["gateway_ref"], r["amount_value"], r["currency"], "refund")
+                await self._append_line(conn, r["gateway_ref"], r["settle_value"], r["settle_currency"], "refund")
             reversed_ = await conn.fetch(
                 "UPDATE gateway_sim.refunds SET status = 'reversed', failure_reason = 'lost_or_stolen_card', "
                 "reversed_at = now() WHERE status = 'succeeded' AND reverse_at <= now() "
-                "RETURNING gateway_ref, amount_value, currency")
+                "RETURNING gateway_ref, settle_value, settle_currency")
             for r in reversed_:
-                await self._append_line(conn, r["gateway_ref"], r["amount_value"], r["currency"], "refund_reversal")
+                await self._append_line(conn, r["gateway_ref"], r["settle_value"], r["settle_currency"],
+                                        "refund_reversal")
 
     async def reversals(self, gateway_refs: list[str]) -> dict[str, str]:
         """Of these refunds, the ones reversed after success, with the reason."""

@@ -8,6 +8,19 @@ from gatewaysim.gateway import GatewayTimeout, GatewayUnavailable, SimGateway, S
 
 
 @dataclass(frozen=True)
+class RefundOrder:
+    """What payout asks a gateway to refund; `idempotency_key` makes asking twice safe."""
+
+    idempotency_key: str
+    payment_id: str
+    amount_value: int
+    currency: str
+    channel: str
+    # The merchant's side when it settles in another currency (value, currency), else None.
+    settles_as: tuple[int, str] | None = None
+
+
+@dataclass(frozen=True)
 class GatewayResult:
     """Where a refund stands at the gateway."""
 
@@ -34,8 +47,7 @@ class Gateway(Protocol):
 
     name: str
 
-    async def refund(self, idempotency_key: str, payment_id: str, amount_value: int, currency: str,
-                     channel: str) -> GatewayResult:
+    async def refund(self, order: RefundOrder) -> GatewayResult:
         """Ask for the refund; raises GatewayError when there is no answer."""
 
     async def lookup(self, idempotency_key: str, payment_id: str) -> GatewayResult | None:
@@ -58,11 +70,11 @@ class SimGatewayAdapter:
         self.sim = sim
         self.timeout_seconds = timeout_seconds
 
-    async def refund(self, idempotency_key: str, payment_id: str, amount_value: int, currency: str,
-                     channel: str) -> GatewayResult:
+    async def refund(self, order: RefundOrder) -> GatewayResult:
         try:
             async with asyncio.timeout(self.timeout_seconds):
-                return _result(await self.sim.refund(idempotency_key, payment_id, amount_value, currency, channel))
+                return _result(await self.sim.refund(order.idempotency_key, order.payment_id, order.amount_value,
+                                                     order.currency, order.channel, order.settles_as))
         except GatewayUnavailable as exc:
             raise GatewayError(f"gateway_http_{exc.status}", retryable=True) from exc
         except (GatewayTimeout, TimeoutError) as exc:

@@ -24,11 +24,11 @@ import structlog
 from prometheus_client import Counter
 
 from services.payout import domain
-from services.payout.gateway import Gateway, GatewayError, GatewayResult
+from services.payout.gateway import Gateway, GatewayError, GatewayResult, RefundOrder
 from shared.envelope import Outgoing, encode
 from shared.events import PayoutFailed, PayoutSubmitted, RefundApproved, RefundPaid
 from shared.metrics import observe_completion
-from shared.money import currency_exponent
+from shared.money import Money, currency_exponent
 from shared.stage import Inbound, Stage
 
 SOURCE = "refund-pipeline/payout"
@@ -113,6 +113,18 @@ class Attempt:
     recovered_by_lookup: bool = False
 
 
+def _order(row: asyncpg.Record) -> RefundOrder:
+    settles_as = (row["settlement_value"], row["settlement_currency"]) if row["settlement_value"] else None
+    return RefundOrder(row["idempotency_key"], row["payment_id"], row["amount_value"], row["currency"],
+                       row["channel"], settles_as)
+
+
+def _settlement_amount(row: asyncpg.Record) -> Money | None:
+    if row["settlement_value"] is None:
+        return None
+    return Money(value=row["settlement_value"], currency=row["settlement_currency"])
+
+
 class PayoutExecutor:
     """Claims due intents and executes them; re-claims ones a crash left `submitting`."""
 
@@ -169,8 +181,7 @@ class PayoutExecutor:
                         # It was paid, then came back: record the payment; the reversal watcher follows.
                         known = GatewayResult("succeeded", known.gateway_ref, None)
                     return Attempt(result=known, recovered_by_lookup=True)
-                result = await gateway.refund(row["idempotency_key"], row["payment_id"], row["amount_value"],
-                                                   row["currency"], row["channel"])
+                result = await gateway.refund(_order(row))
             except GatewayError as error:
                 GATEWAY_ERRORS.labels(row["gateway"], error.reason, str(error.retryable).lower()).inc()
                 return Attempt(error=error)
@@ -231,7 +242,8 @@ class PayoutExecutor:
                            took, overdue=took > self.sla_seconds)
         common = dict(_ref_fields(refund), gateway=row["gateway"], payout_id=row["payout_id"])
         if result.succeeded:
-            payload = RefundPaid(**common, gateway_ref=result.gateway_ref, paid_at=now, eta=eta)
+            payload = RefundPaid(**common, gateway_ref=result.gateway_ref, paid_at=now, eta=eta,
+                                 settlement_amount=_settlement_amount(row))
         else:
             log.info("payout_failed", refund_id=row["refund_id"], reason=result.failure_reason)
             payload = PayoutFailed(**common, failure_reason=result.failure_reason or "unknown",

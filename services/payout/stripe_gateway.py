@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import stripe
 
-from services.payout.gateway import GatewayError, GatewayResult
+from services.payout.gateway import GatewayError, GatewayResult, RefundOrder
 
 _STATUS = {"succeeded": "succeeded", "pending": "pending", "requires_action": "pending",
            "failed": "failed", "canceled": "failed"}
@@ -52,11 +52,12 @@ class StripeGatewayAdapter:
     def _payment(payment_id: str) -> dict:
         return {"payment_intent": payment_id} if payment_id.startswith("pi_") else {"charge": payment_id}
 
-    async def refund(self, idempotency_key: str, payment_id: str, amount_value: int, currency: str,
-                     channel: str) -> GatewayResult:
-        params = {**self._payment(payment_id), "amount": amount_value, "metadata": {"refund_key": idempotency_key}}
+    async def refund(self, order: RefundOrder) -> GatewayResult:
+        # Stripe converts into the account's settlement currency itself; `settles_as` is payout's estimate.
+        params = {**self._payment(order.payment_id), "amount": order.amount_value,
+                  "metadata": {"refund_key": order.idempotency_key}}
         try:
-            refund = await self.client.v1.refunds.create_async(params, {"idempotency_key": idempotency_key})
+            refund = await self.client.v1.refunds.create_async(params, {"idempotency_key": order.idempotency_key})
         except stripe.StripeError as error:
             raise classify(error) from error
         return refund_result(refund.to_dict())

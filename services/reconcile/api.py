@@ -73,7 +73,7 @@ def settlement_router(stage: Stage, auth: StaffAuth) -> APIRouter:
                     "AND state = 'discrepancy' RETURNING *", row["refund_id"], now)
                 if payout:
                     settled = Money(value=row["settled_value"] or 0,
-                                    currency=row["settled_currency"] or payout["currency"])
+                                    currency=row["settled_currency"] or payout["expected_currency"])
                     outgoing = [refund_event(payout, Match("matched", "resolved"), settled, now,
                                               reason_codes=[f"resolved:{row['category']}"])]
             pending = await stage.publish(conn, outgoing)

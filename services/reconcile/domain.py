@@ -44,7 +44,7 @@ class Ledger:
     """Per currency, in minor units: where every paid refund's money stands."""
 
     currency: str
-    paid: int  # what payout reports it paid
+    paid: int  # what payout reports it paid (in the merchant's settlement currency)
     matched_settled: int  # what matched settlement lines say was settled
     open_discrepancies: int  # paid money in open payout-side discrepancies
     resolved: int  # paid money finance closed by decision

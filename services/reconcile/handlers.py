@@ -35,11 +35,13 @@ OPEN_DISCREPANCIES = Gauge("refund_discrepancies_open", "Open discrepancies by c
 
 async def record_paid(conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]:
     paid = RefundPaid.model_validate(item.event.get_data())
+    expected = paid.settlement_amount or paid.amount  # the report is in the merchant's settlement currency
     await conn.execute(
         "INSERT INTO reconcile.payouts (refund_id, gateway, gateway_ref, amount_value, currency, channel, "
-        "refund, paid_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (refund_id) DO NOTHING",
+        "refund, paid_at, expected_value, expected_currency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+        "ON CONFLICT (refund_id) DO NOTHING",
         paid.refund_id, paid.gateway, paid.gateway_ref, paid.amount.value, paid.amount.currency,
-        paid.channel.value, paid.model_dump(mode="json"), paid.paid_at)
+        paid.channel.value, paid.model_dump(mode="json"), paid.paid_at, expected.value, expected.currency)
     return []  # the matcher publishes once the settlement line is there
 
 
@@ -117,11 +119,11 @@ class Matcher:
     async def _settle(self, conn: asyncpg.Connection, line: asyncpg.Record) -> list[Outgoing]:
         payout = await conn.fetchrow("SELECT * FROM reconcile.payouts WHERE gateway_ref = $1 FOR UPDATE",
                                      line["gateway_ref"])
-        result = domain.classify_line(line["kind"], payout["state"], payout["category"], payout["amount_value"],
-                                      payout["currency"], line["amount_value"], line["currency"])
+        result = domain.classify_line(line["kind"], payout["state"], payout["category"], payout["expected_value"],
+                                      payout["expected_currency"], line["amount_value"], line["currency"])
         now = datetime.now(UTC)
         settled = Money(value=line["amount_value"], currency=line["currency"])
-        paid, ref = (payout["amount_value"], payout["currency"]), line["gateway_ref"]
+        paid, ref = (payout["expected_value"], payout["expected_currency"]), line["gateway_ref"]
         # A line explains a missing-internally alarm raised before its payout arrived.
         await store.close_automatically(conn, gateway_ref=ref, categories=["missing_internally"],
                                         why=f"paid refund {payout['refund_id']} arrived")
@@ -163,7 +165,8 @@ class Matcher:
         for payout in overdue:
             await store.open_discrepancy(conn, "missing_in_report", gateway_ref=payout["gateway_ref"],
                                          refund_id=payout["refund_id"], line_id=None,
-                                         expected=(payout["amount_value"], payout["currency"]), settled=None)
+                                         expected=(payout["expected_value"], payout["expected_currency"]),
+                                         settled=None)
             observe_completion("reconcile", "discrepancy", payout["channel"], self.sla_seconds, overdue=True)
         return [refund_event(p, domain.Match("discrepancy", "missing_in_report"), None, now) for p in overdue]
 

@@ -67,10 +67,10 @@ async def ledger(conn: asyncpg.Connection | asyncpg.Pool) -> list[domain.Ledger]
     """Each side of the invariant from its own table: payouts, matched lines, open discrepancies."""
     rows = await conn.fetch("""
         WITH paid AS (
-            SELECT currency, sum(amount_value) AS paid,
-                   sum(amount_value) FILTER (WHERE state = 'resolved') AS resolved,
-                   sum(amount_value) FILTER (WHERE state = 'awaiting') AS awaiting
-            FROM reconcile.payouts GROUP BY currency),
+            SELECT expected_currency AS currency, sum(expected_value) AS paid,
+                   sum(expected_value) FILTER (WHERE state = 'resolved') AS resolved,
+                   sum(expected_value) FILTER (WHERE state = 'awaiting') AS awaiting
+            FROM reconcile.payouts GROUP BY 1),
         settled AS (
             SELECT currency, sum(amount_value) AS matched FROM reconcile.settlement_lines
             WHERE state = 'matched' AND kind = 'refund' GROUP BY currency),

@@ -70,6 +70,8 @@ async def test_mixed_batch_through_gateway_faults_ends_reconciled(stack, produce
     fx = row["fx"]
     assert (fx["settlement_currency"], fx["settlement_value"], fx["fx_rate"]) == ("USD", 2703, Decimal("1.0812"))
     assert fx["fx_source"] == "seed-snapshot@2026-11-24"
+    assert await db.fetchval("SELECT (amount_value, currency, settle_value, settle_currency)::text "
+                             "FROM gateway_sim.refunds WHERE idempotency_key = $1", ids["fx"]) == "(2500,EUR,2703,USD)"
     for name in ("card_de", "paypal_us", "wallet_jp", "timeout", "async", "expired", "fx"):
         assert row[name]["status"] == "succeeded" and row[name]["eta"] is not None, name
 
@@ -92,6 +94,8 @@ async def test_mixed_batch_through_gateway_faults_ends_reconciled(stack, produce
         lambda: all(status_feed.status_of(ids[name]) == "reconciled" for name in paid - {"reverse"})
         and status_feed.status_of(ids["decline"]) == "failed" and status_feed.status_of(ids["down"]) == "failed",
         timeout=60)
+    assert await db.fetchval("SELECT (amount_value, currency, expected_value, expected_currency)::text "
+                             "FROM reconcile.payouts WHERE refund_id = $1", ids["fx"]) == "(2500,EUR,2703,USD)"
     assert await db.fetchval("SELECT count(*) FROM reconcile.discrepancies WHERE refund_id = $1 "
                              "AND category = 'reversed' AND status = 'open'", ids["reverse"]) == 1
 

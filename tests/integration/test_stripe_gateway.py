@@ -5,7 +5,7 @@ import uuid
 import httpx
 import pytest
 
-from services.payout.gateway import GatewayError
+from services.payout.gateway import GatewayError, RefundOrder
 from services.payout.stripe_gateway import StripeGatewayAdapter
 from shared.settings import ServiceSettings
 from shared.staff import Role, mint_token
@@ -18,7 +18,8 @@ pytestmark = pytest.mark.integration
 
 async def test_refund_through_the_stripe_api(stripe_mock):
     gateway = StripeGatewayAdapter("sk_test_pipeline", api_base=stripe_mock)
-    result = await gateway.refund("rf_" + uuid.uuid4().hex, "pi_3MtwBwLkdIwHu7ix28a3tqPa", 2500, "EUR", "card")
+    result = await gateway.refund(RefundOrder("rf_" + uuid.uuid4().hex, "pi_3MtwBwLkdIwHu7ix28a3tqPa", 2500, "EUR",
+                                              "card"))
     assert result.status == "succeeded" and result.gateway_ref.startswith("re_")
     # The mock's refunds carry no metadata of ours: the key is unknown, so a retry would create (idempotently).
     assert await gateway.lookup("rf_unknown", "pi_3MtwBwLkdIwHu7ix28a3tqPa") is None
@@ -26,11 +27,12 @@ async def test_refund_through_the_stripe_api(stripe_mock):
 
 async def test_stripe_refusals_are_final_and_outages_retryable(stripe_mock):
     with pytest.raises(GatewayError) as refused:
-        await StripeGatewayAdapter("not-a-key", api_base=stripe_mock).refund("rf_x", "ch_1", 100, "EUR", "card")
+        await StripeGatewayAdapter("not-a-key", api_base=stripe_mock).refund(RefundOrder("rf_x", "ch_1", 100, "EUR",
+                                                                                         "card"))
     assert not refused.value.retryable and refused.value.reason == "stripe_AuthenticationError"
     with pytest.raises(GatewayError) as down:
         await StripeGatewayAdapter("sk_test_x", api_base="http://127.0.0.1:9", timeout_seconds=2).refund(
-            "rf_x", "ch_1", 100, "EUR", "card")
+            RefundOrder("rf_x", "ch_1", 100, "EUR", "card"))
     assert down.value.retryable
 
 
