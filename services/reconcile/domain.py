@@ -3,7 +3,8 @@
 from dataclasses import dataclass
 
 # Discrepancies about a paid refund (its money is not accounted for by a matched line).
-PAYOUT_CATEGORIES = frozenset({"missing_in_report", "amount_mismatch", "currency_mismatch", "reversed"})
+PAYOUT_CATEGORIES = frozenset({"missing_in_report", "amount_mismatch", "currency_mismatch", "fee_mismatch",
+                               "reversed"})
 # Discrepancies about a report line nothing internal accounts for.
 LINE_CATEGORIES = frozenset({"missing_internally", "duplicate"})
 CATEGORIES = PAYOUT_CATEGORIES | LINE_CATEGORIES
@@ -24,19 +25,23 @@ def match(paid_value: int, paid_currency: str, settled_value: int, settled_curre
 
 
 def classify_line(kind: str, payout_state: str, payout_category: str | None, paid_value: int, paid_currency: str,
-                  settled_value: int, settled_currency: str) -> Match:
+                  settled_value: int, settled_currency: str, fee_value: int = 0, max_fee_bps: int = 10_000) -> Match:
     """A report line against the paid refund with its gateway reference.
 
     A refund already accounted for (matched, resolved, or in a discrepancy
     other than a missing line) makes a second refund line a duplicate; a line
-    arriving after the refund was reported missing re-matches it.
+    arriving after the refund was reported missing re-matches it. The gateway's
+    fee on a refund may be at most `max_fee_bps` of it.
     """
     if kind == "refund_reversal":
         return Match("discrepancy", "reversed")
     if payout_state in ("matched", "resolved") or (
             payout_state == "discrepancy" and payout_category != "missing_in_report"):
         return Match("discrepancy", "duplicate")
-    return match(paid_value, paid_currency, settled_value, settled_currency)
+    result = match(paid_value, paid_currency, settled_value, settled_currency)
+    if result.state == "matched" and fee_value * 10_000 > settled_value * max_fee_bps:
+        return Match("discrepancy", "fee_mismatch")
+    return result
 
 
 @dataclass(frozen=True)

@@ -63,13 +63,14 @@ class Matcher:
     """Ingests the simulator's report and matches lines to paid refunds."""
 
     def __init__(self, stage: Stage, report: SimGateway, *, gateway: str, report_format: str,
-                 sla_seconds: float, missing_internally_after_seconds: float) -> None:
+                 sla_seconds: float, missing_internally_after_seconds: float, max_fee_bps: int = 10_000) -> None:
         self.stage = stage
         self.report = report
         self.gateway = gateway
         self.report_format = report_format
         self.sla_seconds = sla_seconds
         self.missing_internally_after_seconds = missing_internally_after_seconds
+        self.max_fee_bps = max_fee_bps
 
     async def run_forever(self) -> None:
         while True:
@@ -120,7 +121,8 @@ class Matcher:
         payout = await conn.fetchrow("SELECT * FROM reconcile.payouts WHERE gateway_ref = $1 FOR UPDATE",
                                      line["gateway_ref"])
         result = domain.classify_line(line["kind"], payout["state"], payout["category"], payout["expected_value"],
-                                      payout["expected_currency"], line["amount_value"], line["currency"])
+                                      payout["expected_currency"], line["amount_value"], line["currency"],
+                                      line["fee_value"], self.max_fee_bps)
         now = datetime.now(UTC)
         settled = Money(value=line["amount_value"], currency=line["currency"])
         paid, ref = (payout["expected_value"], payout["expected_currency"]), line["gateway_ref"]

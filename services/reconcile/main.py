@@ -23,6 +23,8 @@ class ReconcileSettings(ServiceSettings):
     # The layout the simulator writes its settlement report in: stripe | adyen.
     reconcile_sim_report_format: str = "stripe"
     reconcile_ledger_check_seconds: float = 5.0
+    # The most a gateway may charge on a refund, in basis points of it; more is a fee_mismatch.
+    reconcile_max_fee_bps: int = 300
 
 
 settings = ReconcileSettings()
@@ -35,7 +37,8 @@ async def match_settlements() -> None:
     await apply_migrations(settings.database_url, SIM_SCHEMA, SIM_MIGRATIONS, stage_tables=False)
     matcher = Matcher(stage, SimGateway(stage.pool), gateway="sim", report_format=settings.reconcile_sim_report_format,
                       sla_seconds=settings.reconcile_sla_seconds,
-                      missing_internally_after_seconds=settings.reconcile_missing_internally_after_seconds)
+                      missing_internally_after_seconds=settings.reconcile_missing_internally_after_seconds,
+                      max_fee_bps=settings.reconcile_max_fee_bps)
     await matcher.run_forever()
 
 

@@ -49,11 +49,11 @@ def _stripe_line(txn: str, ref: str, gross: str, currency: str = "eur", category
 
 async def test_every_category_late_lines_resolve_and_invariant(stack, producer, db):
     n = uuid.uuid4().hex[:8]
-    ref = {name: f"re_{name}_{n}" for name in ("ok", "amount", "ccy", "late", "dup", "orphan", "lost")}
+    ref = {name: f"re_{name}_{n}" for name in ("ok", "amount", "ccy", "late", "dup", "orphan", "lost", "fee")}
     with service_configured(stack, "reconcile", RECONCILE_SLA_SECONDS="6",
                             RECONCILE_MISSING_INTERNALLY_AFTER_SECONDS="3"):
         url = stack.service_url("reconcile")
-        for name in ("ok", "amount", "ccy", "late", "dup", "lost"):
+        for name in ("ok", "amount", "ccy", "late", "dup", "lost", "fee"):
             await _paid(producer, ref[name], 2500)
         report = "\n".join([
             STRIPE_HEADER,
@@ -68,6 +68,7 @@ async def test_every_category_late_lines_resolve_and_invariant(stack, producer, 
             f"txn_bad3_{n},2026-11-24,eur,-25.00",                              # 10: wrong column count
             _stripe_line(f"txn_charge_{n}", "ch_1", "50.00", category="charge"),  # 11: ignored, not a refund
             f"txn_net_{n},2026-11-24,2026-11-26,eur,-25.00,0.00,-20.00,refund,{ref['ok']},x",  # 12: net != gross-fee
+            f"txn_fee_{n},2026-11-24,2026-11-26,eur,-25.00,5.00,-30.00,refund,{ref['fee']},x",  # 13: fee 20%
         ]) + "\n"
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             assert (await http.post("/v1/settlements?format=stripe", content=report)).status_code == 401
@@ -75,14 +76,14 @@ async def test_every_category_late_lines_resolve_and_invariant(stack, producer, 
                                     headers=FINANCE | {"Content-Type": "text/csv"})
             assert first.status_code == 200, first.text
             summary = first.json()
-            assert summary["rows"] == 11 and summary["lines_new"] == 6 and not summary["duplicate_file"]
+            assert summary["rows"] == 12 and summary["lines_new"] == 7 and not summary["duplicate_file"]
             assert [(e["line_no"], e["field"]) for e in summary["errors"]] == [
                 (8, "gross"), (9, "source_id"), (10, "*"), (12, "net")]
             assert summary["ignored"] == [{"line": 11, "why": "reporting_category charge is not a refund"}]
             again = (await http.post("/v1/settlements?format=stripe", content=report, headers=FINANCE)).json()
             assert again["duplicate_file"] and again["report_id"] == summary["report_id"]
             assert await db.fetchval("SELECT count(*) FROM reconcile.settlement_lines WHERE gateway_ref = ANY($1)",
-                                     list(ref.values())) == 6
+                                     list(ref.values())) == 7
 
             async def categories():
                 rows = await db.fetch("SELECT category, gateway_ref FROM reconcile.discrepancies "
@@ -90,7 +91,8 @@ async def test_every_category_late_lines_resolve_and_invariant(stack, producer, 
                 found = {(r["category"], r["gateway_ref"]) for r in rows}
                 expected = {("amount_mismatch", ref["amount"]), ("currency_mismatch", ref["ccy"]),
                             ("duplicate", ref["dup"]), ("missing_internally", ref["orphan"]),
-                            ("missing_in_report", ref["late"]), ("missing_in_report", ref["lost"])}
+                            ("missing_in_report", ref["late"]), ("missing_in_report", ref["lost"]),
+                            ("fee_mismatch", ref["fee"])}
                 return found if found == expected else None
             await wait_until(categories, timeout=60)
             states = dict(await db.fetch("SELECT gateway_ref, state FROM reconcile.payouts WHERE gateway_ref = ANY($1)",
@@ -139,7 +141,7 @@ async def test_every_category_late_lines_resolve_and_invariant(stack, producer, 
             # Invariant 5, to the minor unit, across everything reconcile holds.
             ledger = (await http.get("/v1/ledger", headers=FINANCE)).json()
             eur = next(entry for entry in ledger if entry["currency"] == "EUR")
-            assert eur["open_discrepancies"] >= 2 * 2500 and eur["resolved"] >= 2500
+            assert eur["open_discrepancies"] >= 3 * 2500 and eur["resolved"] >= 2500
             assert all(entry["imbalance"] == 0 for entry in ledger), ledger
             metrics = (await http.get("/metrics")).text
             assert 'refund_ledger_imbalance_minor{currency="EUR"} 0.0' in metrics

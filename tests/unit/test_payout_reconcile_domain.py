@@ -81,6 +81,12 @@ def test_line_classification(kind, state, category, settled, currency, expected)
     assert reconcile.classify_line(kind, state, category, 2500, "EUR", settled, currency).category == expected
 
 
+def test_a_refund_fee_above_the_allowed_share_is_a_fee_mismatch():
+    assert reconcile.classify_line("refund", "awaiting", None, 2500, "EUR", 2500, "EUR", 75, 300).state == "matched"
+    assert reconcile.classify_line("refund", "awaiting", None, 2500, "EUR", 2500, "EUR", 76, 300).category \
+        == "fee_mismatch"
+
+
 def test_ledger_imbalance_names_unaccounted_money():
     assert reconcile.Ledger("EUR", paid=10_000, matched_settled=6_000, open_discrepancies=2_500, resolved=1_000,
                             awaiting=500).imbalance == 0
