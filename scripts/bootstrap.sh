@@ -49,3 +49,19 @@ else
 fi
 
 touch .venv/.synced
+
+# --- stripe-mock (payout's Stripe adapter tests) ----------------------------
+# Stripe's own API mock server, built from the Go module proxy into .tools/bin.
+# Only when missing; needs `go` (apt golang-go if absent, as root).
+STRIPE_MOCK_VERSION=v0.203.0
+if [[ ! -x .tools/bin/stripe-mock ]]; then
+    if ! command -v go >/dev/null; then
+        if [[ $(id -u) -ne 0 ]]; then
+            echo "missing go (apt-get install golang-go) to build stripe-mock" >&2
+            exit 1
+        fi
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go >/dev/null
+    fi
+    echo "building stripe-mock ${STRIPE_MOCK_VERSION}"
+    GOBIN="$PWD/.tools/bin" go install "github.com/stripe/stripe-mock@${STRIPE_MOCK_VERSION}"
+fi

@@ -235,6 +235,8 @@ class RefundPaid(RefundEvent):
     gateway_ref: str
     paid_at: datetime
     eta: datetime | None = None
+    # What the merchant's balance moves by, when it settles in another currency than `amount`.
+    settlement_amount: Money | None = None
 
 
 class PayoutFailed(RefundEvent):
