@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from gatewaysim.gateway import _declines
+from gatewaysim.gateway import SimFaults, _in_share
 from shared import topics
 from shared.ids import refund_id_for
 from tools.platform import partitions_of, requested_record
@@ -17,7 +17,7 @@ SOURCE = "shop-test"
 def valid_request(amount: int = 2500, captured: int = 5000, currency: str = "EUR", **changes) -> dict:
     n = uuid.uuid4().hex[:12]
     # The simulator declines 2% of payments (SIM_DECLINE_PERCENT); tests that want the happy path avoid them.
-    while _declines(f"pay-{n}", 2):
+    while _in_share(f"pay-{n}", SimFaults.decline_percent):
         n = uuid.uuid4().hex[:12]
     data = {
         "request_id": f"req-{n}", "order_id": f"ord-{n}",
