@@ -65,3 +65,18 @@ if [[ ! -x .tools/bin/stripe-mock ]]; then
     echo "building stripe-mock ${STRIPE_MOCK_VERSION}"
     GOBIN="$PWD/.tools/bin" go install "github.com/stripe/stripe-mock@${STRIPE_MOCK_VERSION}"
 fi
+
+# --- Prometheus and promtool (alert-rule tests, the local Prometheus of devstack) ---
+# Debian's `prometheus` package ships both binaries. devstack starts its own
+# prometheus with its own config and data dir; the package's systemd unit is not used.
+# Only when missing, apt as root.
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "missing prometheus/promtool (apt-get install prometheus)" >&2
+        exit 1
+    fi
+    echo "installing prometheus (Debian package, for promtool and the local Prometheus)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    # The package's postinst may start its own service where an init system runs; we start ours ourselves.
+    command -v systemctl >/dev/null && systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
