@@ -295,9 +295,12 @@ class Stack:
         )
 
     def _service_ready(self, name: str) -> bool:
+        # Ready means *our* process answers: a free port can be taken by someone else's
+        # service before ours binds it, and that one's 200 must not count.
         try:
-            return httpx.get(f"{self.service_url(name)}/readyz", timeout=2.0).status_code == 200
-        except httpx.HTTPError:
+            answer = httpx.get(f"{self.service_url(name)}/readyz", timeout=2.0)
+            return answer.status_code == 200 and answer.json().get("pid") == self.state["services"][name]["pid"]
+        except (httpx.HTTPError, ValueError, KeyError):
             return False
 
     def _ensure_services(self) -> None:
