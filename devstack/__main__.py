@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from . import prometheus
 from .processes import StackError, console
 from .stack import Stack
 
@@ -37,6 +38,9 @@ def up(
     started = time.monotonic()
     try:
         stack.up(services=services)
+        # A local Prometheus for SREs (rules from deploy/prometheus), when the binary is there.
+        if services and prometheus.binary():
+            stack.start_prometheus()
     except StackError as exc:
         _fail(exc)
     console.print(f"[bold green]up[/] in {time.monotonic() - started:.1f}s (run dir {stack.run_dir})")

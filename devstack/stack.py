@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from . import kafka, postgres
+from . import kafka, postgres, prometheus
 from .processes import (
     StackError, console, file_lock, free_port, free_ports, log_tail, pid_alive,
     pid_matches, port_from_env, port_open, run_sync, spawn, terminate, wait_exit,
@@ -118,6 +118,7 @@ class Stack:
     def down(self) -> None:
         """Stop everything we started (services, Kafka, PostgreSQL) and remove their data."""
         with self._locked():
+            self.stop_prometheus()
             for name in list(self.state["services"]):
                 self.stop_service(name)
             self._stop_kafka()
@@ -131,6 +132,47 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.down()
+
+    # ------------------------------------------------------------ prometheus
+    @property
+    def prometheus_url(self) -> str:
+        record = self.state.get("prometheus") or {}
+        if not record.get("port"):
+            raise StackError("prometheus is not up (start_prometheus() first)")
+        return f"http://127.0.0.1:{record['port']}"
+
+    def start_prometheus(self, *, rule_files: list[Path] | None = None, scrape_interval: str = "15s",
+                         evaluation_interval: str = "15s") -> str:
+        """(Re)start our Prometheus scraping every running service; returns its URL.
+
+        Rules default to deploy/prometheus/rules.yml; tests pass a fast variant.
+        """
+        with self._locked():
+            self.stop_prometheus()
+            rules = rule_files if rule_files is not None else [self.repo_root / "deploy/prometheus/rules.yml"]
+            targets = {name: rec["port"] for name, rec in self.state["services"].items() if rec.get("port")}
+            config = self.run_dir / "prometheus" / "prometheus.yml"
+            prometheus.write_config(config, targets, rule_files=rules, scrape_interval=scrape_interval,
+                                    evaluation_interval=evaluation_interval)
+            port = port_from_env("PROMETHEUS_PORT") or free_port()
+            log = self.logs_dir / "prometheus.log"
+            pid = prometheus.start(self.run_dir / "prometheus" / "data", config, port, log)
+            self.state["prometheus"] = {"pid": pid, "port": port}
+            self._save()
+            try:
+                prometheus.wait_ready(port, pid, log)
+            except StackError:
+                self.stop_prometheus()
+                raise
+            console.print(f"[bold]prometheus[/]: ready at http://127.0.0.1:{port} (pid {pid})")
+            return self.prometheus_url
+
+    def stop_prometheus(self) -> None:
+        record = self.state.pop("prometheus", None) or {}
+        if record.get("pid"):
+            prometheus.stop(record["pid"], record["port"])
+            console.print(f"[bold]prometheus[/]: stopped pid {record['pid']}")
+        self._save()
 
     # ----------------------------------------------------------------- kafka
     def _kafka_alive(self) -> bool:
@@ -418,6 +460,10 @@ class Stack:
             alive = postgres.probe(p["dsn"], timeout_s=3) if p.get("external") else self._pg_alive()
             rows.append({"component": "postgres", "pid": p.get("pid"), "alive": alive,
                          "address": p.get("dsn", ""), "external": bool(p.get("external"))})
+        if prom := self.state.get("prometheus"):
+            rows.append({"component": "prometheus", "pid": prom.get("pid"), "external": False,
+                         "alive": pid_matches(prom.get("pid"), *prometheus.markers(prom["port"])),
+                         "address": f"http://127.0.0.1:{prom['port']}"})
         for name in sorted(self.state["services"], key=lambda n: (SERVICES.index(self.service_of(n)), n)):
             record = self.state["services"].get(name)
             if record:

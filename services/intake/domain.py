@@ -131,3 +131,8 @@ def key_mismatch_errors(data: object, idempotency_key: str) -> list[FieldError]:
         return []
     return [FieldError(field="request_id", code="invalid",
                        message="request_id in the body differs from the Idempotency-Key header")]
+
+
+def is_drill(request: RefundRequested) -> bool:
+    """A drill (the scheduled end-to-end rehearsal) is marked by the request's metadata `drill: "true"`."""
+    return (request.metadata or {}).get("drill") == "true"

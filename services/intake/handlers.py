@@ -91,7 +91,7 @@ class Intake:
             amount=request.amount, channel=request.payment.channel, region=request.region,
             payment=request.payment, customer=request.customer, reason=request.reason, note=request.note,
             requested_at=request.requested_at, accepted_at=now, items=request.items,
-            metadata=request.metadata, deadlines=deadlines,
+            metadata=request.metadata, deadlines=deadlines, drill=domain.is_drill(request),
         )
         event = encode(accepted, source=SOURCE, key=refund_id)
         await store.save_ticket(conn, refund_id=refund_id, source=source, request_id=request.request_id,

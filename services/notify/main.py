@@ -4,6 +4,7 @@ from pathlib import Path
 
 from fastapi import HTTPException
 
+from services.notify import watch
 from services.notify.handlers import SOURCE, project, republish
 from shared import topics
 from shared.service import make_app, make_broker, subscribe_stage
@@ -15,12 +16,21 @@ class NotifySettings(ServiceSettings):
     service_name: str = "notify"
 
 
+async def project_and_watch(conn, item):
+    await watch.track(conn, item)
+    return await project(conn, item)
+
+
+async def sweep_stage_watch() -> None:
+    await watch.sweep_forever(lambda: stage.pool, settings.sweep_interval_seconds)
+
+
 settings = NotifySettings()
 broker = make_broker(settings)
-stage = Stage(schema="notify", source=SOURCE, decide=project, redelivered=republish)
+stage = Stage(schema="notify", source=SOURCE, decide=project_and_watch, redelivered=republish)
 subscribe_stage(broker, stage, *topics.LIFECYCLE, group_id="refund-notify", max_records=settings.batch_max_records)
 app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
-               title="Refund notify")
+               background=[sweep_stage_watch], title="Refund notify")
 
 
 @app.get("/v1/refunds/{refund_id}")

@@ -1,0 +1,84 @@
+"""A local Prometheus (Debian's `prometheus` binary) scraping the devstack's services.
+
+Started by us with our own config and data dir under the run dir; the Debian
+package's own service is never used. `fast_rules` derives a test variant of
+deploy/prometheus/rules.yml (short `for:` durations) from the real file.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from .processes import StackError, log_tail, pid_alive, spawn, terminate
+
+READY_S = 60.0
+
+
+def binary() -> str | None:
+    return shutil.which("prometheus")
+
+
+def markers(port: int) -> tuple[str, str]:
+    return ("prometheus", f"--web.listen-address=127.0.0.1:{port}")
+
+
+def write_config(path: Path, targets: dict[str, int], *, rule_files: list[Path],
+                 scrape_interval: str, evaluation_interval: str) -> None:
+    """One job per service, named refund-<service> like the k8s Service and compose jobs."""
+    jobs: dict[str, list[str]] = {}
+    for name, port in targets.items():
+        jobs.setdefault(f"refund-{name.partition('@')[0]}", []).append(f"127.0.0.1:{port}")
+    config = {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": evaluation_interval},
+        "rule_files": [str(p) for p in rule_files],
+        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": hosts}]}
+                           for job, hosts in sorted(jobs.items())],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def fast_rules(source: Path, target: Path, for_: str) -> Path:
+    """The real rules with every alert's `for:` replaced by `for_` (for tests and local drills)."""
+    rules = yaml.safe_load(source.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if "alert" in rule and "for" in rule:
+                rule["for"] = for_
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(yaml.safe_dump(rules, sort_keys=False))
+    return target
+
+
+def start(data_dir: Path, config: Path, port: int, log: Path) -> int:
+    exe = binary()
+    if exe is None:
+        raise StackError("prometheus is not installed (make setup installs Debian's prometheus package)")
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    return spawn([exe, f"--config.file={config}", f"--storage.tsdb.path={data_dir}",
+                  f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1d",
+                  "--web.enable-lifecycle"], log)
+
+
+def wait_ready(port: int, pid: int, log: Path, timeout: float = READY_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            raise StackError(f"prometheus exited during startup; tail of {log}:\n{log_tail(log)}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise StackError(f"prometheus not ready after {timeout:.0f}s; tail of {log}:\n{log_tail(log)}")
+
+
+def stop(pid: int | None, port: int, timeout: float = 20.0) -> bool:
+    return terminate(pid, markers(port), timeout=timeout)

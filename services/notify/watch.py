@@ -1,0 +1,87 @@
+"""Stuck-stage watch: which stage each refund is in, and per stage how many are past their deadline.
+
+Notify sees every lifecycle event, so its view of the pipeline survives a stage's
+own service being down (whose gauges vanish with it). The deadlines are the
+ticket's, stamped by intake from deploy/sla.yaml (per channel/region).
+"""
+
+import asyncio
+from datetime import UTC, datetime
+
+import asyncpg
+import structlog
+
+from shared.metrics import DRILL_LAST_SUCCESS, StageBacklog, set_backlog
+from shared.stage import Inbound
+
+log = structlog.get_logger()
+
+WATCHED = ("approval", "payout", "reconcile")
+DONE = "done"
+# The stage a refund is in after each event; a later stage never moves back.
+STAGE_AFTER = {
+    "refund.accepted.v1": "approval",
+    "refund.held.v1": "approval",
+    "refund.review-requested.v1": "approval",
+    "refund.approved.v1": "payout",
+    "refund.payout-submitted.v1": "payout",
+    "refund.paid.v1": "reconcile",
+    "refund.reconciled.v1": DONE,
+    "refund.discrepancy.v1": DONE,
+    "refund.denied.v1": DONE,
+    "refund.rejected.v1": DONE,
+    "refund.payout-failed.v1": DONE,
+}
+RANK = {"approval": 1, "payout": 2, "reconcile": 3, DONE: 4}
+
+_TRACK = (
+    "INSERT INTO notify.stage_watch (refund_id, stage, stage_rank, entered_at, deadlines, drill, reconciled_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (refund_id) DO UPDATE SET "
+    "stage = CASE WHEN EXCLUDED.stage_rank > stage_watch.stage_rank THEN EXCLUDED.stage ELSE stage_watch.stage END, "
+    "entered_at = CASE WHEN EXCLUDED.stage_rank > stage_watch.stage_rank "
+    "  THEN EXCLUDED.entered_at ELSE stage_watch.entered_at END, "
+    "stage_rank = GREATEST(stage_watch.stage_rank, EXCLUDED.stage_rank), "
+    "deadlines = COALESCE(stage_watch.deadlines, EXCLUDED.deadlines), "
+    "drill = stage_watch.drill OR EXCLUDED.drill, "
+    "reconciled_at = COALESCE(stage_watch.reconciled_at, EXCLUDED.reconciled_at)"
+)
+_BACKLOG = (
+    "SELECT stage, count(*) AS inflight, "
+    "count(*) FILTER (WHERE (deadlines ->> stage)::timestamptz < now()) AS overdue, "
+    "extract(epoch FROM now() - min(entered_at)) AS oldest_age "
+    "FROM notify.stage_watch WHERE stage <> 'done' GROUP BY stage"
+)
+_LAST_DRILL = "SELECT extract(epoch FROM max(reconciled_at)) AS at FROM notify.stage_watch WHERE drill"
+
+
+async def track(conn: asyncpg.Connection, item: Inbound) -> None:
+    """Move the refund to the stage this event puts it in (idempotent, never backwards)."""
+    event_type = item.event.get_type()
+    data = item.event.get_data()
+    stage = STAGE_AFTER.get(event_type)
+    if stage is None or not isinstance(data, dict) or not data.get("refund_id"):
+        return
+    now = datetime.now(UTC)
+    await conn.execute(_TRACK, data["refund_id"], stage, RANK[stage], now, data.get("deadlines"),
+                       bool(data.get("drill")), now if event_type == "refund.reconciled.v1" else None)
+
+
+async def read_backlogs(pool: asyncpg.Pool) -> dict[str, StageBacklog]:
+    rows = {row["stage"]: row for row in await pool.fetch(_BACKLOG)}
+    return {stage: StageBacklog(row["inflight"], row["overdue"], float(row["oldest_age"] or 0.0))
+            if (row := rows.get(stage)) else StageBacklog(0, 0, 0.0) for stage in WATCHED}
+
+
+async def sweep_forever(pool_of, interval: float) -> None:
+    """Refresh every watched stage's gauges and the last drill success from the projection."""
+    while True:
+        try:
+            pool = pool_of()
+            for stage, backlog in (await read_backlogs(pool)).items():
+                set_backlog(stage, backlog)
+            last = await pool.fetchval(_LAST_DRILL)
+            if last is not None:
+                DRILL_LAST_SUCCESS.set(float(last))
+        except Exception:
+            log.exception("stage_watch_sweep_failed")
+        await asyncio.sleep(interval)
