@@ -28,6 +28,9 @@ STAGE_SLA_BREACHES = Counter(
     "refund_stage_sla_breaches_total", "Refunds that left the stage after its SLA deadline", ["stage", "channel"])
 DRILL_LAST_SUCCESS = Gauge(
     "refund_drill_last_success_timestamp_seconds", "When the last drill refund was reconciled (Unix time)")
+REJECTIONS = Counter(
+    "refund_rejections_total", "Refunds turned down, by stage and reason code (intake rejections, denials)",
+    ["stage", "reason"])
 MESSAGES_DEAD_LETTERED = Counter(
     "refund_messages_dead_lettered_total", "Records sent to refunds.dlq", ["stage"])
 
@@ -41,10 +44,20 @@ class StageBacklog:
     oldest_age_seconds: float
 
 
-def observe_completion(stage: str, outcome: str, channel: str, seconds: float, overdue: bool) -> None:
+def observe_completion(stage: str, outcome: str, channel: str, seconds: float, overdue: bool,
+                       drill: bool = False) -> None:
+    """A refund left the stage. Drills are left out: the latency, SLO and KPI series are customers' only."""
+    if drill:
+        return
     STAGE_DURATION.labels(stage, outcome, channel).observe(max(seconds, 0.0))
     if overdue:
         STAGE_SLA_BREACHES.labels(stage, channel).inc()
+
+
+def count_rejections(stage: str, reasons: list[str], drill: bool = False) -> None:
+    if not drill:
+        for reason in sorted(set(reasons)) or ["unspecified"]:
+            REJECTIONS.labels(stage, reason).inc()
 
 
 def backlog_query(table: str, since: str, open_rows: str) -> str:

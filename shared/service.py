@@ -23,6 +23,7 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from shared.db import apply_migrations, create_pool
+from shared.lag import lag_forever
 from shared.logs import configure_logging
 from shared.settings import ServiceSettings
 from shared.stage import Stage
@@ -63,6 +64,7 @@ def subscribe_stage(broker: KafkaBroker, stage: Stage, *topics: str, group_id: s
     AckPolicy.NACK_ON_ERROR: success commits, an exception seeks back so the
     batch is redelivered (at-least-once; the inbox makes that effectively once).
     """
+    stage.consumer_group, stage.consumer_topics = group_id, tuple(topics)
 
     @broker.subscriber(
         *topics, group_id=group_id, batch=True, max_records=max_records, batch_timeout_ms=50,
@@ -97,6 +99,10 @@ def make_app(
         app.state.pool = pool
         await broker.start()
         tasks = [asyncio.create_task(stage.relay_forever())] + [asyncio.create_task(job()) for job in background]
+        if stage.consumer_group and settings.consumer_lag_interval_seconds > 0:
+            tasks.append(asyncio.create_task(lag_forever(
+                settings.kafka_bootstrap_servers, stage.consumer_group, stage.consumer_topics,
+                settings.consumer_lag_interval_seconds)))
         state["ready"] = True
         log.info("service_started", port=settings.http_port)
         try:

@@ -22,6 +22,8 @@ class ServiceSettings(BaseSettings):
     db_pool_max: int = 8
     # How often the stage sweep refreshes the inflight/overdue gauges.
     sweep_interval_seconds: float = 5.0
+    # How often the consumer group's lag gauge is measured (0 = off).
+    consumer_lag_interval_seconds: float = 15.0
     # Seconds after shutdown starts before in-hand work is abandoned (uncommitted, redelivered).
     graceful_timeout_seconds: float = 15.0
     # Verifies staff bearer tokens (shared/staff.py). The default is for local runs only.

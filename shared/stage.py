@@ -91,6 +91,9 @@ class Stage:
         self.pool: asyncpg.Pool | None = None
         self.producer: AIOKafkaProducer | None = None
         self.committed = asyncio.Event()
+        # Set by subscribe_stage: the consumer group and its topics (for the lag gauge).
+        self.consumer_group: str | None = None
+        self.consumer_topics: tuple[str, ...] = ()
         # Outbox rows the broker has acked, deleted by the next transaction.
         self._published: list[int] = []
 

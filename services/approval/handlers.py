@@ -18,7 +18,7 @@ from shared.envelope import Outgoing, encode
 from shared.events import (
     RefundAccepted, RefundApproved, RefundDenied, RefundHeld, RefundReviewEscalated, RefundReviewRequested,
 )
-from shared.metrics import observe_completion
+from shared.metrics import count_rejections, observe_completion
 from shared.stage import Inbound, Stage
 from shared.staff import StaffUser
 
@@ -77,7 +77,9 @@ async def record_decision(conn: asyncpg.Connection, policy_version: str, refund:
     await store.save_decision(conn, refund, outcome, policy_version, reason_codes, decided_by)
     waited = (now - refund.accepted_at).total_seconds()
     observe_completion("approval", outcome, refund.channel.value, waited,
-                       overdue=sla_seconds is not None and waited > sla_seconds)
+                       overdue=sla_seconds is not None and waited > sla_seconds, drill=refund.drill)
+    if outcome == "denied":
+        count_rejections("approval", reason_codes, drill=refund.drill)
     common = dict(refund.model_dump(exclude={"reason_codes"}), reason_codes=reason_codes)
     if outcome == "approved":
         payload = RefundApproved(**common, policy_version=policy_version, approved_at=now)

@@ -5,6 +5,7 @@ Pure: no I/O. Errors use the contract's codes (SPEC.md "Outcomes").
 
 import hashlib
 import json
+from datetime import datetime
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -136,3 +137,24 @@ def key_mismatch_errors(data: object, idempotency_key: str) -> list[FieldError]:
 def is_drill(request: RefundRequested) -> bool:
     """A drill (the scheduled end-to-end rehearsal) is marked by the request's metadata `drill: "true"`."""
     return (request.metadata or {}).get("drill") == "true"
+
+
+DRILL_SOURCE = "refund-pipeline/drill"
+
+
+def drill_request(n: str, now: datetime) -> RefundRequested:
+    """A synthetic refund for the scheduled end-to-end drill: a fresh simulator payment, marked as a drill."""
+    return RefundRequested.model_validate({
+        "request_id": f"drill-{n}", "order_id": f"drill-ord-{n}",
+        "payment": {"id": f"drill-pay-{n}", "gateway": "sim", "channel": "card",
+                    "captured": {"value": 100, "currency": "EUR"}},
+        "amount": {"value": 100, "currency": "EUR"},
+        "customer": {"id": f"drill-cus-{n}", "locale": "en"},
+        "region": "DE", "reason": "other", "note": "end-to-end drill, not a customer refund",
+        "requested_at": now.isoformat(), "metadata": {"drill": "true"},
+    })
+
+
+def drill_due(now: datetime, off_peak_hours_utc: list[int]) -> bool:
+    """Drills run in the off-peak hours given (UTC), or at any hour when none are given."""
+    return not off_peak_hours_utc or now.hour in off_peak_hours_utc

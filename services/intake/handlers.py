@@ -16,7 +16,7 @@ from services.intake import domain, store
 from shared.envelope import Outgoing, encode
 from shared.events import FieldError, RefundAccepted, RefundRejected, RefundRequested
 from shared.ids import refund_id_for
-from shared.metrics import observe_completion
+from shared.metrics import count_rejections, observe_completion
 from shared.sla import SlaTable
 from shared.stage import Inbound
 
@@ -98,7 +98,7 @@ class Intake:
                                 outcome="accepted", request=request, event=event, received_at=received_at,
                                 request_hash=body_hash, deadlines=deadlines)
         observe_completion("intake", "accepted", channel, (now - received_at).total_seconds(),
-                           overdue=now > deadlines["intake"])
+                           overdue=now > deadlines["intake"], drill=accepted.drill)
         return Decision("accepted", event)
 
     async def _reject(self, conn: asyncpg.Connection, source: str | None, request_id: str | None,
@@ -115,7 +115,9 @@ class Intake:
             await store.save_ticket(conn, refund_id=refund_id, source=source, request_id=request_id,
                                     outcome="rejected", request=request, event=event,
                                     received_at=received_at, request_hash=body_hash)
+        drill = request is not None and domain.is_drill(request)
         observe_completion("intake", "rejected", request.payment.channel.value if request else "unknown",
-                           (datetime.now(UTC) - received_at).total_seconds(), overdue=False)
+                           (datetime.now(UTC) - received_at).total_seconds(), overdue=False, drill=drill)
+        count_rejections("intake", [e.code for e in errors], drill=drill)
         log.info("request_rejected", source=source, request_id=request_id, codes=[e.code for e in errors])
         return Decision("rejected", event)

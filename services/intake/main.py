@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from services.intake import api
+from services.intake.drill import drill_forever
 from services.intake.handlers import SOURCE, Intake
 from services.intake.settings import IntakeSettings
 from shared import sla, topics
@@ -19,7 +20,14 @@ intake = Intake(sla_table)
 broker = make_broker(settings)
 stage = Stage(schema="intake", source=SOURCE, decide=intake.decide, accept_invalid_envelopes=True)
 subscribe_stage(broker, stage, topics.REQUESTED, group_id="refund-intake", max_records=settings.batch_max_records)
+
+
+async def drills() -> None:
+    if settings.drill_interval_seconds > 0:
+        await drill_forever(stage, settings.drill_interval_seconds, settings.drill_off_peak_hours_utc)
+
+
 app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
-               title="Refund intake")
+               background=[drills], title="Refund intake")
 app.include_router(api.refunds_router(intake, stage))
 api.publish_request_schema(app)

@@ -11,3 +11,7 @@ class IntakeSettings(ServiceSettings):
     service_name: str = "intake"
     # The ticket's stage SLAs (shared/sla.py); a bad file stops start-up.
     sla_file: Path = REPO_SLA_FILE
+    # Scheduled drills (services/intake/drill.py): seconds between drill refunds, 0 = off; the UTC
+    # hours they may run in (off-peak), empty = any hour.
+    drill_interval_seconds: float = 0.0
+    drill_off_peak_hours_utc: list[int] = []

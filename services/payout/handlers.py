@@ -239,7 +239,7 @@ class PayoutExecutor:
             result.gateway_ref, result.failure_reason, now, eta)
         took = (now - row["approved_at"]).total_seconds()
         observe_completion("payout", "succeeded" if result.succeeded else "failed", row["channel"],
-                           took, overdue=took > self.sla_seconds)
+                           took, overdue=took > self.sla_seconds, drill=refund.drill)
         common = dict(_ref_fields(refund), gateway=row["gateway"], payout_id=row["payout_id"])
         if result.succeeded:
             payload = RefundPaid(**common, gateway_ref=result.gateway_ref, paid_at=now, eta=eta,

@@ -154,7 +154,8 @@ class Matcher:
             "UPDATE reconcile.payouts SET state = $2, category = $3, settled_at = $4 WHERE refund_id = $1",
             payout["refund_id"], result.state, result.category, now)
         took = (now - payout["paid_at"]).total_seconds()
-        observe_completion("reconcile", result.state, payout["channel"], took, overdue=took > self.sla_seconds)
+        observe_completion("reconcile", result.state, payout["channel"], took, overdue=took > self.sla_seconds,
+                           drill=bool(payout["refund"].get("drill")))
         return [refund_event(payout, result, settled, now)]
 
     async def _missing_in_report(self, conn: asyncpg.Connection) -> list[Outgoing]:
@@ -169,7 +170,8 @@ class Matcher:
                                          refund_id=payout["refund_id"], line_id=None,
                                          expected=(payout["expected_value"], payout["expected_currency"]),
                                          settled=None)
-            observe_completion("reconcile", "discrepancy", payout["channel"], self.sla_seconds, overdue=True)
+            observe_completion("reconcile", "discrepancy", payout["channel"], self.sla_seconds, overdue=True,
+                               drill=bool(payout["refund"].get("drill")))
         return [refund_event(p, domain.Match("discrepancy", "missing_in_report"), None, now) for p in overdue]
 
     async def _missing_internally(self, conn: asyncpg.Connection) -> None:

@@ -77,3 +77,20 @@ def test_every_panel_query_uses_exported_metrics_and_parses(stack, prometheus):
         assert metric_names(expr), f"{title}: no metric in {expr!r}"
         answer = prometheus.get("/api/v1/query", params={"query": expr})
         assert answer.status_code == 200 and answer.json()["status"] == "success", f"{title}: {answer.text}"
+
+
+async def test_every_service_measures_its_consumer_groups_lag(stack):
+    """The lag gauge behind RefundConsumerLagHigh has a real sample per service (not just a declaration)."""
+    from tests.integration.helpers import wait_until
+
+    async def measured() -> bool:
+        for service in SERVICES:
+            async with httpx.AsyncClient() as client:
+                text = (await client.get(f"{stack.service_url(service)}/metrics", timeout=10)).text
+            samples = [s for f in text_string_to_metric_families(text) if f.name == "refund_consumer_lag_records"
+                       for s in f.samples]
+            if not any(s.labels["group"] == f"refund-{service}" and s.value >= 0 for s in samples):
+                return False
+        return True
+
+    await wait_until(measured, timeout=60, every=1.0)

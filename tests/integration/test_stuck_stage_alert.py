@@ -6,7 +6,6 @@ deploy/prometheus/rules.yml whose `for:` durations are 5 seconds (devstack.prome
 While approval is stopped its own gauges vanish; the overdue count comes from notify's projection.
 """
 
-import os
 from pathlib import Path
 
 import httpx
@@ -14,6 +13,7 @@ import pytest
 
 from devstack.prometheus import fast_rules
 from tests.integration.helpers import publish, valid_request, wait_until
+from tests.integration.service_env import restarted_with
 
 ROOT = Path(__file__).resolve().parents[2]
 SLA = """version: "stuck-stage-test"
@@ -24,14 +24,11 @@ default: {intake: 30s, approval: 2s, payout: 1d, reconcile: 2d, notify: 15m}
 @pytest.fixture
 def fast_sla_intake(stack, tmp_path):
     (tmp_path / "sla.yaml").write_text(SLA)
-    os.environ["SLA_FILE"] = str(tmp_path / "sla.yaml")
     try:
-        stack.restart_service("intake")
-        yield
+        with restarted_with(stack, "intake", SLA_FILE=str(tmp_path / "sla.yaml")):
+            yield
     finally:
-        del os.environ["SLA_FILE"]
-        stack.start_service("approval")
-        stack.restart_service("intake")
+        stack.start_service("approval")  # whatever the test did
 
 
 @pytest.fixture

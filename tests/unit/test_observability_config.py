@@ -48,3 +48,14 @@ def test_duration_buckets_have_an_edge_at_every_sla_budget():
 def test_watch_knows_every_lifecycle_stage_in_order():
     assert [s for s in STAGES if s in RANK] == ["approval", "payout", "reconcile"]
     assert set(STAGE_AFTER.values()) <= set(RANK)
+
+
+def test_lag_sums_partitions_and_counts_uncommitted_partitions_whole():
+    from aiokafka import TopicPartition
+    from aiokafka.structs import OffsetAndMetadata
+
+    from shared.lag import lag_by_topic
+
+    end = {TopicPartition("a", 0): 10, TopicPartition("a", 1): 7, TopicPartition("b", 0): 3}
+    committed = {TopicPartition("a", 0): OffsetAndMetadata(4, ""), TopicPartition("b", 0): OffsetAndMetadata(3, "")}
+    assert lag_by_topic(end, committed) == {"a": 6 + 7, "b": 0}

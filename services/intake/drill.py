@@ -1,0 +1,40 @@
+"""The scheduled drill: a synthetic refund sent through every stage, as operators rehearse off-peak.
+
+Every DRILL_INTERVAL_SECONDS (0 = off) within DRILL_OFF_PEAK_HOURS_UTC, intake puts a
+drill request on refunds.requested through its own outbox; from there it takes the real
+path (approval, payout at the simulator, reconcile against the simulator's settlement
+report). Stages leave drills out of their latency/KPI series, notify sends no customer
+message for them, and notify exports refund_drill_last_success_timestamp_seconds.
+"""
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import structlog
+
+from services.intake import domain
+from shared.envelope import encode
+from shared.stage import Stage
+
+log = structlog.get_logger()
+
+
+async def send_drill(stage: Stage) -> str:
+    request = domain.drill_request(uuid.uuid4().hex[:16], datetime.now(UTC))
+    outgoing = encode(request, source=domain.DRILL_SOURCE, key=request.request_id)
+    async with stage.pool.acquire() as conn, conn.transaction():
+        pending = await stage.publish(conn, [outgoing])
+    await stage.flush(pending)
+    log.info("drill_sent", request_id=request.request_id)
+    return request.request_id
+
+
+async def drill_forever(stage: Stage, interval: float, off_peak_hours_utc: list[int]) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        if domain.drill_due(datetime.now(UTC), off_peak_hours_utc):
+            try:
+                await send_drill(stage)
+            except Exception:
+                log.exception("drill_failed")

@@ -1,0 +1,46 @@
+"""Scheduled drills: intake sends synthetic refunds that reach reconciled through every real stage,
+notify reports the last success, and the customer-facing latency series do not count them."""
+
+import time
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.helpers import wait_until
+from tests.integration.service_env import restarted_with
+
+
+def samples(stack, service: str, name: str) -> list:
+    text = httpx.get(f"{stack.service_url(service)}/metrics", timeout=10).text
+    return [s for family in text_string_to_metric_families(text) for s in family.samples if s.name == name]
+
+
+def intake_completions(stack) -> float:
+    return sum(s.value for s in samples(stack, "intake", "refund_stage_duration_seconds_count"))
+
+
+@pytest.fixture
+def drilling_intake(stack):
+    with restarted_with(stack, "intake", DRILL_INTERVAL_SECONDS="2"):
+        yield
+
+
+async def test_drills_reach_reconciled_and_stay_out_of_the_kpis(stack, db, drilling_intake):
+    started = time.time()
+    before = intake_completions(stack)
+
+    async def last_drill_success() -> float:
+        values = samples(stack, "notify", "refund_drill_last_success_timestamp_seconds")
+        return values[0].value >= started and values[0].value
+
+    await wait_until(last_drill_success, timeout=90, every=1.0)
+
+    drills = await db.fetch("SELECT refund_id, stage FROM notify.stage_watch WHERE drill AND reconciled_at IS NOT NULL")
+    assert drills and all(row["stage"] == "done" for row in drills)
+    statuses = await db.fetch("SELECT status, source FROM notify.refund_status WHERE refund_id = ANY($1::text[])",
+                              [row["refund_id"] for row in drills])
+    assert {(r["status"], r["source"]) for r in statuses} == {("reconciled", "refund-pipeline/drill")}
+    # Intake accepted each drill, yet its customer latency series did not move.
+    assert await db.fetchval("SELECT count(*) FROM notify.stage_watch WHERE drill") >= len(drills)
+    assert intake_completions(stack) == before
