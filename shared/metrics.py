@@ -69,9 +69,9 @@ def backlog_query(table: str, since: str, open_rows: str) -> str:
     )
 
 
-async def read_backlog(pool, query: str, sla_seconds: float) -> StageBacklog:
-    """Run a `backlog_query` against the stage's own store."""
-    row = await pool.fetchrow(query, sla_seconds)
+async def read_backlog(pool, query: str, *args: object) -> StageBacklog:
+    """Run a backlog query (e.g. a `backlog_query`, $1 = SLA seconds) against the stage's own store."""
+    row = await pool.fetchrow(query, *args)
     return StageBacklog(row["inflight"], row["overdue"], float(row["oldest_age"] or 0.0))
 
 

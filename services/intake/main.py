@@ -2,11 +2,12 @@
 
 from pathlib import Path
 
-from services.intake import api
+from services.intake import api, store
 from services.intake.drill import drill_forever
 from services.intake.handlers import SOURCE, Intake
 from services.intake.settings import IntakeSettings
 from shared import sla, topics
+from shared.metrics import read_backlog, sweep_forever
 from shared.service import make_app, make_broker, subscribe_stage
 from shared.stage import Stage
 
@@ -22,12 +23,16 @@ stage = Stage(schema="intake", source=SOURCE, decide=intake.decide, accept_inval
 subscribe_stage(broker, stage, topics.REQUESTED, group_id="refund-intake", max_records=settings.batch_max_records)
 
 
+async def sweep_backlog() -> None:
+    await sweep_forever("intake", lambda: read_backlog(stage.pool, store.BACKLOG), settings.sweep_interval_seconds)
+
+
 async def drills() -> None:
     if settings.drill_interval_seconds > 0:
         await drill_forever(stage, settings.drill_interval_seconds, settings.drill_off_peak_hours_utc)
 
 
 app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
-               background=[drills], title="Refund intake")
+               background=[sweep_backlog, drills], title="Refund intake")
 app.include_router(api.refunds_router(intake, stage))
 api.publish_request_schema(app)

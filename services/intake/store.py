@@ -7,6 +7,7 @@ import asyncpg
 
 from services.intake import credentials
 from services.intake.domain import PaymentBalance
+from shared import topics
 from shared.envelope import Outgoing
 from shared.events import RefundRequested
 
@@ -98,3 +99,14 @@ async def revoke_api_key(conn: asyncpg.Connection, key_id: str) -> bool:
     done = await conn.execute(
         "UPDATE intake.api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL", key_id)
     return done != "UPDATE 0"
+
+
+# A refund is in intake until its accepted event has left the outbox; due by the ticket's own
+# intake deadline (the SLA table, per channel/region).
+BACKLOG = (
+    "SELECT count(*) AS inflight, "
+    "count(*) FILTER (WHERE (t.deadlines ->> 'intake')::timestamptz < now()) AS overdue, "
+    "extract(epoch FROM now() - min(t.received_at)) AS oldest_age "
+    "FROM intake.outbox o JOIN intake.tickets t ON t.refund_id = o.key "
+    f"WHERE o.topic = '{topics.ACCEPTED}'"
+)

@@ -7,6 +7,7 @@ from fastapi import HTTPException
 from services.notify import watch
 from services.notify.handlers import SOURCE, project, republish
 from shared import topics
+from shared.metrics import backlog_query, read_backlog, sweep_forever
 from shared.service import make_app, make_broker, subscribe_stage
 from shared.settings import ServiceSettings
 from shared.stage import Stage
@@ -14,6 +15,8 @@ from shared.stage import Stage
 
 class NotifySettings(ServiceSettings):
     service_name: str = "notify"
+    # Notify's own stage: a status change must be on the feed within this (deploy/sla.yaml default: 15m).
+    notify_sla_seconds: float = 900.0
 
 
 async def project_and_watch(conn, item):
@@ -25,12 +28,19 @@ async def sweep_stage_watch() -> None:
     await watch.sweep_forever(lambda: stage.pool, settings.sweep_interval_seconds)
 
 
+async def sweep_own_backlog() -> None:
+    # Status updates decided but not yet on the feed.
+    await sweep_forever("notify", lambda: read_backlog(stage.pool, OWN_BACKLOG, settings.notify_sla_seconds),
+                        settings.sweep_interval_seconds)
+
+
 settings = NotifySettings()
+OWN_BACKLOG = backlog_query("notify.outbox", since="created_at", open_rows="true")
 broker = make_broker(settings)
 stage = Stage(schema="notify", source=SOURCE, decide=project_and_watch, redelivered=republish)
 subscribe_stage(broker, stage, *topics.LIFECYCLE, group_id="refund-notify", max_records=settings.batch_max_records)
 app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
-               background=[sweep_stage_watch], title="Refund notify")
+               background=[sweep_stage_watch, sweep_own_backlog], title="Refund notify")
 
 
 @app.get("/v1/refunds/{refund_id}")

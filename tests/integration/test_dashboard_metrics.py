@@ -79,18 +79,27 @@ def test_every_panel_query_uses_exported_metrics_and_parses(stack, prometheus):
         assert answer.status_code == 200 and answer.json()["status"] == "success", f"{title}: {answer.text}"
 
 
-async def test_every_service_measures_its_consumer_groups_lag(stack):
-    """The lag gauge behind RefundConsumerLagHigh has a real sample per service (not just a declaration)."""
+
+async def test_every_service_sweeps_its_stage_and_measures_its_lag(stack):
+    """Real samples (not just declarations): each service's own stage gauges and its group's lag;
+    notify also reports the stages it watches from the lifecycle."""
     from tests.integration.helpers import wait_until
 
-    async def measured() -> bool:
-        for service in SERVICES:
-            async with httpx.AsyncClient() as client:
-                text = (await client.get(f"{stack.service_url(service)}/metrics", timeout=10)).text
-            samples = [s for f in text_string_to_metric_families(text) if f.name == "refund_consumer_lag_records"
-                       for s in f.samples]
-            if not any(s.labels["group"] == f"refund-{service}" and s.value >= 0 for s in samples):
-                return False
-        return True
+    expected = {service: {("refund_stage_inflight", "stage", service),
+                          ("refund_consumer_lag_records", "group", f"refund-{service}")} for service in SERVICES}
+    expected["notify"] |= {("refund_stage_overdue", "stage", stage) for stage in ("approval", "payout", "reconcile")}
+    missing: dict = {}
 
-    await wait_until(measured, timeout=60, every=1.0)
+    async def measured() -> bool:
+        async with httpx.AsyncClient(timeout=10) as client:
+            for service, wanted in expected.items():
+                text = (await client.get(f"{stack.service_url(service)}/metrics")).text
+                have = {(s.name, label, s.labels.get(label)) for f in text_string_to_metric_families(text)
+                        for s in f.samples for (_, label, _) in wanted if s.value >= 0}
+                missing[service] = wanted - have
+        return not any(missing.values())
+
+    try:
+        await wait_until(measured, timeout=60, every=1.0)
+    except AssertionError:
+        raise AssertionError(f"not exported: {missing}") from None
