@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
+from shared.sla import SlaTable
+
 log = structlog.get_logger()
 
 _HOUR, _DAY = 3600, 86400
@@ -26,6 +28,9 @@ STAGE_OLDEST_AGE = Gauge(
     "refund_stage_oldest_age_seconds", "Age of the oldest refund still in the stage", ["stage"])
 STAGE_SLA_BREACHES = Counter(
     "refund_stage_sla_breaches_total", "Refunds that left the stage after its SLA deadline", ["stage", "channel"])
+SLA_BUDGET = Gauge(
+    "refund_stage_sla_seconds", "The configured SLA budget of a stage (deploy/sla.yaml); channel/region 'any' = default",
+    ["stage", "channel", "region"])
 DRILL_LAST_SUCCESS = Gauge(
     "refund_drill_last_success_timestamp_seconds", "When the last drill refund was reconciled (Unix time)")
 REJECTIONS = Counter(
@@ -58,6 +63,15 @@ def count_rejections(stage: str, reasons: list[str], drill: bool = False) -> Non
     if not drill:
         for reason in sorted(set(reasons)) or ["unspecified"]:
             REJECTIONS.labels(stage, reason).inc()
+
+
+def export_sla(table: SlaTable) -> None:
+    """The SLA table as gauges, so dashboards draw latency against the SLA it is measured by."""
+    for stage, budget in table.default.given().items():
+        SLA_BUDGET.labels(stage, "any", "any").set(budget.total_seconds())
+    for override in table.overrides:
+        for stage, budget in override.stages.given().items():
+            SLA_BUDGET.labels(stage, override.channel or "any", override.region or "any").set(budget.total_seconds())
 
 
 def backlog_query(table: str, since: str, open_rows: str) -> str:

@@ -7,7 +7,7 @@ from services.intake.drill import drill_forever
 from services.intake.handlers import SOURCE, Intake
 from services.intake.settings import IntakeSettings
 from shared import sla, topics
-from shared.metrics import read_backlog, sweep_forever
+from shared.metrics import export_sla, read_backlog, sweep_forever
 from shared.service import make_app, make_broker, subscribe_stage
 from shared.stage import Stage
 
@@ -17,6 +17,7 @@ try:
 except sla.SlaFileError as error:
     raise SystemExit(f"intake cannot start: bad SLA file (SLA_FILE): {error}") from None
 
+export_sla(sla_table)
 intake = Intake(sla_table)
 broker = make_broker(settings)
 stage = Stage(schema="intake", source=SOURCE, decide=intake.decide, accept_invalid_envelopes=True)

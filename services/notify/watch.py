@@ -10,11 +10,17 @@ from datetime import UTC, datetime
 
 import asyncpg
 import structlog
+from prometheus_client import Histogram
 
 from shared.metrics import DRILL_LAST_SUCCESS, StageBacklog, set_backlog
 from shared.stage import Inbound
 
 log = structlog.get_logger()
+
+_DAY = 86400
+TIME_TO_FUNDS = Histogram(
+    "refund_time_to_funds_seconds", "From the accepted request to the money at the customer (gateway ETA), drills excluded",
+    ["channel"], buckets=(3600, 6 * 3600, 12 * 3600, _DAY, 2 * _DAY, 3 * _DAY, 5 * _DAY, 7 * _DAY, 10 * _DAY, 14 * _DAY))
 
 WATCHED = ("approval", "payout", "reconcile")
 DONE = "done"
@@ -35,15 +41,17 @@ STAGE_AFTER = {
 RANK = {"approval": 1, "payout": 2, "reconcile": 3, DONE: 4}
 
 _TRACK = (
-    "INSERT INTO notify.stage_watch (refund_id, stage, stage_rank, entered_at, deadlines, drill, reconciled_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (refund_id) DO UPDATE SET "
+    "INSERT INTO notify.stage_watch (refund_id, stage, stage_rank, entered_at, deadlines, drill, reconciled_at, "
+    "accepted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (refund_id) DO UPDATE SET "
     "stage = CASE WHEN EXCLUDED.stage_rank > stage_watch.stage_rank THEN EXCLUDED.stage ELSE stage_watch.stage END, "
     "entered_at = CASE WHEN EXCLUDED.stage_rank > stage_watch.stage_rank "
     "  THEN EXCLUDED.entered_at ELSE stage_watch.entered_at END, "
     "stage_rank = GREATEST(stage_watch.stage_rank, EXCLUDED.stage_rank), "
     "deadlines = COALESCE(stage_watch.deadlines, EXCLUDED.deadlines), "
     "drill = stage_watch.drill OR EXCLUDED.drill, "
-    "reconciled_at = COALESCE(stage_watch.reconciled_at, EXCLUDED.reconciled_at)"
+    "reconciled_at = COALESCE(stage_watch.reconciled_at, EXCLUDED.reconciled_at), "
+    "accepted_at = COALESCE(stage_watch.accepted_at, EXCLUDED.accepted_at) "
+    "RETURNING accepted_at, drill"
 )
 _BACKLOG = (
     "SELECT stage, count(*) AS inflight, "
@@ -62,8 +70,17 @@ async def track(conn: asyncpg.Connection, item: Inbound) -> None:
     if stage is None or not isinstance(data, dict) or not data.get("refund_id"):
         return
     now = datetime.now(UTC)
-    await conn.execute(_TRACK, data["refund_id"], stage, RANK[stage], now, data.get("deadlines"),
-                       bool(data.get("drill")), now if event_type == "refund.reconciled.v1" else None)
+    row = await conn.fetchrow(_TRACK, data["refund_id"], stage, RANK[stage], now, data.get("deadlines"),
+                              bool(data.get("drill")), now if event_type == "refund.reconciled.v1" else None,
+                              _timestamp(data.get("accepted_at")))
+    if event_type == "refund.paid.v1" and row["accepted_at"] and data.get("eta") and not row["drill"]:
+        # KPI time to funds: from the accepted request to when the customer has the money (the gateway's ETA).
+        TIME_TO_FUNDS.labels(data.get("channel") or "unknown").observe(
+            max((_timestamp(data["eta"]) - row["accepted_at"]).total_seconds(), 0.0))
+
+
+def _timestamp(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
 
 
 async def read_backlogs(pool: asyncpg.Pool) -> dict[str, StageBacklog]:

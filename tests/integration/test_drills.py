@@ -3,21 +3,15 @@ notify reports the last success, and the customer-facing latency series do not c
 
 import time
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.helpers import wait_until
+from tests.integration.scrape import samples, total
 from tests.integration.service_env import restarted_with
 
 
-def samples(stack, service: str, name: str) -> list:
-    text = httpx.get(f"{stack.service_url(service)}/metrics", timeout=10).text
-    return [s for family in text_string_to_metric_families(text) for s in family.samples if s.name == name]
-
-
 def intake_completions(stack) -> float:
-    return sum(s.value for s in samples(stack, "intake", "refund_stage_duration_seconds_count"))
+    return total(stack, "intake", "refund_stage_duration_seconds_count")
 
 
 @pytest.fixture

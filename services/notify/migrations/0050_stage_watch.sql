@@ -8,6 +8,7 @@ CREATE TABLE notify.stage_watch (
     entered_at    timestamptz NOT NULL,
     deadlines     jsonb,
     drill         boolean NOT NULL DEFAULT false,
+    accepted_at   timestamptz,
     reconciled_at timestamptz
 );
 CREATE INDEX stage_watch_open ON notify.stage_watch (stage) WHERE stage <> 'done';
