@@ -41,16 +41,20 @@ def prometheus(stack, tmp_path, fast_sla_intake):
         stack.stop_prometheus()
 
 
-async def overdue(prom) -> float | None:
-    result = (await prom.get("/api/v1/query", params={
-        "query": 'max by (stage) (refund_stage_overdue{stage="approval"})'})).json()["data"]["result"]
+async def query(prom, expr: str) -> float | None:
+    result = (await prom.get("/api/v1/query", params={"query": expr})).json()["data"]["result"]
     return float(result[0]["value"][1]) if result else None
 
 
-async def alert_state(prom) -> str | None:
+async def overdue(prom) -> float | None:
+    return await query(prom, 'max by (stage) (refund_stage_overdue{stage="approval"})')
+
+
+async def alert_state(prom, name: str = "RefundStageOverdue", **labels: str) -> str | None:
+    labels = labels or {"stage": "approval"}
     alerts = (await prom.get("/api/v1/alerts")).json()["data"]["alerts"]
     states = [a["state"] for a in alerts
-              if a["labels"]["alertname"] == "RefundStageOverdue" and a["labels"].get("stage") == "approval"]
+              if a["labels"]["alertname"] == name and all(a["labels"].get(k) == v for k, v in labels.items())]
     return states[0] if states else None
 
 
@@ -77,6 +81,12 @@ async def test_stopped_approval_raises_overdue_and_the_alert_then_both_clear(sta
 
     await wait_until(firing, timeout=60, every=0.5)
     assert "pending" in seen and (await overdue(prom)) >= 1
+    # The overdue count comes from notify's watch: approval's own target is down and also alerting.
+    assert await query(prom, 'up{job="refund-approval"}') == 0
+    assert await query(prom, 'refund_stage_overdue{stage="approval",job="refund-notify"}') >= 1
+    assert await query(prom, 'refund_stage_overdue{stage="approval",job="refund-approval"}') is None
+    await wait_until(lambda: _equals(alert_state(prom, "RefundServiceDown", job="refund-approval"), "firing"),
+                     timeout=30, every=0.5)
 
     stack.start_service("approval")
     await wait_until(lambda: _equals(overdue(prom), 0.0), timeout=60, every=0.5)
