@@ -4,7 +4,7 @@ from pathlib import Path
 
 from fastapi import HTTPException
 
-from services.notify import watch
+from services.notify import inquiries, watch
 from services.notify.handlers import SOURCE, project, republish
 from shared import topics
 from shared.metrics import backlog_query, read_backlog, sweep_forever
@@ -49,5 +49,6 @@ async def refund_status(refund_id: str) -> dict:
     row = await app.state.pool.fetchrow("SELECT * FROM notify.refund_status WHERE refund_id = $1", refund_id)
     if row is None:
         raise HTTPException(status_code=404, detail=f"no refund {refund_id}")
+    await inquiries.record_lookup(app.state.pool, refund_id)
     return {key: row[key] for key in ("refund_id", "request_id", "source", "order_id", "status", "amount",
                                       "reason_codes", "eta", "timeline", "updated_at")}
