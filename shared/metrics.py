@@ -31,8 +31,6 @@ STAGE_SLA_BREACHES = Counter(
 SLA_BUDGET = Gauge(
     "refund_stage_sla_seconds", "The configured SLA budget of a stage (deploy/sla.yaml); channel/region 'any' = default",
     ["stage", "channel", "region"])
-DRILL_LAST_SUCCESS = Gauge(
-    "refund_drill_last_success_timestamp_seconds", "When the last drill refund was reconciled (Unix time)")
 REJECTIONS = Counter(
     "refund_rejections_total", "Refunds turned down, by stage and reason code (intake rejections, denials)",
     ["stage", "reason"])

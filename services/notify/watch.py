@@ -10,13 +10,16 @@ from datetime import UTC, datetime
 
 import asyncpg
 import structlog
-from prometheus_client import Histogram
+from prometheus_client import Gauge, Histogram
 
-from shared.metrics import DRILL_LAST_SUCCESS, StageBacklog, set_backlog
+from shared.metrics import StageBacklog, set_backlog
 from shared.stage import Inbound
 
 log = structlog.get_logger()
 
+# Only notify sees a drill reach reconciled, so only notify exports this (0 until one has).
+DRILL_LAST_SUCCESS = Gauge(
+    "refund_drill_last_success_timestamp_seconds", "When the last drill refund was reconciled (Unix time)")
 _DAY = 86400
 TIME_TO_FUNDS = Histogram(
     "refund_time_to_funds_seconds", "From the accepted request to the money at the customer (gateway ETA), drills excluded",
