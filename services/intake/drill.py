@@ -12,12 +12,16 @@ import uuid
 from datetime import UTC, datetime
 
 import structlog
+from prometheus_client import Gauge
 
 from services.intake import domain
 from shared.envelope import encode
 from shared.stage import Stage
 
 log = structlog.get_logger()
+
+# 0 when drills are off, so RefundDrillOverdue only pages where drills are meant to run.
+DRILL_INTERVAL = Gauge("refund_drill_interval_seconds", "Seconds between scheduled drill refunds (0 = drills off)")
 
 
 async def send_drill(stage: Stage) -> str:
@@ -31,6 +35,7 @@ async def send_drill(stage: Stage) -> str:
 
 
 async def drill_forever(stage: Stage, interval: float, off_peak_hours_utc: list[int]) -> None:
+    DRILL_INTERVAL.set(interval)
     while True:
         await asyncio.sleep(interval)
         if domain.drill_due(datetime.now(UTC), off_peak_hours_utc):
