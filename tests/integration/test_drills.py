@@ -38,3 +38,4 @@ async def test_drills_reach_reconciled_and_stay_out_of_the_kpis(stack, db, drill
     # Intake accepted each drill, yet its customer latency series did not move.
     assert await db.fetchval("SELECT count(*) FROM notify.stage_watch WHERE drill") >= len(drills)
     assert intake_completions(stack) == before
+    assert total(stack, "intake", "refund_drill_interval_seconds") == 2.0  # what RefundDrillOverdue keys on
