@@ -1,10 +1,14 @@
 """Notify process: `uvicorn services.notify.main:app`."""
 
+import time
 from pathlib import Path
 
-from fastapi import HTTPException
+import httpx
 
-from services.notify.handlers import SOURCE, project, republish
+from services.notify.delivery import EmailChannel, Sender, SmsChannel, WebhookChannel
+from services.notify.handlers import SOURCE, Audience, Projection, republish
+from services.notify.signing import sign_link
+from services.notify.web import tracking_routes
 from shared import topics
 from shared.service import make_app, make_broker, subscribe_stage
 from shared.settings import ServiceSettings
@@ -13,21 +17,65 @@ from shared.stage import Stage
 
 class NotifySettings(ServiceSettings):
     service_name: str = "notify"
+    # Where customers' links point; defaults to this process on localhost.
+    public_base_url: str | None = None
+    customer_link_secret: str = "local-dev-customer-link-secret-change-me"
+    customer_link_max_age_seconds: int = 30 * 24 * 3600
+    feedback_url: str = "https://feedback.example.com/refunds"
+    # Email is off until an SMTP server is configured.
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_start_tls: bool = False
+    smtp_from: str = "Refunds <refunds@example.com>"
+    message_id_domain: str = "refunds.example.com"
+    # SMS is off until a provider is configured.
+    sms_provider_url: str | None = None
+    sms_provider_token: str = ""
+    # Platform (CloudEvents `source`) -> webhook URL, e.g. {"shop-eu": "https://shop.example/hooks/refunds"}.
+    webhook_urls: dict[str, str] = {}
+    webhook_secret: str = "local-dev-webhook-secret-change-me"
+    notify_max_attempts: int = 8
+    notify_backoff_base_seconds: float = 2.0
+    notify_backoff_cap_seconds: float = 600.0
+    # A send not confirmed within this lease is presumed lost with its sender and tried again.
+    notify_send_lease_seconds: float = 60.0
+    notify_poll_interval_seconds: float = 0.5
 
 
 settings = NotifySettings()
+base_url = (settings.public_base_url or f"http://127.0.0.1:{settings.http_port}").rstrip("/")
 broker = make_broker(settings)
-stage = Stage(schema="notify", source=SOURCE, decide=project, redelivered=republish)
+projection = Projection(Audience(email=bool(settings.smtp_host), sms=bool(settings.sms_provider_url), webhook_urls=settings.webhook_urls))
+stage = Stage(schema="notify", source=SOURCE, decide=projection.project, redelivered=republish)
 subscribe_stage(broker, stage, *topics.LIFECYCLE, group_id="refund-notify", max_records=settings.batch_max_records)
+
+
+def customer_link(refund_id: str) -> str:
+    expires = int(time.time()) + settings.customer_link_max_age_seconds
+    return f"{base_url}/r/{sign_link(settings.customer_link_secret, refund_id, expires)}"
+
+
+async def send_notifications() -> None:
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        channels = {
+            "email": EmailChannel(settings.smtp_host or "", settings.smtp_port, settings.smtp_from,
+                                  settings.message_id_domain, settings.smtp_username, settings.smtp_password,
+                                  settings.smtp_start_tls),
+            "sms": SmsChannel(http, settings.sms_provider_url or "", settings.sms_provider_token),
+            "webhook": WebhookChannel(http, settings.webhook_secret),
+        }
+        sender = Sender(stage.pool, channels, customer_link, settings.feedback_url,
+                        max_attempts=settings.notify_max_attempts,
+                        backoff_base_seconds=settings.notify_backoff_base_seconds,
+                        backoff_cap_seconds=settings.notify_backoff_cap_seconds,
+                        lease_seconds=settings.notify_send_lease_seconds,
+                        poll_interval_seconds=settings.notify_poll_interval_seconds)
+        await sender.run_forever()
+
+
 app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
-               title="Refund notify")
-
-
-@app.get("/v1/refunds/{refund_id}")
-async def refund_status(refund_id: str) -> dict:
-    """A refund's current status, reason codes, ETA and stage timeline."""
-    row = await app.state.pool.fetchrow("SELECT * FROM notify.refund_status WHERE refund_id = $1", refund_id)
-    if row is None:
-        raise HTTPException(status_code=404, detail=f"no refund {refund_id}")
-    return {key: row[key] for key in ("refund_id", "request_id", "source", "order_id", "status", "amount",
-                                      "reason_codes", "eta", "timeline", "updated_at")}
+               background=[send_notifications], title="Refund notify")
+app.include_router(tracking_routes(lambda: app.state.pool, link_secret=settings.customer_link_secret,
+                                   feedback_url=settings.feedback_url))
