@@ -61,8 +61,8 @@ class EmailChannel:
         email["From"], email["To"], email["Subject"] = self.sender, row["recipient"], message.subject
         email["Date"] = formatdate(usegmt=True)
         email["Message-ID"] = f"<{notification_key(row)}@{self.message_id_domain}>"
-        email["Content-Language"] = row["locale"]
         email.set_content(message.text)
+        email["Content-Language"] = row["locale"]  # after set_content, which resets Content-* headers
         try:
             await aiosmtplib.send(email, hostname=self.host, port=self.port, username=self.username,
                                   password=self.password, start_tls=self.start_tls, timeout=self.timeout)

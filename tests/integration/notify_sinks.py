@@ -27,10 +27,12 @@ class Hold:
     recipient: str | None = None
     reached: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
+    held: str | None = None  # which message it stalled on
 
-    def applies(self, recipient: str) -> bool:
+    def applies(self, recipient: str, message_key: str) -> bool:
         if recipient != self.recipient or self.reached.is_set():
             return False
+        self.held = message_key
         self.reached.set()
         return True
 
@@ -43,10 +45,11 @@ class MailSink:
         self.hold = Hold()
 
     async def handle_DATA(self, server, session, envelope) -> str:
-        if any(self.hold.applies(r) for r in envelope.rcpt_tos):
+        message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+        if any(self.hold.applies(r, str(message["Message-ID"]).strip()) for r in envelope.rcpt_tos):
             await asyncio.get_running_loop().run_in_executor(None, self.hold.release.wait, 120)
             return "451 4.3.0 not accepted, try again"
-        self.messages.append(email.message_from_bytes(envelope.original_content, policy=email.policy.default))
+        self.messages.append(message)
         return "250 2.0.0 accepted"
 
     def to(self, address: str) -> list[EmailMessage]:
@@ -96,7 +99,7 @@ def _handler(sink: HttpSink):
             message, key = orjson.loads(body), self.headers.get("Idempotency-Key")
             sink.sms_attempts.append({**message, "key": key})
             sink.sms_delivered.setdefault(key, message)
-            if sink.hold.applies(message["to"]):
+            if sink.hold.applies(message["to"], key):
                 sink.hold.release.wait(120)
             self._reply(200, {"id": key, "status": "queued"})
 

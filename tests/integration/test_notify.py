@@ -1,0 +1,320 @@
+"""Notify on the real stack: every milestone reaches the customer once by email (real SMTP),
+SMS (HTTP provider) and signed webhook, across redelivery and a restart in the middle of a send."""
+
+import os
+import re
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from playwright.async_api import async_playwright
+
+from gatewaysim.gateway import _declines
+from services.notify.signing import sign_link
+from shared.envelope import encode
+from shared.events import RefundAccepted
+from tests.integration.helpers import TopicTail, publish, refund_of, valid_request, wait_until
+from tests.integration.notify_sinks import Sinks
+
+pytestmark = pytest.mark.integration
+SOURCE = "shop-notify"
+LINK_SECRET = "test-customer-link-secret"
+SUCCESS = ["received", "approved", "paid", "completed"]
+CHANNELS = ["email", "sms", "webhook"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def sinks(stack):
+    """Real SMTP/SMS/webhook servers; notify restarted pointing at them, and restored afterwards."""
+    servers = Sinks().start()
+    env = {**servers.env(SOURCE), "CUSTOMER_LINK_SECRET": LINK_SECRET}
+    os.environ.update(env)
+    stack.restart_service("notify")
+    yield servers
+    for name in env:
+        os.environ.pop(name, None)
+    stack.restart_service("notify")
+    servers.stop()
+
+
+def payment_id(declined: bool) -> str:
+    """A payment the gateway simulator (deterministically) pays or declines."""
+    while True:
+        candidate = f"pay-{uuid.uuid4().hex[:12]}"
+        if _declines(candidate, 2) == declined:
+            return candidate
+
+
+def customer_request(locale: str = "en", declined: bool = False, **changes) -> dict:
+    request = valid_request(**changes)
+    n = uuid.uuid4().hex[:8]
+    request["customer"] = {"id": f"cus-{n}", "email": f"c-{n}@example.com", "phone": f"+4915{int(n, 16) % 10**8:08d}",
+                           "locale": locale}
+    request["payment"]["id"] = payment_id(declined)
+    return request
+
+
+async def settled(db, refund_id: str, count: int):
+    """The refund's notifications once `count` of them exist and none is still pending or sending."""
+    async def check():
+        rows = await db.fetch("SELECT milestone, channel, state, attempts FROM notify.notifications "
+                              "WHERE refund_id = $1", refund_id)
+        done = len(rows) == count and all(r["state"] in ("sent", "skipped", "failed") for r in rows)
+        return rows if done else None
+    return await wait_until(check, timeout=60)
+
+
+def milestone_of(message) -> str:
+    found = re.fullmatch(r"<rf_[0-9a-f]+\.(\w+)\.email@refunds\.example\.com>", str(message["Message-ID"]).strip())
+    assert found, message["Message-ID"]
+    return found.group(1)
+
+
+async def test_each_milestone_reaches_the_customer_once_by_email_sms_and_webhook(sinks, stack, producer,
+                                                                                status_feed, db):
+    request = customer_request()
+    refund_id = refund_of(request, SOURCE)
+    await publish(producer, request, source=SOURCE)
+    assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "reconciled", timeout=60)
+
+    rows = await settled(db, refund_id, len(SUCCESS) * len(CHANNELS))
+    assert {(r["milestone"], r["channel"], r["state"]) for r in rows} == {
+        (m, c, "sent") for m in SUCCESS for c in CHANNELS}
+
+    mails = sinks.mail.to(request["customer"]["email"])
+    assert sorted(milestone_of(m) for m in mails) == sorted(SUCCESS)
+    by_milestone = {milestone_of(m): m for m in mails}
+    assert by_milestone["received"]["Subject"] == f"We received your refund request for order {request['order_id']}"
+    eta = status_feed.latest[refund_id]["eta"]
+    paid_text = by_milestone["paid"].get_content()
+    assert "Expect the money by" in paid_text and "25.00 EUR" in paid_text, paid_text
+    assert "feedback.example.com/refunds" in by_milestone["completed"].get_content()
+    assert "feedback" not in by_milestone["received"].get_content()
+    assert eta is not None
+
+    # The link in the email opens the customer's page, which shows the refund complete.
+    link = re.search(r"http://\S+/r/\S+", by_milestone["completed"].get_content()).group(0)
+    async with httpx.AsyncClient() as http:
+        page = await http.get(link)
+    assert page.status_code == 200 and 'aria-valuenow="100"' in page.text and request["order_id"] in page.text
+
+    texts = sinks.http.texts_to(request["customer"]["phone"])
+    assert len(texts) == len(SUCCESS) and any("25.00 EUR paid" in t["body"] for t in texts), texts
+
+    hooks = [h for h in sinks.http.webhooks if h["body"]["refund_id"] == refund_id]
+    assert all(h["valid"] for h in hooks) and sorted(h["body"]["type"] for h in hooks) == sorted(
+        f"refund.{m}" for m in SUCCESS)
+    assert {h["body"]["source"] for h in hooks} == {SOURCE}
+
+
+async def test_declined_payout_asks_a_chinese_customer_to_act_in_chinese(sinks, stack, producer, status_feed, db):
+    request = customer_request(locale="zh-CN", declined=True)
+    refund_id = refund_of(request, SOURCE)
+    await publish(producer, request, source=SOURCE)
+    assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "failed", timeout=60)
+
+    expected = ["received", "approved", "action_needed"]
+    await settled(db, refund_id, len(expected) * len(CHANNELS))
+    mails = {milestone_of(m): m for m in sinks.mail.to(request["customer"]["email"])}
+    assert sorted(mails) == sorted(expected)
+    assert mails["action_needed"]["Subject"] == f"需要您处理：订单 {request['order_id']} 的退款无法支付"
+    assert mails["action_needed"]["Content-Language"] == "zh-CN"
+    assert "请联系商家" in mails["action_needed"].get_content()
+    assert any("需要您处理" in t["body"] for t in sinks.http.texts_to(request["customer"]["phone"]))
+
+
+async def test_denied_refund_tells_the_customer_with_the_reason(sinks, stack, producer, status_feed, db):
+    request = customer_request(amount=200_000_000, captured=200_000_000)
+    refund_id = refund_of(request, SOURCE)
+    await publish(producer, request, source=SOURCE)
+    assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "denied", timeout=60)
+    await settled(db, refund_id, 2 * len(CHANNELS))
+    mails = {milestone_of(m): m for m in sinks.mail.to(request["customer"]["email"])}
+    assert sorted(mails) == ["denied", "received"]
+    assert "above_auto_approve_ceiling" in mails["denied"].get_content()
+
+
+async def test_redelivered_and_resent_events_notify_nobody_twice(sinks, stack, producer, status_feed, db):
+    request = customer_request()
+    refund_id = refund_of(request, SOURCE)
+    async with TopicTail(stack.bootstrap, "refunds.accepted") as accepted:
+        await publish(producer, request, source=SOURCE)
+        record = await accepted.wait_for(lambda e: e["data"]["refund_id"] == refund_id)
+    assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "reconciled", timeout=60)
+    await settled(db, refund_id, len(SUCCESS) * len(CHANNELS))
+
+    # The same CloudEvent again (a redelivery), then the same facts under a new event id (a re-send).
+    seen = len(status_feed.history[refund_id])
+    accepted_event = RefundAccepted.model_validate(record["data"])
+    for event_id in (record["id"], None):
+        out = encode(accepted_event, source=record["source"], key=refund_id)
+        value = out.value if event_id is None else out.value.replace(out.event_id.encode(), event_id.encode())
+        await producer.send_and_wait(out.topic, value, key=refund_id.encode(), headers=list(out.headers.items()))
+    # Notify answers both by re-publishing the unchanged status: proof it has handled them.
+    assert await status_feed.wait_for(lambda: len(status_feed.history[refund_id]) >= seen + 2, timeout=60)
+    assert status_feed.status_of(refund_id) == "reconciled"
+
+    rows = await settled(db, refund_id, len(SUCCESS) * len(CHANNELS))
+    assert all(r["attempts"] == 1 for r in rows)
+    assert sorted(milestone_of(m) for m in sinks.mail.to(request["customer"]["email"])) == sorted(SUCCESS)
+    assert len(sinks.http.texts_to(request["customer"]["phone"])) == len(SUCCESS)
+
+
+async def test_restart_in_the_middle_of_a_send_still_delivers_once(sinks, stack, producer, status_feed, db):
+    request = customer_request()
+    refund_id = refund_of(request, SOURCE)
+    email, phone = request["customer"]["email"], request["customer"]["phone"]
+    sinks.mail.hold.recipient, sinks.http.hold.recipient = email, phone
+    await publish(producer, request, source=SOURCE)
+
+    # Both servers are now inside notify's first send (SMTP DATA, SMS POST); kill notify there.
+    async def both_held() -> bool:
+        return sinks.mail.hold.reached.is_set() and sinks.http.hold.reached.is_set()
+
+    await wait_until(both_held, timeout=60)
+    stack.kill_service("notify")
+    sinks.mail.hold.release.set()
+    sinks.http.hold.release.set()
+    stack.start_service("notify")
+
+    assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "reconciled", timeout=60)
+    rows = await settled(db, refund_id, len(SUCCESS) * len(CHANNELS))
+    assert {r["state"] for r in rows} == {"sent"}
+    attempts = {f"{refund_id}.{r['milestone']}.{r['channel']}": r["attempts"] for r in rows}
+    held_mail = re.fullmatch(r"<(.+)@refunds\.example\.com>", sinks.mail.hold.held).group(1)
+    assert attempts[held_mail] == 2 and attempts[sinks.http.hold.held] == 2, attempts
+    # SMTP never said 250 to the killed attempt, so the retry is the one delivery.
+    assert sorted(milestone_of(m) for m in sinks.mail.to(email)) == sorted(SUCCESS)
+    # The provider had the SMS before the kill; the retry carried the same Idempotency-Key.
+    assert [a["key"] for a in sinks.http.sms_attempts].count(sinks.http.hold.held) == 2
+    assert len(sinks.http.texts_to(phone)) == len(SUCCESS)
+
+
+async def test_drill_refund_notifies_the_platform_but_no_customer(sinks, stack, producer, status_feed, db):
+    request = customer_request()
+    refund_id = refund_of(request, SOURCE)
+    now = request["requested_at"]
+    drill = RefundAccepted.model_validate({
+        **request, "refund_id": refund_id, "source": SOURCE, "channel": "card", "drill": True,
+        "accepted_at": now})
+    out = encode(drill, source="refund-pipeline/intake", key=refund_id)
+    await producer.send_and_wait(out.topic, out.value, key=refund_id.encode(), headers=list(out.headers.items()))
+    assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "reconciled", timeout=60)
+
+    rows = await settled(db, refund_id, len(SUCCESS))
+    assert {(r["channel"], r["state"]) for r in rows} == {("webhook", "sent")}
+    assert sinks.mail.to(request["customer"]["email"]) == []
+    assert sinks.http.texts_to(request["customer"]["phone"]) == []
+
+
+async def test_opted_out_customer_gets_no_more_email_or_sms(sinks, stack, producer, status_feed, db):
+    first = customer_request()
+    await publish(producer, first, source=SOURCE)
+    first_id = refund_of(first, SOURCE)
+    assert await status_feed.wait_for(lambda: status_feed.status_of(first_id) == "reconciled", timeout=60)
+    await settled(db, first_id, len(SUCCESS) * len(CHANNELS))
+    link = re.search(r"http://\S+/r/\S+", sinks.mail.to(first["customer"]["email"])[0].get_content()).group(0)
+    async with httpx.AsyncClient(follow_redirects=True) as http:
+        page = await http.post(f"{link}/opt-out")
+    assert page.status_code == 200 and 'id="opted-out"' in page.text
+
+    second = customer_request()
+    second["customer"] = first["customer"]
+    await publish(producer, second, source=SOURCE)
+    second_id = refund_of(second, SOURCE)
+    assert await status_feed.wait_for(lambda: status_feed.status_of(second_id) == "reconciled", timeout=60)
+    rows = await settled(db, second_id, len(SUCCESS) * len(CHANNELS))
+    assert {(r["channel"], r["state"]) for r in rows} == {("email", "skipped"), ("sms", "skipped"),
+                                                           ("webhook", "sent")}
+    assert len(sinks.mail.to(first["customer"]["email"])) == len(SUCCESS)  # the first refund's only
+
+
+async def test_tracking_api_by_id_and_by_request_counts_repeat_inquiries(sinks, stack, producer, status_feed):
+    request = customer_request()
+    refund_id = refund_of(request, SOURCE)
+    await publish(producer, request, source=SOURCE)
+    assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "reconciled", timeout=60)
+
+    base = stack.service_url("notify")
+    async with httpx.AsyncClient(base_url=base) as http:
+        by_id = (await http.get(f"/v1/refunds/{refund_id}")).json()
+        by_request = await http.get("/v1/refunds", params={"source": SOURCE, "request_id": request["request_id"]})
+        missing = await http.get("/v1/refunds", params={"source": SOURCE, "request_id": "never-sent"})
+        metrics = (await http.get("/metrics")).text
+    assert by_id["status"] == "reconciled" and by_id["progress"] == 100 and by_id["eta"]
+    assert [s["status"] for s in by_id["timeline"]] == ["accepted", "approved", "processing", "succeeded",
+                                                        "reconciled"]
+    assert by_id["amount"] == {"value": 2500, "currency": "EUR"} and by_id["inquiries"] == 1
+    assert by_request.status_code == 200 and by_request.json()["refund_id"] == refund_id
+    assert by_request.json()["inquiries"] == 2
+    assert missing.status_code == 404 and "never-sent" in missing.json()["detail"]
+    assert _metric(metrics, 'refund_tracking_lookups_total{via="api"}') >= 2
+    assert _metric(metrics, 'refund_tracking_repeat_lookups_total{via="api"}') >= 1
+
+
+def _metric(text: str, name: str) -> float:
+    return float(re.search(re.escape(name) + r" (\S+)", text).group(1))
+
+
+def test_customer_link_signature_is_checked(sinks, stack):
+    base = stack.service_url("notify")
+    good = sign_link(LINK_SECRET, "rf_00000000000000000000000000000000", 2**40)
+    tampered = sign_link(LINK_SECRET, "rf_11111111111111111111111111111111", 2**40).rsplit(".", 1)[0] + "." + \
+        good.rsplit(".", 1)[1]
+    expired = sign_link(LINK_SECRET, "rf_00000000000000000000000000000000", 1_000_000_000)
+    forged = sign_link("someone-else", "rf_00000000000000000000000000000000", 2**40)
+    for token, reason in ((tampered, "invalid"), (expired, "expired"), (forged, "invalid")):
+        page = httpx.get(f"{base}/r/{token}")
+        assert page.status_code == 403 and f'data-reason="{reason}"' in page.text, (token, page.text)
+    assert "已过期" in httpx.get(f"{base}/r/{expired}", headers={"Accept-Language": "zh-CN,zh;q=0.9"}).text
+    assert httpx.get(f"{base}/r/{good}").status_code == 404  # genuine link, no such refund
+
+
+async def test_customer_page_mid_pipeline_in_a_real_browser(sinks, stack, producer, status_feed):
+    request = customer_request(locale="zh-CN")
+    refund_id = refund_of(request, SOURCE)
+    stack.stop_service("payout")  # holds the refund at `approved`, mid-pipeline
+    try:
+        await publish(producer, request, source=SOURCE)
+        assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "approved", timeout=60)
+
+        async def received_mail():
+            return sinks.mail.to(request["customer"]["email"])
+
+        mail = (await wait_until(received_mail, timeout=60))[0]
+        link = re.search(r"http://\S+/r/\S+", mail.get_content()).group(0)
+        ARTIFACTS.mkdir(exist_ok=True)
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page(locale="zh-CN")  # a Chinese customer's browser
+                response = await page.goto(link)
+                assert response.status == 200
+                bar = page.locator("#progress")
+                assert await bar.get_attribute("aria-valuenow") == "45"
+                width = await page.evaluate(
+                    "() => document.querySelector('#progress > div').getBoundingClientRect().width "
+                    "/ document.querySelector('#progress').getBoundingClientRect().width")
+                assert abs(width - 0.45) < 0.02, width
+                assert re.fullmatch(r"预计到账时间 \d{4}年\d{1,2}月\d{1,2}日", (await page.inner_text("#eta")).strip())
+                shown = datetime.fromisoformat(await page.get_attribute("#eta", "data-eta"))
+                assert shown == datetime.fromisoformat(status_feed.latest[refund_id]["eta"])
+                assert await page.locator("#timeline li").evaluate_all("items => items.map(i => i.dataset.status)") \
+                    == ["accepted", "approved"]
+                assert "退回您的原支付方式" in await page.inner_text("#next")
+                await page.screenshot(path=ARTIFACTS / "notify-customer-page-zh-CN.png", full_page=True)
+
+                refused = await page.goto(link[:-4] + "0000")
+                assert refused.status == 403 and "链接无效" in await page.inner_text("h1")
+                await page.screenshot(path=ARTIFACTS / "notify-customer-page-refused.png")
+            finally:
+                await browser.close()
+    finally:
+        stack.start_service("payout")
+    assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "reconciled", timeout=60)
