@@ -25,6 +25,7 @@ from prometheus_client import Counter
 
 from services.notify import domain, signing, store
 from services.notify.messages import Message, render_message
+from shared.metrics import observe_completion
 
 log = structlog.get_logger()
 
@@ -128,6 +129,8 @@ class Sender:
     backoff_cap_seconds: float = 600.0
     lease_seconds: float = 60.0
     poll_interval_seconds: float = 0.5
+    # From milestone to the message being out; measured as notify's stage duration.
+    sla_seconds: float = 300.0
     batch: int = 20
 
     async def run_forever(self) -> None:
@@ -171,6 +174,8 @@ class Sender:
     async def _settle(self, row: asyncpg.Record, state: str, error: str | None = None) -> None:
         await store.settle(self.pool, row["id"], state, error)
         NOTIFICATIONS_SENT.labels(row["channel"], row["milestone"], state).inc()
+        took = (datetime.now(UTC) - row["created_at"]).total_seconds()
+        observe_completion("notify", state, row["payment_channel"] or "unknown", took, took > self.sla_seconds)
         log.info("notification_" + state, refund_id=row["refund_id"], milestone=row["milestone"],
                  channel=row["channel"], attempts=row["attempts"], error=error)
 

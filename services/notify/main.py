@@ -10,6 +10,7 @@ from services.notify.handlers import SOURCE, Audience, Projection, republish
 from services.notify.signing import sign_link
 from services.notify.web import tracking_routes
 from shared import topics
+from shared.metrics import backlog_query, read_backlog, sweep_forever
 from shared.service import make_app, make_broker, subscribe_stage
 from shared.settings import ServiceSettings
 from shared.stage import Stage
@@ -42,6 +43,8 @@ class NotifySettings(ServiceSettings):
     # A send not confirmed within this lease is presumed lost with its sender and tried again.
     notify_send_lease_seconds: float = 60.0
     notify_poll_interval_seconds: float = 0.5
+    # A notification not out within this long after its milestone is an SLA breach.
+    notify_sla_seconds: float = 300.0
 
 
 settings = NotifySettings()
@@ -71,11 +74,20 @@ async def send_notifications() -> None:
                         backoff_base_seconds=settings.notify_backoff_base_seconds,
                         backoff_cap_seconds=settings.notify_backoff_cap_seconds,
                         lease_seconds=settings.notify_send_lease_seconds,
-                        poll_interval_seconds=settings.notify_poll_interval_seconds)
+                        poll_interval_seconds=settings.notify_poll_interval_seconds,
+                        sla_seconds=settings.notify_sla_seconds)
         await sender.run_forever()
 
 
+BACKLOG = backlog_query("notify.notifications", since="created_at", open_rows="state IN ('pending', 'sending')")
+
+
+async def sweep_backlog() -> None:
+    await sweep_forever("notify", lambda: read_backlog(stage.pool, BACKLOG, settings.notify_sla_seconds),
+                        settings.sweep_interval_seconds)
+
+
 app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
-               background=[send_notifications], title="Refund notify")
+               background=[send_notifications, sweep_backlog], title="Refund notify")
 app.include_router(tracking_routes(lambda: app.state.pool, link_secret=settings.customer_link_secret,
                                    feedback_url=settings.feedback_url))

@@ -30,7 +30,7 @@ async def claim_due(pool: asyncpg.Pool, limit: int, lease_seconds: float) -> lis
         "  SELECT id FROM notify.notifications WHERE (state = 'pending' AND next_attempt_at <= now()) "
         "  OR (state = 'sending' AND lease_until < now()) ORDER BY next_attempt_at LIMIT $1 "
         "  FOR UPDATE SKIP LOCKED) "
-        "RETURNING n.*, s.source, s.customer, s.order_id, s.amount", limit, lease_seconds)
+        "RETURNING n.*, s.source, s.customer, s.order_id, s.amount, s.channel AS payment_channel", limit, lease_seconds)
 
 
 async def opted_out(pool: asyncpg.Pool, source: str, customer_id: str | None) -> bool:

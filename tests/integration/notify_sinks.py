@@ -64,6 +64,8 @@ class HttpSink:
     # The provider delivers each Idempotency-Key once, as real SMS APIs with idempotency keys do.
     sms_delivered: dict[str, dict] = field(default_factory=dict)
     webhooks: list[dict] = field(default_factory=list)
+    # refund_id -> how many of its next webhooks to answer 503 (an endpoint having a bad minute).
+    webhook_outage: dict[str, int] = field(default_factory=dict)
     hold: Hold = field(default_factory=Hold)
 
     def texts_to(self, phone: str) -> list[dict]:
@@ -110,9 +112,13 @@ def _handler(sink: HttpSink):
                                 hashlib.sha256).hexdigest()
             fresh = abs(time.time() - int(header.get("t", "0"))) <= 300
             valid = hmac.compare_digest(expected, header.get("v1", "")) and fresh
-            sink.webhooks.append({"id": self.headers.get("Refund-Webhook-Id"), "valid": valid,
-                                  "body": orjson.loads(body), "raw": body, "signature": header})
-            self._reply(204 if valid else 401, {})
+            event = orjson.loads(body)
+            failing = sink.webhook_outage.get(event["refund_id"], 0) > 0
+            if failing:
+                sink.webhook_outage[event["refund_id"]] -= 1
+            sink.webhooks.append({"id": self.headers.get("Refund-Webhook-Id"), "valid": valid, "body": event,
+                                  "accepted": valid and not failing, "at": time.monotonic()})
+            self._reply(503 if failing else 204 if valid else 401, {})
 
     return Handler
 

@@ -4,7 +4,7 @@ SMS (HTTP provider) and signed webhook, across redelivery and a restart in the m
 import os
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -15,7 +15,10 @@ from playwright.async_api import async_playwright
 from gatewaysim.gateway import _declines
 from services.notify.signing import sign_link
 from shared.envelope import encode
-from shared.events import RefundAccepted
+from devstack.kafka import describe_topic_configs
+from shared import topics
+from shared.events import PayoutSubmitted, RefundAccepted
+from tools.platform import StatusFollower
 from tests.integration.helpers import TopicTail, publish, refund_of, valid_request, wait_until
 from tests.integration.notify_sinks import Sinks
 
@@ -108,7 +111,7 @@ async def test_each_milestone_reaches_the_customer_once_by_email_sms_and_webhook
     assert len(texts) == len(SUCCESS) and any("25.00 EUR paid" in t["body"] for t in texts), texts
 
     hooks = [h for h in sinks.http.webhooks if h["body"]["refund_id"] == refund_id]
-    assert all(h["valid"] for h in hooks) and sorted(h["body"]["type"] for h in hooks) == sorted(
+    assert all(h["valid"] and h["accepted"] for h in hooks) and sorted(h["body"]["type"] for h in hooks) == sorted(
         f"refund.{m}" for m in SUCCESS)
     assert {h["body"]["source"] for h in hooks} == {SOURCE}
 
@@ -318,3 +321,59 @@ async def test_customer_page_mid_pipeline_in_a_real_browser(sinks, stack, produc
     finally:
         stack.start_service("payout")
     assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "reconciled", timeout=60)
+
+
+async def test_webhook_endpoint_down_is_retried_with_backoff_until_delivered(sinks, stack, producer, status_feed,
+                                                                             db):
+    request = customer_request()
+    refund_id = refund_of(request, SOURCE)
+    sinks.http.webhook_outage[refund_id] = 2
+    await publish(producer, request, source=SOURCE)
+    assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "reconciled", timeout=60)
+    rows = await settled(db, refund_id, len(SUCCESS) * len(CHANNELS))
+    assert {r["state"] for r in rows} == {"sent"}
+    assert sum(r["attempts"] for r in rows if r["channel"] == "webhook") == len(SUCCESS) + 2
+
+    hooks = [h for h in sinks.http.webhooks if h["body"]["refund_id"] == refund_id]
+    accepted = [h["id"] for h in hooks if h["accepted"]]
+    assert sorted(accepted) == sorted(f"{refund_id}.{m}.webhook" for m in SUCCESS)  # each exactly once
+    refused = [h for h in hooks if not h["accepted"]]
+    assert len(refused) == 2
+    for failed in refused:
+        retry = next(h for h in hooks if h["id"] == failed["id"] and h["at"] > failed["at"])
+        assert retry["at"] - failed["at"] >= 0.4  # backoff (0.5 s base in this test), not a hot loop
+
+
+async def test_payouts_eta_is_what_the_customer_sees(sinks, stack, producer, status_feed):
+    # Only notify consumes payout-submitted, so a lone event places this refund mid-pipeline.
+    request = customer_request()
+    refund_id = refund_of(request, SOURCE)
+    announced = datetime(2026, 12, 3, 17, 0, tzinfo=UTC)
+    event = PayoutSubmitted(
+        refund_id=refund_id, request_id=request["request_id"], source=SOURCE, order_id=request["order_id"],
+        amount=request["amount"], channel="card", region="DE", gateway="sim", payout_id=f"po-{refund_id}",
+        submitted_at=datetime.now(UTC), eta=announced)
+    out = encode(event, source="refund-pipeline/payout", key=refund_id)
+    await producer.send_and_wait(out.topic, out.value, key=refund_id.encode(), headers=list(out.headers.items()))
+    assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "processing", timeout=60)
+    assert datetime.fromisoformat(status_feed.latest[refund_id]["eta"]) == announced
+    async with httpx.AsyncClient() as http:
+        tracked = (await http.get(f"{stack.service_url('notify')}/v1/refunds/{refund_id}")).json()
+    assert datetime.fromisoformat(tracked["eta"]) == announced and tracked["progress"] == 60
+
+
+async def test_a_platform_that_subscribes_late_still_gets_every_current_status(stack, producer, status_feed):
+    request = valid_request()
+    refund_id = refund_of(request)
+    await publish(producer, request)
+    assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "reconciled", timeout=60)
+
+    late = StatusFollower(stack.bootstrap)
+    await late.start(from_beginning=True)
+    try:
+        assert await late.wait_for(lambda: late.status_of(refund_id) == "reconciled", timeout=60)
+    finally:
+        await late.stop()
+    # Compaction keeps the latest status per refund_id for such a subscriber, however old the feed.
+    config = describe_topic_configs(stack.bootstrap, [topics.STATUS])[topics.STATUS]
+    assert config["cleanup.policy"] == "compact"
