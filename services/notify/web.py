@@ -29,11 +29,13 @@ def _counted(row: asyncpg.Record | None, via: str) -> asyncpg.Record | None:
 def tracking(row: asyncpg.Record) -> dict:
     """The public tracking view of one refund."""
     status = Status(row["status"])
+    stages = domain.timeline(row["timeline"])
     return {
         "refund_id": row["refund_id"], "request_id": row["request_id"], "source": row["source"],
         "order_id": row["order_id"], "status": status.value, "amount": row["amount"],
         "reason_codes": list(row["reason_codes"]), "eta": row["eta"], "progress": domain.PROGRESS[status],
-        "timeline": domain.timeline(row["timeline"]), "terminal": status in TERMINAL_STATUSES,
+        # {status: timestamp}, in pipeline order; `stages` is the same as a list.
+        "timeline": {stage["status"]: stage["at"] for stage in stages}, "stages": stages, "terminal": status in TERMINAL_STATUSES,
         "inquiries": row["inquiries"], "updated_at": row["updated_at"],
     }
 

@@ -251,8 +251,9 @@ async def test_tracking_api_by_id_and_by_request_counts_repeat_inquiries(sinks, 
         missing = await http.get("/v1/refunds", params={"source": SOURCE, "request_id": "never-sent"})
         metrics = (await http.get("/metrics")).text
     assert by_id["status"] == "reconciled" and by_id["progress"] == 100 and by_id["eta"]
-    assert [s["status"] for s in by_id["timeline"]] == ["accepted", "approved", "processing", "succeeded",
-                                                        "reconciled"]
+    assert [s["status"] for s in by_id["stages"]] == ["accepted", "approved", "processing", "succeeded",
+                                                      "reconciled"]
+    assert list(by_id["timeline"]) == [s["status"] for s in by_id["stages"]]
     assert by_id["amount"] == {"value": 2500, "currency": "EUR"} and by_id["inquiries"] == 1
     assert by_request.status_code == 200 and by_request.json()["refund_id"] == refund_id
     assert by_request.json()["inquiries"] == 2
