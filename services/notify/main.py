@@ -4,6 +4,7 @@ import time
 from pathlib import Path
 
 import httpx
+from pydantic import model_validator
 
 from services.notify.delivery import EmailChannel, Sender, SmsChannel, WebhookChannel
 from services.notify.handlers import SOURCE, Audience, Projection, republish
@@ -40,11 +41,20 @@ class NotifySettings(ServiceSettings):
     notify_max_attempts: int = 8
     notify_backoff_base_seconds: float = 2.0
     notify_backoff_cap_seconds: float = 600.0
-    # A send not confirmed within this lease is presumed lost with its sender and tried again.
+    # A send not confirmed within this lease is presumed lost with its sender and tried again;
+    # it must outlast the send timeout, or a slow send that succeeds would be sent twice.
     notify_send_lease_seconds: float = 60.0
+    notify_send_timeout_seconds: float = 30.0
     notify_poll_interval_seconds: float = 0.5
     # A notification not out within this long after its milestone is an SLA breach.
     notify_sla_seconds: float = 300.0
+
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_send(self) -> "NotifySettings":
+        if self.notify_send_lease_seconds <= self.notify_send_timeout_seconds:
+            raise ValueError("NOTIFY_SEND_LEASE_SECONDS must be longer than NOTIFY_SEND_TIMEOUT_SECONDS")
+        return self
 
 
 settings = NotifySettings()
@@ -61,11 +71,11 @@ def customer_link(refund_id: str) -> str:
 
 
 async def send_notifications() -> None:
-    async with httpx.AsyncClient(timeout=30.0) as http:
+    async with httpx.AsyncClient(timeout=settings.notify_send_timeout_seconds) as http:
         channels = {
             "email": EmailChannel(settings.smtp_host or "", settings.smtp_port, settings.smtp_from,
                                   settings.message_id_domain, settings.smtp_username, settings.smtp_password,
-                                  settings.smtp_start_tls),
+                                  settings.smtp_start_tls, settings.notify_send_timeout_seconds),
             "sms": SmsChannel(http, settings.sms_provider_url or "", settings.sms_provider_token),
             "webhook": WebhookChannel(http, settings.webhook_secret),
         }

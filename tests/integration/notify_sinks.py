@@ -141,6 +141,7 @@ class Sinks:
             "WEBHOOK_SECRET": WEBHOOK_SECRET,
             # Quick retries, and a short lease so a send lost with a killed process is retried soon.
             "NOTIFY_BACKOFF_BASE_SECONDS": "0.5", "NOTIFY_BACKOFF_CAP_SECONDS": "2", "NOTIFY_SEND_LEASE_SECONDS": "5",
+            "NOTIFY_SEND_TIMEOUT_SECONDS": "4",
         }
 
     def start(self) -> "Sinks":
