@@ -1,18 +1,30 @@
 """Notify's consume step: fold an event into the projection, publish the current status,
 and queue the milestone's notifications in the same transaction."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
+from aiokafka import ConsumerRecord
 
 from services.notify import domain, store
 from shared.envelope import Outgoing, encode
 from shared.events import RefundStatus, Status
 from shared.money import Money
-from shared.stage import Inbound
+from shared.stage import Inbound, Stage
 
 SOURCE = "refund-pipeline/notify"
+
+
+class CausalStage(Stage):
+    """Notify reads ten topics; a poll groups records by partition, so one refund's
+    `paid` could be folded before its `approved` and the (monotonic) projection would
+    skip the approved milestone. Folding each batch in production-time order keeps
+    a refund's events in the order they happened (stable: a partition's order stays)."""
+
+    async def process(self, records: Sequence[ConsumerRecord]) -> None:
+        await super().process(sorted(records, key=lambda record: record.timestamp))
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,13 @@ import httpx
 from pydantic import model_validator
 
 from services.notify.delivery import EmailChannel, Sender, SmsChannel, WebhookChannel
-from services.notify.handlers import SOURCE, Audience, Projection, republish
+from services.notify.handlers import SOURCE, Audience, CausalStage, Projection, republish
 from services.notify.signing import sign_link
 from services.notify.web import tracking_routes
 from shared import topics
 from shared.metrics import backlog_query, read_backlog, sweep_forever
 from shared.service import make_app, make_broker, subscribe_stage
 from shared.settings import ServiceSettings
-from shared.stage import Stage
 
 
 class NotifySettings(ServiceSettings):
@@ -61,7 +60,7 @@ settings = NotifySettings()
 base_url = (settings.public_base_url or f"http://127.0.0.1:{settings.http_port}").rstrip("/")
 broker = make_broker(settings)
 projection = Projection(Audience(email=bool(settings.smtp_host), sms=bool(settings.sms_provider_url), webhook_urls=settings.webhook_urls))
-stage = Stage(schema="notify", source=SOURCE, decide=projection.project, redelivered=republish)
+stage = CausalStage(schema="notify", source=SOURCE, decide=projection.project, redelivered=republish)
 subscribe_stage(broker, stage, *topics.LIFECYCLE, group_id="refund-notify", max_records=settings.batch_max_records)
 
 

@@ -63,12 +63,14 @@ def customer_request(locale: str = "en", declined: bool = False, **changes) -> d
     return request
 
 
-async def settled(db, refund_id: str, count: int):
-    """The refund's notifications once `count` of them exist and none is still pending or sending."""
+async def settled(db, refund_id: str, count: int | None, last: str = "completed"):
+    """The refund's notifications once `count` of them (or, for None, its `last` milestone's) exist
+    and none is still pending or sending."""
     async def check():
         rows = await db.fetch("SELECT milestone, channel, state, attempts FROM notify.notifications "
                               "WHERE refund_id = $1", refund_id)
-        done = len(rows) == count and all(r["state"] in ("sent", "skipped", "failed") for r in rows)
+        there = len(rows) == count if count is not None else any(r["milestone"] == last for r in rows)
+        done = there and all(r["state"] in ("sent", "skipped", "failed") for r in rows)
         return rows if done else None
     return await wait_until(check, timeout=60)
 
@@ -187,16 +189,20 @@ async def test_restart_in_the_middle_of_a_send_still_delivers_once(sinks, stack,
     stack.start_service("notify")
 
     assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "reconciled", timeout=60)
-    rows = await settled(db, refund_id, len(SUCCESS) * len(CHANNELS))
+    # Catching up after the restart, notify may learn of `approved` only after `paid`: a stale
+    # milestone is not announced late. Every milestone it did queue went out exactly once.
+    rows = await settled(db, refund_id, None)
     assert {r["state"] for r in rows} == {"sent"}
+    queued = sorted(r["milestone"] for r in rows if r["channel"] == "email")
+    assert {"received", "completed"} <= set(queued) and len(rows) == len(queued) * len(CHANNELS)
     attempts = {f"{refund_id}.{r['milestone']}.{r['channel']}": r["attempts"] for r in rows}
     held_mail = re.fullmatch(r"<(.+)@refunds\.example\.com>", sinks.mail.hold.held).group(1)
     assert attempts[held_mail] == 2 and attempts[sinks.http.hold.held] == 2, attempts
     # SMTP never said 250 to the killed attempt, so the retry is the one delivery.
-    assert sorted(milestone_of(m) for m in sinks.mail.to(email)) == sorted(SUCCESS)
+    assert sorted(milestone_of(m) for m in sinks.mail.to(email)) == queued
     # The provider had the SMS before the kill; the retry carried the same Idempotency-Key.
     assert [a["key"] for a in sinks.http.sms_attempts].count(sinks.http.hold.held) == 2
-    assert len(sinks.http.texts_to(phone)) == len(SUCCESS)
+    assert len(sinks.http.texts_to(phone)) == len(queued)
 
 
 async def test_drill_refund_notifies_the_platform_but_no_customer(sinks, stack, producer, status_feed, db):
