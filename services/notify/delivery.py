@@ -11,7 +11,7 @@ provider accepting a message and the row being marked sent leaves the row
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -62,6 +62,10 @@ class EmailChannel:
         email["From"], email["To"], email["Subject"] = self.sender, row["recipient"], message.subject
         email["Date"] = formatdate(usegmt=True)
         email["Message-ID"] = f"<{notification_key(row)}@{self.message_id_domain}>"
+        if message.link:
+            # One-click unsubscribe (RFC 8058): mail clients POST to it.
+            email["List-Unsubscribe"] = f"<{message.link}/opt-out>"
+            email["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         email.set_content(message.text)
         email["Content-Language"] = row["locale"]  # after set_content, which resets Content-* headers
         try:
@@ -101,6 +105,8 @@ class WebhookChannel:
 
     http: httpx.AsyncClient
     secret: str
+    # A platform's own secret, where it has one; `secret` otherwise.
+    secrets: dict[str, str] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
 
     async def send(self, row: asyncpg.Record, message: Message) -> None:
@@ -112,7 +118,8 @@ class WebhookChannel:
         timestamp = int(self.clock())
         response = await self.http.post(row["recipient"], content=body, headers={
             "Content-Type": "application/json", "Refund-Webhook-Id": notification_key(row),
-            "Refund-Signature": signing.webhook_signature(self.secret, timestamp, body)})
+            "Refund-Signature": signing.webhook_signature(
+                self.secrets.get(row["source"], self.secret), timestamp, body)})
         _raise_for(response)
 
 

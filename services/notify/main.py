@@ -37,6 +37,8 @@ class NotifySettings(ServiceSettings):
     # Platform (CloudEvents `source`) -> webhook URL, e.g. {"shop-eu": "https://shop.example/hooks/refunds"}.
     webhook_urls: dict[str, str] = {}
     webhook_secret: str = "local-dev-webhook-secret-change-me"
+    # Per-platform secrets (source -> secret), so one platform cannot forge another's webhooks.
+    webhook_secrets: dict[str, str] = {}
     notify_max_attempts: int = 8
     notify_backoff_base_seconds: float = 2.0
     notify_backoff_cap_seconds: float = 600.0
@@ -76,7 +78,7 @@ async def send_notifications() -> None:
                                   settings.message_id_domain, settings.smtp_username, settings.smtp_password,
                                   settings.smtp_start_tls, settings.notify_send_timeout_seconds),
             "sms": SmsChannel(http, settings.sms_provider_url or "", settings.sms_provider_token),
-            "webhook": WebhookChannel(http, settings.webhook_secret),
+            "webhook": WebhookChannel(http, settings.webhook_secret, settings.webhook_secrets),
         }
         sender = Sender(stage.pool, channels, customer_link, settings.feedback_url,
                         max_attempts=settings.notify_max_attempts,

@@ -35,6 +35,7 @@ def _amount(amount: dict | None) -> str:
 class Message:
     subject: str
     text: str
+    link: str = ""  # the customer's tracking page; `<link>/opt-out` unsubscribes
 
 
 def render_message(channel: str, locale: str, milestone: str, *, order_id: str, amount: dict | None,
@@ -44,9 +45,9 @@ def render_message(channel: str, locale: str, milestone: str, *, order_id: str, 
               "eta": local_date(eta, locale), "reason_codes": reason_codes, "link": link,
               "feedback_url": feedback_url if milestone == domain.Milestone.COMPLETED else None}
     if channel == "sms":
-        return Message("", _ENV.get_template(f"{locale}/sms.txt.j2").render(values).strip())
+        return Message("", _ENV.get_template(f"{locale}/sms.txt.j2").render(values).strip(), link)
     subject = _ENV.get_template(f"{locale}/subject.txt.j2").render(values).strip()
-    return Message(subject, _ENV.get_template(f"{locale}/body.txt.j2").render(values))
+    return Message(subject, _ENV.get_template(f"{locale}/body.txt.j2").render(values), link)
 
 
 def render_page(row: dict, *, locale: str, opt_out_action: str, opted_out: bool, feedback_url: str) -> str:

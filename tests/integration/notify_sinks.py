@@ -138,7 +138,9 @@ class Sinks:
             "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.smtp_port),
             "SMS_PROVIDER_URL": f"http://127.0.0.1:{self.http_port}/sms", "SMS_PROVIDER_TOKEN": "test-sms-token",
             "WEBHOOK_URLS": orjson.dumps({source: f"http://127.0.0.1:{self.http_port}/hooks/{source}"}).decode(),
-            "WEBHOOK_SECRET": WEBHOOK_SECRET,
+            # The platform's own secret; the default one must not be what signs its webhooks.
+            "WEBHOOK_SECRET": "default-secret-not-this-platforms",
+            "WEBHOOK_SECRETS": orjson.dumps({source: WEBHOOK_SECRET}).decode(),
             # Quick retries, and a short lease so a send lost with a killed process is retried soon.
             "NOTIFY_BACKOFF_BASE_SECONDS": "0.5", "NOTIFY_BACKOFF_CAP_SECONDS": "2", "NOTIFY_SEND_LEASE_SECONDS": "5",
             "NOTIFY_SEND_TIMEOUT_SECONDS": "4",

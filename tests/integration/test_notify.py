@@ -228,9 +228,12 @@ async def test_opted_out_customer_gets_no_more_email_or_sms(sinks, stack, produc
     first_id = refund_of(first, SOURCE)
     assert await status_feed.wait_for(lambda: status_feed.status_of(first_id) == "reconciled", timeout=60)
     await settled(db, first_id, len(SUCCESS) * len(CHANNELS))
-    link = re.search(r"http://\S+/r/\S+", sinks.mail.to(first["customer"]["email"])[0].get_content()).group(0)
+    # The mail client's one-click unsubscribe (RFC 8058): a POST to the List-Unsubscribe URL.
+    mail = sinks.mail.to(first["customer"]["email"])[0]
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    unsubscribe = str(mail["List-Unsubscribe"]).strip("<> ")
     async with httpx.AsyncClient(follow_redirects=True) as http:
-        page = await http.post(f"{link}/opt-out")
+        page = await http.post(unsubscribe, data={"List-Unsubscribe": "One-Click"})
     assert page.status_code == 200 and 'id="opted-out"' in page.text
 
     second = customer_request()
@@ -266,6 +269,10 @@ async def test_tracking_api_by_id_and_by_request_counts_repeat_inquiries(sinks, 
     assert missing.status_code == 404 and "never-sent" in missing.json()["detail"]
     assert _metric(metrics, 'refund_tracking_lookups_total{via="api"}') >= 2
     assert _metric(metrics, 'refund_tracking_repeat_lookups_total{via="api"}') >= 1
+    # Notify's own stage (milestone -> message out) in the contract's metrics.
+    assert _metric(metrics, 'refund_stage_duration_seconds_count{channel="card",outcome="sent",stage="notify"}') >= 4
+    assert _metric(metrics, 'refund_notifications_total{channel="email",milestone="completed",outcome="sent"}') >= 1
+    assert 'refund_stage_inflight{stage="notify"}' in metrics
 
 
 def _metric(text: str, name: str) -> float:
