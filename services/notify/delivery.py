@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 from email.message import EmailMessage
 from email.utils import formatdate
 
@@ -37,6 +38,16 @@ SEND_FAILURES = Counter("refund_notification_send_failures_total", "Failed send 
 
 class PermanentFailure(Exception):
     """The provider refused the message for good (e.g. SMTP 5xx, HTTP 4xx): no retry helps."""
+
+
+class Channel(Protocol):
+    """A way to reach a customer or platform (the port; SMTP, SMS-over-HTTP and webhooks adapt it).
+
+    `send` returns once the provider has accepted the message, raises PermanentFailure
+    when no retry can help, and anything else for a failure worth retrying.
+    """
+
+    async def send(self, row: asyncpg.Record, message: Message) -> None: ...
 
 
 def notification_key(row: asyncpg.Record) -> str:
@@ -128,7 +139,7 @@ class Sender:
     """Drains the notification queue."""
 
     pool: asyncpg.Pool
-    channels: dict[str, object]
+    channels: dict[str, Channel]
     link_for: Callable[[str], str]
     feedback_url: str | None
     max_attempts: int = 8
