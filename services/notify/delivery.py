@@ -155,7 +155,10 @@ class Sender:
         while True:
             try:
                 rows = await store.claim_due(self.pool, self.batch, self.lease_seconds)
-                await asyncio.gather(*(self._deliver(row) for row in rows))
+                outcomes = await asyncio.gather(*(self._deliver(row) for row in rows), return_exceptions=True)
+                for row, outcome in zip(rows, outcomes, strict=True):
+                    if isinstance(outcome, Exception):  # e.g. the database went away: the lease brings it back
+                        log.error("notification_unsettled", id=row["id"], error=repr(outcome))
             except Exception:
                 log.exception("notification_round_failed")
                 rows = []
@@ -167,13 +170,8 @@ class Sender:
         if row["channel"] != "webhook" and await store.opted_out(self.pool, row["source"], customer.get("id")):
             await self._settle(row, "skipped", "customer opted out")
             return
-        context = row["context"]
-        eta = datetime.fromisoformat(context["eta"]) if context["eta"] else None
-        message = render_message(row["channel"], row["locale"], row["milestone"], order_id=row["order_id"] or "",
-                                 amount=row["amount"], eta=eta, reason_codes=context["reason_codes"],
-                                 link=self.link_for(row["refund_id"]), feedback_url=self.feedback_url)
         try:
-            await self.channels[row["channel"]].send(row, message)
+            await self.channels[row["channel"]].send(row, self._message(row))
         except PermanentFailure as error:
             SEND_FAILURES.labels(row["channel"]).inc()
             await self._settle(row, "failed", str(error))
@@ -188,6 +186,13 @@ class Sender:
             await store.retry_at(self.pool, row["id"], datetime.now(UTC) + timedelta(seconds=delay), reason)
         else:
             await self._settle(row, "sent")
+
+    def _message(self, row: asyncpg.Record) -> Message:
+        context = row["context"]
+        eta = datetime.fromisoformat(context["eta"]) if context["eta"] else None
+        return render_message(row["channel"], row["locale"], row["milestone"], order_id=row["order_id"] or "",
+                              amount=row["amount"], eta=eta, reason_codes=context["reason_codes"],
+                              link=self.link_for(row["refund_id"]), feedback_url=self.feedback_url)
 
     async def _settle(self, row: asyncpg.Record, state: str, error: str | None = None) -> None:
         await store.settle(self.pool, row["id"], state, error)

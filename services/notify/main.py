@@ -61,7 +61,8 @@ class NotifySettings(ServiceSettings):
 settings = NotifySettings()
 base_url = (settings.public_base_url or f"http://127.0.0.1:{settings.http_port}").rstrip("/")
 broker = make_broker(settings)
-projection = Projection(Audience(email=bool(settings.smtp_host), sms=bool(settings.sms_provider_url), webhook_urls=settings.webhook_urls))
+projection = Projection(Audience(email=bool(settings.smtp_host), sms=bool(settings.sms_provider_url),
+                                  webhook_urls=settings.webhook_urls))
 stage = CausalStage(schema="notify", source=SOURCE, decide=projection.project, redelivered=republish)
 subscribe_stage(broker, stage, *topics.LIFECYCLE, group_id="refund-notify", max_records=settings.batch_max_records)
 

@@ -35,7 +35,8 @@ def tracking(row: asyncpg.Record) -> dict:
         "order_id": row["order_id"], "status": status.value, "amount": row["amount"],
         "reason_codes": list(row["reason_codes"]), "eta": row["eta"], "progress": domain.PROGRESS[status],
         # {status: timestamp}, in pipeline order; `stages` is the same as a list.
-        "timeline": {stage["status"]: stage["at"] for stage in stages}, "stages": stages, "terminal": status in TERMINAL_STATUSES,
+        "timeline": {stage["status"]: stage["at"] for stage in stages}, "stages": stages,
+        "terminal": status in TERMINAL_STATUSES,
         "inquiries": row["inquiries"], "updated_at": row["updated_at"],
     }
 

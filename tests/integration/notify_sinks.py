@@ -66,6 +66,8 @@ class HttpSink:
     webhooks: list[dict] = field(default_factory=list)
     # refund_id -> how many of its next webhooks to answer 503 (an endpoint having a bad minute).
     webhook_outage: dict[str, int] = field(default_factory=dict)
+    # refund_ids whose platform answers 410 Gone (a refusal no retry can fix).
+    webhook_gone: set[str] = field(default_factory=set)
     hold: Hold = field(default_factory=Hold)
 
     def texts_to(self, phone: str) -> list[dict]:
@@ -116,9 +118,10 @@ def _handler(sink: HttpSink):
             failing = sink.webhook_outage.get(event["refund_id"], 0) > 0
             if failing:
                 sink.webhook_outage[event["refund_id"]] -= 1
+            gone = event["refund_id"] in sink.webhook_gone
             sink.webhooks.append({"id": self.headers.get("Refund-Webhook-Id"), "valid": valid, "body": event,
-                                  "accepted": valid and not failing, "at": time.monotonic()})
-            self._reply(503 if failing else 204 if valid else 401, {})
+                                  "accepted": valid and not failing and not gone, "at": time.monotonic()})
+            self._reply(410 if gone else 503 if failing else 204 if valid else 401, {})
 
     return Handler
 
@@ -142,7 +145,8 @@ class Sinks:
             "WEBHOOK_SECRET": "default-secret-not-this-platforms",
             "WEBHOOK_SECRETS": orjson.dumps({source: WEBHOOK_SECRET}).decode(),
             # Quick retries, and a short lease so a send lost with a killed process is retried soon.
-            "NOTIFY_BACKOFF_BASE_SECONDS": "0.5", "NOTIFY_BACKOFF_CAP_SECONDS": "2", "NOTIFY_SEND_LEASE_SECONDS": "5",
+            "NOTIFY_BACKOFF_BASE_SECONDS": "0.5", "NOTIFY_BACKOFF_CAP_SECONDS": "2", "NOTIFY_MAX_ATTEMPTS": "4",
+            "NOTIFY_SEND_LEASE_SECONDS": "5",
             "NOTIFY_SEND_TIMEOUT_SECONDS": "4",
         }
 

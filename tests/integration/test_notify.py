@@ -319,7 +319,8 @@ async def test_customer_page_mid_pipeline_in_a_real_browser(sinks, stack, produc
                     "() => document.querySelector('#progress > div').getBoundingClientRect().width "
                     "/ document.querySelector('#progress').getBoundingClientRect().width")
                 assert abs(width - 0.45) < 0.02, width
-                assert re.fullmatch(r"预计到账时间 \d{4}年\d{1,2}月\d{1,2}日", (await page.inner_text("#eta")).strip())
+                eta_text = (await page.inner_text("#eta")).strip()
+                assert re.fullmatch(r"预计到账时间 \d{4}年\d{1,2}月\d{1,2}日", eta_text), eta_text
                 shown = datetime.fromisoformat(await page.get_attribute("#eta", "data-eta"))
                 assert shown == datetime.fromisoformat(status_feed.latest[refund_id]["eta"])
                 assert await page.locator("#timeline li").evaluate_all("items => items.map(i => i.dataset.status)") \
@@ -356,6 +357,27 @@ async def test_webhook_endpoint_down_is_retried_with_backoff_until_delivered(sin
     for failed in refused:
         retry = next(h for h in hooks if h["id"] == failed["id"] and h["at"] > failed["at"])
         assert retry["at"] - failed["at"] >= 0.4  # backoff (0.5 s base in this test), not a hot loop
+
+
+async def test_a_send_that_cannot_succeed_ends_failed_not_retried_forever(sinks, stack, producer, status_feed, db):
+    down, gone = customer_request(), customer_request()
+    down_id, gone_id = refund_of(down, SOURCE), refund_of(gone, SOURCE)
+    sinks.http.webhook_outage[down_id] = 1000  # never comes back
+    sinks.http.webhook_gone.add(gone_id)
+    for request in (down, gone):
+        await publish(producer, request, source=SOURCE)
+    for refund_id in (down_id, gone_id):
+        assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "reconciled", timeout=60)
+
+    webhooks = ("SELECT state, attempts, last_error FROM notify.notifications "
+                "WHERE refund_id = $1 AND channel = 'webhook'")
+    await settled(db, down_id, len(SUCCESS) * len(CHANNELS))
+    assert {(r["state"], r["attempts"]) for r in await db.fetch(webhooks, down_id)} == {("failed", 4)}  # the maximum
+    await settled(db, gone_id, len(SUCCESS) * len(CHANNELS))
+    rows = await db.fetch(webhooks, gone_id)
+    assert {(r["state"], r["attempts"]) for r in rows} == {("failed", 1)}  # 4xx: no retry helps
+    assert all("HTTP 410" in r["last_error"] for r in rows)
+    assert len(sinks.mail.to(gone["customer"]["email"])) == len(SUCCESS)  # other channels unaffected
 
 
 async def test_payouts_eta_is_what_the_customer_sees(sinks, stack, producer, status_feed):
