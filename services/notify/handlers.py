@@ -24,7 +24,11 @@ class CausalStage(Stage):
     a refund's events in the order they happened (stable: a partition's order stays)."""
 
     async def process(self, records: Sequence[ConsumerRecord]) -> None:
-        await super().process(sorted(records, key=lambda record: record.timestamp))
+        await super().process(in_production_order(records))
+
+
+def in_production_order(records: Sequence[ConsumerRecord]) -> list[ConsumerRecord]:
+    return sorted(records, key=lambda record: record.timestamp)
 
 
 @dataclass(frozen=True)

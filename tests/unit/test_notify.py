@@ -5,9 +5,10 @@ import hmac
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from aiokafka import ConsumerRecord
 
 from services.notify import domain, signing
-from services.notify.handlers import Audience
+from services.notify.handlers import Audience, in_production_order
 from services.notify.messages import render_message, render_page, render_refused
 from shared.events import Status
 
@@ -148,3 +149,16 @@ def test_page_offers_feedback_when_complete_and_confirms_opt_out():
 def test_refused_page_says_why():
     assert 'data-reason="expired"' in render_refused("expired", "en") and "expired" in render_refused("expired", "en")
     assert "无效" in render_refused("invalid", "zh-CN")
+
+
+def _record(topic: str, partition: int, offset: int, timestamp: int) -> ConsumerRecord:
+    return ConsumerRecord(topic, partition, offset, timestamp, 0, b"k", b"v", None, 1, 1, [])
+
+
+def test_a_batch_is_folded_in_the_order_events_were_produced_not_grouped_by_topic():
+    # One poll: all of refunds.paid's partition first, then refunds.approved's.
+    paid = _record("refunds.paid", 0, 7, timestamp=1_000_300)
+    approved = _record("refunds.approved", 0, 4, timestamp=1_000_100)
+    same_ms = [_record("refunds.accepted", 1, n, timestamp=1_000_000) for n in (10, 11, 12)]
+    ordered = in_production_order([paid, *same_ms, approved])
+    assert ordered == [*same_ms, approved, paid]  # a partition's own order is kept on ties
