@@ -9,7 +9,7 @@ from pydantic import model_validator
 from services.notify.delivery import EmailChannel, Sender, SmsChannel, WebhookChannel
 from services.notify.handlers import SOURCE, Audience, CausalStage, Projection, republish
 from services.notify.signing import sign_link
-from services.notify.web import tracking_routes
+from services.notify.web import customer_pages, tracking_access, tracking_api
 from shared import topics
 from shared.metrics import backlog_query, read_backlog, sweep_forever
 from shared.service import make_app, make_broker, subscribe_stage
@@ -20,6 +20,8 @@ class NotifySettings(ServiceSettings):
     service_name: str = "notify"
     # Where customers' links point; defaults to this process on localhost.
     public_base_url: str | None = None
+    # Tracking API keys: {"<api key>": "<platform source>"}. Empty: the API is open (local runs only).
+    tracking_api_keys: dict[str, str] = {}
     customer_link_secret: str = "local-dev-customer-link-secret-change-me"
     customer_link_max_age_seconds: int = 30 * 24 * 3600
     feedback_url: str = "https://feedback.example.com/refunds"
@@ -101,5 +103,7 @@ async def sweep_backlog() -> None:
 
 app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
                background=[send_notifications, sweep_backlog], title="Refund notify")
-app.include_router(tracking_routes(lambda: app.state.pool, link_secret=settings.customer_link_secret,
-                                   feedback_url=settings.feedback_url))
+app.include_router(tracking_api(lambda: app.state.pool,
+                                tracking_access(settings.tracking_api_keys, settings.staff_token_secret)))
+app.include_router(customer_pages(lambda: app.state.pool, link_secret=settings.customer_link_secret,
+                                  feedback_url=settings.feedback_url))

@@ -1,16 +1,21 @@
 """Notify's HTTP side: the tracking API and the customer's signed tracking page."""
 
+import hmac
 import time
 from collections.abc import Callable
+from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, HTTPException, Query, Request
+import jwt
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import Counter
 
 from services.notify import domain, signing, store
 from services.notify.messages import render_page, render_refused
 from shared.events import TERMINAL_STATUSES, Status
+from shared.staff import verify_token
 
 LOOKUPS = Counter("refund_tracking_lookups_total", "Refund status look-ups (API and customer page)", ["via"])
 REPEAT_LOOKUPS = Counter(
@@ -41,26 +46,67 @@ def tracking(row: asyncpg.Record) -> dict:
     }
 
 
-def tracking_routes(pool: Callable[[], asyncpg.Pool], *, link_secret: str, feedback_url: str,
-                    clock: Callable[[], float] = time.time) -> APIRouter:
+def tracking_access(api_keys: dict[str, str], staff_secret: str) -> Callable:
+    """Who may use the tracking API: a platform's API key sees that platform's refunds,
+    a staff bearer token (any role) sees all. With no keys configured the API is open
+    (local runs); the dependency then gives None, "every platform"."""
+    bearer = HTTPBearer(auto_error=False)
+
+    async def platform_scope(
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str | None:
+        if not api_keys:
+            return None
+        if credentials is None:
+            raise HTTPException(401, "missing bearer token (a platform API key or a staff token)",
+                                headers={"WWW-Authenticate": "Bearer"})
+        offered = credentials.credentials.encode()
+        for key, source in api_keys.items():
+            if hmac.compare_digest(key.encode(), offered):
+                return source
+        try:
+            verify_token(staff_secret, credentials.credentials)
+        except jwt.InvalidTokenError:
+            raise HTTPException(401, "not a platform API key or a valid staff token",
+                                headers={"WWW-Authenticate": "Bearer"}) from None
+        return None
+
+    return platform_scope
+
+
+def tracking_api(pool: Callable[[], asyncpg.Pool], access: Callable) -> APIRouter:
+    """`GET /v1/refunds/{refund_id}` and `GET /v1/refunds?source=&request_id=`; each look-up is counted.
+    A platform asking about another platform's refund gets the same 404 as for no refund."""
     router = APIRouter()
+    Scope = Annotated[str | None, Depends(access)]
 
     @router.get("/v1/refunds/{refund_id}")
-    async def refund_by_id(refund_id: str) -> dict:
+    async def refund_by_id(refund_id: str, scope: Scope) -> dict:
         """A refund's status, stage timeline, progress (percent), ETA and reason codes."""
-        row = _counted(await store.count_inquiry(pool(), "refund_id = $1", refund_id), "api")
+        row = _counted(await store.count_inquiry(
+            pool(), "refund_id = $1 AND ($2::text IS NULL OR source = $2)", refund_id, scope), "api")
         if row is None:
             raise HTTPException(status_code=404, detail=f"no refund {refund_id}")
         return tracking(row)
 
     @router.get("/v1/refunds")
-    async def refund_by_request(source: str = Query(min_length=1), request_id: str = Query(min_length=1)) -> dict:
+    async def refund_by_request(scope: Scope, source: str = Query(min_length=1),
+                                request_id: str = Query(min_length=1)) -> dict:
         """The same, found by the platform's own keys (source, request_id)."""
-        row = _counted(await store.count_inquiry(pool(), "source = $1 AND request_id = $2", source, request_id),
-                       "api")
+        row = None
+        if scope is None or scope == source:
+            row = _counted(await store.count_inquiry(
+                pool(), "source = $1 AND request_id = $2", source, request_id), "api")
         if row is None:
             raise HTTPException(status_code=404, detail=f"no refund for request {request_id} from {source}")
         return tracking(row)
+
+    return router
+
+
+def customer_pages(pool: Callable[[], asyncpg.Pool], *, link_secret: str, feedback_url: str,
+                   clock: Callable[[], float] = time.time) -> APIRouter:
+    """The signed customer page and its opt-out."""
+    router = APIRouter()
 
     def _read(token: str, request: Request) -> str | HTMLResponse:
         try:

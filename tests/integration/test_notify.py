@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from playwright.async_api import async_playwright
@@ -18,6 +19,7 @@ from shared.envelope import encode
 from devstack.kafka import describe_topic_configs
 from shared import topics
 from shared.events import PayoutSubmitted, RefundAccepted
+from shared.staff import Role, mint_token
 from tools.platform import StatusFollower
 from tests.integration.helpers import TopicTail, publish, refund_of, valid_request, wait_until
 from tests.integration.notify_sinks import Sinks
@@ -25,6 +27,7 @@ from tests.integration.notify_sinks import Sinks
 pytestmark = pytest.mark.integration
 SOURCE = "shop-notify"
 LINK_SECRET = "test-customer-link-secret"
+PLATFORM_AUTH = {"Authorization": "Bearer test-platform-api-key"}
 SUCCESS = ["received", "approved", "paid", "completed"]
 CHANNELS = ["email", "sms", "webhook"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -36,7 +39,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 def sinks(stack):
     """Real SMTP/SMS/webhook servers; notify restarted pointing at them, and restored afterwards."""
     servers = Sinks().start()
-    env = {**servers.env(SOURCE), "CUSTOMER_LINK_SECRET": LINK_SECRET}
+    env = {**servers.env(SOURCE), "CUSTOMER_LINK_SECRET": LINK_SECRET,
+           "TRACKING_API_KEYS": orjson.dumps({"test-platform-api-key": SOURCE}).decode()}
     os.environ.update(env)
     stack.restart_service("notify")
     yield servers
@@ -247,14 +251,15 @@ async def test_opted_out_customer_gets_no_more_email_or_sms(sinks, stack, produc
     assert len(sinks.mail.to(first["customer"]["email"])) == len(SUCCESS)  # the first refund's only
 
 
-async def test_tracking_api_by_id_and_by_request_counts_repeat_inquiries(sinks, stack, producer, status_feed):
+async def test_tracking_api_by_id_and_by_request_counts_repeat_inquiries(sinks, stack, producer, status_feed, db):
     request = customer_request()
     refund_id = refund_of(request, SOURCE)
     await publish(producer, request, source=SOURCE)
     assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "reconciled", timeout=60)
+    await settled(db, refund_id, len(SUCCESS) * len(CHANNELS))
 
     base = stack.service_url("notify")
-    async with httpx.AsyncClient(base_url=base) as http:
+    async with httpx.AsyncClient(base_url=base, headers=PLATFORM_AUTH) as http:
         by_id = (await http.get(f"/v1/refunds/{refund_id}")).json()
         by_request = await http.get("/v1/refunds", params={"source": SOURCE, "request_id": request["request_id"]})
         missing = await http.get("/v1/refunds", params={"source": SOURCE, "request_id": "never-sent"})
@@ -273,6 +278,29 @@ async def test_tracking_api_by_id_and_by_request_counts_repeat_inquiries(sinks, 
     assert _metric(metrics, 'refund_stage_duration_seconds_count{channel="card",outcome="sent",stage="notify"}') >= 4
     assert _metric(metrics, 'refund_notifications_total{channel="email",milestone="completed",outcome="sent"}') >= 1
     assert 'refund_stage_inflight{stage="notify"}' in metrics
+
+
+async def test_tracking_api_shows_a_platform_only_its_own_refunds(sinks, stack, producer, status_feed):
+    ours, theirs = customer_request(), valid_request()
+    await publish(producer, ours, source=SOURCE)
+    await publish(producer, theirs)  # another platform (shop-test)
+    ours_id, theirs_id = refund_of(ours, SOURCE), refund_of(theirs)
+    assert await status_feed.wait_for(
+        lambda: status_feed.status_of(ours_id) == status_feed.status_of(theirs_id) == "reconciled", timeout=60)
+    base = stack.service_url("notify")
+    staff = {"Authorization": f"Bearer {mint_token('local-dev-staff-secret-change-me', 'agent-7', [Role.REVIEWER])}"}
+    async with httpx.AsyncClient(base_url=base) as http:
+        anonymous = await http.get(f"/v1/refunds/{ours_id}")
+        wrong_key = await http.get(f"/v1/refunds/{ours_id}", headers={"Authorization": "Bearer guessed"})
+        own = await http.get(f"/v1/refunds/{ours_id}", headers=PLATFORM_AUTH)
+        other = await http.get(f"/v1/refunds/{theirs_id}", headers=PLATFORM_AUTH)
+        other_by_request = await http.get("/v1/refunds", headers=PLATFORM_AUTH,
+                                          params={"source": "shop-test", "request_id": theirs["request_id"]})
+        by_staff = await http.get(f"/v1/refunds/{theirs_id}", headers=staff)
+    assert anonymous.status_code == 401 and wrong_key.status_code == 401
+    assert own.status_code == 200 and own.json()["refund_id"] == ours_id
+    assert other.status_code == 404 and other_by_request.status_code == 404  # no hint that it exists
+    assert by_staff.status_code == 200 and by_staff.json()["source"] == "shop-test"
 
 
 def _metric(text: str, name: str) -> float:
@@ -394,7 +422,8 @@ async def test_payouts_eta_is_what_the_customer_sees(sinks, stack, producer, sta
     assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "processing", timeout=60)
     assert datetime.fromisoformat(status_feed.latest[refund_id]["eta"]) == announced
     async with httpx.AsyncClient() as http:
-        tracked = (await http.get(f"{stack.service_url('notify')}/v1/refunds/{refund_id}")).json()
+        tracked = (await http.get(f"{stack.service_url('notify')}/v1/refunds/{refund_id}",
+                                  headers=PLATFORM_AUTH)).json()
     assert datetime.fromisoformat(tracked["eta"]) == announced and tracked["progress"] == 60
 
 
