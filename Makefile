@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 export REFUND_RUN_DIR ?= $(CURDIR)/.run/dev
 
-.PHONY: setup up down status demo test test-unit lint clean
+.PHONY: setup up down status demo test test-unit test-deploy lint clean
 
 .venv/.synced: pyproject.toml uv.lock scripts/bootstrap.sh
 	scripts/bootstrap.sh
@@ -27,6 +27,10 @@ test: setup
 
 test-unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# Render and validate the Kubernetes overlays and the compose file (no cluster, no Docker).
+test-deploy: setup
+	$(PY) -m pytest tests/deploy $(PYTEST_ARGS)
 
 clean: down
 	rm -rf .run

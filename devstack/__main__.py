@@ -72,6 +72,21 @@ def status(run_dir: RunDir = None) -> None:
 
 
 @app.command()
+def scale(
+    services: Annotated[list[str], typer.Argument(help="Services to run a second instance of (default: all five).")] = None,
+    run_dir: RunDir = None,
+) -> None:
+    """Start a second instance of services in their consumer groups (stop with `down`)."""
+    from .stack import SERVICES
+
+    try:
+        started = Stack(run_dir).start_instances(*(services or SERVICES))
+    except StackError as exc:
+        _fail(exc)
+    console.print(f"[bold green]scaled[/]: {', '.join(started)}")
+
+
+@app.command()
 def env(run_dir: RunDir = None) -> None:
     """Print `export` lines for the running stack (eval "$(python -m devstack env)")."""
     try:

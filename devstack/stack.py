@@ -280,8 +280,13 @@ class Stack:
         return
 
     # -------------------------------------------------------------- services
+    @staticmethod
+    def service_of(name: str) -> str:
+        """The service an instance runs: "payout@2" (a second instance) runs payout."""
+        return name.partition("@")[0]
+
     def _service_markers(self, name: str, port: int) -> tuple[str, str]:
-        return (f"services.{name}.main:app", f"--port {port}")
+        return (f"services.{self.service_of(name)}.main:app", f"--port {port}")
 
     def service_alive(self, name: str) -> bool:
         record = self.state["services"].get(name) or {}
@@ -290,9 +295,12 @@ class Stack:
         )
 
     def _service_ready(self, name: str) -> bool:
+        # Ready means *our* process answers: a free port can be taken by someone else's
+        # service before ours binds it, and that one's 200 must not count.
         try:
-            return httpx.get(f"{self.service_url(name)}/readyz", timeout=2.0).status_code == 200
-        except httpx.HTTPError:
+            answer = httpx.get(f"{self.service_url(name)}/readyz", timeout=2.0)
+            return answer.status_code == 200 and answer.json().get("pid") == self.state["services"][name]["pid"]
+        except (httpx.HTTPError, ValueError, KeyError):
             return False
 
     def _ensure_services(self) -> None:
@@ -313,8 +321,9 @@ class Stack:
             self._wait_service(name)
 
     def _spawn_service(self, name: str) -> int:
-        if name not in SERVICES:
-            raise StackError(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
+        service = self.service_of(name)
+        if service not in SERVICES:
+            raise StackError(f"unknown service {name!r}; known: {', '.join(SERVICES)} (or <service>@<n>)")
         record = self.state["services"].setdefault(name, {})
         # Keep the port across restarts: tests hold URLs from service_url().
         port = record.get("port") or port_from_env(f"{name.upper()}_PORT") or free_port()
@@ -322,11 +331,11 @@ class Stack:
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "DATABASE_URL": self.dsn,
-            "SERVICE_NAME": name,
+            "SERVICE_NAME": service,  # every instance of a service joins its one consumer group
             "HTTP_PORT": str(port),
             "PYTHONUNBUFFERED": "1",
         }
-        argv = [sys.executable, "-m", "uvicorn", f"services.{name}.main:app", "--host", "127.0.0.1",
+        argv = [sys.executable, "-m", "uvicorn", f"services.{service}.main:app", "--host", "127.0.0.1",
                 "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "20"]
         pid = spawn(argv, self.logs_dir / f"{name}.log", cwd=self.repo_root, env=env)
         record.update(pid=pid, port=port, bootstrap=self.bootstrap, dsn=self.dsn, started_at=time.time())
@@ -375,6 +384,21 @@ class Stack:
         if pid:
             wait_exit(pid, 10.0)
 
+    def start_instances(self, *names: str, instance: int = 2) -> list[str]:
+        """Start another instance of each service (e.g. "payout@2") on its own port; wait for all.
+
+        The instances join their service's consumer group, so Kafka splits the
+        partitions between them. Stop one with stop_service("payout@2").
+        """
+        started = [f"{name}@{instance}" for name in names]
+        with self._locked():
+            todo = [name for name in started if not self.service_alive(name)]
+            for name in todo:
+                self._spawn_service(name)
+            for name in todo:
+                self._wait_service(name)
+        return started
+
     def restart_service(self, name: str) -> None:
         self.stop_service(name)
         self.start_service(name)
@@ -394,7 +418,7 @@ class Stack:
             alive = postgres.probe(p["dsn"], timeout_s=3) if p.get("external") else self._pg_alive()
             rows.append({"component": "postgres", "pid": p.get("pid"), "alive": alive,
                          "address": p.get("dsn", ""), "external": bool(p.get("external"))})
-        for name in SERVICES:
+        for name in sorted(self.state["services"], key=lambda n: (SERVICES.index(self.service_of(n)), n)):
             record = self.state["services"].get(name)
             if record:
                 rows.append({"component": name, "pid": record.get("pid"), "alive": self.service_alive(name),

@@ -111,6 +111,8 @@ class Payment(ContractModel):
     gateway: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     channel: Channel
     captured: Money
+    # When the payment was captured; approval's refund-window rules need it.
+    captured_at: Timestamp | None = None
 
 
 class Customer(ContractModel):
@@ -161,6 +163,8 @@ class RefundAccepted(RefundEvent):
     accepted_at: datetime
     items: list[dict] | None = None
     metadata: dict[str, str] | None = None
+    # The ticket's due time per stage (intake, approval, payout, reconcile, notify), from the SLA table.
+    deadlines: dict[str, datetime] | None = None
 
 
 class FieldError(ContractModel):
@@ -194,7 +198,27 @@ class RefundDenied(RefundEvent):
 
 
 class RefundHeld(RefundEvent):
+    """`refund.held.v1`: a risk rule stopped the refund (`on_hold`); reason_codes say which."""
+
     held_at: datetime
+    due_at: datetime | None = None
+
+
+class RefundReviewRequested(RefundEvent):
+    """`refund.review-requested.v1` (on `refunds.held`): policy wants people to decide (`pending_review`)."""
+
+    policy_version: str
+    required_approvals: int = 1
+    review_requested_at: datetime
+    due_at: datetime | None = None
+
+
+class RefundReviewEscalated(RefundEvent):
+    """`refund.review-escalated.v1` (on `refunds.held`): a review or hold passed its SLA. No status change."""
+
+    waiting_since: datetime
+    due_at: datetime
+    escalated_at: datetime
 
 
 class PayoutSubmitted(RefundEvent):
@@ -211,6 +235,8 @@ class RefundPaid(RefundEvent):
     gateway_ref: str
     paid_at: datetime
     eta: datetime | None = None
+    # What the merchant's balance moves by, when it settles in another currency than `amount`.
+    settlement_amount: Money | None = None
 
 
 class PayoutFailed(RefundEvent):
@@ -245,6 +271,7 @@ class RefundStatus(ContractModel):
     reason_codes: list[str] = []
     eta: datetime | None = None
     updated_at: datetime
+    deadlines: dict[str, datetime] | None = None
 
 
 class DeadLetter(ContractModel):
@@ -268,6 +295,8 @@ EVENT_TYPES: dict[str, tuple[type[BaseModel], str]] = {
     "refund.approved.v1": (RefundApproved, topics.APPROVED),
     "refund.denied.v1": (RefundDenied, topics.DENIED),
     "refund.held.v1": (RefundHeld, topics.HELD),
+    "refund.review-requested.v1": (RefundReviewRequested, topics.HELD),
+    "refund.review-escalated.v1": (RefundReviewEscalated, topics.HELD),
     "refund.payout-submitted.v1": (PayoutSubmitted, topics.PAYOUT_SUBMITTED),
     "refund.paid.v1": (RefundPaid, topics.PAID),
     "refund.payout-failed.v1": (PayoutFailed, topics.PAYOUT_FAILED),

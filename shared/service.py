@@ -7,6 +7,7 @@ broker reachable, consumer started), plus whatever routes the service adds.
 """
 
 import asyncio
+import os
 import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
@@ -131,7 +132,8 @@ def make_app(
             checks["kafka"] = await broker.ping(timeout=2)
         ok = all(checks.values()) and len(checks) == 3
         response.status_code = 200 if ok else 503
-        return {"status": "ready" if ok else "not_ready", "checks": checks}
+        # The pid lets a supervisor tell its own process from another one answering on the port.
+        return {"status": "ready" if ok else "not_ready", "checks": checks, "pid": os.getpid()}
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

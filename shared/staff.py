@@ -10,20 +10,16 @@ another's user table.
 import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Annotated
 
 import jwt
 from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from shared.roles import Role
+
+__all__ = ["Role", "StaffAuth", "StaffUser", "mint_token", "verify_token"]
 ISSUER = "refund-pipeline"
-
-
-class Role(StrEnum):
-    REVIEWER = "reviewer"
-    SENIOR_REVIEWER = "senior_reviewer"
-    FINANCE_LEAD = "finance_lead"
 
 
 @dataclasses.dataclass(frozen=True)

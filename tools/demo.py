@@ -26,6 +26,7 @@ from rich.table import Table
 from shared import topics
 from shared.ids import refund_id_for
 from tools.platform import StatusFollower, requested_record, start_producer
+from tools.reviewers import DemoReviewers
 
 console = Console()
 REGIONS = [  # (region, currency, captured range in minor units, channels)
@@ -118,9 +119,11 @@ def build_batch(count: int, seed: int) -> list[Message]:
     return out[:count]
 
 
-async def _run(count: int, rate: float, deadline: float, seed: int) -> int:
+async def _run(count: int, rate: float, deadline: float, seed: int, approval_url: str) -> int:
     bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     batch = build_batch(count, seed)
+    desk, desk_stop = DemoReviewers(approval_url, seed), asyncio.Event()
+    desk_task = asyncio.create_task(desk.work(desk_stop))
     expected = {m.refund_id for m in batch if m.refund_id}
     follower = StatusFollower(bootstrap)
     await follower.start()
@@ -148,12 +151,14 @@ async def _run(count: int, rate: float, deadline: float, seed: int) -> int:
                 await follower.wait_for(lambda: expected <= follower.terminal_at.keys(), timeout=0.5)
                 progress.update(terminal, completed=len(expected & follower.terminal_at.keys()))
     finally:
+        desk_stop.set()
+        await desk_task
         await producer.stop()
         await follower.stop()
-    return _report(batch, expected, follower, sent_at, started, published)
+    return _report(batch, expected, follower, sent_at, started, published, desk)
 
 
-def _report(batch, expected, follower, sent_at, started, published) -> int:
+def _report(batch, expected, follower, sent_at, started, published, desk: DemoReviewers) -> int:
     done = expected & follower.terminal_at.keys()
     finals = Counter(follower.status_of(r) for r in done)
     kinds = Counter(m.kind for m in batch)
@@ -175,6 +180,13 @@ def _report(batch, expected, follower, sent_at, started, published) -> int:
         reason_table.add_row(code, str(n))
     console.print(reason_table)
 
+    desk_table = Table(title=f"Manual review desk: {len(desk.reviewed)} refunds decided by people")
+    desk_table.add_column("decision")
+    desk_table.add_column("count", justify="right")
+    for decision, n in sorted(desk.decisions.items()):
+        desk_table.add_row(decision, str(n))
+    console.print(desk_table)
+
     latencies = sorted(follower.terminal_at[r] - sent_at[r] for r in done)
     last = max(follower.terminal_at[r] for r in done) if done else published
     q = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else [0.0] * 99
@@ -187,6 +199,11 @@ def _report(batch, expected, follower, sent_at, started, published) -> int:
         f"end-to-end latency (publish -> terminal status): "
         f"p50 {q[49]:.3f} s, p95 {q[94]:.3f} s, p99 {q[98]:.3f} s, max {latencies[-1] if latencies else 0:.3f} s"
     )
+    automatic = sorted(follower.terminal_at[r] - sent_at[r] for r in done - desk.reviewed)
+    if len(automatic) >= 2:
+        a = statistics.quantiles(automatic, n=100)
+        console.print(f"without people in the loop ({len(automatic)} refunds): "
+                      f"p50 {a[49]:.3f} s, p95 {a[94]:.3f} s, p99 {a[98]:.3f} s")
     if stuck:
         console.print(f"[red]{len(stuck)} refunds not terminal, e.g. "
                       f"{[(r, follower.status_of(r)) for r in sorted(stuck)[:5]]}[/red]")
@@ -205,7 +222,7 @@ def main(
     stack = Stack(run_dir=Path(os.environ.get("REFUND_RUN_DIR", ".run/dev")))
     stack.up()
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = stack.bootstrap
-    raise typer.Exit(asyncio.run(_run(count, rate, deadline, seed)))
+    raise typer.Exit(asyncio.run(_run(count, rate, deadline, seed, stack.service_url("approval"))))
 
 
 if __name__ == "__main__":

@@ -1,24 +1,144 @@
-"""Approval policy. Pure: no I/O.
+"""Approval decisions. Pure: no I/O.
 
-The walking skeleton's policy approves automatically up to a ceiling and denies
-above it; policies as code, risk holds and manual review arrive with issue #3.
+Risk first (a hold stops everything else), then the policy's rules: every rule
+whose conditions hold fires, and the strictest action wins. A review is decided
+by people: enough distinct approvers with a permitted role approve, or one denies.
 """
 
+import statistics
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
 
+from services.approval.policy import Condition, Policy
 from shared.events import RefundAccepted
+from shared.money import currencies_of_country
+from shared.roles import Role
 
-POLICY_VERSION = "skeleton-1"
+_STRICTNESS = {"approve": 0, "review": 1, "deny": 2}
 
 
 @dataclass(frozen=True)
-class Decision:
-    approved: bool
+class CustomerHistory:
+    """What approval has seen of this customer before this refund."""
+
+    refunds_in_velocity_window: int = 0
+    past_amounts: tuple[int, ...] = ()  # minor units, same currency as the refund
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: Literal["approve", "review", "deny", "hold"]
     rule_ids: tuple[str, ...]
+    approvals: int = 0  # distinct approvers a review needs
+    roles: tuple[Role, ...] = ()  # who may decide a review or release a hold
 
 
-def decide(refund: RefundAccepted, auto_approve_max_minor: int) -> Decision:
-    """Approve when the refund is within the automatic ceiling (in minor units of its currency)."""
-    if refund.amount.value <= auto_approve_max_minor:
-        return Decision(approved=True, rule_ids=("auto_approve_within_ceiling",))
-    return Decision(approved=False, rule_ids=("above_auto_approve_ceiling",))
+def decide(policy: Policy, refund: RefundAccepted, history: CustomerHistory, dispute_open: bool) -> Verdict:
+    """The first decision on an accepted refund."""
+    if risks := risk_codes(policy, refund, history, dispute_open):
+        return Verdict("hold", risks, roles=tuple(policy.risk.release_roles))
+    return apply_rules(policy, refund)
+
+
+def risk_codes(policy: Policy, refund: RefundAccepted, history: CustomerHistory,
+               dispute_open: bool) -> tuple[str, ...]:
+    risk, codes = policy.risk, []
+    if refund.reason in risk.hold_reasons:
+        codes.append(f"risk-reason-{refund.reason.value}")
+    if dispute_open and risk.hold_open_disputes:
+        codes.append("risk-open-dispute")
+    if risk.velocity and history.refunds_in_velocity_window >= risk.velocity.max_refunds:
+        codes.append("risk-velocity")
+    if risk.history and len(history.past_amounts) >= risk.history.min_refunds:
+        if refund.amount.value > risk.history.max_multiple_of_median * statistics.median(history.past_amounts):
+            codes.append("risk-amount-unusual-for-customer")
+    return tuple(codes)
+
+
+def apply_rules(policy: Policy, refund: RefundAccepted) -> Verdict:
+    """The policy's verdict without risk rules (also used when a hold is released)."""
+    fired = [rule for rule in policy.rules if matches(rule.when, refund)]
+    if not fired:
+        return _verdict(policy.default_action, ("default",), 1, (Role.REVIEWER, Role.SENIOR_REVIEWER,
+                                                                  Role.FINANCE_LEAD))
+    action = max((rule.action for rule in fired), key=_STRICTNESS.__getitem__)
+    reviews = [rule for rule in fired if rule.action == "review"]
+    strictest = max(reviews, key=lambda rule: rule.approvals) if reviews else None
+    return _verdict(action, tuple(rule.id for rule in fired),
+                    strictest.approvals if strictest else 0, tuple(strictest.roles) if strictest else ())
+
+
+def _verdict(action: str, rule_ids: tuple[str, ...], approvals: int, roles: tuple[Role, ...]) -> Verdict:
+    if action != "review":
+        return Verdict(action, rule_ids)
+    return Verdict("review", rule_ids, approvals, roles)
+
+
+def matches(when: Condition, refund: RefundAccepted) -> bool:
+    amount, currency = refund.amount.value, refund.amount.currency
+    checks = (
+        when.channel is None or refund.channel in when.channel,
+        when.reason is None or refund.reason in when.reason,
+        when.region is None or refund.region in when.region,
+        when.region_not is None or refund.region not in when.region_not,
+        when.source is None or refund.source in when.source,
+        when.scope is None or when.scope == scope_of(refund),
+        when.cross_currency is None or when.cross_currency == is_cross_currency(refund),
+        when.amount_over is None or (currency in when.amount_over and amount > when.amount_over[currency]),
+        when.amount_up_to is None or (currency in when.amount_up_to and amount <= when.amount_up_to[currency]),
+        when.days_since_capture_over is None or _older_than(refund, when.days_since_capture_over),
+    )
+    return all(checks)
+
+
+def scope_of(refund: RefundAccepted) -> str:
+    return "full" if refund.amount.value == refund.payment.captured.value else "partial"
+
+
+def is_cross_currency(refund: RefundAccepted) -> bool:
+    legal = currencies_of_country(refund.region)
+    return bool(legal) and refund.amount.currency not in legal
+
+
+def _older_than(refund: RefundAccepted, days: int) -> bool:
+    captured_at = refund.payment.captured_at
+    return captured_at is not None and (refund.requested_at - captured_at).days > days
+
+
+# ---------------------------------------------------------------- manual review
+
+class ReviewRefused(Exception):
+    """A reviewer's decision that must not be applied; `code` is stable for API clients."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+@dataclass(frozen=True)
+class OpenReview:
+    kind: Literal["review", "hold"]
+    state: str
+    required_approvals: int
+    roles: tuple[str, ...]
+    approvers: tuple[str, ...]  # users who already approved this review
+
+
+def check_decision(review: OpenReview, action: str, user_id: str, user_roles: frozenset[str]) -> str:
+    """What a reviewer's action does: 'approve', 'deny', 'release' or 'approval_recorded'."""
+    if review.state != "open":
+        raise ReviewRefused(409, "already_decided", f"this {review.kind} is already {review.state}")
+    if not user_roles.intersection(review.roles):
+        raise ReviewRefused(403, "role_not_permitted",
+                            f"deciding this {review.kind} needs one of the roles: {', '.join(review.roles)}")
+    allowed = {"hold": ("release", "deny"), "review": ("approve", "deny")}[review.kind]
+    if action not in allowed:
+        raise ReviewRefused(422, "action_not_allowed",
+                            f"a {review.kind} can only be decided with: {', '.join(allowed)}")
+    if action != "approve":
+        return action
+    if user_id in review.approvers:
+        raise ReviewRefused(403, "four_eyes",
+                            f"{user_id} already approved; a second, different approver is required")
+    return "approve" if len(review.approvers) + 1 >= review.required_approvals else "approval_recorded"

@@ -1,43 +1,192 @@
-"""Approval's consume step: one accepted refund -> approved or denied."""
+"""Approval's steps: decide accepted refunds, apply reviewers' decisions, escalate and expire waits.
 
+Consuming never waits for people: a refund needing review is parked in
+`approval.reviews` and the batch moves on, so auto-approved refunds behind it
+on the same partition flow. The reviewer's decision later publishes through
+the same outbox.
+"""
+
+import asyncio
 from datetime import UTC, datetime
 
 import asyncpg
+import structlog
 
-from services.approval import domain
+from services.approval import domain, store
+from services.approval.policy import Policy, Waiting
 from shared.envelope import Outgoing, encode
-from shared.events import RefundAccepted, RefundApproved, RefundDenied
+from shared.events import (
+    RefundAccepted, RefundApproved, RefundDenied, RefundHeld, RefundReviewEscalated, RefundReviewRequested,
+)
 from shared.metrics import observe_completion
-from shared.stage import Inbound
+from shared.stage import Inbound, Stage
+from shared.staff import StaffUser
 
 SOURCE = "refund-pipeline/approval"
+SYSTEM = "system"
+log = structlog.get_logger()
 
 
 class ApprovalStep:
-    def __init__(self, auto_approve_max_minor: int, sla_seconds: float) -> None:
-        self.auto_approve_max_minor = auto_approve_max_minor
+    """The consume step: one accepted refund -> approved, denied, pending_review or on_hold."""
+
+    def __init__(self, policy: Policy, sla_seconds: float) -> None:
+        self.policy = policy
         self.sla_seconds = sla_seconds
 
     async def __call__(self, conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]:
         refund = RefundAccepted.model_validate(item.event.get_data())
-        decision = domain.decide(refund, self.auto_approve_max_minor)
-        now = datetime.now(UTC)
-        status = await conn.execute(
-            "INSERT INTO approval.decisions (refund_id, decision, policy_version, rule_ids, channel, accepted_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (refund_id) DO NOTHING",
-            refund.refund_id, "approved" if decision.approved else "denied", domain.POLICY_VERSION,
-            list(decision.rule_ids), refund.channel.value, refund.accepted_at)
-        if status.endswith("0"):
-            return []  # decided before under another event id
-        waited = (now - refund.accepted_at).total_seconds()
-        observe_completion("approval", "approved" if decision.approved else "denied",
-                           refund.channel.value, waited, overdue=waited > self.sla_seconds)
-        common = refund.model_dump(exclude={"reason_codes"})
-        if decision.approved:
-            payload = RefundApproved(**common, reason_codes=list(decision.rule_ids),
-                                     policy_version=domain.POLICY_VERSION, approved_at=now)
-        else:
-            payload = RefundDenied(**common, reason_codes=list(decision.rule_ids),
-                                   policy_version=domain.POLICY_VERSION, denied_at=now)
-        return [encode(payload, source=SOURCE, key=refund.refund_id)]
+        if await store.already_seen(conn, refund.refund_id):
+            return []  # decided (or parked) before under another event id
+        velocity = self.policy.risk.velocity
+        history = await store.customer_history(conn, refund, velocity.window if velocity else None)
+        disputed = await store.dispute_open(conn, refund.payment.gateway, refund.payment.id)
+        verdict = domain.decide(self.policy, refund, history, disputed)
+        return [await apply_verdict(conn, self.policy, refund, verdict, decided_by="policy",
+                                    sla_seconds=self.sla_seconds)]
 
+
+async def apply_verdict(conn: asyncpg.Connection, policy: Policy, refund: RefundAccepted, verdict: domain.Verdict,
+                        *, decided_by: str, sla_seconds: float | None = None) -> Outgoing:
+    """Record a verdict and build its event: a decision, or a review/hold opened for people."""
+    now = datetime.now(UTC)
+    common = dict(refund.model_dump(exclude={"reason_codes"}), reason_codes=list(verdict.rule_ids))
+    if verdict.action in ("approve", "deny"):
+        return await record_decision(conn, policy.version, refund, verdict.action, list(verdict.rule_ids),
+                                     decided_by=decided_by, sla_seconds=sla_seconds)
+    waiting = policy.hold if verdict.action == "hold" else policy.review
+    due_at, expires_at = now + waiting.sla, now + waiting.expire_after
+    await store.open_review(conn, refund, verdict, policy.version, now, due_at, expires_at)
+    await store.audit(conn, refund.refund_id, decided_by, f"opened_{'hold' if verdict.action == 'hold' else 'review'}",
+                      "policy", detail={"rule_ids": list(verdict.rule_ids), "policy_version": policy.version})
+    log.info("refund_parked", refund_id=refund.refund_id, kind=verdict.action, rule_ids=verdict.rule_ids)
+    if verdict.action == "hold":
+        payload = RefundHeld(**common, held_at=now, due_at=due_at)
+    else:
+        payload = RefundReviewRequested(**common, policy_version=policy.version,
+                                        required_approvals=verdict.approvals, review_requested_at=now,
+                                        due_at=due_at)
+    return encode(payload, source=SOURCE, key=refund.refund_id)
+
+
+async def record_decision(conn: asyncpg.Connection, policy_version: str, refund: RefundAccepted, decision: str,
+                          reason_codes: list[str], *, decided_by: str, sla_seconds: float | None) -> Outgoing:
+    """Approved or denied, final: stored once with the policy version and rules, then published."""
+    now = datetime.now(UTC)
+    outcome = "approved" if decision == "approve" else "denied"
+    await store.save_decision(conn, refund, outcome, policy_version, reason_codes, decided_by)
+    waited = (now - refund.accepted_at).total_seconds()
+    observe_completion("approval", outcome, refund.channel.value, waited,
+                       overdue=sla_seconds is not None and waited > sla_seconds)
+    common = dict(refund.model_dump(exclude={"reason_codes"}), reason_codes=reason_codes)
+    if outcome == "approved":
+        payload = RefundApproved(**common, policy_version=policy_version, approved_at=now)
+    else:
+        payload = RefundDenied(**common, policy_version=policy_version, denied_at=now)
+    return encode(payload, source=SOURCE, key=refund.refund_id)
+
+
+class ReviewDesk:
+    """Reviewers' decisions and the clock on waiting refunds (escalation, expiry)."""
+
+    def __init__(self, stage: Stage, policy: Policy) -> None:
+        self.stage = stage
+        self.policy = policy
+
+    async def decide(self, refund_id: str, user: StaffUser, action: str, reason: str) -> dict:
+        """Apply one reviewer's action; raises domain.ReviewRefused, or LookupError if no such review."""
+        async with self.stage.pool.acquire() as conn:
+            async with conn.transaction():
+                locked = await store.lock_review(conn, refund_id)
+                if locked is None:
+                    raise LookupError(refund_id)
+                row, review = locked
+                roles = sorted(str(role) for role in user.roles)
+                effect = domain.check_decision(review, action, user.user_id, frozenset(roles))
+                await store.audit(conn, refund_id, user.user_id, action, reason, roles,
+                                  {"kind": review.kind, "approvals_before": list(review.approvers)})
+                outgoing = await self._apply(conn, row, review, effect, user.user_id, reason)
+                pending = await self.stage.publish(conn, [outgoing] if outgoing else [])
+            await self.stage.flush(pending)
+            return await self.view(conn, refund_id)
+
+    async def _apply(self, conn: asyncpg.Connection, row: asyncpg.Record, review: domain.OpenReview, effect: str,
+                     user_id: str, reason: str) -> Outgoing | None:
+        refund = RefundAccepted.model_validate(row["refund"])
+        if effect == "approval_recorded":
+            await store.add_approval(conn, refund.refund_id, review.kind, user_id)
+            return None
+        if effect == "release":  # the hold is lifted; the policy decides as if risk had not fired
+            await store.close_review(conn, refund.refund_id, "approved")
+            verdict = domain.apply_rules(self.policy, refund)
+            return await apply_verdict(conn, self.policy, refund, verdict, decided_by=user_id)
+        if effect == "approve":
+            await store.add_approval(conn, refund.refund_id, review.kind, user_id)
+        await store.close_review(conn, refund.refund_id, "approved" if effect == "approve" else "denied")
+        codes = list(row["rule_ids"]) + [f"review-{'approved' if effect == 'approve' else 'denied'}"]
+        return await record_decision(conn, row["policy_version"], refund, effect, codes,
+                                     decided_by=user_id, sla_seconds=None)
+
+    async def view(self, conn: asyncpg.Connection, refund_id: str) -> dict:
+        row = await store.review(conn, refund_id)
+        if row is None:
+            raise LookupError(refund_id)
+        trail = await store.audit_trail(conn, refund_id)
+        return {**review_json(row), "audit": [dict(entry) for entry in trail]}
+
+    async def run_clock_forever(self, interval: float) -> None:
+        """Escalate reviews and holds past their SLA; apply `on_expiry` to those past expiry."""
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("review_clock_failed")
+            await asyncio.sleep(interval)
+
+    async def tick(self) -> int:
+        async with self.stage.pool.acquire() as conn:
+            async with conn.transaction():
+                outgoing = [await self._escalate(conn, row) for row in await store.overdue_reviews(conn)]
+                outgoing += [await self._expire(conn, row) for row in await store.expired_reviews(conn)]
+                pending = await self.stage.publish(conn, outgoing)
+            await self.stage.flush(pending)
+        return len(outgoing)
+
+    async def _escalate(self, conn: asyncpg.Connection, row: asyncpg.Record) -> Outgoing:
+        refund = RefundAccepted.model_validate(row["refund"])
+        await store.mark_escalated(conn, refund.refund_id)
+        await store.audit(conn, refund.refund_id, SYSTEM, "escalated", f"{row['kind']} passed its SLA",
+                          detail={"due_at": row["due_at"].isoformat()})
+        log.warning("review_escalated", refund_id=refund.refund_id, kind=row["kind"], due_at=row["due_at"])
+        payload = RefundReviewEscalated(
+            **dict(refund.model_dump(exclude={"reason_codes"}), reason_codes=list(row["rule_ids"])),
+            waiting_since=row["opened_at"], due_at=row["due_at"], escalated_at=datetime.now(UTC))
+        return encode(payload, source=SOURCE, key=refund.refund_id)
+
+    async def _expire(self, conn: asyncpg.Connection, row: asyncpg.Record) -> Outgoing:
+        refund = RefundAccepted.model_validate(row["refund"])
+        waiting: Waiting = self.policy.hold if row["kind"] == "hold" else self.policy.review
+        effect = "approve" if waiting.on_expiry == "approve" else "deny"
+        await store.close_review(conn, refund.refund_id, "approved" if effect == "approve" else "denied")
+        await store.audit(conn, refund.refund_id, SYSTEM, effect, f"{row['kind']} expired unanswered",
+                          detail={"expires_at": row["expires_at"].isoformat()})
+        codes = list(row["rule_ids"]) + [f"{row['kind']}-expired"]
+        return await record_decision(conn, row["policy_version"], refund, effect, codes,
+                                     decided_by=SYSTEM, sla_seconds=None)
+
+
+def review_json(row: asyncpg.Record) -> dict:
+    refund = row["refund"]
+    return {
+        "refund_id": row["refund_id"], "kind": row["kind"], "state": row["state"],
+        "status": {"hold": "on_hold", "review": "pending_review"}[row["kind"]] if row["state"] == "open"
+        else row["state"],
+        "amount": {"value": row["amount_value"], "currency": row["currency"]},
+        "channel": row["channel"], "region": row["region"], "reason": refund.get("reason"),
+        "source": refund.get("source"), "order_id": refund.get("order_id"),
+        "rule_ids": list(row["rule_ids"]), "policy_version": row["policy_version"],
+        "required_approvals": row["required_approvals"], "approvers": list(row["approvers"]),
+        "roles": list(row["roles"]), "opened_at": row["opened_at"], "due_at": row["due_at"],
+        "expires_at": row["expires_at"], "escalated_at": row["escalated_at"],
+        "overdue": row["state"] == "open" and row["due_at"] < datetime.now(UTC),
+    }

@@ -1,25 +1,55 @@
 """Approval process: `uvicorn services.approval.main:app`."""
 
+import sys
 from pathlib import Path
 
-from services.approval.handlers import SOURCE, ApprovalStep
+from services.approval.api import review_router
+from services.approval.handlers import SOURCE, ApprovalStep, ReviewDesk
+from services.approval.policy import PolicyError, load_policy
+from services.approval.store import BACKLOG
 from shared import topics
+from shared.metrics import StageBacklog, sweep_forever
 from shared.service import make_app, make_broker, subscribe_stage
 from shared.settings import ServiceSettings
 from shared.stage import Stage
+from shared.staff import StaffAuth
+
+DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "deploy" / "policy" / "refund-policy.yaml"
 
 
 class ApprovalSettings(ServiceSettings):
     service_name: str = "approval"
-    # Minor units of the refund's own currency; above it the skeleton policy denies.
-    auto_approve_max_minor: int = 100_000_000
+    approval_policy_file: Path = DEFAULT_POLICY
+    # Automatic decisions; a manual review's clock is the policy's review.sla.
     approval_sla_seconds: float = 60.0
+    review_clock_interval_seconds: float = 5.0
 
 
 settings = ApprovalSettings()
+try:
+    policy = load_policy(settings.approval_policy_file)
+except PolicyError as invalid:
+    sys.exit(f"approval cannot start: {invalid}")
+
 broker = make_broker(settings)
-stage = Stage(schema="approval", source=SOURCE,
-              decide=ApprovalStep(settings.auto_approve_max_minor, settings.approval_sla_seconds))
+stage = Stage(schema="approval", source=SOURCE, decide=ApprovalStep(policy, settings.approval_sla_seconds))
 subscribe_stage(broker, stage, topics.ACCEPTED, group_id="refund-approval", max_records=settings.batch_max_records)
+desk = ReviewDesk(stage, policy)
+
+
+async def review_clock() -> None:
+    await desk.run_clock_forever(settings.review_clock_interval_seconds)
+
+
+async def read_backlog() -> StageBacklog:
+    row = await stage.pool.fetchrow(BACKLOG)
+    return StageBacklog(row["inflight"], row["overdue"], float(row["oldest_age"] or 0.0))
+
+
+async def sweep_backlog() -> None:
+    await sweep_forever("approval", read_backlog, settings.sweep_interval_seconds)
+
+
 app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
-               title="Refund approval")
+               background=[review_clock, sweep_backlog], title="Refund approval")
+app.include_router(review_router(desk, StaffAuth(settings.staff_token_secret)))

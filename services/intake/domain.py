@@ -3,6 +3,8 @@
 Pure: no I/O. Errors use the contract's codes (SPEC.md "Outcomes").
 """
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -114,3 +116,18 @@ def readable_ids(raw: object) -> tuple[str | None, str | None]:
     request_id = data.get("request_id") if isinstance(data, dict) else None
     return (source if isinstance(source, str) and source else None,
             request_id if isinstance(request_id, str) and 0 < len(request_id) <= 128 else None)
+
+
+def request_hash(data: object) -> str:
+    """SHA-256 of the canonical JSON of a request body (sorted keys, no spaces): equal bodies, equal hash."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def key_mismatch_errors(data: object, idempotency_key: str) -> list[FieldError]:
+    """The HTTP body's request_id, when given, must be the Idempotency-Key."""
+    body_id = data.get("request_id") if isinstance(data, dict) else None
+    if body_id is None or body_id == idempotency_key:
+        return []
+    return [FieldError(field="request_id", code="invalid",
+                       message="request_id in the body differs from the Idempotency-Key header")]

@@ -1,23 +1,34 @@
 """Intake's PostgreSQL store (schema `intake`)."""
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
+from services.intake import credentials
 from services.intake.domain import PaymentBalance
 from shared.envelope import Outgoing
 from shared.events import RefundRequested
 
 
-async def stored_outcome(conn: asyncpg.Connection, refund_id: str) -> Outgoing | None:
-    """The event a request already got, if (source, request_id) was seen before."""
+@dataclass(frozen=True)
+class StoredOutcome:
+    """What a request already got: its outcome event, and the hash of the body it came with."""
+
+    event: Outgoing
+    request_hash: str | None
+
+
+async def stored_outcome(conn: asyncpg.Connection, refund_id: str) -> StoredOutcome | None:
+    """The outcome of (source, request_id), if it was seen before."""
     row = await conn.fetchrow(
-        "SELECT outcome_topic, outcome_key, outcome_value, outcome_headers, outcome "
+        "SELECT outcome_topic, outcome_key, outcome_value, outcome_headers, request_hash "
         "FROM intake.tickets WHERE refund_id = $1", refund_id)
     if row is None:
         return None
-    return Outgoing(topic=row["outcome_topic"], key=row["outcome_key"], value=row["outcome_value"],
-                    headers={k: v.encode() for k, v in row["outcome_headers"].items()}, event_id="")
+    event = Outgoing(topic=row["outcome_topic"], key=row["outcome_key"], value=row["outcome_value"],
+                     headers={k: v.encode() for k, v in row["outcome_headers"].items()}, event_id="")
+    return StoredOutcome(event=event, request_hash=row["request_hash"])
 
 
 async def lock_balance(conn: asyncpg.Connection, request: RefundRequested) -> PaymentBalance:
@@ -41,11 +52,13 @@ async def reserve(conn: asyncpg.Connection, request: RefundRequested) -> None:
 
 async def save_ticket(conn: asyncpg.Connection, *, refund_id: str, source: str, request_id: str,
                       outcome: str, request: RefundRequested | None, event: Outgoing,
-                      received_at: datetime) -> None:
+                      received_at: datetime, request_hash: str,
+                      deadlines: dict[str, datetime] | None = None) -> None:
     await conn.execute(
         "INSERT INTO intake.tickets (refund_id, source, request_id, outcome, payment_key, amount_value, "
-        "currency, channel, region, outcome_topic, outcome_key, outcome_value, outcome_headers, received_at) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        "currency, channel, region, outcome_topic, outcome_key, outcome_value, outcome_headers, received_at, "
+        "request_hash, deadlines) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         refund_id, source, request_id, outcome,
         f"{request.payment.gateway}/{request.payment.id}" if request else None,
         request.amount.value if request else None,
@@ -53,4 +66,35 @@ async def save_ticket(conn: asyncpg.Connection, *, refund_id: str, source: str, 
         request.payment.channel.value if request else None,
         request.region if request else None,
         event.topic, event.key, event.value,
-        {k: v.decode() for k, v in event.headers.items()}, received_at)
+        {k: v.decode() for k, v in event.headers.items()}, received_at, request_hash,
+        {stage: due.isoformat() for stage, due in deadlines.items()} if deadlines else None)
+
+
+async def create_api_key(conn: asyncpg.Connection, source: str, *, label: str | None = None,
+                         expires_at: datetime | None = None) -> credentials.NewApiKey:
+    """A new active key for `source`; its other keys stay valid until revoked (rotation)."""
+    new = credentials.mint()
+    await conn.execute(
+        "INSERT INTO intake.api_keys (key_id, source, key_hash, label, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        new.key_id, source, new.key_hash, label, expires_at)
+    return new
+
+
+async def source_of_key(conn: asyncpg.Connection, key: str) -> str | None:
+    """The source an active (not revoked, not expired) key belongs to; None for any other key."""
+    return await conn.fetchval(
+        "SELECT source FROM intake.api_keys WHERE key_hash = $1 AND revoked_at IS NULL "
+        "AND (expires_at IS NULL OR expires_at > now())", credentials.hash_key(key))
+
+
+async def list_api_keys(conn: asyncpg.Connection, source: str | None = None) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT key_id, source, label, created_at, expires_at, revoked_at FROM intake.api_keys "
+        "WHERE $1::text IS NULL OR source = $1 ORDER BY source, created_at", source)
+
+
+async def revoke_api_key(conn: asyncpg.Connection, key_id: str) -> bool:
+    """Revoke a key now; False if there is no such active key."""
+    done = await conn.execute(
+        "UPDATE intake.api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL", key_id)
+    return done != "UPDATE 0"

@@ -13,6 +13,7 @@ STATUS_OF_TYPE = {
     "refund.accepted.v1": Status.ACCEPTED,
     "refund.rejected.v1": Status.REJECTED,
     "refund.held.v1": Status.ON_HOLD,
+    "refund.review-requested.v1": Status.PENDING_REVIEW,
     "refund.approved.v1": Status.APPROVED,
     "refund.denied.v1": Status.DENIED,
     "refund.payout-submitted.v1": Status.PROCESSING,
@@ -22,10 +23,11 @@ STATUS_OF_TYPE = {
     "refund.reconciled.v1": Status.RECONCILED,
 }
 
+# A released hold may still need a review, so pending_review ranks after on_hold.
 RANK = {
-    Status.ACCEPTED: 1, Status.PENDING_REVIEW: 2, Status.ON_HOLD: 2,
-    Status.APPROVED: 3, Status.DENIED: 3, Status.PROCESSING: 4,
-    Status.SUCCEEDED: 5, Status.FAILED: 5, Status.DISCREPANCY: 6, Status.RECONCILED: 7,
+    Status.ACCEPTED: 1, Status.ON_HOLD: 2, Status.PENDING_REVIEW: 3,
+    Status.APPROVED: 4, Status.DENIED: 4, Status.PROCESSING: 5,
+    Status.SUCCEEDED: 6, Status.FAILED: 6, Status.DISCREPANCY: 7, Status.RECONCILED: 8,
     Status.REJECTED: 9, Status.CANCELED: 9,
 }
 

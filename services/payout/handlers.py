@@ -1,40 +1,59 @@
 """Payout: record the intent when a refund is approved, execute it at the gateway after.
 
 Consuming only writes the intent (and `payout-submitted`); the executor loop
-claims intents, calls the gateway with the refund's idempotency key, and
+claims due intents, calls the gateway with the refund's idempotency key, and
 records the outcome with `paid` or `payout-failed` in one transaction.
+
+At most one successful payout per refund, whatever crashes: the intent is
+committed before the gateway is called, the key is the refund's, and any
+attempt after the first (a crash left the row `submitting`, or the last call
+timed out or got a 5xx) first asks the gateway by key whether it already
+holds a refund, and only calls `refund` again if it does not.
 """
 
 import asyncio
-from datetime import UTC, datetime
+import os
+import random
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import structlog
+from prometheus_client import Counter
 
-from services.payout.gateway import Gateway, GatewayResult
+from services.payout import domain
+from services.payout.gateway import Gateway, GatewayError, GatewayResult, RefundOrder
 from shared.envelope import Outgoing, encode
 from shared.events import PayoutFailed, PayoutSubmitted, RefundApproved, RefundPaid
 from shared.metrics import observe_completion
+from shared.money import Money, currency_exponent
 from shared.stage import Inbound, Stage
 
 SOURCE = "refund-pipeline/payout"
 log = structlog.get_logger()
+GATEWAY_ERRORS = Counter("refund_payout_gateway_errors_total", "Gateway calls that got no outcome",
+                         ["gateway", "error", "retryable"])
 
 
-async def record_intent(conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]:
-    refund = RefundApproved.model_validate(item.event.get_data())
-    payout_id = "po_" + refund.refund_id.removeprefix("rf_")
-    inserted = await conn.execute(
-        "INSERT INTO payout.payouts (refund_id, payout_id, idempotency_key, status, gateway, payment_id, "
-        "amount_value, currency, channel, refund, approved_at) "
-        "VALUES ($1, $2, $1, 'pending', $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (refund_id) DO NOTHING",
-        refund.refund_id, payout_id, refund.payment.gateway, refund.payment.id, refund.amount.value,
-        refund.amount.currency, refund.channel.value, refund.model_dump(mode="json"), refund.approved_at)
-    if inserted.endswith("0"):
-        return []
-    submitted = PayoutSubmitted(**_ref_fields(refund), gateway=refund.payment.gateway, payout_id=payout_id,
-                                submitted_at=datetime.now(UTC))
-    return [encode(submitted, source=SOURCE, key=refund.refund_id)]
+@dataclass(frozen=True)
+class PayoutPolicy:
+    """The knobs payout's settings give the handlers."""
+
+    retry: domain.RetryPolicy = domain.RetryPolicy()
+    confirm_poll_seconds: float = 2.0
+    fallback_channel: str | None = None
+    fallback_from: frozenset[str] = frozenset()
+    settlement_currency: dict[str, str] | None = None  # platform source -> merchant settlement currency
+    # Fault injection for the crash test: SIGKILL this process right after the
+    # gateway answered for this payment id, before the outcome is committed.
+    kill_after_gateway_for: str | None = None
+
+
+def gateway_for(gateways: Mapping[str, Gateway], name: str) -> Gateway:
+    """The adapter for a payment's gateway; payments on gateways without one go through the simulator."""
+    return gateways.get(name) or gateways["sim"]
 
 
 def _ref_fields(refund: RefundApproved) -> dict:
@@ -42,15 +61,80 @@ def _ref_fields(refund: RefundApproved) -> dict:
             ("refund_id", "request_id", "source", "order_id", "amount", "channel", "region", "drill")}
 
 
-class PayoutExecutor:
-    """Claims intents and executes them; re-claims ones a crash left `submitting`."""
+class IntentRecorder:
+    """The stage's decision: one intent row per approved refund, with its ETA and FX."""
 
-    def __init__(self, stage: Stage, gateway: Gateway, *, reclaim_after_seconds: float,
-                 sla_seconds: float, concurrency: int = 32) -> None:
+    def __init__(self, policy: PayoutPolicy) -> None:
+        self.policy = policy
+
+    async def __call__(self, conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]:
+        refund = RefundApproved.model_validate(item.event.get_data())
+        payout_id = "po_" + refund.refund_id.removeprefix("rf_")
+        now = datetime.now(UTC)
+        eta = domain.funds_eta(now, refund.channel.value, refund.region)
+        fx = await self._settlement_amount(conn, refund)
+        inserted = await conn.execute(
+            "INSERT INTO payout.payouts (refund_id, payout_id, idempotency_key, status, gateway, payment_id, "
+            "amount_value, currency, channel, refund, approved_at, eta, settlement_value, settlement_currency, "
+            "fx_rate, fx_source) VALUES ($1, $2, $1, 'pending', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
+            "ON CONFLICT (refund_id) DO NOTHING",
+            refund.refund_id, payout_id, refund.payment.gateway, refund.payment.id, refund.amount.value,
+            refund.amount.currency, refund.channel.value, refund.model_dump(mode="json"), refund.approved_at,
+            eta, *fx)
+        if inserted.endswith("0"):
+            return []
+        submitted = PayoutSubmitted(**_ref_fields(refund), gateway=refund.payment.gateway, payout_id=payout_id,
+                                    submitted_at=now, eta=eta)
+        return [encode(submitted, source=SOURCE, key=refund.refund_id)]
+
+    async def _settlement_amount(self, conn: asyncpg.Connection, refund: RefundApproved) -> tuple:
+        """(value, currency, rate, source) in the merchant's settlement currency, or Nones if it is the same."""
+        target = (self.policy.settlement_currency or {}).get(refund.source)
+        if not target or target == refund.amount.currency:
+            return None, None, None, None
+        rate = await conn.fetchrow(
+            "SELECT rate, source, as_of FROM payout.fx_rates WHERE base = $1 AND quote = $2 "
+            "ORDER BY as_of DESC LIMIT 1", refund.amount.currency, target)
+        if rate is None:
+            # Paying the customer does not wait on treasury data; finance sees the gap.
+            log.warning("fx_rate_missing", refund_id=refund.refund_id, base=refund.amount.currency, quote=target)
+            return None, target, None, None
+        value = domain.convert(refund.amount.value, currency_exponent(refund.amount.currency),
+                               currency_exponent(target), rate["rate"])
+        return value, target, rate["rate"], f"{rate['source']}@{rate['as_of'].isoformat()}"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one claim of a payout came to."""
+
+    result: GatewayResult | None = None
+    error: GatewayError | None = None
+    recovered_by_lookup: bool = False
+
+
+def _order(row: asyncpg.Record) -> RefundOrder:
+    settles_as = (row["settlement_value"], row["settlement_currency"]) if row["settlement_value"] else None
+    return RefundOrder(row["idempotency_key"], row["payment_id"], row["amount_value"], row["currency"],
+                       row["channel"], settles_as)
+
+
+def _settlement_amount(row: asyncpg.Record) -> Money | None:
+    if row["settlement_value"] is None:
+        return None
+    return Money(value=row["settlement_value"], currency=row["settlement_currency"])
+
+
+class PayoutExecutor:
+    """Claims due intents and executes them; re-claims ones a crash left `submitting`."""
+
+    def __init__(self, stage: Stage, gateways: Mapping[str, Gateway], *, reclaim_after_seconds: float,
+                 sla_seconds: float, policy: PayoutPolicy = PayoutPolicy(), concurrency: int = 32) -> None:
         self.stage = stage
-        self.gateway = gateway
+        self.gateways = gateways
         self.reclaim_after_seconds = reclaim_after_seconds
         self.sla_seconds = sla_seconds
+        self.policy = policy
         self.limit = asyncio.Semaphore(concurrency)
 
     async def run_forever(self) -> None:
@@ -70,38 +154,143 @@ class PayoutExecutor:
         claimed = await self.stage.pool.fetch(
             "UPDATE payout.payouts SET status = 'submitting', attempts = attempts + 1, claimed_at = now() "
             "WHERE refund_id IN (SELECT refund_id FROM payout.payouts "
-            "  WHERE status = 'pending' OR (status = 'submitting' AND claimed_at < now() - make_interval(secs => $1)) "
-            "  ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING *",
+            "  WHERE (status IN ('pending', 'confirming') AND next_attempt_at <= now()) "
+            "     OR (status = 'submitting' AND claimed_at < now() - make_interval(secs => $1)) "
+            "  ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING *",
             self.reclaim_after_seconds, batch)
         if not claimed:
             return 0
-        results = await asyncio.gather(*(self._execute(row) for row in claimed))
+        attempts = await asyncio.gather(*(self._attempt(row) for row in claimed))
         async with self.stage.pool.acquire() as conn, conn.transaction():
-            outgoing = [await self._record(conn, row, result) for row, result in zip(claimed, results, strict=True)]
+            outgoing = []
+            for row, attempt in zip(claimed, attempts, strict=True):
+                outgoing += await self._record(conn, row, attempt)
             pending = await self.stage.publish(conn, outgoing)
         await self.stage.flush(pending)
         return len(claimed)
 
-    async def _execute(self, row: asyncpg.Record) -> GatewayResult:
+    async def _attempt(self, row: asyncpg.Record) -> Attempt:
+        gateway = gateway_for(self.gateways, row["gateway"])
         async with self.limit:
-            return await self.gateway.refund(row["idempotency_key"], row["payment_id"],
-                                             row["amount_value"], row["currency"])
+            try:
+                known = await gateway.lookup(row["idempotency_key"], row["payment_id"]) if row["attempts"] > 1 else None
+                if known:
+                    # An earlier attempt reached the gateway (crash, timeout): its answer stands.
+                    log.info("payout_recovered_by_lookup", refund_id=row["refund_id"], status=known.status)
+                    if known.status == "reversed":
+                        # It was paid, then came back: record the payment; the reversal watcher follows.
+                        known = GatewayResult("succeeded", known.gateway_ref, None)
+                    return Attempt(result=known, recovered_by_lookup=True)
+                result = await gateway.refund(_order(row))
+            except GatewayError as error:
+                GATEWAY_ERRORS.labels(row["gateway"], error.reason, str(error.retryable).lower()).inc()
+                return Attempt(error=error)
+        if self.policy.kill_after_gateway_for and row["payment_id"] == self.policy.kill_after_gateway_for:
+            log.warning("fault_injected_kill_after_gateway", refund_id=row["refund_id"])
+            os.kill(os.getpid(), signal.SIGKILL)
+        return Attempt(result=result)
 
-    async def _record(self, conn: asyncpg.Connection, row: asyncpg.Record, result: GatewayResult) -> Outgoing:
-        now = datetime.now(UTC)
+    async def _record(self, conn: asyncpg.Connection, row: asyncpg.Record, attempt: Attempt) -> list[Outgoing]:
+        result, error = attempt.result, attempt.error
+        if error is not None and (not error.retryable or self.policy.retry.exhausted(row["attempts"])):
+            reason = error.reason if not error.retryable else f"retries_exhausted:{error.reason}"
+            return await self._finish(conn, row, GatewayResult("failed", None, reason))
+        if error is not None:
+            delay = self.policy.retry.delay(row["attempts"], random.random())
+            log.info("payout_retry_scheduled", refund_id=row["refund_id"], error=error.reason, in_seconds=delay)
+            await self._reschedule(conn, row, "pending", delay, error.reason)
+            return []
+        if attempt.recovered_by_lookup:
+            await conn.execute("UPDATE payout.payouts SET recovered_by_lookup = true WHERE refund_id = $1",
+                               row["refund_id"])
+        if result.status == "pending":
+            await self._reschedule(conn, row, "confirming", self.policy.confirm_poll_seconds, None)
+            return []
+        if result.status == "failed" and await self._reroute(conn, row, result.failure_reason or "unknown"):
+            return []
+        return await self._finish(conn, row, result)
+
+    async def _reschedule(self, conn: asyncpg.Connection, row: asyncpg.Record, status: str, delay: float,
+                          error: str | None) -> None:
         await conn.execute(
-            "UPDATE payout.payouts SET status = $2, gateway_ref = $3, failure_reason = $4, finished_at = $5 "
-            "WHERE refund_id = $1", row["refund_id"], "succeeded" if result.succeeded else "failed",
-            result.gateway_ref, result.failure_reason, now)
+            "UPDATE payout.payouts SET status = $2, next_attempt_at = now() + make_interval(secs => $3), "
+            "last_error = coalesce($4, last_error) WHERE refund_id = $1", row["refund_id"], status, delay, error)
+
+    async def _reroute(self, conn: asyncpg.Connection, row: asyncpg.Record, reason: str) -> bool:
+        allowed = self.policy.fallback_channel if row["channel"] in self.policy.fallback_from else None
+        channel = domain.reroute(row["channel"], reason, allowed)
+        if channel is None or row["routed_from"]:
+            return False
+        log.info("payout_rerouted", refund_id=row["refund_id"], channel=channel, after=reason)
+        # A new key: the failed card refund stays failed at the gateway; this is a new payout.
+        await conn.execute(
+            "UPDATE payout.payouts SET status = 'pending', channel = $2, routed_from = channel, attempts = 0, "
+            "idempotency_key = refund_id || ':' || $2, last_error = $3, next_attempt_at = now() "
+            "WHERE refund_id = $1", row["refund_id"], channel, reason)
+        return True
+
+    async def _finish(self, conn: asyncpg.Connection, row: asyncpg.Record, result: GatewayResult) -> list[Outgoing]:
+        now = datetime.now(UTC)
         refund = RefundApproved.model_validate(row["refund"])
+        eta = domain.funds_eta(now, row["channel"], refund.region) if result.succeeded else None
+        await conn.execute(
+            "UPDATE payout.payouts SET status = $2, gateway_ref = $3, failure_reason = $4, finished_at = $5, "
+            "eta = $6 WHERE refund_id = $1", row["refund_id"], "succeeded" if result.succeeded else "failed",
+            result.gateway_ref, result.failure_reason, now, eta)
         took = (now - row["approved_at"]).total_seconds()
         observe_completion("payout", "succeeded" if result.succeeded else "failed", row["channel"],
                            took, overdue=took > self.sla_seconds)
         common = dict(_ref_fields(refund), gateway=row["gateway"], payout_id=row["payout_id"])
         if result.succeeded:
-            payload = RefundPaid(**common, gateway_ref=result.gateway_ref, paid_at=now)
+            payload = RefundPaid(**common, gateway_ref=result.gateway_ref, paid_at=now, eta=eta,
+                                 settlement_amount=_settlement_amount(row))
         else:
             log.info("payout_failed", refund_id=row["refund_id"], reason=result.failure_reason)
             payload = PayoutFailed(**common, failure_reason=result.failure_reason or "unknown",
                                    reason_codes=[result.failure_reason or "unknown"], failed_at=now)
+        return [encode(payload, source=SOURCE, key=row["refund_id"])]
+
+
+class ReversalWatcher:
+    """Asks the gateway about recently paid refunds; a reversal fails the payout and says why."""
+
+    def __init__(self, stage: Stage, gateways: Mapping[str, Gateway], *, window: timedelta,
+                 interval_seconds: float) -> None:
+        self.stage = stage
+        self.gateways = gateways
+        self.window = window
+        self.interval_seconds = interval_seconds
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("payout_reversal_watch_failed")
+            await asyncio.sleep(self.interval_seconds)
+
+    async def run_once(self) -> int:
+        paid = await self.stage.pool.fetch(
+            "SELECT gateway, array_agg(gateway_ref) AS refs FROM payout.payouts WHERE status = 'succeeded' "
+            "AND finished_at > now() - $1::interval GROUP BY gateway", self.window)
+        reversed_: dict[str, str] = {}
+        for group in paid:
+            reversed_ |= await gateway_for(self.gateways, group["gateway"]).reversals(group["refs"])
+        if not reversed_:
+            return 0
+        async with self.stage.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "UPDATE payout.payouts SET status = 'reversed', reversed_at = now() "
+                "WHERE status = 'succeeded' AND gateway_ref = ANY($1) RETURNING *", list(reversed_))
+            outgoing = [self._reversed(row, reversed_[row["gateway_ref"]]) for row in rows]
+            pending = await self.stage.publish(conn, outgoing)
+        await self.stage.flush(pending)
+        return len(rows)
+
+    def _reversed(self, row: asyncpg.Record, reason: str) -> Outgoing:
+        log.warning("payout_reversed", refund_id=row["refund_id"], reason=reason)
+        refund = RefundApproved.model_validate(row["refund"])
+        payload = PayoutFailed(**_ref_fields(refund), gateway=row["gateway"], payout_id=row["payout_id"],
+                               failure_reason=f"reversed_after_success:{reason}",
+                               reason_codes=["reversed", reason], failed_at=datetime.now(UTC))
         return encode(payload, source=SOURCE, key=row["refund_id"])

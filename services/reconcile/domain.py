@@ -1,12 +1,19 @@
-"""Matching a paid refund to its settlement line. Pure: no I/O."""
+"""Matching settlement lines to paid refunds, and the ledger invariant. Pure: no I/O."""
 
 from dataclasses import dataclass
+
+# Discrepancies about a paid refund (its money is not accounted for by a matched line).
+PAYOUT_CATEGORIES = frozenset({"missing_in_report", "amount_mismatch", "currency_mismatch", "fee_mismatch",
+                               "reversed"})
+# Discrepancies about a report line nothing internal accounts for.
+LINE_CATEGORIES = frozenset({"missing_internally", "duplicate"})
+CATEGORIES = PAYOUT_CATEGORIES | LINE_CATEGORIES
 
 
 @dataclass(frozen=True)
 class Match:
     state: str  # matched | discrepancy
-    category: str  # matched | amount_mismatch | currency_mismatch
+    category: str  # matched | one of CATEGORIES
 
 
 def match(paid_value: int, paid_currency: str, settled_value: int, settled_currency: str) -> Match:
@@ -15,3 +22,40 @@ def match(paid_value: int, paid_currency: str, settled_value: int, settled_curre
     if settled_value != paid_value:
         return Match("discrepancy", "amount_mismatch")
     return Match("matched", "matched")
+
+
+def classify_line(kind: str, payout_state: str, payout_category: str | None, paid_value: int, paid_currency: str,
+                  settled_value: int, settled_currency: str, fee_value: int = 0, max_fee_bps: int = 10_000) -> Match:
+    """A report line against the paid refund with its gateway reference.
+
+    A refund already accounted for (matched, resolved, or in a discrepancy
+    other than a missing line) makes a second refund line a duplicate; a line
+    arriving after the refund was reported missing re-matches it. The gateway's
+    fee on a refund may be at most `max_fee_bps` of it.
+    """
+    if kind == "refund_reversal":
+        return Match("discrepancy", "reversed")
+    if payout_state in ("matched", "resolved") or (
+            payout_state == "discrepancy" and payout_category != "missing_in_report"):
+        return Match("discrepancy", "duplicate")
+    result = match(paid_value, paid_currency, settled_value, settled_currency)
+    if result.state == "matched" and fee_value * 10_000 > settled_value * max_fee_bps:
+        return Match("discrepancy", "fee_mismatch")
+    return result
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """Per currency, in minor units: where every paid refund's money stands."""
+
+    currency: str
+    paid: int  # what payout reports it paid (in the merchant's settlement currency)
+    matched_settled: int  # what matched settlement lines say was settled
+    open_discrepancies: int  # paid money in open payout-side discrepancies
+    resolved: int  # paid money finance closed by decision
+    awaiting: int  # paid, within the reconcile SLA, no line yet
+
+    @property
+    def imbalance(self) -> int:
+        """Zero when paid = matched settlement + open discrepancies (+ what is decided or still in flight)."""
+        return self.paid - self.matched_settled - self.open_discrepancies - self.resolved - self.awaiting

@@ -1,13 +1,21 @@
-"""Reconcile: record what was paid; ingest the settlement report; match the two."""
+"""Reconcile: record what was paid; ingest settlement reports; match the two; keep the queue.
+
+The matcher loop: pull the simulator's report (in a real gateway's file
+layout) from a cursor, then in one transaction per pass match unmatched lines
+to paid refunds, report refunds still without a line after the SLA
+(`missing_in_report`) and lines nothing internal accounts for after the grace
+period (`missing_internally`). Late data re-matches and closes what it explains.
+"""
 
 import asyncio
 from datetime import UTC, datetime
 
 import asyncpg
 import structlog
+from prometheus_client import Gauge
 
 from gatewaysim.gateway import SimGateway
-from services.reconcile import domain
+from services.reconcile import domain, store
 from shared.envelope import Outgoing, encode
 from shared.events import RefundDiscrepancy, RefundPaid, RefundReconciled
 from shared.metrics import observe_completion
@@ -16,32 +24,59 @@ from shared.stage import Inbound, Stage
 
 SOURCE = "refund-pipeline/reconcile"
 log = structlog.get_logger()
+LEDGER_IMBALANCE = Gauge(
+    "refund_ledger_imbalance_minor",
+    "Paid - (matched settlement + open discrepancies + resolved + awaiting), minor units; must be 0",
+    ["currency"])
+LEDGER_TERM = Gauge("refund_ledger_total_minor", "Each term of the ledger invariant, minor units",
+                    ["currency", "term"])
+OPEN_DISCREPANCIES = Gauge("refund_discrepancies_open", "Open discrepancies by category", ["category"])
 
 
 async def record_paid(conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]:
     paid = RefundPaid.model_validate(item.event.get_data())
+    expected = paid.settlement_amount or paid.amount  # the report is in the merchant's settlement currency
     await conn.execute(
         "INSERT INTO reconcile.payouts (refund_id, gateway, gateway_ref, amount_value, currency, channel, "
-        "refund, paid_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (refund_id) DO NOTHING",
+        "refund, paid_at, expected_value, expected_currency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+        "ON CONFLICT (refund_id) DO NOTHING",
         paid.refund_id, paid.gateway, paid.gateway_ref, paid.amount.value, paid.amount.currency,
-        paid.channel.value, paid.model_dump(mode="json"), paid.paid_at)
+        paid.channel.value, paid.model_dump(mode="json"), paid.paid_at, expected.value, expected.currency)
     return []  # the matcher publishes once the settlement line is there
 
 
-class Matcher:
-    """Reads the gateway's settlement report from a cursor and matches awaiting payouts."""
+def refund_event(payout: asyncpg.Record, result: domain.Match, settled: Money | None, now: datetime,
+                  reason_codes: list[str] | None = None) -> Outgoing:
+    paid = RefundPaid.model_validate(payout["refund"])
+    common = paid.model_dump(include={"refund_id", "request_id", "source", "order_id", "amount", "channel",
+                                      "region", "drill", "gateway_ref"})
+    if result.state == "matched":
+        payload = RefundReconciled(**common, settled_amount=settled or paid.amount, reconciled_at=now,
+                                   reason_codes=reason_codes or [])
+    else:
+        payload = RefundDiscrepancy(**common, category=result.category, settled_amount=settled,
+                                    reason_codes=[result.category], detected_at=now)
+    return encode(payload, source=SOURCE, key=payout["refund_id"])
 
-    def __init__(self, stage: Stage, report: SimGateway, gateway: str, sla_seconds: float) -> None:
+
+class Matcher:
+    """Ingests the simulator's report and matches lines to paid refunds."""
+
+    def __init__(self, stage: Stage, report: SimGateway, *, gateway: str, report_format: str,
+                 sla_seconds: float, missing_internally_after_seconds: float, max_fee_bps: int = 10_000) -> None:
         self.stage = stage
         self.report = report
         self.gateway = gateway
+        self.report_format = report_format
         self.sla_seconds = sla_seconds
+        self.missing_internally_after_seconds = missing_internally_after_seconds
+        self.max_fee_bps = max_fee_bps
 
     async def run_forever(self) -> None:
         while True:
             try:
                 self.stage.committed.clear()
-                busy = await self.ingest() + await self.match_awaiting()
+                busy = await self.ingest() + await self.match_once()
                 if not busy:
                     try:
                         await asyncio.wait_for(self.stage.committed.wait(), timeout=0.5)
@@ -52,48 +87,119 @@ class Matcher:
                 await asyncio.sleep(1.0)
 
     async def ingest(self) -> int:
+        """Pull the simulator's next report file from the cursor and ingest it like an upload."""
         cursor = await self.stage.pool.fetchval(
             "SELECT last_line_id FROM reconcile.report_cursors WHERE gateway = $1", self.gateway) or 0
-        lines = await self.report.settlement_lines(cursor)
-        if not lines:
+        text, new_cursor = await self.report.settlement_report(cursor, self.report_format)
+        if new_cursor == cursor:
             return 0
         async with self.stage.pool.acquire() as conn, conn.transaction():
-            await conn.executemany(
-                "INSERT INTO reconcile.settlement_lines (gateway, line_id, gateway_ref, amount_value, currency, "
-                "fee_value) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                [(self.gateway, l.line_id, l.gateway_ref, l.amount_value, l.currency, l.fee_value) for l in lines])
+            summary = await store.ingest_report(conn, gateway=self.gateway, fmt=self.report_format, text=text,
+                                                received_from="simulator")
+            if summary["errors"]:
+                log.error("simulator_report_errors", errors=summary["errors"][:5])
             await conn.execute(
                 "INSERT INTO reconcile.report_cursors (gateway, last_line_id) VALUES ($1, $2) "
                 "ON CONFLICT (gateway) DO UPDATE SET last_line_id = GREATEST(report_cursors.last_line_id, $2)",
-                self.gateway, lines[-1].line_id)
-        return len(lines)
+                self.gateway, new_cursor)
+        return summary["lines_new"]
 
-    async def match_awaiting(self, batch: int = 1000) -> int:
+    async def match_once(self, batch: int = 1000) -> int:
         async with self.stage.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "SELECT p.*, s.amount_value AS settled_value, s.currency AS settled_currency "
-                "FROM reconcile.payouts p JOIN reconcile.settlement_lines s ON s.gateway_ref = p.gateway_ref "
-                "WHERE p.state = 'awaiting' ORDER BY p.paid_at LIMIT $1 FOR UPDATE OF p SKIP LOCKED", batch)
-            outgoing = [await self._settle(conn, row) for row in rows]
+            lines = await conn.fetch(
+                "SELECT l.* FROM reconcile.settlement_lines l WHERE l.state = 'unmatched' AND EXISTS "
+                "(SELECT 1 FROM reconcile.payouts p WHERE p.gateway_ref = l.gateway_ref) "
+                "ORDER BY l.id LIMIT $1 FOR UPDATE SKIP LOCKED", batch)
+            outgoing = [event for line in lines for event in await self._settle(conn, line)]
+            outgoing += await self._missing_in_report(conn)
+            await self._missing_internally(conn)
             pending = await self.stage.publish(conn, outgoing)
         await self.stage.flush(pending)
-        return len(rows)
+        return len(lines)
 
-    async def _settle(self, conn: asyncpg.Connection, row: asyncpg.Record) -> Outgoing:
-        result = domain.match(row["amount_value"], row["currency"], row["settled_value"], row["settled_currency"])
+    async def _settle(self, conn: asyncpg.Connection, line: asyncpg.Record) -> list[Outgoing]:
+        payout = await conn.fetchrow("SELECT * FROM reconcile.payouts WHERE gateway_ref = $1 FOR UPDATE",
+                                     line["gateway_ref"])
+        result = domain.classify_line(line["kind"], payout["state"], payout["category"], payout["expected_value"],
+                                      payout["expected_currency"], line["amount_value"], line["currency"],
+                                      line["fee_value"], self.max_fee_bps)
         now = datetime.now(UTC)
+        settled = Money(value=line["amount_value"], currency=line["currency"])
+        paid, ref = (payout["expected_value"], payout["expected_currency"]), line["gateway_ref"]
+        # A line explains a missing-internally alarm raised before its payout arrived.
+        await store.close_automatically(conn, gateway_ref=ref, categories=["missing_internally"],
+                                        why=f"paid refund {payout['refund_id']} arrived")
+        if result.category == "duplicate":
+            await conn.execute("UPDATE reconcile.settlement_lines SET state = 'discrepancy' WHERE id = $1", line["id"])
+            await store.open_discrepancy(conn, "duplicate", gateway_ref=ref, refund_id=None, line_id=line["id"],
+                                         expected=None, settled=(line["amount_value"], line["currency"]))
+            return []
+        if result.category == "reversed":
+            # The money came back: the matched refund line no longer accounts for the payout.
+            await conn.execute("UPDATE reconcile.settlement_lines SET state = 'reversed' "
+                               "WHERE gateway_ref = $1 AND (id = $2 OR state = 'matched')", ref, line["id"])
+            await store.close_automatically(conn, gateway_ref=ref, categories=list(domain.PAYOUT_CATEGORIES),
+                                            why="superseded by a reversal")
+        else:
+            await conn.execute("UPDATE reconcile.settlement_lines SET state = $2 WHERE id = $1", line["id"],
+                               result.state)
+        if result.state == "matched":
+            await store.close_automatically(conn, gateway_ref=ref, categories=["missing_in_report"],
+                                            why=f"late settlement line {line['txn_id']}")
+        else:
+            await store.open_discrepancy(conn, result.category, gateway_ref=ref, refund_id=payout["refund_id"],
+                                         line_id=line["id"], expected=paid,
+                                         settled=(line["amount_value"], line["currency"]))
         await conn.execute(
             "UPDATE reconcile.payouts SET state = $2, category = $3, settled_at = $4 WHERE refund_id = $1",
-            row["refund_id"], result.state, result.category, now)
-        paid = RefundPaid.model_validate(row["refund"])
-        took = (now - row["paid_at"]).total_seconds()
-        observe_completion("reconcile", result.state, row["channel"], took, overdue=took > self.sla_seconds)
-        common = paid.model_dump(include={"refund_id", "request_id", "source", "order_id", "amount", "channel",
-                                          "region", "drill", "gateway_ref"})
-        settled = Money(value=row["settled_value"], currency=row["settled_currency"])
-        if result.state == "matched":
-            payload = RefundReconciled(**common, settled_amount=settled, reconciled_at=now)
-        else:
-            payload = RefundDiscrepancy(**common, category=result.category, settled_amount=settled,
-                                        reason_codes=[result.category], detected_at=now)
-        return encode(payload, source=SOURCE, key=row["refund_id"])
+            payout["refund_id"], result.state, result.category, now)
+        took = (now - payout["paid_at"]).total_seconds()
+        observe_completion("reconcile", result.state, payout["channel"], took, overdue=took > self.sla_seconds)
+        return [refund_event(payout, result, settled, now)]
+
+    async def _missing_in_report(self, conn: asyncpg.Connection) -> list[Outgoing]:
+        overdue = await conn.fetch(
+            "UPDATE reconcile.payouts SET state = 'discrepancy', category = 'missing_in_report' "
+            "WHERE refund_id IN (SELECT refund_id FROM reconcile.payouts WHERE state = 'awaiting' "
+            "  AND paid_at < now() - make_interval(secs => $1) LIMIT 1000 FOR UPDATE SKIP LOCKED) RETURNING *",
+            self.sla_seconds)
+        now = datetime.now(UTC)
+        for payout in overdue:
+            await store.open_discrepancy(conn, "missing_in_report", gateway_ref=payout["gateway_ref"],
+                                         refund_id=payout["refund_id"], line_id=None,
+                                         expected=(payout["expected_value"], payout["expected_currency"]),
+                                         settled=None)
+            observe_completion("reconcile", "discrepancy", payout["channel"], self.sla_seconds, overdue=True)
+        return [refund_event(p, domain.Match("discrepancy", "missing_in_report"), None, now) for p in overdue]
+
+    async def _missing_internally(self, conn: asyncpg.Connection) -> None:
+        orphans = await conn.fetch(
+            "SELECT l.* FROM reconcile.settlement_lines l WHERE l.state = 'unmatched' "
+            "AND l.ingested_at < now() - make_interval(secs => $1) "
+            "AND NOT EXISTS (SELECT 1 FROM reconcile.payouts p WHERE p.gateway_ref = l.gateway_ref) "
+            "AND NOT EXISTS (SELECT 1 FROM reconcile.discrepancies d WHERE d.line_id = l.id AND d.status = 'open') "
+            "LIMIT 1000", self.missing_internally_after_seconds)
+        for line in orphans:
+            await store.open_discrepancy(conn, "missing_internally", gateway_ref=line["gateway_ref"], refund_id=None,
+                                         line_id=line["id"], expected=None,
+                                         settled=(line["amount_value"], line["currency"]))
+
+
+async def watch_ledger(pool: asyncpg.Pool, interval: float) -> None:
+    """The ledger invariant, checked continuously and exported; a non-zero imbalance is logged loudly."""
+    while True:
+        try:
+            async with pool.acquire() as conn:
+                for entry in await store.ledger(conn):
+                    LEDGER_IMBALANCE.labels(entry.currency).set(entry.imbalance)
+                    for term in ("paid", "matched_settled", "open_discrepancies", "resolved", "awaiting"):
+                        LEDGER_TERM.labels(entry.currency, term).set(getattr(entry, term))
+                    if entry.imbalance:
+                        log.error("ledger_invariant_broken", currency=entry.currency, imbalance=entry.imbalance)
+                for row in await conn.fetch("SELECT c AS category, count(d.id) AS n FROM unnest($1::text[]) c "
+                                            "LEFT JOIN reconcile.discrepancies d ON d.category = c "
+                                            "AND d.status = 'open' GROUP BY c", list(domain.CATEGORIES)):
+                    OPEN_DISCREPANCIES.labels(row["category"]).set(row["n"])
+        except Exception:
+            log.exception("ledger_watch_failed")
+        await asyncio.sleep(interval)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from gatewaysim.gateway import SimFaults, _in_share
 from shared import topics
 from shared.ids import refund_id_for
 from tools.platform import partitions_of, requested_record
@@ -15,12 +16,15 @@ SOURCE = "shop-test"
 
 def valid_request(amount: int = 2500, captured: int = 5000, currency: str = "EUR", **changes) -> dict:
     n = uuid.uuid4().hex[:12]
+    # The simulator declines 2% of payments (SIM_DECLINE_PERCENT); tests that want the happy path avoid them.
+    while _in_share(f"pay-{n}", SimFaults.decline_percent):
+        n = uuid.uuid4().hex[:12]
     data = {
         "request_id": f"req-{n}", "order_id": f"ord-{n}",
         "payment": {"id": f"pay-{n}", "gateway": "sim", "channel": "card",
                     "captured": {"value": captured, "currency": currency}},
         "amount": {"value": amount, "currency": currency},
-        "customer": {"id": "cus-1", "email": "ana@example.com", "locale": "en"},
+        "customer": {"id": f"cus-{n}", "email": "ana@example.com", "locale": "en"},
         "region": "DE", "reason": "damaged", "requested_at": datetime.now(UTC).isoformat(),
     }
     data.update(changes)
@@ -46,7 +50,7 @@ class TopicTail:
 
     async def __aenter__(self):
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        parts = await partitions_of(self.bootstrap, self.topic)
+        parts = await self._partitions()
         await self.consumer.start()
         self.consumer.assign(parts)
         await self.consumer.seek_to_end(*parts)
@@ -56,6 +60,9 @@ class TopicTail:
 
     async def __aexit__(self, *exc):
         await self.consumer.stop()
+
+    async def _partitions(self) -> list:
+        return await partitions_of(self.bootstrap, self.topic)
 
     async def wait_for(self, match, timeout: float = 60.0) -> dict:
         deadline = time.monotonic() + timeout

@@ -4,7 +4,7 @@ SMS (HTTP provider) and signed webhook, across redelivery and a restart in the m
 import os
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -13,7 +13,6 @@ import pytest
 
 from playwright.async_api import async_playwright
 
-from gatewaysim.gateway import _declines
 from services.notify.signing import sign_link
 from shared.envelope import encode
 from devstack.kafka import describe_topic_configs
@@ -50,20 +49,14 @@ def sinks(stack):
     servers.stop()
 
 
-def payment_id(declined: bool) -> str:
-    """A payment the gateway simulator (deterministically) pays or declines."""
-    while True:
-        candidate = f"pay-{uuid.uuid4().hex[:12]}"
-        if _declines(candidate, 2) == declined:
-            return candidate
-
-
 def customer_request(locale: str = "en", declined: bool = False, **changes) -> dict:
+    """A request valid_request would make (paid by the simulator), for a customer of its own."""
     request = valid_request(**changes)
     n = uuid.uuid4().hex[:8]
     request["customer"] = {"id": f"cus-{n}", "email": f"c-{n}@example.com", "phone": f"+4915{int(n, 16) % 10**8:08d}",
                            "locale": locale}
-    request["payment"]["id"] = payment_id(declined)
+    if declined:  # the gateway simulator declines such payments for good
+        request["payment"]["id"] = f"pay-sim-decline-{n}"
     return request
 
 
@@ -139,14 +132,16 @@ async def test_declined_payout_asks_a_chinese_customer_to_act_in_chinese(sinks, 
 
 
 async def test_denied_refund_tells_the_customer_with_the_reason(sinks, stack, producer, status_feed, db):
-    request = customer_request(amount=200_000_000, captured=200_000_000)
+    # The policy denies wallet refunds more than 365 days after capture (refund-window-wallet).
+    request = customer_request()
+    request["payment"].update(channel="wallet", captured_at=(datetime.now(UTC) - timedelta(days=400)).isoformat())
     refund_id = refund_of(request, SOURCE)
     await publish(producer, request, source=SOURCE)
     assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "denied", timeout=60)
     await settled(db, refund_id, 2 * len(CHANNELS))
     mails = {milestone_of(m): m for m in sinks.mail.to(request["customer"]["email"])}
     assert sorted(mails) == ["denied", "received"]
-    assert "above_auto_approve_ceiling" in mails["denied"].get_content()
+    assert "refund-window-wallet" in mails["denied"].get_content()
 
 
 async def test_redelivered_and_resent_events_notify_nobody_twice(sinks, stack, producer, status_feed, db):

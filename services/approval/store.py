@@ -1,0 +1,141 @@
+"""Approval's PostgreSQL store (schema `approval`)."""
+
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from services.approval.domain import CustomerHistory, OpenReview, Verdict
+from shared.events import RefundAccepted
+
+
+def customer_key(refund: RefundAccepted) -> str:
+    return f"{refund.source}/{refund.customer.id}"
+
+
+async def already_seen(conn: asyncpg.Connection, refund_id: str) -> bool:
+    return await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM approval.decisions WHERE refund_id = $1) "
+        "OR EXISTS (SELECT 1 FROM approval.reviews WHERE refund_id = $1)", refund_id)
+
+
+async def customer_history(conn: asyncpg.Connection, refund: RefundAccepted,
+                           velocity_window: timedelta | None) -> CustomerHistory:
+    """The customer's earlier refunds; records this one for the next look-up."""
+    key = customer_key(refund)
+    row = await conn.fetchrow(
+        "SELECT count(*) FILTER (WHERE accepted_at > $3::timestamptz - $4::interval) AS recent, "
+        "       coalesce(array_agg(amount_value) FILTER (WHERE currency = $5), '{}') AS amounts "
+        "FROM (SELECT * FROM approval.customer_refunds WHERE customer_key = $1 AND refund_id <> $2 "
+        "      ORDER BY accepted_at DESC LIMIT 200) recent_refunds",
+        key, refund.refund_id, refund.accepted_at, velocity_window or timedelta(0), refund.amount.currency)
+    await conn.execute(
+        "INSERT INTO approval.customer_refunds (refund_id, customer_key, currency, amount_value, accepted_at) "
+        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (refund_id) DO NOTHING",
+        refund.refund_id, key, refund.amount.currency, refund.amount.value, refund.accepted_at)
+    return CustomerHistory(row["recent"] if velocity_window else 0, tuple(row["amounts"]))
+
+
+async def dispute_open(conn: asyncpg.Connection, gateway: str, payment_id: str) -> bool:
+    return bool(await conn.fetchval(
+        "SELECT open FROM approval.disputes WHERE gateway = $1 AND payment_id = $2", gateway, payment_id))
+
+
+async def set_dispute(conn: asyncpg.Connection, gateway: str, payment_id: str, is_open: bool,
+                      reason: str, user_id: str) -> None:
+    await conn.execute(
+        "INSERT INTO approval.disputes (gateway, payment_id, open, reason, updated_by) VALUES ($1, $2, $3, $4, $5) "
+        "ON CONFLICT (gateway, payment_id) DO UPDATE SET open = $3, reason = $4, updated_by = $5, updated_at = now()",
+        gateway, payment_id, is_open, reason, user_id)
+
+
+async def save_decision(conn: asyncpg.Connection, refund: RefundAccepted, decision: str, policy_version: str,
+                        rule_ids: list[str], decided_by: str) -> None:
+    await conn.execute(
+        "INSERT INTO approval.decisions (refund_id, decision, policy_version, rule_ids, channel, accepted_at, "
+        "decided_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        refund.refund_id, decision, policy_version, rule_ids, refund.channel.value, refund.accepted_at, decided_by)
+
+
+async def open_review(conn: asyncpg.Connection, refund: RefundAccepted, verdict: Verdict, policy_version: str,
+                      now: datetime, due_at: datetime, expires_at: datetime) -> None:
+    """Open (or, for a released hold, turn into a review) the refund's row for people to decide."""
+    await conn.execute(
+        "INSERT INTO approval.reviews (refund_id, kind, state, required_approvals, roles, rule_ids, policy_version, "
+        "refund, amount_value, currency, channel, region, opened_at, due_at, expires_at) "
+        "VALUES ($1, $2, 'open', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
+        "ON CONFLICT (refund_id) DO UPDATE SET kind = EXCLUDED.kind, state = 'open', "
+        "required_approvals = EXCLUDED.required_approvals, roles = EXCLUDED.roles, rule_ids = EXCLUDED.rule_ids, "
+        "opened_at = EXCLUDED.opened_at, due_at = EXCLUDED.due_at, expires_at = EXCLUDED.expires_at, "
+        "escalated_at = NULL, closed_at = NULL",
+        refund.refund_id, "hold" if verdict.action == "hold" else "review", max(verdict.approvals, 1),
+        [str(role) for role in verdict.roles], list(verdict.rule_ids), policy_version,
+        refund.model_dump(mode="json"), refund.amount.value, refund.amount.currency, refund.channel.value,
+        refund.region, now, due_at, expires_at)
+
+
+async def lock_review(conn: asyncpg.Connection, refund_id: str) -> tuple[asyncpg.Record, OpenReview] | None:
+    row = await conn.fetchrow("SELECT * FROM approval.reviews WHERE refund_id = $1 FOR UPDATE", refund_id)
+    if row is None:
+        return None
+    approvers = await conn.fetchval(
+        "SELECT coalesce(array_agg(user_id ORDER BY approved_at), '{}') FROM approval.review_approvals "
+        "WHERE refund_id = $1 AND kind = $2", refund_id, row["kind"])
+    return row, OpenReview(row["kind"], row["state"], row["required_approvals"], tuple(row["roles"]),
+                           tuple(approvers))
+
+
+async def add_approval(conn: asyncpg.Connection, refund_id: str, kind: str, user_id: str) -> None:
+    await conn.execute("INSERT INTO approval.review_approvals (refund_id, kind, user_id) VALUES ($1, $2, $3)",
+                       refund_id, kind, user_id)
+
+
+async def close_review(conn: asyncpg.Connection, refund_id: str, state: str) -> None:
+    await conn.execute("UPDATE approval.reviews SET state = $2, closed_at = now() WHERE refund_id = $1",
+                       refund_id, state)
+
+
+async def audit(conn: asyncpg.Connection, refund_id: str, actor: str, action: str, reason: str,
+                roles: list[str] | None = None, detail: dict | None = None) -> None:
+    await conn.execute(
+        "INSERT INTO approval.audit (refund_id, actor, roles, action, reason, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+        refund_id, actor, roles or [], action, reason, detail or {})
+
+
+async def overdue_reviews(conn: asyncpg.Connection, limit: int = 100) -> list[asyncpg.Record]:
+    """Open reviews past their SLA and not yet escalated, locked for this transaction."""
+    return await conn.fetch(
+        "SELECT * FROM approval.reviews WHERE state = 'open' AND escalated_at IS NULL AND due_at < now() "
+        "ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED", limit)
+
+
+async def mark_escalated(conn: asyncpg.Connection, refund_id: str) -> None:
+    await conn.execute("UPDATE approval.reviews SET escalated_at = now() WHERE refund_id = $1", refund_id)
+
+
+async def expired_reviews(conn: asyncpg.Connection, limit: int = 100) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT * FROM approval.reviews WHERE state = 'open' AND expires_at < now() "
+        "ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED", limit)
+
+
+_REVIEWS = (
+    "SELECT r.*, coalesce((SELECT array_agg(user_id ORDER BY approved_at) FROM approval.review_approvals a "
+    "  WHERE a.refund_id = r.refund_id AND a.kind = r.kind), '{}') AS approvers FROM approval.reviews r ")
+
+
+async def list_reviews(conn: asyncpg.Connection, state: str, kind: str | None, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(_REVIEWS + "WHERE state = $1 AND ($2::text IS NULL OR kind = $2) ORDER BY due_at LIMIT $3",
+                            state, kind, limit)
+
+
+async def review(conn: asyncpg.Connection, refund_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(_REVIEWS + "WHERE refund_id = $1", refund_id)
+
+
+async def audit_trail(conn: asyncpg.Connection, refund_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT actor, roles, action, reason, detail, at FROM approval.audit "
+                            "WHERE refund_id = $1 ORDER BY id", refund_id)
+
+
+BACKLOG = ("SELECT count(*) AS inflight, count(*) FILTER (WHERE due_at < now()) AS overdue, "
+           "extract(epoch FROM now() - min(opened_at)) AS oldest_age FROM approval.reviews WHERE state = 'open'")

@@ -1,0 +1,83 @@
+"""Payout decisions: retry schedule, error classification, routing, ETA, FX. Pure: no I/O."""
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+
+import holidays
+
+# Gateway failure reasons that will not change on retry (Stripe's refund
+# `failure_reason` values). Anything else a gateway declines with is treated the same.
+FINAL_REASONS = frozenset({"expired_or_canceled_card", "lost_or_stolen_card", "declined", "insufficient_funds",
+                           "charge_for_pending_refund_disputed", "merchant_request", "unknown"})
+# Reasons after which the money can still reach the customer another way.
+REROUTABLE_REASONS = frozenset({"expired_or_canceled_card", "lost_or_stolen_card"})
+
+# Business days from the gateway's acceptance until the customer has the money.
+FUNDS_BUSINESS_DAYS = {"card": 5, "bank_transfer": 2, "paypal": 1, "alipay": 1, "wechat_pay": 1, "wallet": 0}
+# Funds land by the end of the business day, local time is out of scope: 17:00 UTC.
+FUNDS_CUTOFF = time(17, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter: attempt n waits in [d/2, d], d = min(cap, base * 2**(n-1))."""
+
+    base_seconds: float = 1.0
+    cap_seconds: float = 300.0
+    max_attempts: int = 8
+
+    def delay(self, attempt: int, jitter: float) -> float:
+        """Seconds before attempt `attempt + 1`; `jitter` in [0, 1) from the caller's random source."""
+        ceiling = min(self.cap_seconds, self.base_seconds * 2 ** max(attempt - 1, 0))
+        return ceiling / 2 + jitter * ceiling / 2
+
+    def exhausted(self, attempt: int) -> bool:
+        return attempt >= self.max_attempts
+
+
+def reroute(channel: str, failure_reason: str, fallback: str | None) -> str | None:
+    """The channel to try next after a final failure, if policy allows one; else None.
+
+    Money goes back the way it came by default; only a dead instrument (an
+    expired or stolen card) may fall back, and only to the configured channel.
+    """
+    if fallback and fallback != channel and failure_reason in REROUTABLE_REASONS:
+        return fallback
+    return None
+
+
+def _business_days_after(start: date, days: int, closed: holidays.HolidayBase) -> date:
+    day = start
+    while days > 0 or day.weekday() >= 5 or day in closed:
+        day += timedelta(days=1)
+        if day.weekday() < 5 and day not in closed:
+            days -= 1
+    return day
+
+
+def funds_eta(accepted_at: datetime, channel: str, region: str) -> datetime:
+    """When the customer should have the money: business days per channel, on the region's calendar."""
+    try:
+        closed = holidays.country_holidays(region, years=range(accepted_at.year, accepted_at.year + 2))
+    except NotImplementedError:  # a region the holidays package has no calendar for: weekends only
+        closed = holidays.HolidayBase()
+    day = _business_days_after(accepted_at.astimezone(UTC).date(), FUNDS_BUSINESS_DAYS.get(channel, 5), closed)
+    return datetime.combine(day, FUNDS_CUTOFF)
+
+
+@dataclass(frozen=True)
+class FxQuote:
+    """A recorded rate: 1 unit of `base` = `rate` units of `quote`, from `source` as of `as_of`."""
+
+    base: str
+    quote: str
+    rate: Decimal
+    source: str
+    as_of: date
+
+
+def convert(value: int, base_exponent: int, quote_exponent: int, rate: Decimal) -> int:
+    """Minor units in base -> minor units in quote, banker's rounding to the quote's minor unit."""
+    major = Decimal(value).scaleb(-base_exponent) * rate
+    return int(major.scaleb(quote_exponent).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))

@@ -1,0 +1,88 @@
+"""Reconcile's back-office HTTP API: settlement uploads, the discrepancy queue, the ledger."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+
+from services.reconcile import store
+from services.reconcile.handlers import refund_event
+from services.reconcile.domain import Match
+from services.reconcile.settlement_files import FORMATS
+from shared.money import Money
+from shared.stage import Stage
+from shared.staff import Role, StaffAuth, StaffUser
+
+
+class Resolution(BaseModel):
+    reason: Annotated[str, Field(min_length=3, max_length=2000)]
+
+
+def settlement_router(stage: Stage, auth: StaffAuth) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+    finance = Depends(auth.require(Role.FINANCE_LEAD))
+
+    @router.post("/settlements", status_code=200)
+    async def upload_settlement(
+        report: Annotated[str, Body(media_type="text/csv")],
+        user: Annotated[StaffUser, finance],
+        format: Annotated[Literal["stripe", "adyen"], Query(description=f"one of {FORMATS}")],
+        gateway: str | None = None,
+    ) -> dict:
+        """A gateway's settlement report file (CSV body). Re-uploading the same file changes nothing."""
+        async with stage.pool.acquire() as conn, conn.transaction():
+            summary = await store.ingest_report(conn, gateway=gateway or format, fmt=format, text=report,
+                                                received_from=f"upload:{user.user_id}")
+        stage.committed.set()  # wake the matcher
+        return summary
+
+    @router.get("/discrepancies")
+    async def list_discrepancies(
+        user: Annotated[StaffUser, finance],
+        status: Literal["open", "resolved", "auto_resolved"] = "open",
+        category: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> list[dict]:
+        rows = await stage.pool.fetch(
+            "SELECT * FROM reconcile.discrepancies WHERE status = $1 AND ($2::text IS NULL OR category = $2) "
+            "ORDER BY id LIMIT $3", status, category, limit)
+        return [dict(row) for row in rows]
+
+    @router.post("/discrepancies/{discrepancy_id}/resolve")
+    async def resolve(discrepancy_id: int, resolution: Resolution, user: Annotated[StaffUser, finance]) -> dict:
+        """Close an open discrepancy with a reason; audited. A paid refund's money then counts as resolved."""
+        now = datetime.now(UTC)
+        async with stage.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE reconcile.discrepancies SET status = 'resolved', closed_at = $2, resolved_by = $3, "
+                "resolution = $4 WHERE id = $1 AND status = 'open' RETURNING *",
+                discrepancy_id, now, user.user_id, resolution.reason)
+            if row is None:
+                exists = await conn.fetchval("SELECT status FROM reconcile.discrepancies WHERE id = $1",
+                                             discrepancy_id)
+                raise HTTPException(404 if exists is None else 409,
+                                    "no such discrepancy" if exists is None else f"discrepancy is {exists}")
+            await conn.execute(
+                "INSERT INTO reconcile.discrepancy_audit (discrepancy_id, actor, action, reason) "
+                "VALUES ($1, $2, 'resolved', $3)", discrepancy_id, user.user_id, resolution.reason)
+            outgoing = []
+            if row["refund_id"]:
+                payout = await conn.fetchrow(
+                    "UPDATE reconcile.payouts SET state = 'resolved', settled_at = $2 WHERE refund_id = $1 "
+                    "AND state = 'discrepancy' RETURNING *", row["refund_id"], now)
+                if payout:
+                    settled = Money(value=row["settled_value"] or 0,
+                                    currency=row["settled_currency"] or payout["expected_currency"])
+                    outgoing = [refund_event(payout, Match("matched", "resolved"), settled, now,
+                                              reason_codes=[f"resolved:{row['category']}"])]
+            pending = await stage.publish(conn, outgoing)
+        await stage.flush(pending)
+        return dict(row)
+
+    @router.get("/ledger")
+    async def ledger(user: Annotated[StaffUser, finance]) -> list[dict]:
+        """The ledger invariant per currency: imbalance must be 0."""
+        return [dict(vars(entry), imbalance=entry.imbalance) for entry in await store.ledger(stage.pool)]
+
+    return router

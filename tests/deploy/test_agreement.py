@@ -1,0 +1,218 @@
+"""The manifests agree with what the services actually run: images, ports, probes, env, topics, groups."""
+
+import importlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from shared.topics import TOPICS
+from tests.deploy.conftest import ROOT, SERVICES
+from tools import k8s_monitoring
+
+PARTITIONS = {topic.name: topic.partitions for topic in TOPICS}
+
+
+def objects(docs: list[dict], kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def dockerfile(service: str) -> dict:
+    text = (ROOT / "services" / service / "Dockerfile").read_text()
+    cmd = json.loads(re.findall(r"^CMD (\[.*\])$", text, re.M)[-1])
+    return {"text": text, "cmd": cmd, "froms": re.findall(r"^FROM (\S+)", text, re.M),
+            "user": re.findall(r"^USER (\S+)", text, re.M)[-1],
+            "expose": [int(p) for p in re.findall(r"^EXPOSE (\d+)", text, re.M)]}
+
+
+def option(cmd: list[str], name: str) -> str:
+    return cmd[cmd.index(name) + 1]
+
+
+def container(deployment: dict) -> dict:
+    return deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+def env_names(deployment: dict, configmaps: dict[str, dict]) -> dict[str, str | None]:
+    """Env name -> literal value (None when it comes from a Secret) as the container sees it."""
+    spec = container(deployment)
+    names: dict[str, str | None] = {}
+    for source in spec.get("envFrom", []):
+        names.update(configmaps[source["configMapRef"]["name"]]["data"])
+    for var in spec.get("env", []):
+        names[var["name"]] = var.get("value")
+    return names
+
+
+@pytest.fixture(scope="module", params=SERVICES)
+def service(request):
+    main = importlib.import_module(f"services.{request.param}.main")
+    return request.param, main
+
+
+@pytest.mark.parametrize("overlay", ["local", "prod"])
+def test_images_ports_probes_and_env_match_the_service(overlay, service, rendered):
+    name, main = service
+    docs = rendered[overlay]
+    deployment = objects(docs, "Deployment")[f"refund-{name}"]
+    spec = container(deployment)
+    image = dockerfile(name)
+
+    # Image: the one the service's Dockerfile builds, running that service's app.
+    assert spec["image"].split(":")[0].rsplit("/", 1)[-1] == f"refund-{name}"
+    assert option(image["cmd"], "uvicorn") == f"services.{name}.main:app"
+    # Ports: container port == the port uvicorn listens on == EXPOSE == HTTP_PORT.
+    port = int(option(image["cmd"], "--port"))
+    assert [p["containerPort"] for p in spec["ports"] if p["name"] == "http"] == [port]
+    assert image["expose"] == [port]
+    env = env_names(deployment, objects(docs, "ConfigMap"))
+    assert env["HTTP_PORT"] == str(port)
+    # Probes: on the named port, at paths the service's app really serves.
+    routes = {getattr(route, "path", None) for route in main.app.routes}  # included routers have none
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert spec[probe]["httpGet"]["port"] == "http"
+        assert spec[probe]["httpGet"]["path"] in routes, (probe, spec[probe])
+    assert spec["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert spec["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # Env: every name is a field of the service's own Settings class; the required wiring is there.
+    fields = {field.upper() for field in type(main.settings).model_fields}
+    assert set(env) <= fields, f"env names the service does not read: {set(env) - fields}"
+    assert {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "SERVICE_NAME"} <= set(env)
+    assert env["SERVICE_NAME"] == main.settings.service_name == name
+    assert env["MIGRATE_ON_START"] == "false"  # the init container migrates
+    # Secrets are referenced, never inlined.
+    secret_refs = {v["name"]: v["valueFrom"]["secretKeyRef"] for v in spec["env"] if "valueFrom" in v}
+    assert "DATABASE_URL" in secret_refs and env["DATABASE_URL"] is None
+    assert not [d for d in docs if d["kind"] == "Secret"]
+
+
+def test_migrations_run_in_an_init_container_before_the_service(service, rendered):
+    name, main = service
+    deployment = objects(rendered["prod"], "Deployment")[f"refund-{name}"]
+    init = deployment["spec"]["template"]["spec"]["initContainers"]
+    assert [c["name"] for c in init] == ["migrate"]
+    assert init[0]["image"] == container(deployment)["image"]
+    module, schema, folder = init[0]["command"][2:5]
+    assert init[0]["command"][:2] == ["python", "-m"] and module == "shared.migrate"
+    assert schema == main.stage.schema and (ROOT / folder).is_dir()
+    assert [v for v in init[0]["env"] if v["name"] == "DATABASE_URL"][0]["valueFrom"]["secretKeyRef"]
+
+
+def test_pod_is_hardened_and_shuts_down_inside_its_grace_period(service, rendered):
+    name, main = service
+    docs = rendered["prod"]
+    deployment = objects(docs, "Deployment")[f"refund-{name}"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] in objects(docs, "ServiceAccount")
+    for spec in pod["containers"] + pod["initContainers"]:
+        security = spec["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"]["drop"] == ["ALL"]
+        assert {"cpu", "memory"} <= spec["resources"]["requests"].keys()
+        assert {"cpu", "memory"} <= spec["resources"]["limits"].keys()
+    image = dockerfile(name)
+    assert image["user"] not in ("root", "0") and int(image["user"]) == pod["securityContext"]["runAsUser"]
+    # Grace period > preStop pause + uvicorn's HTTP drain + the consumer's graceful timeout.
+    env = env_names(deployment, objects(docs, "ConfigMap"))
+    pre_stop = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+    http_drain = float(option(image["cmd"], "--timeout-graceful-shutdown"))
+    consumer = float(env["GRACEFUL_TIMEOUT_SECONDS"])
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + http_drain + consumer
+
+
+def test_dockerfile_is_multi_stage_pinned_and_ships_only_its_service(service):
+    name, _ = service
+    image = dockerfile(name)
+    assert len(image["froms"]) >= 2
+    for base in image["froms"]:
+        assert re.search(r":\d+\.\d+\.\d+", base) or "@sha256:" in base, f"unpinned base image {base}"
+    copied = set(re.findall(r"^COPY (?:--from=\S+ )?(services/\S+?)/? ", image["text"], re.M))
+    assert copied == {"services/__init__.py", f"services/{name}"}, copied
+    assert "COPY shared/ shared/" in image["text"]
+
+
+def test_selectors_pdb_network_policy_and_service_monitor_select_the_pods(service, rendered):
+    name, _ = service
+    docs = rendered["prod"]
+    app = f"refund-{name}"
+    deployment = objects(docs, "Deployment")[app]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+
+    def selects(selector: dict, target: dict) -> bool:
+        return selector.items() <= target.items()
+
+    assert selects(deployment["spec"]["selector"]["matchLabels"], labels)
+    assert selects(objects(docs, "PodDisruptionBudget")[app]["spec"]["selector"]["matchLabels"], labels)
+    assert selects(objects(docs, "Service")[app]["spec"]["selector"], labels)
+    policy = objects(docs, "NetworkPolicy")[app]["spec"]
+    assert selects(policy["podSelector"]["matchLabels"], labels)
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
+    assert {port["port"] for rule in policy["egress"] for port in rule["ports"]} == {53, 9092, 5432}
+    assert objects(docs, "NetworkPolicy")["default-deny"]["spec"]["podSelector"] == {}
+    service_obj = objects(docs, "Service")[app]
+    monitor = objects(docs, "ServiceMonitor")["refund-pipeline"]
+    assert selects(monitor["spec"]["selector"]["matchLabels"], service_obj["metadata"]["labels"])
+    assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service_obj["spec"]["ports"]}
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+@pytest.mark.parametrize("overlay", ["local", "prod"])
+def test_scaled_object_scales_on_the_services_own_consumer_group_up_to_its_partitions(overlay, service, rendered):
+    name, main = service
+    docs = rendered[overlay]
+    scaled = objects(docs, "ScaledObject")[f"refund-{name}"]
+    (subscriber,) = main.broker.subscribers
+    consumed = list(subscriber.topic_names)
+    assert scaled["spec"]["scaleTargetRef"]["name"] in objects(docs, "Deployment")
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["consumerGroup"] == subscriber.group_id
+    assert trigger["metadata"].get("topic", consumed[0]) in consumed
+    assert trigger["metadata"]["bootstrapServers"] == env_names(
+        objects(docs, "Deployment")[f"refund-{name}"], objects(docs, "ConfigMap"))["KAFKA_BOOTSTRAP_SERVERS"]
+    assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
+    # KEDA's HPA owns the replica count; a fixed one would be reset on every apply.
+    assert "replicas" not in objects(docs, "Deployment")[f"refund-{name}"]["spec"]
+    assert scaled["spec"]["maxReplicaCount"] <= min(PARTITIONS[topic] for topic in consumed)
+
+
+def test_every_contract_topic_is_a_kafka_topic_with_its_partitions_and_config(rendered):
+    for overlay, docs in rendered.items():
+        declared = {d["spec"]["topicName"]: d for d in docs if d["kind"] == "KafkaTopic"}
+        assert set(declared) == set(PARTITIONS), overlay
+        for topic in TOPICS:
+            spec = declared[topic.name]["spec"]
+            assert spec["partitions"] == topic.partitions
+            assert topic.config.items() <= spec["config"].items()
+            assert declared[topic.name]["metadata"]["namespace"] == "kafka"
+        assert declared["refunds.status"]["spec"]["config"]["cleanup.policy"] == "compact"
+        assert "retention.ms" in declared["refunds.requested"]["spec"]["config"]
+
+
+def test_monitoring_objects_carry_the_labels_kube_prometheus_stack_selects(rendered):
+    docs = rendered["prod"]
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        for obj in objects(docs, kind).values():
+            assert obj["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    dashboards = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("grafana-")]
+    assert dashboards and all(d["metadata"]["labels"]["grafana_dashboard"] == "1" for d in dashboards)
+    for board in dashboards:
+        for text in board["data"].values():
+            assert json.loads(text)["panels"]
+
+
+def test_generated_monitoring_objects_are_current():
+    for path, text in k8s_monitoring.rendered().items():
+        assert Path(path).read_text() == text, f"{path} is stale: run .venv/bin/python -m tools.k8s_monitoring"
+
+
+def test_alert_rules_and_dashboards_use_the_contract_metrics():
+    rules = (ROOT / "deploy/prometheus/rules.yml").read_text()
+    assert "refund_stage_overdue" in rules
+    boards = " ".join(p.read_text() for p in (ROOT / "deploy/grafana/dashboards").glob("*.json"))
+    for metric in ("refund_stage_duration_seconds", "refund_stage_inflight", "refund_stage_overdue"):
+        assert metric in boards

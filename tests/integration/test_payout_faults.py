@@ -1,0 +1,106 @@
+"""A mixed batch through the simulator's faults ends paid once, failed with reasons, and fully reconciled."""
+
+import json
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from shared.settings import ServiceSettings
+from shared.staff import Role, mint_token
+
+from tests.integration.helpers import publish, refund_of, valid_request, wait_until
+from tests.integration.service_fixtures import payout_configured, request_with_payment
+
+pytestmark = pytest.mark.integration
+FAST = dict(PAYOUT_RETRY_BASE_SECONDS="0.2", PAYOUT_RETRY_MAX_ATTEMPTS="4", PAYOUT_CONFIRM_POLL_SECONDS="0.5",
+            PAYOUT_REVERSAL_POLL_SECONDS="0.5", SIM_CONFIRM_AFTER_SECONDS="1", SIM_REVERSE_AFTER_SECONDS="1",
+            PAYOUT_SETTLEMENT_CURRENCY=json.dumps({"shop-fx": "USD"}))
+
+
+async def test_mixed_batch_through_gateway_faults_ends_reconciled(stack, producer, status_feed, db):
+    batch = {
+        "card_de": valid_request(),
+        "paypal_us": valid_request(currency="USD", region="US", payment=None),
+        "wallet_jp": valid_request(amount=1200, captured=3000, currency="JPY", region="JP", payment=None),
+        "5xx": request_with_payment("sim-5xx"),
+        "timeout": request_with_payment("sim-timeout"),
+        "async": request_with_payment("sim-async"),
+        "decline": request_with_payment("sim-decline"),
+        "expired": request_with_payment("sim-expired"),
+        "down": request_with_payment("sim-down"),
+        "reverse": request_with_payment("sim-reverse"),
+    }
+    for name, channel in (("paypal_us", "paypal"), ("wallet_jp", "wallet")):
+        request = batch[name]
+        request["payment"] = {"id": f"pay-{name}-{request['request_id']}", "gateway": "sim", "channel": channel,
+                              "captured": request["amount"] | {"value": request["amount"]["value"] * 2}}
+    ids = {name: refund_of(request) for name, request in batch.items()}
+    fx_request = valid_request(amount=2500)
+    ids["fx"] = refund_of(fx_request, source="shop-fx")
+
+    with payout_configured(stack, **FAST):
+        for request in batch.values():
+            await publish(producer, request)
+        await publish(producer, fx_request, source="shop-fx")
+
+        async def payouts_final():
+            rows = await db.fetch("SELECT * FROM payout.payouts WHERE refund_id = ANY($1) "
+                                  "AND status IN ('succeeded', 'failed', 'reversed')", list(ids.values()))
+            by_id = {row["refund_id"]: row for row in rows}
+            reversed_ = by_id.get(ids["reverse"])
+            return by_id if len(by_id) == len(ids) and reversed_["status"] == "reversed" else None
+        payouts = await wait_until(payouts_final, timeout=90)
+        metrics = httpx.get(f"{stack.service_url('payout')}/metrics", timeout=30).text
+        assert 'refund_payout_gateway_errors_total{error="gateway_http_503",gateway="sim",retryable="true"}' \
+            in metrics
+
+    row = {name: payouts[refund_id] for name, refund_id in ids.items()}
+    assert row["5xx"]["status"] == "succeeded" and row["5xx"]["attempts"] == 3
+    assert row["5xx"]["last_error"] == "gateway_http_503"
+    assert row["timeout"]["status"] == "succeeded" and row["timeout"]["recovered_by_lookup"]
+    assert row["async"]["status"] == "succeeded" and row["async"]["attempts"] >= 2
+    assert (row["decline"]["status"], row["decline"]["failure_reason"]) == ("failed", "declined")
+    assert (row["down"]["status"], row["down"]["failure_reason"]) == ("failed", "retries_exhausted:gateway_http_503")
+    assert row["down"]["attempts"] == 4
+    expired = row["expired"]
+    assert (expired["status"], expired["channel"], expired["routed_from"]) == ("succeeded", "bank_transfer", "card")
+    assert expired["idempotency_key"] == ids["expired"] + ":bank_transfer"
+    assert row["reverse"]["status"] == "reversed"
+    fx = row["fx"]
+    assert (fx["settlement_currency"], fx["settlement_value"], fx["fx_rate"]) == ("USD", 2703, Decimal("1.0812"))
+    assert fx["fx_source"] == "seed-snapshot@2026-11-24"
+    assert await db.fetchval("SELECT (amount_value, currency, settle_value, settle_currency)::text "
+                             "FROM gateway_sim.refunds WHERE idempotency_key = $1", ids["fx"]) == "(2500,EUR,2703,USD)"
+    for name in ("card_de", "paypal_us", "wallet_jp", "timeout", "async", "expired", "fx"):
+        assert row[name]["status"] == "succeeded" and row[name]["eta"] is not None, name
+
+    # Invariant 1 at the gateway: one refund per key, one call for the timed-out one.
+    calls = dict(await db.fetch("SELECT idempotency_key, refund_calls FROM gateway_sim.refunds "
+                                "WHERE idempotency_key LIKE ANY($1)", [i + "%" for i in ids.values()]))
+    assert calls[ids["timeout"]] == 1
+    assert await db.fetchval("SELECT count(*) FROM gateway_sim.refunds WHERE idempotency_key LIKE ANY($1) "
+                             "AND status = 'succeeded'", [i + "%" for i in ids.values()]) == 8
+
+    paid = {name for name, r in row.items() if r["status"] in ("succeeded", "reversed")}
+
+    async def reconciled():
+        states = dict(await db.fetch("SELECT refund_id, coalesce(category, state) FROM reconcile.payouts "
+                                     "WHERE refund_id = ANY($1)", [ids[name] for name in paid]))
+        want = {ids[name]: "matched" for name in paid} | {ids["reverse"]: "reversed"}
+        return states == want
+    await wait_until(reconciled, timeout=60)
+    assert await status_feed.wait_for(
+        lambda: all(status_feed.status_of(ids[name]) == "reconciled" for name in paid - {"reverse"})
+        and status_feed.status_of(ids["decline"]) == "failed" and status_feed.status_of(ids["down"]) == "failed",
+        timeout=60)
+    assert await db.fetchval("SELECT (amount_value, currency, expected_value, expected_currency)::text "
+                             "FROM reconcile.payouts WHERE refund_id = $1", ids["fx"]) == "(2500,EUR,2703,USD)"
+    assert await db.fetchval("SELECT count(*) FROM reconcile.discrepancies WHERE refund_id = $1 "
+                             "AND category = 'reversed' AND status = 'open'", ids["reverse"]) == 1
+
+    # Invariant 5: paid = matched settlement + open discrepancies, to the minor unit.
+    token = mint_token(ServiceSettings().staff_token_secret, "fin-bo", [Role.FINANCE_LEAD])
+    ledger = httpx.get(f"{stack.service_url('reconcile')}/v1/ledger",
+                       headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+    assert ledger and all(entry["imbalance"] == 0 for entry in ledger), ledger
