@@ -146,8 +146,8 @@ class Sinks:
             "WEBHOOK_SECRETS": orjson.dumps({source: WEBHOOK_SECRET}).decode(),
             # Quick retries, and a short lease so a send lost with a killed process is retried soon.
             "NOTIFY_BACKOFF_BASE_SECONDS": "0.5", "NOTIFY_BACKOFF_CAP_SECONDS": "2", "NOTIFY_MAX_ATTEMPTS": "4",
-            "NOTIFY_SEND_LEASE_SECONDS": "5",
-            "NOTIFY_SEND_TIMEOUT_SECONDS": "4",
+            "NOTIFY_SEND_LEASE_SECONDS": "7",
+            "NOTIFY_SEND_TIMEOUT_SECONDS": "6",
         }
 
     def start(self) -> "Sinks":
