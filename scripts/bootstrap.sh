@@ -9,6 +9,12 @@ need_apt=()
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v pg_ctl >/dev/null || need_apt+=(postgresql)
+# Notify's customer-page test drives Debian's chromium through Playwright (never
+# `playwright install`: no browser downloads here), with a CJK font so the zh-CN
+# page renders legibly in the test's screenshot.
+[[ -x /usr/bin/chromium ]] || need_apt+=(chromium)
+[[ -e /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ]] || need_apt+=(fonts-wqy-zenhei)
+
 if ((${#need_apt[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "missing system packages: ${need_apt[*]} (install them, e.g. apt-get install ${need_apt[*]})" >&2

@@ -1,1 +1,1 @@
-"""Notify: projects every lifecycle event into one status per refund and the status feed."""
+"""Notify: the status projection and feed, the tracking API and customer page, and customer/platform notifications."""

@@ -1,49 +1,114 @@
-"""Notify's consume step: fold an event into the projection, publish the current status."""
+"""Notify's consume step: fold an event into the projection, publish the current status,
+and queue the milestone's notifications in the same transaction."""
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
+from aiokafka import ConsumerRecord
 
-from services.notify import domain
+from services.notify import domain, store
 from shared.envelope import Outgoing, encode
 from shared.events import RefundStatus, Status
 from shared.money import Money
-from shared.stage import Inbound
+from shared.stage import Inbound, Stage
 
 SOURCE = "refund-pipeline/notify"
 
 
-async def project(conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]:
-    event_type = item.event.get_type()
-    data = item.event.get_data()
-    new = domain.STATUS_OF_TYPE.get(event_type)
-    if new is None or not isinstance(data, dict) or not data.get("refund_id"):
-        return []  # not a refund's lifecycle (e.g. a rejection nobody can be told about)
-    refund_id = data["refund_id"]
-    now = datetime.now(UTC)
-    row = await conn.fetchrow("SELECT status FROM notify.refund_status WHERE refund_id = $1 FOR UPDATE", refund_id)
-    current = Status(row["status"]) if row else None
-    if domain.advances(current, new):
+class CausalStage(Stage):
+    """Notify reads ten topics; a poll groups records by partition, so one refund's
+    `paid` could be folded before its `approved` and the (monotonic) projection would
+    skip the approved milestone. Folding each batch in production-time order keeps
+    a refund's events in the order they happened (stable: a partition's order stays)."""
+
+    async def process(self, records: Sequence[ConsumerRecord]) -> None:
+        await super().process(in_production_order(records))
+
+
+def in_production_order(records: Sequence[ConsumerRecord]) -> list[ConsumerRecord]:
+    return sorted(records, key=lambda record: record.timestamp)
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Which channels are switched on: email needs an SMTP server, SMS a provider, webhooks a platform's URL."""
+
+    email: bool = False
+    sms: bool = False
+    webhook_urls: dict[str, str] = field(default_factory=dict)
+
+    def recipients(self, row: asyncpg.Record) -> list[tuple[str, str]]:
+        customer = row["customer"] or {}
+        found = []
+        # Drill refunds exercise the pipeline; no real customer may hear of them.
+        if not row["drill"]:
+            if self.email and customer.get("email"):
+                found.append(("email", customer["email"]))
+            if self.sms and customer.get("phone"):
+                found.append(("sms", customer["phone"]))
+        if url := self.webhook_urls.get(row["source"] or ""):
+            found.append(("webhook", url))
+        return found
+
+
+def _when(value: object) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+@dataclass(frozen=True)
+class Projection:
+    audience: Audience
+
+    async def project(self, conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]:
+        event_type = item.event.get_type()
+        data = item.event.get_data()
+        new = domain.STATUS_OF_TYPE.get(event_type)
+        if new is None or not isinstance(data, dict) or not data.get("refund_id"):
+            return []  # not a refund's lifecycle (e.g. a rejection nobody can be told about)
+        refund_id = data["refund_id"]
+        now = datetime.now(UTC)
+        row = await conn.fetchrow(
+            "SELECT status, eta, channel FROM notify.refund_status WHERE refund_id = $1 FOR UPDATE", refund_id)
+        current = Status(row["status"]) if row else None
+        if not domain.advances(current, new):
+            # Late or repeated: keep the status, still remember when this stage happened.
+            row = await conn.fetchrow(
+                "UPDATE notify.refund_status SET timeline = jsonb_build_object($2::text, $3::text) || timeline "
+                "WHERE refund_id = $1 RETURNING *", refund_id, new.value, now.isoformat())
+            return [_status_event(row)]
         codes = data.get("reason_codes") or [e["code"] for e in data.get("errors", [])]
+        channel = data.get("channel") or (row["channel"] if row else None)
+        eta = domain.eta(new, channel, now, announced=_when(data.get("eta")), previous=row["eta"] if row else None)
         row = await conn.fetchrow(
             "INSERT INTO notify.refund_status (refund_id, request_id, source, order_id, status, amount, channel, "
-            "reason_codes, eta, timeline, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+            "reason_codes, eta, timeline, updated_at, customer, drill) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
             "ON CONFLICT (refund_id) DO UPDATE SET status = EXCLUDED.status, reason_codes = EXCLUDED.reason_codes, "
             "eta = EXCLUDED.eta, updated_at = EXCLUDED.updated_at, "
             "timeline = refund_status.timeline || EXCLUDED.timeline, "
             "request_id = COALESCE(refund_status.request_id, EXCLUDED.request_id), "
             "order_id = COALESCE(refund_status.order_id, EXCLUDED.order_id), "
             "amount = COALESCE(refund_status.amount, EXCLUDED.amount), "
-            "channel = COALESCE(refund_status.channel, EXCLUDED.channel) RETURNING *",
+            "channel = COALESCE(refund_status.channel, EXCLUDED.channel), "
+            "customer = COALESCE(refund_status.customer, EXCLUDED.customer), "
+            "drill = refund_status.drill OR EXCLUDED.drill RETURNING *",
             refund_id, data.get("request_id"), data.get("source"), data.get("order_id"), new.value,
-            data.get("amount"), data.get("channel"), codes, domain.eta(new, data.get("channel"), now),
-            {new.value: now.isoformat()}, now)
-    else:
-        # Late or repeated: keep the status, still remember when this stage happened.
-        row = await conn.fetchrow(
-            "UPDATE notify.refund_status SET timeline = jsonb_build_object($2::text, $3::text) || timeline "
-            "WHERE refund_id = $1 RETURNING *", refund_id, new.value, now.isoformat())
-    return [_status_event(row)]
+            data.get("amount"), data.get("channel"), codes, eta, {new.value: now.isoformat()}, now,
+            data.get("customer"), bool(data.get("drill")))
+        if milestone := domain.MILESTONE_OF_STATUS.get(new):
+            await self._queue(conn, row, milestone)
+        return [_status_event(row)]
+
+    async def _queue(self, conn: asyncpg.Connection, row: asyncpg.Record, milestone: domain.Milestone) -> None:
+        customer = row["customer"] or {}
+        context = {"status": row["status"], "eta": row["eta"].isoformat() if row["eta"] else None,
+                   "reason_codes": list(row["reason_codes"]), "customer_id": customer.get("id")}
+        await store.enqueue(conn, row["refund_id"], milestone, self.audience.recipients(row),
+                            domain.customer_locale(customer.get("locale")), context)
 
 
 async def republish(conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]:

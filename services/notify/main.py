@@ -1,54 +1,121 @@
 """Notify process: `uvicorn services.notify.main:app`."""
 
+import time
 from pathlib import Path
 
-from fastapi import HTTPException
+import httpx
+from pydantic import model_validator
 
-from services.notify import inquiries, watch
-from services.notify.handlers import SOURCE, project, republish
+from services.notify import watch
+from services.notify.delivery import EmailChannel, Sender, SmsChannel, WebhookChannel
+from services.notify.handlers import SOURCE, Audience, CausalStage, Projection, republish
+from services.notify.signing import sign_link
+from services.notify.web import customer_pages, tracking_access, tracking_api
 from shared import topics
 from shared.metrics import backlog_query, read_backlog, sweep_forever
 from shared.service import make_app, make_broker, subscribe_stage
 from shared.settings import ServiceSettings
-from shared.stage import Stage
 
 
 class NotifySettings(ServiceSettings):
     service_name: str = "notify"
-    # Notify's own stage: a status change must be on the feed within this (deploy/sla.yaml default: 15m).
-    notify_sla_seconds: float = 900.0
+    # Where customers' links point; defaults to this process on localhost.
+    public_base_url: str | None = None
+    # Tracking API keys: {"<api key>": "<platform source>"}. Empty: the API is open (local runs only).
+    tracking_api_keys: dict[str, str] = {}
+    customer_link_secret: str = "local-dev-customer-link-secret-change-me"
+    customer_link_max_age_seconds: int = 30 * 24 * 3600
+    feedback_url: str = "https://feedback.example.com/refunds"
+    # Email is off until an SMTP server is configured.
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_start_tls: bool = False
+    smtp_from: str = "Refunds <refunds@example.com>"
+    message_id_domain: str = "refunds.example.com"
+    # SMS is off until a provider is configured.
+    sms_provider_url: str | None = None
+    sms_provider_token: str = ""
+    # Platform (CloudEvents `source`) -> webhook URL, e.g. {"shop-eu": "https://shop.example/hooks/refunds"}.
+    webhook_urls: dict[str, str] = {}
+    webhook_secret: str = "local-dev-webhook-secret-change-me"
+    # Per-platform secrets (source -> secret), so one platform cannot forge another's webhooks.
+    webhook_secrets: dict[str, str] = {}
+    notify_max_attempts: int = 8
+    notify_backoff_base_seconds: float = 2.0
+    notify_backoff_cap_seconds: float = 600.0
+    # A send not confirmed within this lease is presumed lost with its sender and tried again;
+    # it must outlast the send timeout, or a slow send that succeeds would be sent twice.
+    notify_send_lease_seconds: float = 60.0
+    notify_send_timeout_seconds: float = 30.0
+    notify_poll_interval_seconds: float = 0.5
+    # A notification not out within this long after its milestone is an SLA breach.
+    notify_sla_seconds: float = 300.0
+
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_send(self) -> "NotifySettings":
+        if self.notify_send_lease_seconds <= self.notify_send_timeout_seconds:
+            raise ValueError("NOTIFY_SEND_LEASE_SECONDS must be longer than NOTIFY_SEND_TIMEOUT_SECONDS")
+        return self
+
+
+settings = NotifySettings()
+base_url = (settings.public_base_url or f"http://127.0.0.1:{settings.http_port}").rstrip("/")
+broker = make_broker(settings)
+projection = Projection(Audience(email=bool(settings.smtp_host), sms=bool(settings.sms_provider_url),
+                                  webhook_urls=settings.webhook_urls))
 
 
 async def project_and_watch(conn, item):
-    await watch.track(conn, item)
-    return await project(conn, item)
+    await watch.track(conn, item)  # the stuck-stage watch (services/notify/watch.py)
+    return await projection.project(conn, item)
+
+
+stage = CausalStage(schema="notify", source=SOURCE, decide=project_and_watch, redelivered=republish)
+subscribe_stage(broker, stage, *topics.LIFECYCLE, group_id="refund-notify", max_records=settings.batch_max_records)
+
+
+def customer_link(refund_id: str) -> str:
+    expires = int(time.time()) + settings.customer_link_max_age_seconds
+    return f"{base_url}/r/{sign_link(settings.customer_link_secret, refund_id, expires)}"
+
+
+async def send_notifications() -> None:
+    async with httpx.AsyncClient(timeout=settings.notify_send_timeout_seconds) as http:
+        channels = {
+            "email": EmailChannel(settings.smtp_host or "", settings.smtp_port, settings.smtp_from,
+                                  settings.message_id_domain, settings.smtp_username, settings.smtp_password,
+                                  settings.smtp_start_tls, settings.notify_send_timeout_seconds),
+            "sms": SmsChannel(http, settings.sms_provider_url or "", settings.sms_provider_token),
+            "webhook": WebhookChannel(http, settings.webhook_secret, settings.webhook_secrets),
+        }
+        sender = Sender(stage.pool, channels, customer_link, settings.feedback_url,
+                        max_attempts=settings.notify_max_attempts,
+                        backoff_base_seconds=settings.notify_backoff_base_seconds,
+                        backoff_cap_seconds=settings.notify_backoff_cap_seconds,
+                        lease_seconds=settings.notify_send_lease_seconds,
+                        poll_interval_seconds=settings.notify_poll_interval_seconds,
+                        sla_seconds=settings.notify_sla_seconds)
+        await sender.run_forever()
+
+
+BACKLOG = backlog_query("notify.notifications", since="created_at", open_rows="state IN ('pending', 'sending')")
 
 
 async def sweep_stage_watch() -> None:
     await watch.sweep_forever(lambda: stage.pool, settings.sweep_interval_seconds)
 
 
-async def sweep_own_backlog() -> None:
-    # Status updates decided but not yet on the feed.
-    await sweep_forever("notify", lambda: read_backlog(stage.pool, OWN_BACKLOG, settings.notify_sla_seconds),
+async def sweep_backlog() -> None:
+    await sweep_forever("notify", lambda: read_backlog(stage.pool, BACKLOG, settings.notify_sla_seconds),
                         settings.sweep_interval_seconds)
 
 
-settings = NotifySettings()
-OWN_BACKLOG = backlog_query("notify.outbox", since="created_at", open_rows="true")
-broker = make_broker(settings)
-stage = Stage(schema="notify", source=SOURCE, decide=project_and_watch, redelivered=republish)
-subscribe_stage(broker, stage, *topics.LIFECYCLE, group_id="refund-notify", max_records=settings.batch_max_records)
 app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
-               background=[sweep_stage_watch, sweep_own_backlog], title="Refund notify")
-
-
-@app.get("/v1/refunds/{refund_id}")
-async def refund_status(refund_id: str) -> dict:
-    """A refund's current status, reason codes, ETA and stage timeline."""
-    row = await app.state.pool.fetchrow("SELECT * FROM notify.refund_status WHERE refund_id = $1", refund_id)
-    if row is None:
-        raise HTTPException(status_code=404, detail=f"no refund {refund_id}")
-    await inquiries.record_lookup(app.state.pool, refund_id)
-    return {key: row[key] for key in ("refund_id", "request_id", "source", "order_id", "status", "amount",
-                                      "reason_codes", "eta", "timeline", "updated_at")}
+               background=[send_notifications, sweep_backlog, sweep_stage_watch], title="Refund notify")
+app.include_router(tracking_api(lambda: app.state.pool,
+                                tracking_access(settings.tracking_api_keys, settings.staff_token_secret)))
+app.include_router(customer_pages(lambda: app.state.pool, link_secret=settings.customer_link_secret,
+                                  feedback_url=settings.feedback_url))

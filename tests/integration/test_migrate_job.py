@@ -25,7 +25,7 @@ async def test_init_container_command_migrates_an_empty_database_once(stack, db)
     try:
         first = migrate(fresh, "notify", "services/notify/migrations")
         assert first.returncode == 0, first.stderr
-        # The shared inbox/outbox migration plus each of notify's own files.
+        # The shared stage tables plus notify's own files (counted, so a new migration does not break this).
         expected = 1 + len(list((ROOT / "services/notify/migrations").glob("*.sql")))
         assert f"notify: applied {expected} migration(s)" in first.stdout
         conn = await asyncpg.connect(fresh)

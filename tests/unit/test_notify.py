@@ -1,0 +1,164 @@
+"""Notify's pure parts: milestones, ETA, backoff, signed links, webhook signatures, templates."""
+
+import hashlib
+import hmac
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiokafka import ConsumerRecord
+
+from services.notify import domain, signing
+from services.notify.handlers import Audience, in_production_order
+from services.notify.messages import render_message, render_page, render_refused
+from shared.events import Status
+
+NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
+MILESTONES = list(domain.Milestone)
+
+
+def test_the_customer_hears_of_each_milestone_they_care_about():
+    assert set(domain.MILESTONE_OF_STATUS.values()) == set(domain.Milestone)
+    assert domain.MILESTONE_OF_STATUS[Status.SUCCEEDED] == domain.Milestone.PAID
+    assert Status.PROCESSING not in domain.MILESTONE_OF_STATUS  # internal step, no message
+
+
+def test_progress_only_grows_along_the_lifecycle():
+    lifecycle = [Status.ACCEPTED, Status.APPROVED, Status.PROCESSING, Status.SUCCEEDED, Status.RECONCILED]
+    values = [domain.PROGRESS[s] for s in lifecycle]
+    assert values == sorted(values) and values[-1] == 100 and len(set(values)) == len(values)
+    assert set(domain.PROGRESS) == set(Status)
+
+
+def test_payouts_own_eta_wins_and_is_kept_once_money_moves():
+    announced = NOW + timedelta(days=2)
+    assert domain.eta(Status.PROCESSING, "card", NOW, announced=announced) == announced
+    # reconciled carries no ETA: the one announced at payout stays.
+    assert domain.eta(Status.RECONCILED, "card", NOW + timedelta(days=1), previous=announced) == announced
+    # before payout, a channel estimate
+    assert domain.eta(Status.APPROVED, "alipay", NOW, previous=announced) == NOW + timedelta(days=1)
+    assert domain.eta(Status.FAILED, "card", NOW, announced=announced) is None
+
+
+@pytest.mark.parametrize(("tag", "locale"), [
+    ("zh-CN", "zh-CN"), ("zh", "zh-CN"), ("zh-Hans-CN", "zh-CN"), ("ZH-tw", "zh-CN"),
+    ("en", "en"), ("de-DE", "en"), (None, "en"), ("", "en")])
+def test_customer_locale(tag, locale):
+    assert domain.customer_locale(tag) == locale
+
+
+def test_retry_backoff_doubles_up_to_the_cap():
+    assert [domain.retry_delay_seconds(n, 2, 30) for n in range(1, 7)] == [2, 4, 8, 16, 30, 30]
+
+
+def test_timeline_is_in_pipeline_order_whatever_the_arrival_order():
+    stages = {"reconciled": "2026-11-25T10:05:00+00:00", "accepted": "2026-11-25T10:00:00+00:00",
+              "succeeded": "2026-11-25T10:04:00+00:00", "approved": "2026-11-25T10:01:00+00:00"}
+    assert [s["status"] for s in domain.timeline(stages)] == ["accepted", "approved", "succeeded", "reconciled"]
+
+
+class _Row(dict):
+    pass
+
+
+@pytest.mark.parametrize(("drill", "channels"), [(False, ["email", "sms", "webhook"]), (True, ["webhook"])])
+def test_drills_reach_the_platform_but_never_a_customer(drill, channels):
+    audience = Audience(email=True, sms=True, webhook_urls={"shop-eu": "https://shop.example/hooks"})
+    row = _Row(source="shop-eu", drill=drill, customer={"email": "a@example.com", "phone": "+4915112345678"})
+    assert [c for c, _ in audience.recipients(row)] == channels
+
+
+def test_channels_without_configuration_are_not_queued():
+    row = _Row(source="shop-eu", drill=False, customer={"email": "a@example.com", "phone": "+4915112345678"})
+    assert Audience().recipients(row) == []
+
+
+def test_customer_link_round_trips_and_refuses_tampering_and_expiry():
+    token = signing.sign_link("secret", "rf_abc", expires=1000)
+    assert signing.read_link("secret", token, now=999) == "rf_abc"
+    with pytest.raises(signing.LinkRefused) as expired:
+        signing.read_link("secret", token, now=1000)
+    assert expired.value.reason == "expired"
+    longer = token.replace(".1000.", ".9999.")  # trying to extend the link
+    for bad in (longer, "rf_abc", "", token + "0", signing.sign_link("other", "rf_abc", 1000),
+                token.replace("rf_abc", "rf_abd")):
+        with pytest.raises(signing.LinkRefused) as refused:
+            signing.read_link("secret", bad, now=0)
+        assert refused.value.reason == "invalid", bad
+
+
+def test_webhook_signature_is_hmac_sha256_over_timestamp_dot_body():
+    body = b'{"refund_id":"rf_1"}'
+    header = signing.webhook_signature("whsec", 1_700_000_000, body)
+    expected = hmac.new(b"whsec", b"1700000000." + body, hashlib.sha256).hexdigest()
+    assert header == f"t=1700000000,v1={expected}"
+    assert signing.verify_webhook("whsec", header, body, now=1_700_000_100)
+
+
+@pytest.mark.parametrize("case", ["replayed_late", "other_body", "other_secret", "garbled"])
+def test_webhook_verification_refuses_replays_and_forgeries(case):
+    body, sent_at = b'{"refund_id":"rf_1"}', 1_700_000_000
+    header, secret, now = signing.webhook_signature("whsec", sent_at, body), "whsec", sent_at + 10
+    if case == "replayed_late":
+        now = sent_at + 301
+    elif case == "other_body":
+        body = b'{"refund_id":"rf_2"}'
+    elif case == "other_secret":
+        secret = "guess"
+    else:
+        header = "v1=abc"
+    assert not signing.verify_webhook(secret, header, body, now=now)
+
+
+@pytest.mark.parametrize("locale", domain.SUPPORTED_LOCALES)
+@pytest.mark.parametrize("milestone", MILESTONES)
+@pytest.mark.parametrize("channel", ["email", "sms"])
+def test_every_milestone_renders_in_every_locale(channel, milestone, locale):
+    message = render_message(channel, locale, milestone, order_id="ord-7", amount={"value": 1050, "currency": "CNY"},
+                             eta=NOW, reason_codes=["above_ceiling"], link="https://t.example/r/x",
+                             feedback_url="https://fb.example")
+    assert "https://t.example/r/x" in message.text
+    assert (message.subject != "") == (channel == "email")
+    if milestone in (domain.Milestone.PAID, domain.Milestone.COMPLETED):
+        assert "10.50 CNY" in message.subject + message.text
+    if milestone == domain.Milestone.PAID:
+        assert ("2026年11月25日" if locale == "zh-CN" else "25 Nov 2026") in message.text
+    # Feedback is asked for once the refund is complete, never before.
+    assert ("https://fb.example" in message.text) == (milestone == domain.Milestone.COMPLETED and channel == "email")
+
+
+def _row(status: str, **changes) -> dict:
+    return {"refund_id": "rf_1", "status": status, "order_id": "<script>x</script>",
+            "amount": {"value": 500, "currency": "JPY"}, "eta": NOW,
+            "timeline": {"accepted": NOW.isoformat()}, **changes}
+
+
+def test_page_escapes_what_came_from_platforms_and_shows_progress():
+    page = render_page(_row("processing"), locale="en", opt_out_action="/r/t/opt-out", opted_out=False,
+                       feedback_url="https://fb.example")
+    assert "<script>x</script>" not in page and "&lt;script&gt;" in page
+    assert 'aria-valuenow="60"' in page and "width: 60%" in page and "25 Nov 2026" in page
+    assert "fb.example" not in page  # not complete yet
+
+
+def test_page_offers_feedback_when_complete_and_confirms_opt_out():
+    page = render_page(_row("reconciled"), locale="zh-CN", opt_out_action="/r/t/opt-out", opted_out=True,
+                       feedback_url="https://fb.example")
+    assert "https://fb.example?refund=rf_1" in page and "已完成" in page and 'id="opted-out"' in page
+
+
+def test_refused_page_says_why():
+    assert 'data-reason="expired"' in render_refused("expired", "en") and "expired" in render_refused("expired", "en")
+    assert "无效" in render_refused("invalid", "zh-CN")
+
+
+def _record(topic: str, partition: int, offset: int, timestamp: int) -> ConsumerRecord:
+    return ConsumerRecord(topic, partition, offset, timestamp, 0, b"k", b"v", None, 1, 1, [])
+
+
+def test_a_batch_is_folded_in_the_order_events_were_produced_not_grouped_by_topic():
+    # One poll: all of refunds.paid's partition first, then refunds.approved's.
+    paid = _record("refunds.paid", 0, 7, timestamp=1_000_300)
+    approved = _record("refunds.approved", 0, 4, timestamp=1_000_100)
+    same_ms = [_record("refunds.accepted", 1, n, timestamp=1_000_000) for n in (10, 11, 12)]
+    ordered = in_production_order([paid, *same_ms, approved])
+    assert ordered == [*same_ms, approved, paid]  # a partition's own order is kept on ties
