@@ -1,8 +1,9 @@
 """End-to-end: a real Prometheus sees approval stuck, the stuck-stage alert goes pending then firing, and clears.
 
-Intake is restarted with a 2-second approval SLA (SLA_FILE), so the deadlines it stamps
-expire quickly; Prometheus scrapes every second and evaluates a variant of the real
-deploy/prometheus/rules.yml whose `for:` durations are 5 seconds (devstack.prometheus.fast_rules).
+Intake is restarted with a 1-second intake and 2-second approval SLA (SLA_FILE; deadlines are
+cumulative, so a refund is due out of approval 3 seconds after it arrived); Prometheus scrapes
+every second and evaluates a variant of the real deploy/prometheus/rules.yml whose `for:`
+durations are 5 seconds (devstack.prometheus.fast_rules).
 While approval is stopped its own gauges vanish; the overdue count comes from notify's projection.
 """
 
@@ -17,7 +18,7 @@ from tests.integration.service_env import restarted_with
 
 ROOT = Path(__file__).resolve().parents[2]
 SLA = """version: "stuck-stage-test"
-default: {intake: 30s, approval: 2s, payout: 1d, reconcile: 2d, notify: 15m}
+default: {intake: 1s, approval: 2s, payout: 1d, reconcile: 2d, notify: 15m}
 """
 
 
