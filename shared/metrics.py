@@ -35,7 +35,9 @@ REJECTIONS = Counter(
     "refund_rejections_total", "Refunds turned down, by stage and reason code (intake rejections, denials)",
     ["stage", "reason"])
 MESSAGES_DEAD_LETTERED = Counter(
-    "refund_messages_dead_lettered_total", "Records sent to refunds.dlq", ["stage"])
+    "refund_messages_dead_lettered_total",
+    "Records sent to refunds.dlq, by stage and reason (unreadable, invalid_envelope, or the processing error's type)",
+    ["stage", "reason"])
 
 
 @dataclass(frozen=True)

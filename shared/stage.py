@@ -149,19 +149,19 @@ class Stage:
             except Exception as error:
                 log.exception("poison_message", topic=item.record.topic,
                               partition=item.record.partition, offset=item.record.offset)
-                letter = self._dead_letter(item.record, f"{type(error).__name__}: {error}")
+                letter = self._dead_letter(item.record, f"{type(error).__name__}: {error}", type(error).__name__)
                 async with self.pool.acquire() as conn, conn.transaction():
                     ids += await self._write_outbox(conn, [letter])
         return ids
 
-    def _dead_letter(self, record: ConsumerRecord, error: str) -> Outgoing:
-        MESSAGES_DEAD_LETTERED.labels(self.schema).inc()
+    def _dead_letter(self, record: ConsumerRecord, error: str, reason: str = "unspecified") -> Outgoing:
+        MESSAGES_DEAD_LETTERED.labels(self.schema, reason).inc()
         return dead_letter(record, error, source=self.source)
 
     async def _handle(self, conn: asyncpg.Connection, item: Inbound, fresh: set[tuple[str, str]]) -> list[Outgoing]:
         if item.event is None and not (item.invalid and self.accept_invalid_envelopes):
             reason = str(item.invalid) if item.invalid else "not a CloudEvent (not JSON, or not an object)"
-            return [self._dead_letter(item.record, reason)]
+            return [self._dead_letter(item.record, reason, "invalid_envelope" if item.invalid else "unreadable")]
         if item.event is not None:
             key = (item.event.get_source(), item.event.get_id())
             if key not in fresh:
