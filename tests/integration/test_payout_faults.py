@@ -6,9 +6,9 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from gatewaysim.gateway import SimFaults, _in_share
 from shared.settings import ServiceSettings
 from shared.staff import Role, mint_token
-
 from tests.integration.helpers import publish, refund_of, valid_request, wait_until
 from tests.integration.service_fixtures import payout_configured, request_with_payment
 
@@ -33,7 +33,10 @@ async def test_mixed_batch_through_gateway_faults_ends_reconciled(stack, produce
     }
     for name, channel in (("paypal_us", "paypal"), ("wallet_jp", "wallet")):
         request = batch[name]
-        request["payment"] = {"id": f"pay-{name}-{request['request_id']}", "gateway": "sim", "channel": channel,
+        payment_id = f"pay-{name}-{request['request_id']}"
+        while _in_share(payment_id, SimFaults.decline_percent):  # not one of the simulator's random declines
+            payment_id += "-x"
+        request["payment"] = {"id": payment_id, "gateway": "sim", "channel": channel,
                               "captured": request["amount"] | {"value": request["amount"]["value"] * 2}}
     ids = {name: refund_of(request) for name, request in batch.items()}
     fx_request = valid_request(amount=2500)
