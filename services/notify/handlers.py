@@ -85,8 +85,8 @@ class Projection:
         eta = domain.eta(new, channel, now, announced=_when(data.get("eta")), previous=row["eta"] if row else None)
         row = await conn.fetchrow(
             "INSERT INTO notify.refund_status (refund_id, request_id, source, order_id, status, amount, channel, "
-            "reason_codes, eta, timeline, updated_at, customer, drill) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
+            "reason_codes, eta, timeline, updated_at, customer, drill, deadlines) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
             "ON CONFLICT (refund_id) DO UPDATE SET status = EXCLUDED.status, reason_codes = EXCLUDED.reason_codes, "
             "eta = EXCLUDED.eta, updated_at = EXCLUDED.updated_at, "
             "timeline = refund_status.timeline || EXCLUDED.timeline, "
@@ -95,10 +95,11 @@ class Projection:
             "amount = COALESCE(refund_status.amount, EXCLUDED.amount), "
             "channel = COALESCE(refund_status.channel, EXCLUDED.channel), "
             "customer = COALESCE(refund_status.customer, EXCLUDED.customer), "
-            "drill = refund_status.drill OR EXCLUDED.drill RETURNING *",
+            "drill = refund_status.drill OR EXCLUDED.drill, "
+            "deadlines = COALESCE(refund_status.deadlines, EXCLUDED.deadlines) RETURNING *",
             refund_id, data.get("request_id"), data.get("source"), data.get("order_id"), new.value,
             data.get("amount"), data.get("channel"), codes, eta, {new.value: now.isoformat()}, now,
-            data.get("customer"), bool(data.get("drill")))
+            data.get("customer"), bool(data.get("drill")), data.get("deadlines"))
         if milestone := domain.MILESTONE_OF_STATUS.get(new):
             await self._queue(conn, row, milestone)
         return [_status_event(row)]
@@ -130,5 +131,6 @@ def _status_event(row: asyncpg.Record) -> Outgoing:
         refund_id=row["refund_id"], request_id=row["request_id"], source=row["source"], order_id=row["order_id"],
         status=Status(row["status"]), amount=Money.model_validate(row["amount"]) if row["amount"] else None,
         reason_codes=list(row["reason_codes"]), eta=row["eta"], updated_at=row["updated_at"],
+        deadlines=row["deadlines"],
     )
     return encode(status, source=SOURCE, key=row["refund_id"])

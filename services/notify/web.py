@@ -41,7 +41,7 @@ def tracking(row: asyncpg.Record) -> dict:
         "reason_codes": list(row["reason_codes"]), "eta": row["eta"], "progress": domain.PROGRESS[status],
         # {status: timestamp}, in pipeline order; `stages` is the same as a list.
         "timeline": {stage["status"]: stage["at"] for stage in stages}, "stages": stages,
-        "terminal": status in TERMINAL_STATUSES,
+        "terminal": status in TERMINAL_STATUSES, "deadlines": row["deadlines"],
         "inquiries": row["inquiries"], "updated_at": row["updated_at"],
     }
 

@@ -1,6 +1,7 @@
 """End to end on the real stack: Kafka, PostgreSQL, five service processes, public contract only."""
 
 import uuid
+from datetime import datetime
 
 import httpx
 import orjson
@@ -29,10 +30,18 @@ async def test_one_refund_goes_through_all_five_services(stack, producer, status
     assert (final["request_id"], final["source"], final["order_id"]) == (
         request["request_id"], "shop-test", request["order_id"])
     assert final["eta"] is not None
+    # The ticket's stage deadlines (intake, from deploy/sla.yaml) ride on the status feed; each stage's
+    # deadline follows the one before.
+    deadlines = final["deadlines"]
+    stages = ["intake", "approval", "payout", "reconcile", "notify"]
+    assert set(deadlines) == set(stages)
+    due = [datetime.fromisoformat(deadlines[stage]) for stage in stages]
+    assert due == sorted(due) and due[0] < due[-1]
 
     async with httpx.AsyncClient() as http:
         tracked = (await http.get(f"{stack.service_url('notify')}/v1/refunds/{refund_id}")).json()
         assert set(LIFECYCLE) <= set(tracked["timeline"])
+        assert tracked["deadlines"] == deadlines
         for name in ("intake", "approval", "payout", "reconcile"):
             metrics = (await http.get(f"{stack.service_url(name)}/metrics")).text
             assert f'refund_stage_duration_seconds_count{{channel="card",outcome=' in metrics, name
