@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything `make demo` and `make test` need on a fresh machine of this kind:
-# system packages (Java 17, Maven, PostgreSQL server binaries) and the locked
-# Python environment in .venv (uv, from PyPI, into .tools).
+# system packages (Java 17, Maven, PostgreSQL server binaries, chromium, prometheus),
+# the locked Python environment in .venv (uv, from PyPI, into .tools), and pinned
+# Go tools built from the Go module proxy (kustomize, kubeconform, stripe-mock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -86,3 +87,5 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
     # The package's postinst may start its own service where an init system runs; we start ours ourselves.
     command -v systemctl >/dev/null && systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
+# Last: make re-runs this script until every step above has succeeded.
+touch .venv/.synced
