@@ -5,13 +5,14 @@ service measures its own group with an admin client (committed offsets) and a
 group-less consumer (log end offsets), every `consumer_lag_interval_seconds`.
 """
 
-import asyncio
 from collections.abc import Sequence
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import Gauge
+
+from shared.periodic import every
 
 log = structlog.get_logger()
 
@@ -35,17 +36,15 @@ async def lag_forever(bootstrap: str, group: str, topics: Sequence[str], interva
     await admin.start()
     await consumer.start()
     try:
-        while True:
-            try:
-                partitions = [TopicPartition(t["topic"], p["partition"])
-                              for t in await admin.describe_topics(list(topics)) for p in t["partitions"]]
-                end = await consumer.end_offsets(partitions)
-                committed = await admin.list_consumer_group_offsets(group)
-                for topic, lag in lag_by_topic(end, committed).items():
-                    CONSUMER_LAG.labels(group, topic).set(lag)
-            except Exception:
-                log.exception("consumer_lag_failed", group=group)
-            await asyncio.sleep(interval)
+        async def measure() -> None:
+            partitions = [TopicPartition(t["topic"], p["partition"])
+                          for t in await admin.describe_topics(list(topics)) for p in t["partitions"]]
+            end = await consumer.end_offsets(partitions)
+            committed = await admin.list_consumer_group_offsets(group)
+            for topic, lag in lag_by_topic(end, committed).items():
+                CONSUMER_LAG.labels(group, topic).set(lag)
+
+        await every(interval, measure, name="consumer_lag")
     finally:
         await consumer.stop()
         await admin.close()

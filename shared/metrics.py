@@ -1,12 +1,12 @@
 """The contract's stage metrics (SPEC.md "SLAs and metrics"), one set per service."""
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
+from shared.periodic import every
 from shared.sla import SlaTable
 
 log = structlog.get_logger()
@@ -97,9 +97,8 @@ def set_backlog(stage: str, backlog: StageBacklog) -> None:
 
 async def sweep_forever(stage: str, read: Callable[[], Awaitable[StageBacklog]], interval: float) -> None:
     """Refresh the gauges from the store, so a stuck stage shows even when nothing completes."""
-    while True:
-        try:
-            set_backlog(stage, await read())
-        except Exception:
-            log.exception("stage_sweep_failed", stage=stage)
-        await asyncio.sleep(interval)
+
+    async def sweep() -> None:
+        set_backlog(stage, await read())
+
+    await every(interval, sweep, name=f"{stage}_stage_sweep")

@@ -30,9 +30,10 @@ import structlog
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from cloudevents.core.v1.event import CloudEvent
 
-from shared.envelope import InvalidEnvelope, Outgoing, UnreadableMessage, decode, encode
+from shared.envelope import InvalidEnvelope, Outgoing, decode, encode
 from shared.events import DeadLetter
 from shared.metrics import MESSAGES_DEAD_LETTERED
+from shared.periodic import every
 
 log = structlog.get_logger()
 
@@ -224,20 +225,19 @@ class Stage:
 
     async def relay_forever(self, interval: float = 2.0, older_than_seconds: float = 10.0) -> None:
         """Republish rows a crash left between commit and publish."""
-        while True:
-            try:
-                async with self.pool.acquire() as conn:
-                    await self._forget_published(conn)
-                    rows = await conn.fetch(
-                        f"SELECT id, topic, key, value, headers FROM {self.schema}.outbox "
-                        "WHERE created_at < now() - make_interval(secs => $1) ORDER BY id LIMIT 5000",
-                        older_than_seconds)
-                pending = [(r["id"], Outgoing(topic=r["topic"], key=r["key"], value=r["value"],
-                                             headers={k: v.encode() for k, v in r["headers"].items()},
-                                             event_id="")) for r in rows]
-                await self._publish(pending)
-                if pending:
-                    log.warning("outbox_relayed", rows=len(pending))
-            except Exception:
-                log.exception("outbox_relay_failed")
-            await asyncio.sleep(interval)
+
+        async def relay() -> None:
+            async with self.pool.acquire() as conn:
+                await self._forget_published(conn)
+                rows = await conn.fetch(
+                    f"SELECT id, topic, key, value, headers FROM {self.schema}.outbox "
+                    "WHERE created_at < now() - make_interval(secs => $1) ORDER BY id LIMIT 5000",
+                    older_than_seconds)
+            pending = [(r["id"], Outgoing(topic=r["topic"], key=r["key"], value=r["value"],
+                                         headers={k: v.encode() for k, v in r["headers"].items()},
+                                         event_id="")) for r in rows]
+            await self._publish(pending)
+            if pending:
+                log.warning("outbox_relayed", rows=len(pending))
+
+        await every(interval, relay, name="outbox_relay")

@@ -12,8 +12,6 @@ from services.approval.handlers import ReviewDesk, review_json
 from shared.roles import Role
 from shared.staff import StaffAuth, StaffUser
 
-ANY_STAFF = (Role.REVIEWER, Role.SENIOR_REVIEWER, Role.FINANCE_LEAD)
-
 
 class Decision(BaseModel):
     action: Literal["approve", "deny", "release"] = Field(
@@ -30,7 +28,7 @@ class DisputeFlag(BaseModel):
 
 def review_router(desk: ReviewDesk, auth: StaffAuth) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["reviews"])
-    staff = Annotated[StaffUser, Depends(auth.require(*ANY_STAFF))]
+    staff = Annotated[StaffUser, Depends(auth.require(*Role))]
 
     @router.get("/reviews", summary="Refunds waiting for people, oldest deadline first")
     async def list_reviews(request: Request, user: staff,

@@ -7,7 +7,6 @@ by people: enough distinct approvers with a permitted role approve, or one denie
 
 import statistics
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Literal
 
 from services.approval.policy import Condition, Policy
@@ -60,8 +59,7 @@ def apply_rules(policy: Policy, refund: RefundAccepted) -> Verdict:
     """The policy's verdict without risk rules (also used when a hold is released)."""
     fired = [rule for rule in policy.rules if matches(rule.when, refund)]
     if not fired:
-        return _verdict(policy.default_action, ("default",), 1, (Role.REVIEWER, Role.SENIOR_REVIEWER,
-                                                                  Role.FINANCE_LEAD))
+        return _verdict(policy.default_action, ("default",), 1, tuple(Role))
     action = max((rule.action for rule in fired), key=_STRICTNESS.__getitem__)
     reviews = [rule for rule in fired if rule.action == "review"]
     strictest = max(reviews, key=lambda rule: rule.approvals) if reviews else None

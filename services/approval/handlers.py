@@ -6,7 +6,6 @@ on the same partition flow. The reviewer's decision later publishes through
 the same outbox.
 """
 
-import asyncio
 from datetime import UTC, datetime
 
 import asyncpg
@@ -50,7 +49,6 @@ async def apply_verdict(conn: asyncpg.Connection, policy: Policy, refund: Refund
                         *, decided_by: str, sla_seconds: float | None = None) -> Outgoing:
     """Record a verdict and build its event: a decision, or a review/hold opened for people."""
     now = datetime.now(UTC)
-    common = dict(refund.model_dump(exclude={"reason_codes"}), reason_codes=list(verdict.rule_ids))
     if verdict.action in ("approve", "deny"):
         return await record_decision(conn, policy.version, refund, verdict.action, list(verdict.rule_ids),
                                      decided_by=decided_by, sla_seconds=sla_seconds)
@@ -60,6 +58,7 @@ async def apply_verdict(conn: asyncpg.Connection, policy: Policy, refund: Refund
     await store.audit(conn, refund.refund_id, decided_by, f"opened_{'hold' if verdict.action == 'hold' else 'review'}",
                       "policy", detail={"rule_ids": list(verdict.rule_ids), "policy_version": policy.version})
     log.info("refund_parked", refund_id=refund.refund_id, kind=verdict.action, rule_ids=verdict.rule_ids)
+    common = carried(refund, list(verdict.rule_ids))
     if verdict.action == "hold":
         payload = RefundHeld(**common, held_at=now, due_at=due_at)
     else:
@@ -67,6 +66,11 @@ async def apply_verdict(conn: asyncpg.Connection, policy: Policy, refund: Refund
                                         required_approvals=verdict.approvals, review_requested_at=now,
                                         due_at=due_at)
     return encode(payload, source=SOURCE, key=refund.refund_id)
+
+
+def carried(refund: RefundAccepted, reason_codes: list[str]) -> dict:
+    """The accepted refund's fields, carried onto the next event with this step's reason codes."""
+    return dict(refund.model_dump(exclude={"reason_codes"}), reason_codes=reason_codes)
 
 
 async def record_decision(conn: asyncpg.Connection, policy_version: str, refund: RefundAccepted, decision: str,
@@ -80,7 +84,7 @@ async def record_decision(conn: asyncpg.Connection, policy_version: str, refund:
                        overdue=sla_seconds is not None and waited > sla_seconds, drill=refund.drill)
     if outcome == "denied":
         count_rejections("approval", reason_codes, drill=refund.drill)
-    common = dict(refund.model_dump(exclude={"reason_codes"}), reason_codes=reason_codes)
+    common = carried(refund, reason_codes)
     if outcome == "approved":
         payload = RefundApproved(**common, policy_version=policy_version, approved_at=now)
     else:
@@ -136,16 +140,8 @@ class ReviewDesk:
         trail = await store.audit_trail(conn, refund_id)
         return {**review_json(row), "audit": [dict(entry) for entry in trail]}
 
-    async def run_clock_forever(self, interval: float) -> None:
-        """Escalate reviews and holds past their SLA; apply `on_expiry` to those past expiry."""
-        while True:
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("review_clock_failed")
-            await asyncio.sleep(interval)
-
     async def tick(self) -> int:
+        """Escalate reviews and holds past their SLA; apply `on_expiry` to those past expiry."""
         async with self.stage.pool.acquire() as conn:
             async with conn.transaction():
                 outgoing = [await self._escalate(conn, row) for row in await store.overdue_reviews(conn)]
@@ -161,7 +157,7 @@ class ReviewDesk:
                           detail={"due_at": row["due_at"].isoformat()})
         log.warning("review_escalated", refund_id=refund.refund_id, kind=row["kind"], due_at=row["due_at"])
         payload = RefundReviewEscalated(
-            **dict(refund.model_dump(exclude={"reason_codes"}), reason_codes=list(row["rule_ids"])),
+            **carried(refund, list(row["rule_ids"])),
             waiting_since=row["opened_at"], due_at=row["due_at"], escalated_at=datetime.now(UTC))
         return encode(payload, source=SOURCE, key=refund.refund_id)
 

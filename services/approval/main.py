@@ -8,7 +8,8 @@ from services.approval.handlers import SOURCE, ApprovalStep, ReviewDesk
 from services.approval.policy import PolicyError, load_policy
 from services.approval.store import BACKLOG
 from shared import topics
-from shared.metrics import StageBacklog, sweep_forever
+from shared.metrics import read_backlog, sweep_forever
+from shared.periodic import every
 from shared.service import make_app, make_broker, subscribe_stage
 from shared.settings import ServiceSettings
 from shared.stage import Stage
@@ -38,16 +39,11 @@ desk = ReviewDesk(stage, policy)
 
 
 async def review_clock() -> None:
-    await desk.run_clock_forever(settings.review_clock_interval_seconds)
-
-
-async def read_backlog() -> StageBacklog:
-    row = await stage.pool.fetchrow(BACKLOG)
-    return StageBacklog(row["inflight"], row["overdue"], float(row["oldest_age"] or 0.0))
+    await every(settings.review_clock_interval_seconds, desk.tick, name="review_clock")
 
 
 async def sweep_backlog() -> None:
-    await sweep_forever("approval", read_backlog, settings.sweep_interval_seconds)
+    await sweep_forever("approval", lambda: read_backlog(stage.pool, BACKLOG), settings.sweep_interval_seconds)
 
 
 app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",

@@ -39,7 +39,6 @@ Duration = Annotated[timedelta, BeforeValidator(_duration)]
 CurrencyCode = Annotated[StrictStr, BeforeValidator(_currency_code)]
 Thresholds = dict[CurrencyCode, Annotated[StrictInt, Field(ge=0)]]  # minor units of each currency
 Action = Literal["approve", "review", "deny"]
-ANY_STAFF = [Role.REVIEWER, Role.SENIOR_REVIEWER, Role.FINANCE_LEAD]
 
 
 class _Strict(BaseModel):
@@ -71,7 +70,7 @@ class Rule(_Strict):
     when: Condition = Condition()
     action: Action
     approvals: Literal[1, 2] = 1  # review only: 2 means four eyes
-    roles: list[Role] = Field(default_factory=lambda: list(ANY_STAFF))  # who may decide the review
+    roles: list[Role] = Field(default_factory=lambda: list(Role))  # who may decide the review; default: any staff
 
 
 class Waiting(_Strict):
@@ -125,8 +124,13 @@ def load_policy(path: Path) -> Policy:
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read policy file: {exc.strerror}") from exc
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        # Parse once: the node tree gives the line numbers, the same tree gives the data.
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

@@ -13,6 +13,7 @@ from services.notify.signing import sign_link
 from services.notify.web import customer_pages, tracking_access, tracking_api
 from shared import topics
 from shared.metrics import backlog_query, read_backlog, sweep_forever
+from shared.periodic import every
 from shared.service import make_app, make_broker, subscribe_stage
 from shared.settings import ServiceSettings
 
@@ -105,7 +106,7 @@ BACKLOG = backlog_query("notify.notifications", since="created_at", open_rows="s
 
 
 async def sweep_stage_watch() -> None:
-    await watch.sweep_forever(lambda: stage.pool, settings.sweep_interval_seconds)
+    await every(settings.sweep_interval_seconds, lambda: watch.sweep(stage.pool), name="stage_watch_sweep")
 
 
 async def sweep_backlog() -> None:

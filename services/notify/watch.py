@@ -5,7 +5,6 @@ own service being down (whose gauges vanish with it). The deadlines are the
 ticket's, stamped by intake from deploy/sla.yaml (per channel/region).
 """
 
-import asyncio
 from datetime import UTC, datetime
 
 import asyncpg
@@ -92,16 +91,10 @@ async def read_backlogs(pool: asyncpg.Pool) -> dict[str, StageBacklog]:
             if (row := rows.get(stage)) else StageBacklog(0, 0, 0.0) for stage in WATCHED}
 
 
-async def sweep_forever(pool_of, interval: float) -> None:
+async def sweep(pool: asyncpg.Pool) -> None:
     """Refresh every watched stage's gauges and the last drill success from the projection."""
-    while True:
-        try:
-            pool = pool_of()
-            for stage, backlog in (await read_backlogs(pool)).items():
-                set_backlog(stage, backlog)
-            last = await pool.fetchval(_LAST_DRILL)
-            if last is not None:
-                DRILL_LAST_SUCCESS.set(float(last))
-        except Exception:
-            log.exception("stage_watch_sweep_failed")
-        await asyncio.sleep(interval)
+    for stage, backlog in (await read_backlogs(pool)).items():
+        set_backlog(stage, backlog)
+    last = await pool.fetchval(_LAST_DRILL)
+    if last is not None:
+        DRILL_LAST_SUCCESS.set(float(last))

@@ -29,6 +29,7 @@ from shared.envelope import Outgoing, encode
 from shared.events import PayoutFailed, PayoutSubmitted, RefundApproved, RefundPaid
 from shared.metrics import observe_completion
 from shared.money import Money, currency_exponent
+from shared.periodic import every
 from shared.stage import Inbound, Stage
 
 SOURCE = "refund-pipeline/payout"
@@ -262,12 +263,7 @@ class ReversalWatcher:
         self.interval_seconds = interval_seconds
 
     async def run_forever(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("payout_reversal_watch_failed")
-            await asyncio.sleep(self.interval_seconds)
+        await every(self.interval_seconds, self.run_once, name="payout_reversal_watch")
 
     async def run_once(self) -> int:
         paid = await self.stage.pool.fetch(

@@ -187,21 +187,16 @@ class Matcher:
                                          settled=(line["amount_value"], line["currency"]))
 
 
-async def watch_ledger(pool: asyncpg.Pool, interval: float) -> None:
-    """The ledger invariant, checked continuously and exported; a non-zero imbalance is logged loudly."""
-    while True:
-        try:
-            async with pool.acquire() as conn:
-                for entry in await store.ledger(conn):
-                    LEDGER_IMBALANCE.labels(entry.currency).set(entry.imbalance)
-                    for term in ("paid", "matched_settled", "open_discrepancies", "resolved", "awaiting"):
-                        LEDGER_TERM.labels(entry.currency, term).set(getattr(entry, term))
-                    if entry.imbalance:
-                        log.error("ledger_invariant_broken", currency=entry.currency, imbalance=entry.imbalance)
-                for row in await conn.fetch("SELECT c AS category, count(d.id) AS n FROM unnest($1::text[]) c "
-                                            "LEFT JOIN reconcile.discrepancies d ON d.category = c "
-                                            "AND d.status = 'open' GROUP BY c", list(domain.CATEGORIES)):
-                    OPEN_DISCREPANCIES.labels(row["category"]).set(row["n"])
-        except Exception:
-            log.exception("ledger_watch_failed")
-        await asyncio.sleep(interval)
+async def check_ledger(pool: asyncpg.Pool) -> None:
+    """The ledger invariant, exported (run continuously); a non-zero imbalance is logged loudly."""
+    async with pool.acquire() as conn:
+        for entry in await store.ledger(conn):
+            LEDGER_IMBALANCE.labels(entry.currency).set(entry.imbalance)
+            for term in ("paid", "matched_settled", "open_discrepancies", "resolved", "awaiting"):
+                LEDGER_TERM.labels(entry.currency, term).set(getattr(entry, term))
+            if entry.imbalance:
+                log.error("ledger_invariant_broken", currency=entry.currency, imbalance=entry.imbalance)
+        for row in await conn.fetch("SELECT c AS category, count(d.id) AS n FROM unnest($1::text[]) c "
+                                    "LEFT JOIN reconcile.discrepancies d ON d.category = c "
+                                    "AND d.status = 'open' GROUP BY c", list(domain.CATEGORIES)):
+            OPEN_DISCREPANCIES.labels(row["category"]).set(row["n"])

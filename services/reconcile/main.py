@@ -4,10 +4,11 @@ from pathlib import Path
 
 from gatewaysim.gateway import MIGRATIONS as SIM_MIGRATIONS, SCHEMA as SIM_SCHEMA, SimGateway
 from services.reconcile.api import settlement_router
-from services.reconcile.handlers import SOURCE, Matcher, record_paid, watch_ledger
+from services.reconcile.handlers import SOURCE, Matcher, check_ledger, record_paid
 from shared import topics
 from shared.db import apply_migrations
 from shared.metrics import backlog_query, read_backlog, sweep_forever
+from shared.periodic import every
 from shared.service import make_app, make_broker, subscribe_stage
 from shared.settings import ServiceSettings
 from shared.stage import Stage
@@ -42,8 +43,8 @@ async def match_settlements() -> None:
     await matcher.run_forever()
 
 
-async def check_ledger() -> None:
-    await watch_ledger(stage.pool, settings.reconcile_ledger_check_seconds)
+async def watch_ledger() -> None:
+    await every(settings.reconcile_ledger_check_seconds, lambda: check_ledger(stage.pool), name="ledger_watch")
 
 
 BACKLOG = backlog_query("reconcile.payouts", since="paid_at", open_rows="state = 'awaiting'")
@@ -55,5 +56,5 @@ async def sweep_backlog() -> None:
 
 
 app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
-               background=[match_settlements, check_ledger, sweep_backlog], title="Refund reconcile")
+               background=[match_settlements, watch_ledger, sweep_backlog], title="Refund reconcile")
 app.include_router(settlement_router(stage, StaffAuth(settings.staff_token_secret)))
