@@ -103,10 +103,9 @@ def _first_outcome(payment_id: str, channel: str, faults: SimFaults) -> tuple[st
 class SimGateway:
     """A gateway with its own durable ledger (schema `gateway_sim`)."""
 
-    def __init__(self, pool: asyncpg.Pool, faults: SimFaults | int = SimFaults()) -> None:
+    def __init__(self, pool: asyncpg.Pool, faults: SimFaults = SimFaults()) -> None:
         self.pool = pool
-        # An int is the decline percent (the foundation's signature).
-        self.faults = SimFaults(decline_percent=faults) if isinstance(faults, int) else faults
+        self.faults = faults
 
     async def refund(self, idempotency_key: str, payment_id: str, amount_value: int, currency: str,
                      channel: str = "card", settles_as: tuple[int, str] | None = None) -> SimRefund:

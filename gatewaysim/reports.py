@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from shared.money import currency_exponent
+from shared.money import major_units_text
 
 if TYPE_CHECKING:
     from gatewaysim.gateway import SettlementLine
@@ -28,14 +28,6 @@ ADYEN_COLUMNS = ["Company Account", "Merchant Account", "Psp Reference", "Mercha
                  "Payment Method Variant", "Modification Merchant Reference", "Batch Number"]
 
 
-def major(value: int, currency: str) -> str:
-    """Minor units as the decimal text a report shows: 2500 EUR -> '25.00', 1200 JPY -> '1200'."""
-    exponent = currency_exponent(currency)
-    sign = "-" if value < 0 else ""
-    whole, fraction = divmod(abs(value), 10**exponent)
-    return f"{sign}{whole}.{fraction:0{exponent}d}" if exponent else f"{sign}{whole}"
-
-
 def _txn_id(line: "SettlementLine") -> str:
     return "txn_" + hashlib.sha256(f"{line.line_id}:{line.kind}".encode()).hexdigest()[:24]
 
@@ -44,15 +36,15 @@ def _stripe_row(line: "SettlementLine", now: str) -> list[str]:
     sign = -1 if line.kind == "refund" else 1  # a refund leaves the balance; its failure returns
     gross, fee = sign * line.amount_value, line.fee_value
     category = "refund" if line.kind == "refund" else "refund_failure"
-    return [_txn_id(line), now, now, line.currency.lower(), major(gross, line.currency),
-            major(fee, line.currency), major(gross - fee, line.currency), category, line.gateway_ref,
-            f"REFUND FOR {line.gateway_ref}"]
+    gross_text, fee_text, net_text = (major_units_text(v, line.currency) for v in (gross, fee, gross - fee))
+    return [_txn_id(line), now, now, line.currency.lower(), gross_text, fee_text, net_text, category,
+            line.gateway_ref, f"REFUND FOR {line.gateway_ref}"]
 
 
 def _adyen_row(line: "SettlementLine", now: str) -> list[str]:
-    amount, fee = major(line.amount_value, line.currency), major(line.fee_value, line.currency)
+    amount, fee = major_units_text(line.amount_value, line.currency), major_units_text(line.fee_value, line.currency)
     refund = line.kind == "refund"
-    net = major(line.amount_value + (line.fee_value if refund else -line.fee_value), line.currency)
+    net = major_units_text(line.amount_value + (line.fee_value if refund else -line.fee_value), line.currency)
     return ["SimCompany", "SimMerchant", line.gateway_ref, line.gateway_ref, "visa", now, "UTC",
             "Refunded" if refund else "RefundedReversed", line.gateway_ref, line.currency,
             amount if refund else "", "" if refund else amount, "1", line.currency,

@@ -42,6 +42,14 @@ def currencies_of_country(alpha_2: str) -> frozenset[str]:
     return _currencies_by_country().get(alpha_2, frozenset())
 
 
+def major_units_text(value: int, currency: str) -> str:
+    """Minor units as decimal text in the currency's own exponent: 2500 EUR -> '25.00', -1200 JPY -> '-1200'."""
+    exponent = currency_exponent(currency)
+    sign = "-" if value < 0 else ""
+    whole, fraction = divmod(abs(value), 10**exponent)
+    return f"{sign}{whole}.{fraction:0{exponent}d}" if exponent else f"{sign}{whole}"
+
+
 def _known_currency(code: str) -> str:
     try:
         currency_exponent(code)
@@ -73,8 +81,4 @@ class Money(BaseModel):
 
     def format(self) -> str:
         """Human form for logs and the demo, e.g. '10.50 EUR', '1200 JPY'."""
-        exponent = currency_exponent(self.currency)
-        if exponent == 0:
-            return f"{self.value} {self.currency}"
-        whole, fraction = divmod(self.value, 10**exponent)
-        return f"{whole}.{fraction:0{exponent}d} {self.currency}"
+        return f"{major_units_text(self.value, self.currency)} {self.currency}"

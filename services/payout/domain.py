@@ -1,5 +1,6 @@
 """Payout decisions: retry schedule, error classification, routing, ETA, FX. Pure: no I/O."""
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -56,12 +57,18 @@ def _business_days_after(start: date, days: int, closed: holidays.HolidayBase) -
     return day
 
 
+@functools.cache
+def _closed_days(region: str, year: int) -> holidays.HolidayBase:
+    # Building a calendar costs up to a few ms (DE): once per region and year, not per refund.
+    try:
+        return holidays.country_holidays(region, years=range(year, year + 2))
+    except NotImplementedError:  # a region the holidays package has no calendar for: weekends only
+        return holidays.HolidayBase()
+
+
 def funds_eta(accepted_at: datetime, channel: str, region: str) -> datetime:
     """When the customer should have the money: business days per channel, on the region's calendar."""
-    try:
-        closed = holidays.country_holidays(region, years=range(accepted_at.year, accepted_at.year + 2))
-    except NotImplementedError:  # a region the holidays package has no calendar for: weekends only
-        closed = holidays.HolidayBase()
+    closed = _closed_days(region, accepted_at.year)
     day = _business_days_after(accepted_at.astimezone(UTC).date(), FUNDS_BUSINESS_DAYS.get(channel, 5), closed)
     return datetime.combine(day, FUNDS_CUTOFF)
 

@@ -1,5 +1,6 @@
 """Payout process: `uvicorn services.payout.main:app`."""
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -78,18 +79,15 @@ def _gateways() -> dict[str, Gateway]:
     return gateways
 
 
-async def execute_payouts() -> None:
+async def run_gateways() -> None:
+    """The executor and the reversal watcher, sharing one set of gateway clients."""
     await apply_migrations(settings.database_url, SIM_SCHEMA, SIM_MIGRATIONS, stage_tables=False)
-    executor = PayoutExecutor(stage, _gateways(), reclaim_after_seconds=settings.payout_reclaim_after_seconds,
+    gateways = _gateways()
+    executor = PayoutExecutor(stage, gateways, reclaim_after_seconds=settings.payout_reclaim_after_seconds,
                               sla_seconds=settings.payout_sla_seconds, policy=policy)
-    await executor.run_forever()
-
-
-async def watch_reversals() -> None:
-    await apply_migrations(settings.database_url, SIM_SCHEMA, SIM_MIGRATIONS, stage_tables=False)
-    watcher = ReversalWatcher(stage, _gateways(), window=timedelta(seconds=settings.payout_reversal_window_seconds),
+    watcher = ReversalWatcher(stage, gateways, window=timedelta(seconds=settings.payout_reversal_window_seconds),
                               interval_seconds=settings.payout_reversal_poll_seconds)
-    await watcher.run_forever()
+    await asyncio.gather(executor.run_forever(), watcher.run_forever())
 
 
 BACKLOG = backlog_query("payout.payouts", since="created_at",
@@ -102,4 +100,4 @@ async def sweep_backlog() -> None:
 
 
 app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
-               background=[execute_payouts, watch_reversals, sweep_backlog], title="Refund payout")
+               background=[run_gateways, sweep_backlog], title="Refund payout")
