@@ -64,8 +64,6 @@ def subscribe_stage(broker: KafkaBroker, stage: Stage, *topics: str, group_id: s
     AckPolicy.NACK_ON_ERROR: success commits, an exception seeks back so the
     batch is redelivered (at-least-once; the inbox makes that effectively once).
     """
-    stage.consumer_group, stage.consumer_topics = group_id, tuple(topics)
-
     @broker.subscriber(
         *topics, group_id=group_id, batch=True, max_records=max_records, batch_timeout_ms=50,
         auto_offset_reset="earliest", ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -99,10 +97,11 @@ def make_app(
         app.state.pool = pool
         await broker.start()
         tasks = [asyncio.create_task(stage.relay_forever())] + [asyncio.create_task(job()) for job in background]
-        if stage.consumer_group and settings.consumer_lag_interval_seconds > 0:
-            tasks.append(asyncio.create_task(lag_forever(
-                settings.kafka_bootstrap_servers, stage.consumer_group, stage.consumer_topics,
-                settings.consumer_lag_interval_seconds)))
+        if settings.consumer_lag_interval_seconds > 0:
+            tasks += [asyncio.create_task(lag_forever(settings.kafka_bootstrap_servers, subscriber.group_id,
+                                                      list(subscriber.topic_names),
+                                                      settings.consumer_lag_interval_seconds))
+                      for subscriber in broker.subscribers]
         state["ready"] = True
         log.info("service_started", port=settings.http_port)
         try:

@@ -92,9 +92,6 @@ class Stage:
         self.pool: asyncpg.Pool | None = None
         self.producer: AIOKafkaProducer | None = None
         self.committed = asyncio.Event()
-        # Set by subscribe_stage: the consumer group and its topics (for the lag gauge).
-        self.consumer_group: str | None = None
-        self.consumer_topics: tuple[str, ...] = ()
         # Outbox rows the broker has acked, deleted by the next transaction.
         self._published: list[int] = []
 
@@ -132,13 +129,16 @@ class Stage:
             return Inbound(record, None)
 
     async def _in_transaction(self, inbound: Sequence[Inbound]) -> list[tuple[int, Outgoing]]:
+        letters: list[str] = []  # dead-letter reasons, counted only once the transaction has committed
         async with self.pool.acquire() as conn, conn.transaction():
             await self._forget_published(conn)
             fresh = await self._claim(conn, [item.event for item in inbound if item.event is not None])
             outgoing: list[Outgoing] = []
             for item in inbound:
-                outgoing += await self._handle(conn, item, fresh)
-            return await self._write_outbox(conn, outgoing)
+                outgoing += await self._handle(conn, item, fresh, letters)
+            pending = await self._write_outbox(conn, outgoing)
+        self._count_dead_letters(letters)
+        return pending
 
     async def _one_by_one(self, inbound: Sequence[Inbound]) -> list[tuple[int, Outgoing]]:
         ids: list[tuple[int, Outgoing]] = []
@@ -150,19 +150,22 @@ class Stage:
             except Exception as error:
                 log.exception("poison_message", topic=item.record.topic,
                               partition=item.record.partition, offset=item.record.offset)
-                letter = self._dead_letter(item.record, f"{type(error).__name__}: {error}", type(error).__name__)
+                letter = dead_letter(item.record, f"{type(error).__name__}: {error}", source=self.source)
                 async with self.pool.acquire() as conn, conn.transaction():
                     ids += await self._write_outbox(conn, [letter])
+                self._count_dead_letters([type(error).__name__])
         return ids
 
-    def _dead_letter(self, record: ConsumerRecord, error: str, reason: str = "unspecified") -> Outgoing:
-        MESSAGES_DEAD_LETTERED.labels(self.schema, reason).inc()
-        return dead_letter(record, error, source=self.source)
+    def _count_dead_letters(self, reasons: Sequence[str]) -> None:
+        for reason in reasons:
+            MESSAGES_DEAD_LETTERED.labels(self.schema, reason).inc()
 
-    async def _handle(self, conn: asyncpg.Connection, item: Inbound, fresh: set[tuple[str, str]]) -> list[Outgoing]:
+    async def _handle(self, conn: asyncpg.Connection, item: Inbound, fresh: set[tuple[str, str]],
+                      letters: list[str]) -> list[Outgoing]:
         if item.event is None and not (item.invalid and self.accept_invalid_envelopes):
-            reason = str(item.invalid) if item.invalid else "not a CloudEvent (not JSON, or not an object)"
-            return [self._dead_letter(item.record, reason, "invalid_envelope" if item.invalid else "unreadable")]
+            error = str(item.invalid) if item.invalid else "not a CloudEvent (not JSON, or not an object)"
+            letters.append("invalid_envelope" if item.invalid else "unreadable")
+            return [dead_letter(item.record, error, source=self.source)]
         if item.event is not None:
             key = (item.event.get_source(), item.event.get_id())
             if key not in fresh:
