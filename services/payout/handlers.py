@@ -193,11 +193,12 @@ class PayoutExecutor:
 
     async def _record(self, conn: asyncpg.Connection, row: asyncpg.Record, attempt: Attempt) -> list[Outgoing]:
         result, error = attempt.result, attempt.error
-        if error is not None and (not error.retryable or self.policy.retry.exhausted(row["attempts"])):
+        failed_attempts = row["error_attempts"] + 1
+        if error is not None and (not error.retryable or self.policy.retry.exhausted(failed_attempts)):
             reason = error.reason if not error.retryable else f"retries_exhausted:{error.reason}"
             return await self._finish(conn, row, GatewayResult("failed", None, reason))
         if error is not None:
-            delay = self.policy.retry.delay(row["attempts"], random.random())
+            delay = self.policy.retry.delay(failed_attempts, random.random())
             log.info("payout_retry_scheduled", refund_id=row["refund_id"], error=error.reason, in_seconds=delay)
             await self._reschedule(conn, row, "pending", delay, error.reason)
             return []
@@ -215,7 +216,8 @@ class PayoutExecutor:
                           error: str | None) -> None:
         await conn.execute(
             "UPDATE payout.payouts SET status = $2, next_attempt_at = now() + make_interval(secs => $3), "
-            "last_error = coalesce($4, last_error) WHERE refund_id = $1", row["refund_id"], status, delay, error)
+            "last_error = coalesce($4, last_error), error_attempts = error_attempts + ($4 IS NOT NULL)::int "
+            "WHERE refund_id = $1", row["refund_id"], status, delay, error)
 
     async def _reroute(self, conn: asyncpg.Connection, row: asyncpg.Record, reason: str) -> bool:
         allowed = self.policy.fallback_channel if row["channel"] in self.policy.fallback_from else None
@@ -225,7 +227,8 @@ class PayoutExecutor:
         log.info("payout_rerouted", refund_id=row["refund_id"], channel=channel, after=reason)
         # A new key: the failed card refund stays failed at the gateway; this is a new payout.
         await conn.execute(
-            "UPDATE payout.payouts SET status = 'pending', channel = $2, routed_from = channel, attempts = 0, "
+            "UPDATE payout.payouts SET status = 'pending', channel = $2, routed_from = channel, "
+            "attempts = 0, error_attempts = 0, "
             "idempotency_key = refund_id || ':' || $2, last_error = $3, next_attempt_at = now() "
             "WHERE refund_id = $1", row["refund_id"], channel, reason)
         return True

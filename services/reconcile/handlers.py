@@ -179,7 +179,7 @@ class Matcher:
             "SELECT l.* FROM reconcile.settlement_lines l WHERE l.state = 'unmatched' "
             "AND l.ingested_at < now() - make_interval(secs => $1) "
             "AND NOT EXISTS (SELECT 1 FROM reconcile.payouts p WHERE p.gateway_ref = l.gateway_ref) "
-            "AND NOT EXISTS (SELECT 1 FROM reconcile.discrepancies d WHERE d.line_id = l.id AND d.status = 'open') "
+            "AND NOT EXISTS (SELECT 1 FROM reconcile.discrepancies d WHERE d.line_id = l.id) "  # resolved stays resolved
             "LIMIT 1000", self.missing_internally_after_seconds)
         for line in orphans:
             await store.open_discrepancy(conn, "missing_internally", gateway_ref=line["gateway_ref"], refund_id=None,
