@@ -24,9 +24,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-from .processes import (
-    StackError, console, file_lock, log_errors, log_tail, pid_alive, run_sync, spawn, terminate,
-)
+from . import processes
+from .processes import StackError, console, file_lock, run_sync, spawn, terminate
 
 KAFKA_VERSION = "4.1.1"
 MAIN_CLASS = "kafka.Kafka"
@@ -197,19 +196,8 @@ def probe(bootstrap: str, timeout_s: float = 5.0) -> bool:
 
 
 def wait_ready(bootstrap: str, pid: int | None, log_path: Path, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pid is not None and not pid_alive(pid):
-            raise StackError(
-                f"Kafka exited during startup; {log_errors(log_path)}tail of {log_path}:\n{log_tail(log_path)}"
-            )
-        if probe(bootstrap, timeout_s=3.0):
-            return
-        time.sleep(0.5)
-    raise StackError(
-        f"Kafka at {bootstrap} not ready after {timeout:.0f}s; {log_errors(log_path)}"
-        f"tail of {log_path}:\n{log_tail(log_path)}"
-    )
+    processes.wait_ready(f"Kafka at {bootstrap}", lambda: probe(bootstrap, timeout_s=3.0), pid, log_path, timeout,
+                         every=0.5)
 
 
 async def _create_topics(bootstrap: str, topics: Iterable) -> list[str]:

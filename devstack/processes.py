@@ -15,7 +15,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 from pathlib import Path
 
@@ -199,6 +199,27 @@ def log_errors(path: Path, limit: int = 8) -> str:
         return ""
     hits = [line for line in lines if " ERROR " in line or " FATAL " in line][:limit]
     return ("first errors:\n" + "\n".join(hits) + "\n") if hits else ""
+
+
+def wait_ready(what: str, probe: Callable[[], bool], pid: int | None, log: Path, timeout: float,
+               every: float = 0.3) -> None:
+    """Poll `probe` until it answers; fail early, with the log, if the process `pid` dies meanwhile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pid is not None and not pid_alive(pid):
+            raise StackError(f"{what} exited during startup; {log_errors(log)}tail of {log}:\n{log_tail(log)}")
+        if probe():
+            return
+        time.sleep(every)
+    raise StackError(f"{what} not ready after {timeout:.0f}s; {log_errors(log)}tail of {log}:\n{log_tail(log)}")
+
+
+def pinned_port(var: str) -> int | None:
+    """A port the user pinned through `var`, refused if something already listens there."""
+    port = port_from_env(var)
+    if port is not None and port_open(port):
+        raise StackError(f"{var}={port} is already in use on 127.0.0.1")
+    return port
 
 
 @contextlib.contextmanager

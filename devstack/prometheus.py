@@ -8,13 +8,13 @@ deploy/prometheus/rules.yml (short `for:` durations) from the real file.
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import httpx
 import yaml
 
-from .processes import StackError, log_tail, pid_alive, spawn, terminate
+from . import processes
+from .processes import StackError, spawn, terminate
 
 READY_S = 60.0
 
@@ -67,17 +67,13 @@ def start(data_dir: Path, config: Path, port: int, log: Path) -> int:
 
 
 def wait_ready(port: int, pid: int, log: Path, timeout: float = READY_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            raise StackError(f"prometheus exited during startup; tail of {log}:\n{log_tail(log)}")
+    def answers() -> bool:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=2.0).status_code == 200:
-                return
+            return httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=2.0).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise StackError(f"prometheus not ready after {timeout:.0f}s; tail of {log}:\n{log_tail(log)}")
+            return False
+
+    processes.wait_ready("prometheus", answers, pid, log, timeout)
 
 
 def stop(pid: int | None, port: int, timeout: float = 20.0) -> bool:
