@@ -16,6 +16,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,8 @@ import httpx
 
 from . import kafka, postgres, prometheus
 from .processes import (
-    StackError, console, file_lock, free_port, free_ports, log_tail, pid_alive,
-    pid_matches, port_from_env, port_open, run_sync, spawn, terminate, wait_exit,
+    StackError, console, file_lock, free_port, free_ports, pid_matches, pinned_port, port_from_env, run_sync,
+    spawn, terminate, wait_ready, wait_exit,
 )
 
 SERVICES = ("intake", "approval", "payout", "reconcile", "notify")
@@ -134,13 +135,6 @@ class Stack:
         self.down()
 
     # ------------------------------------------------------------ prometheus
-    @property
-    def prometheus_url(self) -> str:
-        record = self.state.get("prometheus") or {}
-        if not record.get("port"):
-            raise StackError("prometheus is not up (start_prometheus() first)")
-        return f"http://127.0.0.1:{record['port']}"
-
     def start_prometheus(self, *, rule_files: list[Path] | None = None, scrape_interval: str = "15s",
                          evaluation_interval: str = "15s") -> str:
         """(Re)start our Prometheus scraping every running service; returns its URL.
@@ -164,8 +158,9 @@ class Stack:
             except StackError:
                 self.stop_prometheus()
                 raise
-            console.print(f"[bold]prometheus[/]: ready at http://127.0.0.1:{port} (pid {pid})")
-            return self.prometheus_url
+            url = f"http://127.0.0.1:{port}"
+            console.print(f"[bold]prometheus[/]: ready at {url} (pid {pid})")
+            return url
 
     def stop_prometheus(self) -> None:
         record = self.state.pop("prometheus", None) or {}
@@ -199,10 +194,7 @@ class Stack:
 
         libs = kafka.ensure_jars(self.repo_root / "deploy/local/kafka/pom.xml")
         port, controller_port = free_ports(2)
-        if port_from_env("KAFKA_PORT"):
-            port = port_from_env("KAFKA_PORT")
-            if port_open(port):
-                raise StackError(f"KAFKA_PORT={port} is already in use on 127.0.0.1")
+        port = pinned_port("KAFKA_PORT") or port
         if controller_port == port:
             controller_port = free_port()
         log = self.logs_dir / "kafka.log"
@@ -257,9 +249,7 @@ class Stack:
             console.print("[yellow]postgres[/]: process alive but not answering; restarting it")
             self._stop_postgres()
 
-        port = port_from_env("PGPORT_LOCAL") or free_port()
-        if port_open(port):
-            raise StackError(f"PGPORT_LOCAL={port} is already in use on 127.0.0.1")
+        port = pinned_port("PGPORT_LOCAL") or free_port()
         started = time.monotonic()
         console.print(f"[bold]postgres[/]: initdb + start on 127.0.0.1:{port}…")
         root = postgres.pg_root(self.run_dir)
@@ -356,21 +346,19 @@ class Stack:
                 continue
             self.stop_service(name)
             todo.append(name)
-        # Spawn all first, then wait: the five interpreters start in parallel.
-        for name in todo:
-            self._spawn_service(name)
-        for name in todo:
-            self._wait_service(name)
+        self._start_all(todo)
 
-    def _spawn_service(self, name: str) -> int:
+    def _spawn_service(self, name: str, env: Mapping[str, str] | None = None) -> int:
         service = self.service_of(name)
         if service not in SERVICES:
             raise StackError(f"unknown service {name!r}; known: {', '.join(SERVICES)} (or <service>@<n>)")
         record = self.state["services"].setdefault(name, {})
         # Keep the port across restarts: tests hold URLs from service_url().
         port = record.get("port") or port_from_env(f"{name.upper()}_PORT") or free_port()
-        env = {
+        # `env` goes to this process only: os.environ is shared by the whole caller (e.g. a test session).
+        process_env = {
             **os.environ,
+            **(env or {}),
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "DATABASE_URL": self.dsn,
             "SERVICE_NAME": service,  # every instance of a service joins its one consumer group
@@ -379,34 +367,33 @@ class Stack:
         }
         argv = [sys.executable, "-m", "uvicorn", f"services.{service}.main:app", "--host", "127.0.0.1",
                 "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "20"]
-        pid = spawn(argv, self.logs_dir / f"{name}.log", cwd=self.repo_root, env=env)
+        pid = spawn(argv, self.logs_dir / f"{name}.log", cwd=self.repo_root, env=process_env)
         record.update(pid=pid, port=port, bootstrap=self.bootstrap, dsn=self.dsn, started_at=time.time())
         self._save()
         console.print(f"[bold]{name}[/]: starting pid {pid} on port {port}")
         return pid
 
-    def _wait_service(self, name: str) -> None:
-        record = self.state["services"][name]
-        log = self.logs_dir / f"{name}.log"
-        deadline = time.monotonic() + SERVICE_READY_S
-        while time.monotonic() < deadline:
-            if not pid_alive(record["pid"]):
-                raise StackError(f"service {name} exited during startup; tail of {log}:\n{log_tail(log)}")
-            if self._service_ready(name):
-                console.print(f"[bold]{name}[/]: ready at {self.service_url(name)}")
-                return
-            time.sleep(0.3)
-        tail = log_tail(log)
-        self.stop_service(name)
-        raise StackError(f"service {name} not ready after {SERVICE_READY_S:.0f}s; tail of {log}:\n{tail}")
+    def _start_all(self, names: list[str], env: Mapping[str, str] | None = None) -> None:
+        # Spawn all first, then wait: the interpreters start in parallel.
+        for name in names:
+            self._spawn_service(name, env)
+        for name in names:
+            try:
+                wait_ready(f"service {name}", lambda: self._service_ready(name), self.state["services"][name]["pid"],
+                           self.logs_dir / f"{name}.log", SERVICE_READY_S)
+            except StackError:
+                self.stop_service(name)
+                raise
+            console.print(f"[bold]{name}[/]: ready at {self.service_url(name)}")
 
-    def start_service(self, name: str) -> None:
-        """Start one service (on its remembered port) and wait for /readyz; no-op if running."""
+    def start_service(self, name: str, env: Mapping[str, str] | None = None) -> None:
+        """Start one service (on its remembered port) and wait for /readyz; no-op if running.
+
+        `env` is added to os.environ for this process only; a later start without it runs without it.
+        """
         with self._locked():
-            if self.service_alive(name):
-                return
-            self._spawn_service(name)
-            self._wait_service(name)
+            if not self.service_alive(name):
+                self._start_all([name], env)
 
     def stop_service(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
         """Signal the service (default SIGTERM), wait up to `timeout`, then SIGKILL."""
@@ -434,16 +421,13 @@ class Stack:
         """
         started = [f"{name}@{instance}" for name in names]
         with self._locked():
-            todo = [name for name in started if not self.service_alive(name)]
-            for name in todo:
-                self._spawn_service(name)
-            for name in todo:
-                self._wait_service(name)
+            self._start_all([name for name in started if not self.service_alive(name)])
         return started
 
-    def restart_service(self, name: str) -> None:
+    def restart_service(self, name: str, env: Mapping[str, str] | None = None) -> None:
+        """Stop the service and start it again, with `env` on top of os.environ (see start_service)."""
         self.stop_service(name)
-        self.start_service(name)
+        self.start_service(name, env)
 
     # ---------------------------------------------------------------- status
     def status(self) -> list[dict[str, Any]]:

@@ -39,6 +39,18 @@ async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
         await producer.stop()
 
 
+async def consumer_at_end(bootstrap: str, *topic_names: str) -> AIOKafkaConsumer:
+    """A started consumer (no group) on every partition of the topics, positioned at their current end."""
+    partitions = [tp for topic in topic_names for tp in await partitions_of(bootstrap, topic)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    consumer.assign(partitions)
+    await consumer.seek_to_end(*partitions)
+    for tp in partitions:  # resolve the end offsets now, before anything is published
+        await consumer.position(tp)
+    return consumer
+
+
 async def start_producer(bootstrap: str) -> AIOKafkaProducer:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
@@ -58,17 +70,9 @@ class StatusFollower:
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self, from_beginning: bool = False) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                          group_id=None)
-        partitions = await partitions_of(self.bootstrap, topics.STATUS)
-        await self._consumer.start()
-        self._consumer.assign(partitions)
+        self._consumer = await consumer_at_end(self.bootstrap, topics.STATUS)
         if from_beginning:
-            await self._consumer.seek_to_beginning(*partitions)
-        else:
-            await self._consumer.seek_to_end(*partitions)
-            for tp in partitions:  # resolve the end offsets now, before anything is published
-                await self._consumer.position(tp)
+            await self._consumer.seek_to_beginning()
         self._task = asyncio.create_task(self._follow())
 
     async def _follow(self) -> None:

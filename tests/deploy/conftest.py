@@ -1,5 +1,6 @@
 """Render the kustomize overlays once per session with the pinned tools in .tools/bin."""
 
+import importlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,15 +12,21 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy/k8s"
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").exists())
 SCHEMAS = Path(__file__).parent / "schemas"
-SERVICES = ("intake", "approval", "payout", "reconcile", "notify")
 
 
 def tool(name: str) -> str:
+    """A pinned tool from .tools/bin (Go tools), else from PATH (system packages such as promtool)."""
     path = ROOT / ".tools/bin" / name
     found = str(path) if path.exists() else shutil.which(name)
     if not found:
-        pytest.fail(f"{name} is not installed: run `make setup` (scripts/bootstrap.sh installs it into .tools/bin; it needs go)")
+        pytest.fail(f"{name} is not installed: run `make setup` (scripts/bootstrap.sh installs it)")
     return found
+
+
+def settings_env_names(service: str) -> set[str]:
+    """The environment variables a service reads: the fields of its Settings, upper-cased."""
+    main = importlib.import_module(f"services.{service}.main")
+    return {field.upper() for field in type(main.settings).model_fields}
 
 
 def kubeconform(*files: Path) -> subprocess.CompletedProcess:

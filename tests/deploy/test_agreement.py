@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from devstack import SERVICES
 from shared.topics import TOPICS
-from tests.deploy.conftest import ROOT, SERVICES
+from tests.deploy.conftest import ROOT, settings_env_names
 from tools import k8s_monitoring
 
 PARTITIONS = {topic.name: topic.partitions for topic in TOPICS}
@@ -76,7 +77,7 @@ def test_images_ports_probes_and_env_match_the_service(overlay, service, rendere
     assert spec["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert spec["livenessProbe"]["httpGet"]["path"] == "/healthz"
     # Env: every name is a field of the service's own Settings class; the required wiring is there.
-    fields = {field.upper() for field in type(main.settings).model_fields}
+    fields = settings_env_names(name)
     assert set(env) <= fields, f"env names the service does not read: {set(env) - fields}"
     assert {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "SERVICE_NAME"} <= set(env)
     assert env["SERVICE_NAME"] == main.settings.service_name == name

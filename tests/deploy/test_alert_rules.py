@@ -1,38 +1,30 @@
 """deploy/prometheus/rules.yml: promtool accepts it, its unit tests pass, every alert is complete and tested."""
 
 import re
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.deploy.conftest import ROOT, tool
+
 RULES = ROOT / "deploy/prometheus/rules.yml"
 RULE_TESTS = sorted((ROOT / "deploy/prometheus/tests").glob("*.yml"))
-
-
-def promtool() -> str:
-    found = shutil.which("promtool")
-    if not found:
-        pytest.fail("promtool is not installed: run `make setup` (scripts/bootstrap.sh installs Debian's prometheus)")
-    return found
-
 
 def alerts() -> list[dict]:
     return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"] if "alert" in rule]
 
 
 def test_promtool_check_rules():
-    result = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([tool("promtool"), "check", "rules", str(RULES)],
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
 
 def test_promtool_unit_tests_pass():
     assert RULE_TESTS, "no rule unit tests in deploy/prometheus/tests"
-    result = subprocess.run([promtool(), "test", "rules", *map(str, RULE_TESTS)],
+    result = subprocess.run([tool("promtool"), "test", "rules", *map(str, RULE_TESTS)],
                             capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -4,24 +4,28 @@ import uuid
 from datetime import UTC, datetime
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 
 from gatewaysim.gateway import SimFaults, _in_share
 from shared import topics
 from shared.ids import refund_id_for
-from tools.platform import partitions_of, requested_record
+from shared.settings import ServiceSettings
+from shared.roles import Role
+from shared.staff import mint_token
+from tools.platform import consumer_at_end, requested_record
 
 SOURCE = "shop-test"
 
 
-def valid_request(amount: int = 2500, captured: int = 5000, currency: str = "EUR", **changes) -> dict:
+def valid_request(amount: int = 2500, captured: int = 5000, currency: str = "EUR", payment_suffix: str = "",
+                  **changes) -> dict:
+    """A request the pipeline pays; its payment id is `pay-{n}{payment_suffix}` (a suffix may carry a fault token)."""
     n = uuid.uuid4().hex[:12]
     # The simulator declines 2% of payments (SIM_DECLINE_PERCENT); tests that want the happy path avoid them.
-    while _in_share(f"pay-{n}", SimFaults.decline_percent):
+    while _in_share(f"pay-{n}{payment_suffix}", SimFaults.decline_percent):
         n = uuid.uuid4().hex[:12]
     data = {
         "request_id": f"req-{n}", "order_id": f"ord-{n}",
-        "payment": {"id": f"pay-{n}", "gateway": "sim", "channel": "card",
+        "payment": {"id": f"pay-{n}{payment_suffix}", "gateway": "sim", "channel": "card",
                     "captured": {"value": captured, "currency": currency}},
         "amount": {"value": amount, "currency": currency},
         "customer": {"id": f"cus-{n}", "email": "ana@example.com", "locale": "en"},
@@ -35,6 +39,11 @@ def refund_of(data: dict, source: str = SOURCE) -> str:
     return refund_id_for(source, data["request_id"])
 
 
+def staff_auth(user: str, *roles: Role) -> dict:
+    """The header a staff member with `roles` sends, signed with the secret the services verify."""
+    return {"Authorization": f"Bearer {mint_token(ServiceSettings().staff_token_secret, user, list(roles))}"}
+
+
 async def publish(producer, data: dict, *, source: str = SOURCE, binary: bool = False,
                   event_id: str | None = None) -> tuple[bytes, list]:
     value, headers = requested_record(source, data, binary=binary, event_id=event_id)
@@ -43,37 +52,33 @@ async def publish(producer, data: dict, *, source: str = SOURCE, binary: bool = 
 
 
 class TopicTail:
-    """Reads a topic from its end at creation, for asserting on what a stage published."""
+    """Reads topics from their end at creation, for asserting on what a stage published."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.bootstrap, self.topic, self.records = bootstrap, topic, []
+    def __init__(self, bootstrap: str, *topic_names: str) -> None:
+        self.bootstrap, self.topics, self.records = bootstrap, topic_names, []
 
     async def __aenter__(self):
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        parts = await self._partitions()
-        await self.consumer.start()
-        self.consumer.assign(parts)
-        await self.consumer.seek_to_end(*parts)
-        for tp in parts:
-            await self.consumer.position(tp)
+        self.consumer = await consumer_at_end(self.bootstrap, *self.topics)
         return self
 
     async def __aexit__(self, *exc):
         await self.consumer.stop()
 
-    async def _partitions(self) -> list:
-        return await partitions_of(self.bootstrap, self.topic)
+    async def _poll(self) -> list[dict]:
+        """The events that arrived since the last poll (waiting briefly for some); all are kept in `records`."""
+        batches = await self.consumer.getmany(timeout_ms=300)
+        events = [orjson.loads(record.value) for records in batches.values() for record in records]
+        self.records.extend(events)
+        return events
 
     async def wait_for(self, match, timeout: float = 60.0) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for records in (await self.consumer.getmany(timeout_ms=300)).values():
-                for record in records:
-                    event = orjson.loads(record.value)
-                    self.records.append(event)
-                    if match(event):
-                        return event
-        raise AssertionError(f"nothing matching on {self.topic} within {timeout}s; saw {len(self.records)}")
+            for event in await self._poll():
+                if match(event):
+                    return event
+        raise AssertionError(f"nothing matching on {', '.join(self.topics)} within {timeout}s; "
+                             f"saw {len(self.records)}")
 
 
 async def wait_until(check, timeout: float = 60.0, every: float = 0.2):

@@ -4,13 +4,11 @@ import time
 from collections import defaultdict
 
 import asyncpg
-import orjson
 
 from services.intake import store
 from services.intake.credentials import NewApiKey
 from shared import topics
 from tests.integration.helpers import TopicTail
-from tools.platform import partitions_of
 
 
 async def new_api_key(dsn: str, source: str, **options) -> NewApiKey:
@@ -30,12 +28,8 @@ class OutcomeTail(TopicTail):
     """Reads refunds.accepted and refunds.rejected from their end at creation, per refund_id."""
 
     def __init__(self, bootstrap: str) -> None:
-        super().__init__(bootstrap, topics.ACCEPTED)
+        super().__init__(bootstrap, topics.ACCEPTED, topics.REJECTED)
         self.events: dict[str, list[dict]] = defaultdict(list)
-
-    async def _partitions(self) -> list:
-        return [tp for topic in (topics.ACCEPTED, topics.REJECTED)
-                for tp in await partitions_of(self.bootstrap, topic)]
 
     async def wait_for_outcomes(self, refund_ids, count: int = 1, timeout: float = 60.0) -> dict[str, list[dict]]:
         """Until each refund has at least `count` outcome events; the events seen, per refund."""
@@ -45,8 +39,6 @@ class OutcomeTail(TopicTail):
             if time.monotonic() > deadline:
                 missing = sorted(r for r in wanted if len(self.events[r]) < count)
                 raise AssertionError(f"{len(missing)} refunds lack an outcome after {timeout}s: {missing[:5]}")
-            for records in (await self.consumer.getmany(timeout_ms=300)).values():
-                for record in records:
-                    event = orjson.loads(record.value)
-                    self.events[event["data"]["refund_id"]].append(event)
+            for event in await self._poll():
+                self.events[event["data"]["refund_id"]].append(event)
         return {r: self.events[r] for r in wanted}

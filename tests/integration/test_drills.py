@@ -7,7 +7,7 @@ import pytest
 
 from tests.integration.helpers import wait_until
 from tests.integration.scrape import samples, total
-from tests.integration.service_env import restarted_with
+from tests.integration.service_fixtures import service_configured
 
 
 def intake_completions(stack) -> float:
@@ -16,7 +16,7 @@ def intake_completions(stack) -> float:
 
 @pytest.fixture
 def drilling_intake(stack):
-    with restarted_with(stack, "intake", DRILL_INTERVAL_SECONDS="2"):
+    with service_configured(stack, "intake", DRILL_INTERVAL_SECONDS="2"):
         yield
 
 

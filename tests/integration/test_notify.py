@@ -1,7 +1,6 @@
 """Notify on the real stack: every milestone reaches the customer once by email (real SMTP),
 SMS (HTTP provider) and signed webhook, across redelivery and a restart in the middle of a send."""
 
-import os
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -18,10 +17,11 @@ from shared.envelope import encode
 from devstack.kafka import describe_topic_configs
 from shared import topics
 from shared.events import PayoutSubmitted, RefundAccepted
-from shared.staff import Role, mint_token
+from shared.roles import Role
 from tools.platform import StatusFollower
-from tests.integration.helpers import TopicTail, publish, refund_of, valid_request, wait_until
+from tests.integration.helpers import TopicTail, publish, refund_of, staff_auth, valid_request, wait_until
 from tests.integration.notify_sinks import Sinks
+from tests.integration.service_fixtures import service_configured
 
 pytestmark = pytest.mark.integration
 SOURCE = "shop-notify"
@@ -34,19 +34,21 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+def notify_env(servers: Sinks) -> dict[str, str]:
+    """What notify runs with in this module: the sinks as its providers, our link secret and platform key."""
+    return {**servers.env(SOURCE), "CUSTOMER_LINK_SECRET": LINK_SECRET,
+            "TRACKING_API_KEYS": orjson.dumps({"test-platform-api-key": SOURCE}).decode()}
+
+
 @pytest.fixture(scope="module")
 def sinks(stack):
     """Real SMTP/SMS/webhook servers; notify restarted pointing at them, and restored afterwards."""
     servers = Sinks().start()
-    env = {**servers.env(SOURCE), "CUSTOMER_LINK_SECRET": LINK_SECRET,
-           "TRACKING_API_KEYS": orjson.dumps({"test-platform-api-key": SOURCE}).decode()}
-    os.environ.update(env)
-    stack.restart_service("notify")
-    yield servers
-    for name in env:
-        os.environ.pop(name, None)
-    stack.restart_service("notify")
-    servers.stop()
+    try:
+        with service_configured(stack, "notify", **notify_env(servers)):
+            yield servers
+    finally:
+        servers.stop()
 
 
 def customer_request(locale: str = "en", declined: bool = False, **changes) -> dict:
@@ -189,7 +191,7 @@ async def test_restart_in_the_middle_of_a_send_still_delivers_once(sinks, stack,
     stack.kill_service("notify")
     sinks.mail.hold.release.set()
     sinks.http.hold.release.set()
-    stack.start_service("notify")
+    stack.start_service("notify", notify_env(sinks))
 
     assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "reconciled", timeout=60)
     # Catching up after the restart, notify may learn of `approved` only after `paid`: a stale
@@ -287,7 +289,7 @@ async def test_tracking_api_shows_a_platform_only_its_own_refunds(sinks, stack, 
     assert await status_feed.wait_for(
         lambda: status_feed.status_of(ours_id) == status_feed.status_of(theirs_id) == "reconciled", timeout=60)
     base = stack.service_url("notify")
-    staff = {"Authorization": f"Bearer {mint_token('local-dev-staff-secret-change-me', 'agent-7', [Role.REVIEWER])}"}
+    staff = staff_auth("agent-7", Role.REVIEWER)
     async with httpx.AsyncClient(base_url=base) as http:
         anonymous = await http.get(f"/v1/refunds/{ours_id}")
         wrong_key = await http.get(f"/v1/refunds/{ours_id}", headers={"Authorization": "Bearer guessed"})

@@ -8,7 +8,7 @@ import pytest
 
 from devstack.processes import pid_alive
 from tests.integration.helpers import publish, refund_of, wait_until
-from tests.integration.service_fixtures import payout_configured, request_with_payment
+from tests.integration.service_fixtures import request_with_payment, service_configured
 
 pytestmark = pytest.mark.integration
 
@@ -17,7 +17,7 @@ async def test_killed_between_gateway_answer_and_commit_pays_once(stack, produce
     request, retrying = request_with_payment("crash"), request_with_payment("sim-down")
     refund_id, payment_id, retrying_id = refund_of(request), request["payment"]["id"], refund_of(retrying)
 
-    with payout_configured(stack, PAYOUT_FAULT_KILL_AFTER_GATEWAY_FOR=payment_id):
+    with service_configured(stack, "payout", PAYOUT_FAULT_KILL_AFTER_GATEWAY_FOR=payment_id):
         victim = stack.state["services"]["payout"]["pid"]
         await publish(producer, retrying)
 
@@ -37,7 +37,7 @@ async def test_killed_between_gateway_answer_and_commit_pays_once(stack, produce
         assert at_gateway["status"] == "succeeded" and at_gateway["refund_calls"] == 1
         assert await db.fetchval("SELECT status FROM payout.payouts WHERE refund_id = $1", refund_id) == "submitting"
         stack.kill_service("payout")  # the record of the dead process
-    # payout_configured restarted payout without the fault
+    # service_configured restarted payout without the fault
 
     async def settled():
         return await db.fetchrow("SELECT * FROM payout.payouts WHERE refund_id = $1 AND status = 'succeeded'",

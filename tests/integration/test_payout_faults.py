@@ -6,11 +6,9 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from gatewaysim.gateway import SimFaults, _in_share
-from shared.settings import ServiceSettings
-from shared.staff import Role, mint_token
-from tests.integration.helpers import publish, refund_of, valid_request, wait_until
-from tests.integration.service_fixtures import payout_configured, request_with_payment
+from shared.roles import Role
+from tests.integration.helpers import publish, refund_of, staff_auth, valid_request, wait_until
+from tests.integration.service_fixtures import request_with_payment, service_configured
 
 pytestmark = pytest.mark.integration
 FAST = dict(PAYOUT_RETRY_BASE_SECONDS="0.2", PAYOUT_RETRY_MAX_ATTEMPTS="4", PAYOUT_CONFIRM_POLL_SECONDS="0.5",
@@ -21,8 +19,9 @@ FAST = dict(PAYOUT_RETRY_BASE_SECONDS="0.2", PAYOUT_RETRY_MAX_ATTEMPTS="4", PAYO
 async def test_mixed_batch_through_gateway_faults_ends_reconciled(stack, producer, status_feed, db):
     batch = {
         "card_de": valid_request(),
-        "paypal_us": valid_request(currency="USD", region="US", payment=None),
-        "wallet_jp": valid_request(amount=1200, captured=3000, currency="JPY", region="JP", payment=None),
+        "paypal_us": request_with_payment("paypal_us", "paypal", currency="USD", region="US"),
+        "wallet_jp": request_with_payment("wallet_jp", "wallet", amount=1200, captured=2400, currency="JPY",
+                                          region="JP"),
         "5xx": request_with_payment("sim-5xx"),
         "timeout": request_with_payment("sim-timeout"),
         "async": request_with_payment("sim-async"),
@@ -31,18 +30,11 @@ async def test_mixed_batch_through_gateway_faults_ends_reconciled(stack, produce
         "down": request_with_payment("sim-down"),
         "reverse": request_with_payment("sim-reverse"),
     }
-    for name, channel in (("paypal_us", "paypal"), ("wallet_jp", "wallet")):
-        request = batch[name]
-        payment_id = f"pay-{name}-{request['request_id']}"
-        while _in_share(payment_id, SimFaults.decline_percent):  # not one of the simulator's random declines
-            payment_id += "-x"
-        request["payment"] = {"id": payment_id, "gateway": "sim", "channel": channel,
-                              "captured": request["amount"] | {"value": request["amount"]["value"] * 2}}
     ids = {name: refund_of(request) for name, request in batch.items()}
     fx_request = valid_request(amount=2500)
     ids["fx"] = refund_of(fx_request, source="shop-fx")
 
-    with payout_configured(stack, **FAST):
+    with service_configured(stack, "payout", **FAST):
         for request in batch.values():
             await publish(producer, request)
         await publish(producer, fx_request, source="shop-fx")
@@ -103,7 +95,6 @@ async def test_mixed_batch_through_gateway_faults_ends_reconciled(stack, produce
                              "AND category = 'reversed' AND status = 'open'", ids["reverse"]) == 1
 
     # Invariant 5: paid = matched settlement + open discrepancies, to the minor unit.
-    token = mint_token(ServiceSettings().staff_token_secret, "fin-bo", [Role.FINANCE_LEAD])
-    ledger = httpx.get(f"{stack.service_url('reconcile')}/v1/ledger",
-                       headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+    ledger = httpx.get(f"{stack.service_url('reconcile')}/v1/ledger", headers=staff_auth("fin-bo", Role.FINANCE_LEAD),
+                       timeout=30).json()
     assert ledger and all(entry["imbalance"] == 0 for entry in ledger), ledger

@@ -10,9 +10,8 @@ from shared import topics
 from shared.envelope import encode
 from shared.events import RefundPaid
 from shared.money import Money
-from shared.staff import Role, mint_token
-from shared.settings import ServiceSettings
-from tests.integration.helpers import wait_until
+from shared.roles import Role
+from tests.integration.helpers import staff_auth, wait_until
 from tests.integration.service_fixtures import service_configured
 
 pytestmark = pytest.mark.integration
@@ -25,12 +24,7 @@ ADYEN_HEADER = ("Company Account,Merchant Account,Psp Reference,Merchant Referen
                 "Batch Number")
 
 
-def _token(*roles: Role) -> dict:
-    secret = ServiceSettings().staff_token_secret
-    return {"Authorization": f"Bearer {mint_token(secret, 'fin-ana', list(roles))}"}
-
-
-FINANCE = _token(Role.FINANCE_LEAD)
+FINANCE = staff_auth("fin-ana", Role.FINANCE_LEAD)
 
 
 async def _paid(producer, ref: str, value: int, currency: str = "EUR") -> str:
@@ -127,7 +121,7 @@ async def test_every_category_late_lines_resolve_and_invariant(stack, producer, 
             lost = await db.fetchval("SELECT id FROM reconcile.discrepancies WHERE gateway_ref = $1", ref["lost"])
             path = f"/v1/discrepancies/{lost}/resolve"
             assert (await http.post(path, json={"reason": "gateway confirmed"},
-                                    headers=_token(Role.REVIEWER))).status_code == 403
+                                    headers=staff_auth("fin-ana", Role.REVIEWER))).status_code == 403
             assert (await http.post(path, json={}, headers=FINANCE)).status_code == 422
             done = await http.post(path, json={"reason": "gateway confirmed payout by phone"}, headers=FINANCE)
             assert done.status_code == 200 and done.json()["resolved_by"] == "fin-ana"

@@ -12,22 +12,13 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from shared import topics
 from shared.roles import Role
-from shared.settings import ServiceSettings
-from shared.staff import mint_token
-from tests.integration.helpers import TopicTail, publish, refund_of, valid_request
+from tests.integration.helpers import TopicTail, publish, refund_of, staff_auth, valid_request
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-SECRET = ServiceSettings().staff_token_secret
-
-
-def staff(user: str, *roles: Role) -> dict:
-    return {"Authorization": f"Bearer {mint_token(SECRET, user, list(roles))}"}
-
-
-ALICE = staff("alice", Role.SENIOR_REVIEWER)
-BOB = staff("bob", Role.FINANCE_LEAD)
-RITA = staff("rita", Role.REVIEWER)
+ALICE = staff_auth("alice", Role.SENIOR_REVIEWER)
+BOB = staff_auth("bob", Role.FINANCE_LEAD)
+RITA = staff_auth("rita", Role.REVIEWER)
 
 
 @pytest.fixture
@@ -158,7 +149,7 @@ async def test_concurrent_second_approvals_approve_once(approval, producer, stat
     await publish(producer, request)
     assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "pending_review", timeout=60)
     assert (await decide(approval, refund_id, ALICE, "approve")).status_code == 200
-    racers = [staff(f"lead-{n}", Role.FINANCE_LEAD) for n in range(5)]
+    racers = [staff_auth(f"lead-{n}", Role.FINANCE_LEAD) for n in range(5)]
     answers = await asyncio.gather(*(decide(approval, refund_id, headers, "approve") for headers in racers))
     assert sorted(a.status_code for a in answers) == [200, 409, 409, 409, 409]
     assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "reconciled", timeout=60)

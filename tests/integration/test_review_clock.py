@@ -3,13 +3,13 @@
 Approval is restarted with a policy whose clocks run in seconds, then restored.
 """
 
-import os
 from pathlib import Path
 
 import pytest
 
 from shared import topics
 from tests.integration.helpers import TopicTail, publish, refund_of, valid_request
+from tests.integration.service_fixtures import service_configured
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,13 +24,8 @@ def fast_clock_approval(stack, tmp_path):
     assert policy.count("expire_after: 8s") == 2
     path = tmp_path / "fast-policy.yaml"
     path.write_text(policy)
-    changed = {"APPROVAL_POLICY_FILE": str(path), "REVIEW_CLOCK_INTERVAL_SECONDS": "0.5"}
-    os.environ.update(changed)
-    stack.restart_service("approval")
-    yield
-    for name in changed:
-        os.environ.pop(name)
-    stack.restart_service("approval")
+    with service_configured(stack, "approval", APPROVAL_POLICY_FILE=str(path), REVIEW_CLOCK_INTERVAL_SECONDS="0.5"):
+        yield
 
 
 async def test_unanswered_review_is_escalated_then_denied_on_expiry(stack, fast_clock_approval, producer,

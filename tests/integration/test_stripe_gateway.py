@@ -7,10 +7,9 @@ import pytest
 
 from services.payout.gateway import GatewayError, RefundOrder
 from services.payout.stripe_gateway import StripeGatewayAdapter
-from shared.settings import ServiceSettings
-from shared.staff import Role, mint_token
-from tests.integration.helpers import publish, refund_of, valid_request, wait_until
-from tests.integration.service_fixtures import payout_configured
+from shared.roles import Role
+from tests.integration.helpers import publish, refund_of, staff_auth, valid_request, wait_until
+from tests.integration.service_fixtures import service_configured
 from tests.integration.stripe_mock import stripe_mock  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
@@ -41,7 +40,7 @@ async def test_a_stripe_payment_is_paid_by_stripe_and_matched_from_its_balance_r
     request = valid_request()
     request["payment"] = dict(request["payment"], gateway="stripe", id="pi_" + uuid.uuid4().hex[:24])
     refund_id = refund_of(request)
-    with payout_configured(stack, STRIPE_API_KEY="sk_test_pipeline", STRIPE_API_BASE=stripe_mock):
+    with service_configured(stack, "payout", STRIPE_API_KEY="sk_test_pipeline", STRIPE_API_BASE=stripe_mock):
         await publish(producer, request)
 
         async def paid():
@@ -55,10 +54,9 @@ async def test_a_stripe_payment_is_paid_by_stripe_and_matched_from_its_balance_r
     report = ("balance_transaction_id,created_utc,available_on_utc,currency,gross,fee,net,reporting_category,"
               f"source_id,description\ntxn_{uuid.uuid4().hex[:16]},2026-11-24 10:00:00,2026-11-26 00:00:00,eur,"
               f"-25.00,0.00,-25.00,refund,{payout['gateway_ref']},REFUND\n")
-    token = mint_token(ServiceSettings().staff_token_secret, "fin-cy", [Role.FINANCE_LEAD])
     async with httpx.AsyncClient(base_url=stack.service_url("reconcile"), timeout=30) as http:
         upload = await http.post("/v1/settlements?format=stripe&gateway=stripe", content=report,
-                                 headers={"Authorization": f"Bearer {token}"})
+                                 headers=staff_auth("fin-cy", Role.FINANCE_LEAD))
     assert upload.status_code == 200 and upload.json()["lines_new"] == 1, upload.text
 
     async def matched():

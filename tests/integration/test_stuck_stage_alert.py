@@ -14,7 +14,7 @@ import pytest
 
 from devstack.prometheus import fast_rules
 from tests.integration.helpers import publish, valid_request, wait_until
-from tests.integration.service_env import restarted_with
+from tests.integration.service_fixtures import service_configured
 
 ROOT = Path(__file__).resolve().parents[2]
 SLA = """version: "stuck-stage-test"
@@ -26,7 +26,7 @@ default: {intake: 1s, approval: 2s, payout: 1d, reconcile: 2d, notify: 15m}
 def fast_sla_intake(stack, tmp_path):
     (tmp_path / "sla.yaml").write_text(SLA)
     try:
-        with restarted_with(stack, "intake", SLA_FILE=str(tmp_path / "sla.yaml")):
+        with service_configured(stack, "intake", SLA_FILE=str(tmp_path / "sla.yaml")):
             yield
     finally:
         stack.start_service("approval")  # whatever the test did
