@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from shared import topics
+from shared.events import Reason
 from shared.ids import refund_id_for
 from tools.platform import StatusFollower, requested_record, start_producer
 from tools.reviewers import DemoReviewers
@@ -40,8 +41,7 @@ REGIONS = [  # (region, currency, captured range in minor units, channels)
     ("BR", "BRL", (1_000, 200_000), ["card", "bank_transfer"]),
 ]
 SOURCES = ["shop-eu", "shop-us", "marketplace-apac", "billing-core"]
-REASONS = ["damaged", "not_received", "not_as_described", "duplicate_charge", "fraudulent",
-           "order_canceled", "returned", "other"]
+REASONS = [reason.value for reason in Reason]
 
 
 @dataclass

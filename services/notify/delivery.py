@@ -44,10 +44,11 @@ class Channel(Protocol):
     """A way to reach a customer or platform (the port; SMTP, SMS-over-HTTP and webhooks adapt it).
 
     `send` returns once the provider has accepted the message, raises PermanentFailure
-    when no retry can help, and anything else for a failure worth retrying.
+    when no retry can help, and anything else for a failure worth retrying. `message` is
+    what the customer reads; None for a webhook, whose body is the refund's status.
     """
 
-    async def send(self, row: asyncpg.Record, message: Message) -> None: ...
+    async def send(self, row: asyncpg.Record, message: Message | None) -> None: ...
 
 
 def notification_key(row: asyncpg.Record) -> str:
@@ -120,7 +121,7 @@ class WebhookChannel:
     secrets: dict[str, str] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
 
-    async def send(self, row: asyncpg.Record, message: Message) -> None:
+    async def send(self, row: asyncpg.Record, message: Message | None) -> None:
         context = row["context"]
         body = orjson.dumps({
             "id": notification_key(row), "type": f"refund.{row['milestone']}", "refund_id": row["refund_id"],
@@ -166,12 +167,12 @@ class Sender:
                 await asyncio.sleep(self.poll_interval_seconds)
 
     async def _deliver(self, row: asyncpg.Record) -> None:
-        customer = row["customer"] or {}
-        if row["channel"] != "webhook" and await store.opted_out(self.pool, row["source"], customer.get("id")):
+        to_customer = row["channel"] != "webhook"
+        if to_customer and row["opted_out"]:
             await self._settle(row, "skipped", "customer opted out")
             return
         try:
-            await self.channels[row["channel"]].send(row, self._message(row))
+            await self.channels[row["channel"]].send(row, self._message(row) if to_customer else None)
         except PermanentFailure as error:
             SEND_FAILURES.labels(row["channel"]).inc()
             await self._settle(row, "failed", str(error))
@@ -189,9 +190,9 @@ class Sender:
 
     def _message(self, row: asyncpg.Record) -> Message:
         context = row["context"]
-        eta = datetime.fromisoformat(context["eta"]) if context["eta"] else None
         return render_message(row["channel"], row["locale"], row["milestone"], order_id=row["order_id"] or "",
-                              amount=row["amount"], eta=eta, reason_codes=context["reason_codes"],
+                              amount=row["amount"], eta=domain.instant(context["eta"]),
+                              reason_codes=context["reason_codes"],
                               link=self.link_for(row["refund_id"]), feedback_url=self.feedback_url)
 
     async def _settle(self, row: asyncpg.Record, state: str, error: str | None = None) -> None:

@@ -91,6 +91,11 @@ def eta(status: Status, channel: str | None, since: datetime, *, announced: date
     return since + timedelta(days=FUNDS_DAYS.get(channel, 5))
 
 
+def instant(value: str | None) -> datetime | None:
+    """An optional ISO 8601 time, as events and queued notifications carry it."""
+    return datetime.fromisoformat(value) if value else None
+
+
 def customer_locale(tag: str | None) -> str:
     """The template locale for a BCP 47 tag: any Chinese gets zh-CN, everything else en."""
     if tag and tag.lower().split("-")[0] == "zh":

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import asyncpg
 from aiokafka import ConsumerRecord
 
-from services.notify import domain, store
+from services.notify import domain, store, watch
 from shared.envelope import Outgoing, encode
 from shared.events import RefundStatus, Status
 from shared.money import Money
@@ -53,10 +53,38 @@ class Audience:
         return found
 
 
-def _when(value: object) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value))
+# The stage columns are the stuck-stage watch (watch.py): a refund only moves to a later stage,
+# and `entered_at` is when it entered the one it is in.
+_FOLD = (
+    "INSERT INTO notify.refund_status (refund_id, request_id, source, order_id, status, amount, channel, "
+    "reason_codes, eta, timeline, updated_at, customer, drill, deadlines, stage, stage_rank, entered_at, accepted_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) "
+    "ON CONFLICT (refund_id) DO UPDATE SET status = EXCLUDED.status, reason_codes = EXCLUDED.reason_codes, "
+    "eta = EXCLUDED.eta, updated_at = EXCLUDED.updated_at, "
+    "timeline = refund_status.timeline || EXCLUDED.timeline, "
+    "request_id = COALESCE(refund_status.request_id, EXCLUDED.request_id), "
+    "order_id = COALESCE(refund_status.order_id, EXCLUDED.order_id), "
+    "amount = COALESCE(refund_status.amount, EXCLUDED.amount), "
+    "channel = COALESCE(refund_status.channel, EXCLUDED.channel), "
+    "customer = COALESCE(refund_status.customer, EXCLUDED.customer), "
+    "drill = refund_status.drill OR EXCLUDED.drill, "
+    "deadlines = COALESCE(refund_status.deadlines, EXCLUDED.deadlines), "
+    "stage = CASE WHEN EXCLUDED.stage_rank > COALESCE(refund_status.stage_rank, 0) "
+    "  THEN EXCLUDED.stage ELSE refund_status.stage END, "
+    "entered_at = CASE WHEN EXCLUDED.stage_rank > COALESCE(refund_status.stage_rank, 0) "
+    "  THEN EXCLUDED.entered_at ELSE refund_status.entered_at END, "
+    "stage_rank = GREATEST(refund_status.stage_rank, EXCLUDED.stage_rank), "
+    "accepted_at = COALESCE(refund_status.accepted_at, EXCLUDED.accepted_at) RETURNING *"
+)
+# An event that does not advance the status still merges the stage, deadlines and drill as _FOLD does.
+_FOLD_LATE = (
+    "UPDATE notify.refund_status SET timeline = jsonb_build_object($2::text, $3::text) || timeline, "
+    "deadlines = COALESCE(deadlines, $4), drill = drill OR $5, "
+    "stage = CASE WHEN $7 > COALESCE(stage_rank, 0) THEN $6 ELSE stage END, "
+    "entered_at = CASE WHEN $7 > COALESCE(stage_rank, 0) THEN $8 ELSE entered_at END, "
+    "stage_rank = GREATEST(stage_rank, $7), accepted_at = COALESCE(accepted_at, $9) "
+    "WHERE refund_id = $1 RETURNING *"
+)
 
 
 @dataclass(frozen=True)
@@ -71,35 +99,27 @@ class Projection:
             return []  # not a refund's lifecycle (e.g. a rejection nobody can be told about)
         refund_id = data["refund_id"]
         now = datetime.now(UTC)
+        stage = watch.STAGE_AFTER[event_type]
+        accepted_at = domain.instant(data.get("accepted_at"))
         row = await conn.fetchrow(
             "SELECT status, eta, channel FROM notify.refund_status WHERE refund_id = $1 FOR UPDATE", refund_id)
         current = Status(row["status"]) if row else None
         if not domain.advances(current, new):
             # Late or repeated: keep the status, still remember when this stage happened.
-            row = await conn.fetchrow(
-                "UPDATE notify.refund_status SET timeline = jsonb_build_object($2::text, $3::text) || timeline "
-                "WHERE refund_id = $1 RETURNING *", refund_id, new.value, now.isoformat())
+            row = await conn.fetchrow(_FOLD_LATE, refund_id, new.value, now.isoformat(), data.get("deadlines"),
+                                      bool(data.get("drill")), stage, watch.RANK[stage], now, accepted_at)
+            watch.observe_time_to_funds(event_type, data, row)
             return [_status_event(row)]
         codes = data.get("reason_codes") or [e["code"] for e in data.get("errors", [])]
         channel = data.get("channel") or (row["channel"] if row else None)
-        eta = domain.eta(new, channel, now, announced=_when(data.get("eta")), previous=row["eta"] if row else None)
+        eta = domain.eta(new, channel, now, announced=domain.instant(data.get("eta")),
+                         previous=row["eta"] if row else None)
         row = await conn.fetchrow(
-            "INSERT INTO notify.refund_status (refund_id, request_id, source, order_id, status, amount, channel, "
-            "reason_codes, eta, timeline, updated_at, customer, drill, deadlines) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
-            "ON CONFLICT (refund_id) DO UPDATE SET status = EXCLUDED.status, reason_codes = EXCLUDED.reason_codes, "
-            "eta = EXCLUDED.eta, updated_at = EXCLUDED.updated_at, "
-            "timeline = refund_status.timeline || EXCLUDED.timeline, "
-            "request_id = COALESCE(refund_status.request_id, EXCLUDED.request_id), "
-            "order_id = COALESCE(refund_status.order_id, EXCLUDED.order_id), "
-            "amount = COALESCE(refund_status.amount, EXCLUDED.amount), "
-            "channel = COALESCE(refund_status.channel, EXCLUDED.channel), "
-            "customer = COALESCE(refund_status.customer, EXCLUDED.customer), "
-            "drill = refund_status.drill OR EXCLUDED.drill, "
-            "deadlines = COALESCE(refund_status.deadlines, EXCLUDED.deadlines) RETURNING *",
-            refund_id, data.get("request_id"), data.get("source"), data.get("order_id"), new.value,
+            _FOLD, refund_id, data.get("request_id"), data.get("source"), data.get("order_id"), new.value,
             data.get("amount"), data.get("channel"), codes, eta, {new.value: now.isoformat()}, now,
-            data.get("customer"), bool(data.get("drill")), data.get("deadlines"))
+            data.get("customer"), bool(data.get("drill")), data.get("deadlines"), stage, watch.RANK[stage], now,
+            accepted_at)
+        watch.observe_time_to_funds(event_type, data, row)
         if milestone := domain.MILESTONE_OF_STATUS.get(new):
             await self._queue(conn, row, milestone)
         return [_status_event(row)]
@@ -107,7 +127,7 @@ class Projection:
     async def _queue(self, conn: asyncpg.Connection, row: asyncpg.Record, milestone: domain.Milestone) -> None:
         customer = row["customer"] or {}
         context = {"status": row["status"], "eta": row["eta"].isoformat() if row["eta"] else None,
-                   "reason_codes": list(row["reason_codes"]), "customer_id": customer.get("id")}
+                   "reason_codes": list(row["reason_codes"])}
         await store.enqueue(conn, row["refund_id"], milestone, self.audience.recipients(row),
                             domain.customer_locale(customer.get("locale")), context)
 

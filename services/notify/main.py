@@ -68,13 +68,7 @@ broker = make_broker(settings)
 projection = Projection(Audience(email=bool(settings.smtp_host), sms=bool(settings.sms_provider_url),
                                   webhook_urls=settings.webhook_urls))
 
-
-async def project_and_watch(conn, item):
-    await watch.track(conn, item)  # the stuck-stage watch (services/notify/watch.py)
-    return await projection.project(conn, item)
-
-
-stage = CausalStage(schema="notify", source=SOURCE, decide=project_and_watch, redelivered=republish)
+stage = CausalStage(schema="notify", source=SOURCE, decide=projection.project, redelivered=republish)
 subscribe_stage(broker, stage, *topics.LIFECYCLE, group_id="refund-notify", max_records=settings.batch_max_records)
 
 

@@ -22,15 +22,19 @@ async def enqueue(conn: asyncpg.Connection, refund_id: str, milestone: Milestone
 
 
 async def claim_due(pool: asyncpg.Pool, limit: int, lease_seconds: float) -> list[asyncpg.Record]:
-    """Take due notifications (and ones a crashed sender left `sending`) under a lease."""
+    """Take due notifications (and ones a crashed sender left `sending`) under a lease,
+    each with its refund's platform, order and payment channel and whether its customer opted out."""
     return await pool.fetch(
         "UPDATE notify.notifications n SET state = 'sending', attempts = attempts + 1, "
         "lease_until = now() + make_interval(secs => $2) "
-        "FROM notify.refund_status s WHERE s.refund_id = n.refund_id AND n.id IN ("
+        "FROM notify.refund_status s LEFT JOIN notify.opt_outs o "
+        "  ON o.source = s.source AND o.customer_id = s.customer ->> 'id' "
+        "WHERE s.refund_id = n.refund_id AND n.id IN ("
         "  SELECT id FROM notify.notifications WHERE (state = 'pending' AND next_attempt_at <= now()) "
         "  OR (state = 'sending' AND lease_until < now()) ORDER BY next_attempt_at LIMIT $1 "
         "  FOR UPDATE SKIP LOCKED) "
-        "RETURNING n.*, s.source, s.customer, s.order_id, s.amount, s.channel AS payment_channel", limit, lease_seconds)
+        "RETURNING n.*, s.source, s.order_id, s.amount, s.channel AS payment_channel, "
+        "o.customer_id IS NOT NULL AS opted_out", limit, lease_seconds)
 
 
 async def opted_out(pool: asyncpg.Pool, source: str, customer_id: str | None) -> bool:

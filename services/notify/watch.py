@@ -5,14 +5,12 @@ own service being down (whose gauges vanish with it). The deadlines are the
 ticket's, stamped by intake from deploy/sla.yaml (per channel/region).
 """
 
-from datetime import UTC, datetime
-
 import asyncpg
 import structlog
 from prometheus_client import Gauge, Histogram
 
+from services.notify import domain
 from shared.metrics import StageBacklog, set_backlog
-from shared.stage import Inbound
 
 log = structlog.get_logger()
 
@@ -26,7 +24,7 @@ TIME_TO_FUNDS = Histogram(
 
 WATCHED = ("approval", "payout", "reconcile")
 DONE = "done"
-# The stage a refund is in after each event; a later stage never moves back.
+# The stage a refund is in after each event (its status row's `stage`); a later stage never moves back.
 STAGE_AFTER = {
     "refund.accepted.v1": "approval",
     "refund.held.v1": "approval",
@@ -42,47 +40,26 @@ STAGE_AFTER = {
 }
 RANK = {"approval": 1, "payout": 2, "reconcile": 3, DONE: 4}
 
-_TRACK = (
-    "INSERT INTO notify.stage_watch (refund_id, stage, stage_rank, entered_at, deadlines, drill, reconciled_at, "
-    "accepted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (refund_id) DO UPDATE SET "
-    "stage = CASE WHEN EXCLUDED.stage_rank > stage_watch.stage_rank THEN EXCLUDED.stage ELSE stage_watch.stage END, "
-    "entered_at = CASE WHEN EXCLUDED.stage_rank > stage_watch.stage_rank "
-    "  THEN EXCLUDED.entered_at ELSE stage_watch.entered_at END, "
-    "stage_rank = GREATEST(stage_watch.stage_rank, EXCLUDED.stage_rank), "
-    "deadlines = COALESCE(stage_watch.deadlines, EXCLUDED.deadlines), "
-    "drill = stage_watch.drill OR EXCLUDED.drill, "
-    "reconciled_at = COALESCE(stage_watch.reconciled_at, EXCLUDED.reconciled_at), "
-    "accepted_at = COALESCE(stage_watch.accepted_at, EXCLUDED.accepted_at) "
-    "RETURNING accepted_at, drill"
-)
 _BACKLOG = (
     "SELECT stage, count(*) AS inflight, "
     "count(*) FILTER (WHERE (deadlines ->> stage)::timestamptz < now()) AS overdue, "
     "extract(epoch FROM now() - min(entered_at)) AS oldest_age "
-    "FROM notify.stage_watch WHERE stage <> 'done' GROUP BY stage"
+    "FROM notify.refund_status WHERE stage <> 'done' GROUP BY stage"
 )
-_LAST_DRILL = "SELECT extract(epoch FROM max(reconciled_at)) AS at FROM notify.stage_watch WHERE drill"
+_LAST_DRILL = (
+    "SELECT extract(epoch FROM max((timeline ->> 'reconciled')::timestamptz)) AS at "
+    "FROM notify.refund_status WHERE drill"
+)
 
 
-async def track(conn: asyncpg.Connection, item: Inbound) -> None:
-    """Move the refund to the stage this event puts it in (idempotent, never backwards)."""
-    event_type = item.event.get_type()
-    data = item.event.get_data()
-    stage = STAGE_AFTER.get(event_type)
-    if stage is None or not isinstance(data, dict) or not data.get("refund_id"):
-        return
-    now = datetime.now(UTC)
-    row = await conn.fetchrow(_TRACK, data["refund_id"], stage, RANK[stage], now, data.get("deadlines"),
-                              bool(data.get("drill")), now if event_type == "refund.reconciled.v1" else None,
-                              _timestamp(data.get("accepted_at")))
+def observe_time_to_funds(event_type: str, data: dict, row: asyncpg.Record) -> None:
+    """KPI time to funds: from the accepted request to when the customer has the money (the gateway's ETA).
+
+    `row` is the refund's status row after `event_type` was folded into it.
+    """
     if event_type == "refund.paid.v1" and row["accepted_at"] and data.get("eta") and not row["drill"]:
-        # KPI time to funds: from the accepted request to when the customer has the money (the gateway's ETA).
         TIME_TO_FUNDS.labels(data.get("channel") or "unknown").observe(
-            max((_timestamp(data["eta"]) - row["accepted_at"]).total_seconds(), 0.0))
-
-
-def _timestamp(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
+            max((domain.instant(data["eta"]) - row["accepted_at"]).total_seconds(), 0.0))
 
 
 async def read_backlogs(pool: asyncpg.Pool) -> dict[str, StageBacklog]:
