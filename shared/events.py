@@ -92,13 +92,10 @@ class Status(StrEnum):
     FAILED = "failed"
     RECONCILED = "reconciled"
     DISCREPANCY = "discrepancy"
+    # The gateway returned a paid refund's money (after succeeded, reconciled or discrepancy).
+    REVERSED = "reversed"
     REJECTED = "rejected"
     CANCELED = "canceled"
-
-
-TERMINAL_STATUSES = frozenset(
-    {Status.REJECTED, Status.DENIED, Status.FAILED, Status.RECONCILED, Status.CANCELED}
-)
 
 
 class ContractModel(BaseModel):
@@ -272,6 +269,9 @@ class RefundStatus(ContractModel):
     eta: datetime | None = None
     updated_at: datetime
     deadlines: dict[str, datetime] | None = None
+    # Strictly increasing per refund: a consumer drops a record whose sequence is not above the
+    # last one it applied (a republished older snapshot). 0 only on records from before it existed.
+    sequence: int = 0
 
 
 class DeadLetter(ContractModel):

@@ -14,7 +14,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared import topics
-from shared.events import TERMINAL_STATUSES
+from shared.lifecycle import TERMINAL_STATUSES
 
 
 def requested_record(source: str, data: object, *, binary: bool = False,

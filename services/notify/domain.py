@@ -7,41 +7,12 @@ and nothing moves a refund out of a terminal status.
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from shared.events import TERMINAL_STATUSES, Status
-
-STATUS_OF_TYPE = {
-    "refund.accepted.v1": Status.ACCEPTED,
-    "refund.rejected.v1": Status.REJECTED,
-    "refund.held.v1": Status.ON_HOLD,
-    "refund.review-requested.v1": Status.PENDING_REVIEW,
-    "refund.approved.v1": Status.APPROVED,
-    "refund.denied.v1": Status.DENIED,
-    "refund.payout-submitted.v1": Status.PROCESSING,
-    "refund.paid.v1": Status.SUCCEEDED,
-    "refund.payout-failed.v1": Status.FAILED,
-    "refund.discrepancy.v1": Status.DISCREPANCY,
-    "refund.reconciled.v1": Status.RECONCILED,
-}
-
-# A released hold may still need a review, so pending_review ranks after on_hold.
-RANK = {
-    Status.ACCEPTED: 1, Status.ON_HOLD: 2, Status.PENDING_REVIEW: 3,
-    Status.APPROVED: 4, Status.DENIED: 4, Status.PROCESSING: 5,
-    Status.SUCCEEDED: 6, Status.FAILED: 6, Status.DISCREPANCY: 7, Status.RECONCILED: 8,
-    Status.REJECTED: 9, Status.CANCELED: 9,
-}
-
-# How far along the customer's refund is, in percent, for the progress bar.
-PROGRESS = {
-    Status.ACCEPTED: 20, Status.PENDING_REVIEW: 30, Status.ON_HOLD: 30, Status.APPROVED: 45,
-    Status.PROCESSING: 60, Status.SUCCEEDED: 85, Status.DISCREPANCY: 90, Status.RECONCILED: 100,
-    Status.DENIED: 100, Status.FAILED: 100, Status.REJECTED: 100, Status.CANCELED: 100,
-}
+from shared.events import Status
+from shared.lifecycle import ENDED_WITHOUT_MONEY, PROGRESS, RANK, advances, status_of  # noqa: F401 (re-exported)
 
 # Calendar days from payout until the money is with the customer, per channel,
 # used only when payout's event carries no ETA of its own.
 FUNDS_DAYS = {"card": 5, "alipay": 1, "wechat_pay": 1, "paypal": 3, "bank_transfer": 5, "wallet": 1}
-ENDED_WITHOUT_MONEY = frozenset({Status.REJECTED, Status.DENIED, Status.FAILED, Status.CANCELED})
 
 
 class Milestone(StrEnum):
@@ -53,6 +24,7 @@ class Milestone(StrEnum):
     PAID = "paid"
     COMPLETED = "completed"
     ACTION_NEEDED = "action_needed"
+    REVERSED = "reversed"
 
 
 MILESTONE_OF_STATUS = {
@@ -63,16 +35,11 @@ MILESTONE_OF_STATUS = {
     Status.RECONCILED: Milestone.COMPLETED,
     # The payout could not reach the customer's account: they must give us another one.
     Status.FAILED: Milestone.ACTION_NEEDED,
+    # The gateway returned the money after paying it out: the customer must not think it arrived.
+    Status.REVERSED: Milestone.REVERSED,
 }
 
 SUPPORTED_LOCALES = ("en", "zh-CN")
-
-
-def advances(current: Status | None, new: Status) -> bool:
-    """Whether `new` may replace `current` on the feed."""
-    if current is None:
-        return True
-    return current not in TERMINAL_STATUSES and RANK[new] > RANK[current]
 
 
 def eta(status: Status, channel: str | None, since: datetime, *, announced: datetime | None = None,

@@ -94,7 +94,7 @@ class Projection:
     async def project(self, conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]:
         event_type = item.event.get_type()
         data = item.event.get_data()
-        new = domain.STATUS_OF_TYPE.get(event_type)
+        new = domain.status_of(event_type, data)
         if new is None or not isinstance(data, dict) or not data.get("refund_id"):
             return []  # not a refund's lifecycle (e.g. a rejection nobody can be told about)
         refund_id = data["refund_id"]

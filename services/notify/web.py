@@ -14,7 +14,8 @@ from prometheus_client import Counter
 
 from services.notify import domain, signing, store
 from services.notify.messages import render_page, render_refused
-from shared.events import TERMINAL_STATUSES, Status
+from shared.events import Status
+from shared.lifecycle import TERMINAL_STATUSES
 from shared.staff import verify_token
 
 LOOKUPS = Counter("refund_tracking_lookups_total", "Refund status look-ups (API and customer page)", ["via"])

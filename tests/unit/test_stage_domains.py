@@ -2,9 +2,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.notify.domain import RANK, STATUS_OF_TYPE, advances, eta
+from services.notify.domain import eta
 from services.reconcile.domain import match
-from shared.events import TERMINAL_STATUSES, Status
+from shared.events import Status
+from shared.lifecycle import RANK, STATUS_OF_TYPE, TERMINAL_STATUSES, advances, status_of
 
 LIFECYCLE = [Status.ACCEPTED, Status.APPROVED, Status.PROCESSING, Status.SUCCEEDED, Status.RECONCILED]
 
@@ -27,8 +28,22 @@ def test_late_or_repeated_events_never_move_status_backwards(current, late):
 
 
 @pytest.mark.parametrize("terminal", sorted(TERMINAL_STATUSES))
-def test_nothing_leaves_a_terminal_status(terminal):
-    assert not any(advances(terminal, other) for other in Status)
+def test_nothing_leaves_a_terminal_status_but_a_reversal_of_reconciled(terminal):
+    allowed = {Status.REVERSED} if terminal is Status.RECONCILED else set()
+    assert {other for other in Status if advances(terminal, other)} == allowed
+
+
+@pytest.mark.parametrize("paid", [Status.SUCCEEDED, Status.DISCREPANCY, Status.RECONCILED, Status.PROCESSING])
+def test_a_reversal_after_payment_shows_whatever_arrived_first(paid):
+    assert advances(paid, Status.REVERSED)
+    assert not any(advances(Status.REVERSED, other) for other in Status)
+
+
+def test_payout_failed_is_a_reversal_only_when_it_says_so():
+    failed = "refund.payout-failed.v1"
+    assert status_of(failed, {"failure_reason": "reversed_after_success:chargeback"}) is Status.REVERSED
+    assert status_of(failed, {"failure_reason": "declined"}) is Status.FAILED
+    assert status_of(failed, {"failure_reason": "not_reversed_after_success"}) is Status.FAILED
 
 
 def test_every_lifecycle_event_type_maps_to_a_ranked_status():
