@@ -21,6 +21,7 @@ partition. Unreachable database: the batch is nacked and redelivered.
 
 import asyncio
 import base64
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ import structlog
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from cloudevents.core.v1.event import CloudEvent
 
+from shared import topics
 from shared.envelope import InvalidEnvelope, Outgoing, decode, encode
 from shared.events import DeadLetter
 from shared.metrics import MESSAGES_DEAD_LETTERED
@@ -130,8 +132,8 @@ class Stage:
 
     async def _in_transaction(self, inbound: Sequence[Inbound]) -> list[tuple[int, Outgoing]]:
         letters: list[str] = []  # dead-letter reasons, counted only once the transaction has committed
-        async with self.pool.acquire() as conn, conn.transaction():
-            await self._forget_published(conn)
+        async with self.pool.acquire() as conn, self._forgetting_published(conn) as forget, conn.transaction():
+            await forget()
             fresh = await self._claim(conn, [item.event for item in inbound if item.event is not None])
             outgoing: list[Outgoing] = []
             for item in inbound:
@@ -194,28 +196,50 @@ class Stage:
             [o.topic for o in outgoing], [o.key for o in outgoing], [o.value for o in outgoing],
             [{k: v.decode() for k, v in o.headers.items()} for o in outgoing],
         )
-        return [(row["id"], item) for row, item in zip(rows, outgoing, strict=True)]
+        pending = [(row["id"], item) for row, item in zip(rows, outgoing, strict=True)]
+        newest = {(item.topic, item.key): row_id for row_id, item in pending
+                  if item.topic in topics.COMPACTED and item.key is not None}
+        if newest:
+            # On a compacted topic the last record per key is all a late reader gets, so an older
+            # snapshot still in the outbox (its publish unconfirmed, or its deletion rolled back) must
+            # never be relayed after this one: it goes now. A relay sending it holds its row lock,
+            # so this waits until that send is acked, and this row is published after it.
+            await conn.execute(
+                f"DELETE FROM {self.schema}.outbox o USING unnest($1::text[], $2::text[], $3::bigint[]) "
+                "AS n(topic, key, id) WHERE o.topic = n.topic AND o.key = n.key AND o.id < n.id",
+                [t for t, _ in newest], [k for _, k in newest], list(newest.values()))
+        return pending
 
     async def _publish(self, pending: Sequence[tuple[int, Outgoing]]) -> None:
         """Publish committed outbox rows and wait for the broker's acks; deletion comes later."""
         if not pending:
             return
+        await self._send([item for _, item in pending])
+        self._published += [row_id for row_id, _ in pending]
+
+    async def _send(self, outgoing: Sequence[Outgoing]) -> None:
+        """Send in order (one producer keeps a partition's order) and wait for every ack."""
         sends = [
             await self.producer.send(item.topic, item.value, key=item.key.encode() if item.key else None,
                                      headers=list(item.headers.items()))
-            for _, item in pending
+            for item in outgoing
         ]
         await asyncio.gather(*sends)
-        self._published += [row_id for row_id, _ in pending]
 
-    async def _forget_published(self, conn: asyncpg.Connection) -> None:
-        if not self._published:
-            return
-        done, self._published = self._published, []
+    @contextlib.asynccontextmanager
+    async def _forgetting_published(self, conn: asyncpg.Connection):
+        """Yield a step that deletes the acked rows on `conn`; they are remembered again unless the
+        block -- the whole transaction the DELETE runs in -- completes, so a rollback leaves none behind."""
+        acked, self._published = self._published, []
+
+        async def forget() -> None:
+            if acked:
+                await conn.execute(f"DELETE FROM {self.schema}.outbox WHERE id = ANY($1::bigint[])", acked)
+
         try:
-            await conn.execute(f"DELETE FROM {self.schema}.outbox WHERE id = ANY($1::bigint[])", done)
+            yield forget
         except BaseException:
-            self._published = done + self._published
+            self._published = acked + self._published
             raise
 
     async def publish(self, conn: asyncpg.Connection, outgoing: Sequence[Outgoing]) -> list[tuple[int, Outgoing]]:
@@ -228,19 +252,24 @@ class Stage:
 
     async def relay_forever(self, interval: float = 2.0, older_than_seconds: float = 10.0) -> None:
         """Republish rows a crash left between commit and publish."""
+        await every(interval, lambda: self.relay_once(older_than_seconds), name="outbox_relay")
 
-        async def relay() -> None:
-            async with self.pool.acquire() as conn:
-                await self._forget_published(conn)
+    async def relay_once(self, older_than_seconds: float) -> None:
+        """Publish outbox rows older than `older_than_seconds` and delete them, holding their row locks
+        until the broker has acked them (a newer row for the same key waits behind them: see above)."""
+        async with self.pool.acquire() as conn:
+            async with self._forgetting_published(conn) as forget, conn.transaction():
+                await forget()
+            async with conn.transaction():
                 rows = await conn.fetch(
                     f"SELECT id, topic, key, value, headers FROM {self.schema}.outbox "
-                    "WHERE created_at < now() - make_interval(secs => $1) ORDER BY id LIMIT 5000",
-                    older_than_seconds)
-            pending = [(r["id"], Outgoing(topic=r["topic"], key=r["key"], value=r["value"],
-                                         headers={k: v.encode() for k, v in r["headers"].items()},
-                                         event_id="")) for r in rows]
-            await self._publish(pending)
-            if pending:
-                log.warning("outbox_relayed", rows=len(pending))
-
-        await every(interval, relay, name="outbox_relay")
+                    "WHERE created_at < now() - make_interval(secs => $1) ORDER BY id LIMIT 5000 "
+                    "FOR UPDATE SKIP LOCKED", older_than_seconds)
+                if not rows:
+                    return
+                await self._send([Outgoing(topic=r["topic"], key=r["key"], value=r["value"],
+                                           headers={k: v.encode() for k, v in r["headers"].items()},
+                                           event_id="") for r in rows])
+                await conn.execute(f"DELETE FROM {self.schema}.outbox WHERE id = ANY($1::bigint[])",
+                                   [r["id"] for r in rows])
+        log.warning("outbox_relayed", rows=len(rows))

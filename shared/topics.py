@@ -47,6 +47,10 @@ TOPICS: tuple[TopicSpec, ...] = (
     ),
 )
 
+# Latest-state topics: the last record per key is what a late reader gets, so the outbox never
+# relays an older record for a key after a newer one (shared/stage.py).
+COMPACTED = frozenset(spec.name for spec in TOPICS if spec.config.get("cleanup.policy") == "compact")
+
 # Every lifecycle topic notify projects into the status feed.
 LIFECYCLE = (ACCEPTED, REJECTED, APPROVED, DENIED, HELD, PAYOUT_SUBMITTED, PAID,
              PAYOUT_FAILED, RECONCILED, DISCREPANCY)

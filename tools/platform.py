@@ -59,12 +59,19 @@ async def start_producer(bootstrap: str) -> AIOKafkaProducer:
 
 @dataclass
 class StatusFollower:
-    """Follows `refunds.status` from its end at start; remembers every refund's latest status."""
+    """Follows `refunds.status` from its end at start; remembers every refund's latest status.
+
+    As the contract asks of every subscriber, a record whose `sequence` is not above the last one
+    applied for its refund is a republished older snapshot and is dropped (`stale` counts them;
+    `history` still lists every record received).
+    """
 
     bootstrap: str
     latest: dict[str, dict] = field(default_factory=dict)
     history: dict[str, list[str]] = field(default_factory=dict)
     terminal_at: dict[str, float] = field(default_factory=dict)
+    sequences: dict[str, list[int]] = field(default_factory=dict)
+    stale: int = 0
     _consumer: AIOKafkaConsumer | None = None
     _task: asyncio.Task | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -83,8 +90,13 @@ class StatusFollower:
                 for record in records:
                     data = orjson.loads(record.value)["data"]
                     refund_id = data["refund_id"]
-                    self.latest[refund_id] = data
                     self.history.setdefault(refund_id, []).append(data["status"])
+                    self.sequences.setdefault(refund_id, []).append(data.get("sequence", 0))
+                    applied = self.latest.get(refund_id)
+                    if applied is not None and data.get("sequence", 0) <= applied.get("sequence", 0):
+                        self.stale += applied.get("sequence", 0) > data.get("sequence", 0)
+                        continue
+                    self.latest[refund_id] = data
                     if data["status"] in TERMINAL_STATUSES:
                         self.terminal_at.setdefault(refund_id, now)
             if batches:

@@ -126,7 +126,9 @@ class WebhookChannel:
         body = orjson.dumps({
             "id": notification_key(row), "type": f"refund.{row['milestone']}", "refund_id": row["refund_id"],
             "source": row["source"], "order_id": row["order_id"], "status": context["status"],
-            "amount": row["amount"], "eta": context["eta"], "reason_codes": context["reason_codes"]})
+            "amount": row["amount"], "eta": context["eta"], "reason_codes": context["reason_codes"],
+            # As on refunds.status: a webhook whose sequence is not above the last one applied is stale.
+            "sequence": context.get("sequence")})
         timestamp = int(self.clock())
         response = await self.http.post(row["recipient"], content=body, headers={
             "Content-Type": "application/json", "Refund-Webhook-Id": notification_key(row),

@@ -57,9 +57,10 @@ class Audience:
 # and `entered_at` is when it entered the one it is in.
 _FOLD = (
     "INSERT INTO notify.refund_status (refund_id, request_id, source, order_id, status, amount, channel, "
-    "reason_codes, eta, timeline, updated_at, customer, drill, deadlines, stage, stage_rank, entered_at, accepted_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) "
+    "reason_codes, eta, timeline, updated_at, customer, drill, deadlines, stage, stage_rank, entered_at, accepted_at, "
+    "sequence) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, 1) "
     "ON CONFLICT (refund_id) DO UPDATE SET status = EXCLUDED.status, reason_codes = EXCLUDED.reason_codes, "
+    "sequence = refund_status.sequence + 1, "
     "eta = EXCLUDED.eta, updated_at = EXCLUDED.updated_at, "
     "timeline = refund_status.timeline || EXCLUDED.timeline, "
     "request_id = COALESCE(refund_status.request_id, EXCLUDED.request_id), "
@@ -79,6 +80,7 @@ _FOLD = (
 # An event that does not advance the status still merges the stage, deadlines and drill as _FOLD does.
 _FOLD_LATE = (
     "UPDATE notify.refund_status SET timeline = jsonb_build_object($2::text, $3::text) || timeline, "
+    "sequence = sequence + 1, "
     "deadlines = COALESCE(deadlines, $4), drill = drill OR $5, "
     "stage = CASE WHEN $7 > COALESCE(stage_rank, 0) THEN $6 ELSE stage END, "
     "entered_at = CASE WHEN $7 > COALESCE(stage_rank, 0) THEN $8 ELSE entered_at END, "
@@ -127,7 +129,7 @@ class Projection:
     async def _queue(self, conn: asyncpg.Connection, row: asyncpg.Record, milestone: domain.Milestone) -> None:
         customer = row["customer"] or {}
         context = {"status": row["status"], "eta": row["eta"].isoformat() if row["eta"] else None,
-                   "reason_codes": list(row["reason_codes"])}
+                   "reason_codes": list(row["reason_codes"]), "sequence": row["sequence"]}
         await store.enqueue(conn, row["refund_id"], milestone, self.audience.recipients(row),
                             domain.customer_locale(customer.get("locale")), context)
 
@@ -151,6 +153,6 @@ def _status_event(row: asyncpg.Record) -> Outgoing:
         refund_id=row["refund_id"], request_id=row["request_id"], source=row["source"], order_id=row["order_id"],
         status=Status(row["status"]), amount=Money.model_validate(row["amount"]) if row["amount"] else None,
         reason_codes=list(row["reason_codes"]), eta=row["eta"], updated_at=row["updated_at"],
-        deadlines=row["deadlines"],
+        deadlines=row["deadlines"], sequence=row["sequence"],
     )
     return encode(status, source=SOURCE, key=row["refund_id"])

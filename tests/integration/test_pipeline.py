@@ -25,6 +25,9 @@ async def test_one_refund_goes_through_all_five_services(stack, producer, status
     assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "reconciled", timeout=60)
     history = status_feed.history[refund_id]
     assert [RANK[Status(s)] for s in history] == sorted(RANK[Status(s)] for s in history), history
+    # Each record says where it stands in the refund's history, so a subscriber can drop stale ones.
+    sequences = status_feed.sequences[refund_id]
+    assert sequences == sorted(set(sequences)) and sequences[0] >= 1, sequences
     final = status_feed.latest[refund_id]
     assert final["amount"] == {"value": 1999, "currency": "KWD"}
     assert (final["request_id"], final["source"], final["order_id"]) == (
