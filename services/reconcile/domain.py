@@ -54,6 +54,9 @@ class Ledger:
     open_discrepancies: int  # paid money in open payout-side discrepancies
     resolved: int  # paid money finance closed by decision
     awaiting: int  # paid, within the reconcile SLA, no line yet
+    # Of `open_discrepancies`: paid money the gateway returned (status `reversed`), until finance
+    # decides what happens to it. Shown on its own, not another term of the invariant.
+    reversed: int = 0
 
     @property
     def imbalance(self) -> int:

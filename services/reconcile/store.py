@@ -75,12 +75,15 @@ async def ledger(conn: asyncpg.Connection | asyncpg.Pool) -> list[domain.Ledger]
             SELECT currency, sum(amount_value) AS matched FROM reconcile.settlement_lines
             WHERE state = 'matched' AND kind = 'refund' GROUP BY currency),
         open AS (
-            SELECT expected_currency AS currency, sum(expected_value) AS open FROM reconcile.discrepancies
+            SELECT expected_currency AS currency, sum(expected_value) AS open,
+                   sum(expected_value) FILTER (WHERE category = 'reversed') AS reversed
+            FROM reconcile.discrepancies
             WHERE status = 'open' AND refund_id IS NOT NULL AND category = ANY($1) GROUP BY 1)
         SELECT currency, coalesce(paid, 0)::bigint AS paid, coalesce(matched, 0)::bigint AS matched,
                coalesce(open, 0)::bigint AS open, coalesce(resolved, 0)::bigint AS resolved,
-               coalesce(awaiting, 0)::bigint AS awaiting
+               coalesce(awaiting, 0)::bigint AS awaiting, coalesce(reversed, 0)::bigint AS reversed
         FROM paid FULL JOIN settled USING (currency) FULL JOIN open USING (currency) ORDER BY currency
         """, list(domain.PAYOUT_CATEGORIES))
-    return [domain.Ledger(r["currency"], r["paid"], r["matched"], r["open"], r["resolved"], r["awaiting"])
+    return [domain.Ledger(r["currency"], r["paid"], r["matched"], r["open"], r["resolved"], r["awaiting"],
+                          r["reversed"])
             for r in rows]

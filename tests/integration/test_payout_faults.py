@@ -93,8 +93,18 @@ async def test_mixed_batch_through_gateway_faults_ends_reconciled(stack, produce
                              "FROM reconcile.payouts WHERE refund_id = $1", ids["fx"]) == "(2500,EUR,2703,USD)"
     assert await db.fetchval("SELECT count(*) FROM reconcile.discrepancies WHERE refund_id = $1 "
                              "AND category = 'reversed' AND status = 'open'", ids["reverse"]) == 1
+    # The reversal is what the customer and the platform see, on the feed and the tracking API.
+    assert await status_feed.wait_for(lambda: status_feed.status_of(ids["reverse"]) == "reversed", timeout=30), \
+        status_feed.history[ids["reverse"]]
+    tracked = httpx.get(f"{stack.service_url('notify')}/v1/refunds/{ids['reverse']}",
+                        headers=staff_auth("ops-1", Role.REVIEWER), timeout=30).json()
+    assert (tracked["status"], tracked["terminal"], tracked["progress"], tracked["eta"]) == ("reversed", True, 100, None)
 
     # Invariant 5: paid = matched settlement + open discrepancies, to the minor unit.
     ledger = httpx.get(f"{stack.service_url('reconcile')}/v1/ledger", headers=staff_auth("fin-bo", Role.FINANCE_LEAD),
                        timeout=30).json()
     assert ledger and all(entry["imbalance"] == 0 for entry in ledger), ledger
+    reversed_money = await db.fetchval("SELECT (amount_value, currency)::text FROM payout.payouts WHERE refund_id = $1",
+                                       ids["reverse"])
+    value, currency = reversed_money.strip("()").split(",")
+    assert next(e for e in ledger if e["currency"] == currency)["reversed"] >= int(value)
