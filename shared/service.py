@@ -2,8 +2,9 @@
 
 A service's `main` builds its `Stage`, calls `make_broker`, subscribes with
 `subscribe_stage`, and serves `make_app(...)` with uvicorn. The HTTP app gives
-`/metrics`, `/healthz` (the process is alive) and `/readyz` (database and
-broker reachable, consumer started), plus whatever routes the service adds.
+`/metrics`, `/healthz` (the process is alive and its consumers not stalled for
+long) and `/readyz` (database and broker reachable, consumers started and
+fetching), plus whatever routes the service adds.
 """
 
 import asyncio
@@ -22,6 +23,7 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from shared.consumer_health import ConsumerHealth
 from shared.db import apply_migrations, create_pool
 from shared.lag import lag_forever
 from shared.logs import configure_logging
@@ -84,6 +86,8 @@ def make_app(
 ) -> FastAPI:
     """The service process: lifespan starts pool, migrations, broker and background loops."""
     state = {"ready": False}
+    consumers = ConsumerHealth(list(broker.subscribers), settings.consumer_ready_within_seconds,
+                               settings.consumer_live_within_seconds)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -96,7 +100,8 @@ def make_app(
         await stage.start(pool, settings.kafka_bootstrap_servers, settings.service_name, settings.kafka_linger_ms)
         app.state.pool = pool
         await broker.start()
-        tasks = [asyncio.create_task(stage.relay_forever())] + [asyncio.create_task(job()) for job in background]
+        tasks = [asyncio.create_task(stage.relay_forever()), asyncio.create_task(consumers.export_forever())]
+        tasks += [asyncio.create_task(job()) for job in background]
         if settings.consumer_lag_interval_seconds > 0:
             tasks += [asyncio.create_task(lag_forever(settings.kafka_bootstrap_servers, subscriber.group_id,
                                                       list(subscriber.topic_names),
@@ -121,7 +126,12 @@ def make_app(
     app = FastAPI(title=title, lifespan=lifespan)
 
     @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict:
+    async def healthz(response: Response) -> dict:
+        # Alive = not stuck: a consumer that stopped fetching for longer than the live bound gets the
+        # process restarted (the broker being down for that long does too; a fresh start reconnects).
+        if state["ready"] and not consumers.live():
+            response.status_code = 503
+            return {"status": "stalled", "consumer_last_poll_age_seconds": consumers.ages()}
         return {"status": "ok"}
 
     @app.get("/readyz", include_in_schema=False)
@@ -135,7 +145,8 @@ def make_app(
             except Exception:
                 checks["database"] = False
             checks["kafka"] = await broker.ping(timeout=2)
-        ok = all(checks.values()) and len(checks) == 3
+            checks["consuming"] = consumers.ready()
+        ok = all(checks.values()) and len(checks) == 4
         response.status_code = 200 if ok else 503
         # The pid lets a supervisor tell its own process from another one answering on the port.
         return {"status": "ready" if ok else "not_ready", "checks": checks, "pid": os.getpid()}

@@ -24,6 +24,11 @@ class ServiceSettings(BaseSettings):
     sweep_interval_seconds: float = 5.0
     # How often the consumer group's lag gauge is measured (0 = off).
     consumer_lag_interval_seconds: float = 15.0
+    # A consumer whose assigned partitions have not been fetched for this long (or that the group
+    # left without partitions) makes /readyz fail, and past the second bound /healthz, so Kubernetes
+    # restarts a service that stopped consuming but still answers HTTP (shared/consumer_health.py).
+    consumer_ready_within_seconds: float = 60.0
+    consumer_live_within_seconds: float = 300.0
     # Seconds after shutdown starts before in-hand work is abandoned (uncommitted, redelivered).
     graceful_timeout_seconds: float = 15.0
     # Verifies staff bearer tokens (shared/staff.py). The default is for local runs only.
