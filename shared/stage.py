@@ -22,7 +22,7 @@ partition. Unreachable database: the batch is nacked and redelivered.
 import asyncio
 import base64
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -83,7 +83,8 @@ class Stage:
     """The consume loop of one service: inbox, decision, outbox, publish."""
 
     def __init__(self, *, schema: str, source: str, decide: Decide, redelivered: Decide | None = None,
-                 accept_invalid_envelopes: bool = False) -> None:
+                 accept_invalid_envelopes: bool = False,
+                 trusted: Mapping[str, frozenset[str]] | None = None) -> None:
         self.schema = schema
         self.source = source
         self.decide = decide
@@ -91,6 +92,8 @@ class Stage:
         self.redelivered = redelivered
         # Only intake answers a malformed envelope with a rejection; elsewhere it is a dead letter.
         self.accept_invalid_envelopes = accept_invalid_envelopes
+        # Per consumed topic, the sources whose events it acts on (the contract's, unless a test narrows it).
+        self.trusted = topics.TRUSTED_SOURCES if trusted is None else trusted
         self.pool: asyncpg.Pool | None = None
         self.producer: AIOKafkaProducer | None = None
         self.committed = asyncio.Event()
@@ -168,6 +171,12 @@ class Stage:
             error = str(item.invalid) if item.invalid else "not a CloudEvent (not JSON, or not an object)"
             letters.append("invalid_envelope" if item.invalid else "unreadable")
             return [dead_letter(item.record, error, source=self.source)]
+        if item.event is not None and not self._trusted(item):
+            letters.append("untrusted_source")
+            log.warning("untrusted_source", topic=item.record.topic, source=item.event.get_source(),
+                        event_type=item.event.get_type(), offset=item.record.offset)
+            return [dead_letter(item.record, f"untrusted_source: {item.record.topic} accepts events only from "
+                                f"{', '.join(sorted(self.trusted[item.record.topic]))}", source=self.source)]
         if item.event is not None:
             key = (item.event.get_source(), item.event.get_id())
             if key not in fresh:
@@ -175,6 +184,10 @@ class Stage:
                 return await self.redelivered(conn, item) if self.redelivered else []
             fresh.discard(key)
         return await self.decide(conn, item)
+
+    def _trusted(self, item: Inbound) -> bool:
+        allowed = self.trusted.get(item.record.topic)
+        return allowed is None or item.event.get_source() in allowed
 
     async def _claim(self, conn: asyncpg.Connection, events: Sequence[CloudEvent]) -> set[tuple[str, str]]:
         """Record the events in the inbox; return those not seen before."""

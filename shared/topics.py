@@ -18,6 +18,13 @@ STATUS = "refunds.status"
 
 DEFAULT_PARTITIONS = 6
 
+# The CloudEvents `source` of each stage: the only producer a consumer accepts on the stage's topics.
+INTAKE_SOURCE = "refund-pipeline/intake"
+APPROVAL_SOURCE = "refund-pipeline/approval"
+PAYOUT_SOURCE = "refund-pipeline/payout"
+RECONCILE_SOURCE = "refund-pipeline/reconcile"
+NOTIFY_SOURCE = "refund-pipeline/notify"
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -50,6 +57,23 @@ TOPICS: tuple[TopicSpec, ...] = (
 # Latest-state topics: the last record per key is what a late reader gets, so the outbox never
 # relays an older record for a key after a newer one (shared/stage.py).
 COMPACTED = frozenset(spec.name for spec in TOPICS if spec.config.get("cleanup.policy") == "compact")
+
+# Who may publish on each topic (SPEC.md "Each consumed topic accepts events only from the source that
+# owns it"); an event from another source is dead-lettered as `untrusted_source`, never acted on.
+# `refunds.requested` is the platforms' (each its own source, authenticated by the broker's ACLs).
+TRUSTED_SOURCES: dict[str, frozenset[str]] = {
+    ACCEPTED: frozenset({INTAKE_SOURCE}),
+    REJECTED: frozenset({INTAKE_SOURCE}),
+    APPROVED: frozenset({APPROVAL_SOURCE}),
+    DENIED: frozenset({APPROVAL_SOURCE}),
+    HELD: frozenset({APPROVAL_SOURCE}),
+    PAYOUT_SUBMITTED: frozenset({PAYOUT_SOURCE}),
+    PAID: frozenset({PAYOUT_SOURCE}),
+    PAYOUT_FAILED: frozenset({PAYOUT_SOURCE}),
+    RECONCILED: frozenset({RECONCILE_SOURCE}),
+    DISCREPANCY: frozenset({RECONCILE_SOURCE}),
+    STATUS: frozenset({NOTIFY_SOURCE}),
+}
 
 # Every lifecycle topic notify projects into the status feed.
 LIFECYCLE = (ACCEPTED, REJECTED, APPROVED, DENIED, HELD, PAYOUT_SUBMITTED, PAID,

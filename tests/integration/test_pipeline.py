@@ -149,7 +149,7 @@ async def test_an_event_a_stage_cannot_process_is_dead_lettered_without_blocking
     # A well-formed CloudEvent whose data breaks the contract reaches payout: its batch
     # fails, is retried one record per transaction, and only the bad record is dead-lettered.
     bad_id = str(uuid.uuid4())
-    bad = orjson.dumps({"specversion": "1.0", "id": bad_id, "source": "somebody-else", "type": "refund.approved.v1",
+    bad = orjson.dumps({"specversion": "1.0", "id": bad_id, "source": topics.APPROVAL_SOURCE, "type": "refund.approved.v1",
                         "data": {"refund_id": "rf_broken", "amount": {"value": 1.5, "currency": "EUR"}}})
     request = valid_request()
     async with TopicTail(stack.bootstrap, topics.DLQ) as dlq:
@@ -162,6 +162,30 @@ async def test_an_event_a_stage_cannot_process_is_dead_lettered_without_blocking
                                     and e["data"]["offset"] == sent.offset and e["data"]["partition"] == sent.partition)
     assert "ValidationError" in letter["data"]["error"]
     assert await status_feed.wait_for(lambda: status_feed.status_of(refund_of(request)) == "reconciled", timeout=60)
+
+
+async def test_a_forged_approval_from_another_source_is_dead_lettered_and_never_paid(stack, producer, db):
+    # A genuine approval, re-signed by anyone but approval (a platform with broker access, say).
+    request = valid_request()
+    refund_id = refund_of(request)
+    async with TopicTail(stack.bootstrap, topics.APPROVED) as approved:
+        await publish(producer, valid_request())  # any approval, to copy its shape
+        genuine = await approved.wait_for(lambda e: e["type"] == "refund.approved.v1")
+    forged = {**genuine, "id": str(uuid.uuid4()), "source": "shop-test",
+              "data": {**genuine["data"], "refund_id": refund_id, "request_id": request["request_id"]}}
+    async with TopicTail(stack.bootstrap, topics.DLQ) as dlq:
+        sent = await producer.send_and_wait(topics.APPROVED, orjson.dumps(forged), key=refund_id.encode(),
+                                            headers=[("content-type", b"application/cloudevents+json")])
+        letter = await dlq.wait_for(lambda e: e["source"] == topics.PAYOUT_SOURCE
+                                    and e["data"]["offset"] == sent.offset and e["data"]["partition"] == sent.partition)
+    assert letter["data"]["error"].startswith("untrusted_source: refunds.approved accepts events only from "
+                                              "refund-pipeline/approval")
+    assert await db.fetchval("SELECT count(*) FROM payout.payouts WHERE refund_id = $1", refund_id) == 0
+    assert await db.fetchval("SELECT count(*) FROM gateway_sim.refunds WHERE idempotency_key LIKE $1",
+                             refund_id + "%") == 0
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"{stack.service_url('payout')}/metrics")).text
+    assert 'refund_messages_dead_lettered_total{reason="untrusted_source",stage="payout"}' in metrics
 
 
 async def test_stages_export_backlog_gauges_from_their_own_store(stack):

@@ -32,7 +32,7 @@ async def _paid(producer, ref: str, value: int, currency: str = "EUR") -> str:
     event = RefundPaid(refund_id=refund_id, request_id="req-" + ref, source="shop-test", order_id="ord-" + ref,
                        amount=Money(value=value, currency=currency), channel="card", region="DE", gateway="stripe",
                        payout_id="po_" + refund_id[3:], gateway_ref=ref, paid_at=datetime.now(UTC))
-    out = encode(event, source="test-payout", key=refund_id)
+    out = encode(event, source=topics.PAYOUT_SOURCE, key=refund_id)
     await producer.send_and_wait(topics.PAID, out.value, key=out.key.encode(), headers=list(out.headers.items()))
     return refund_id
 
