@@ -169,6 +169,7 @@ def terminate(
         return False
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
+        os.kill(pid, signal.SIGCONT)  # a stopped (SIGSTOP) process handles `sig` only once continued
     if sig != signal.SIGKILL and wait_exit(pid, timeout):
         return True
     # Still there after the grace period (or SIGKILL was asked for directly).

@@ -44,7 +44,8 @@ UNREADY_GRACE_S = 30.0
 class Stack:
     """Synchronous manager; see devstack/__init__.py for usage."""
 
-    def __init__(self, run_dir: Path | str | None = None, repo_root: Path | None = None) -> None:
+    def __init__(self, run_dir: Path | str | None = None, repo_root: Path | None = None,
+                 unready_grace_s: float = UNREADY_GRACE_S) -> None:
         self.repo_root = (repo_root or REPO_ROOT).resolve()
         default = os.environ.get("REFUND_RUN_DIR") or self.repo_root / ".run" / "dev"
         self.run_dir = Path(run_dir or default).resolve()
@@ -52,6 +53,7 @@ class Stack:
         self.state_path = self.run_dir / "stack.json"
         self.kafka_dir = self.run_dir / "kafka"
         self.prometheus_dir = self.run_dir / "prometheus"
+        self.unready_grace_s = unready_grace_s
         self._lock_depth = 0
         self._lock_cm: contextlib.AbstractContextManager | None = None
         self.state: dict[str, Any] = self._load()
@@ -416,10 +418,10 @@ class Stack:
 
     def _still_unready(self, names: list[str]) -> list[str]:
         """Of these alive but unready services, the ones not ready within the grace period (now stopped)."""
-        deadline = time.monotonic() + UNREADY_GRACE_S
+        deadline = time.monotonic() + self.unready_grace_s
         stuck = []
         for name in names:
-            console.print(f"[yellow]{name}[/]: alive but not ready; waiting up to {UNREADY_GRACE_S:.0f}s")
+            console.print(f"[yellow]{name}[/]: alive but not ready; waiting up to {self.unready_grace_s:.0f}s")
             try:
                 wait_ready(f"service {name}", lambda: self._service_ready(name), self.state["services"][name]["pid"],
                            self.logs_dir / f"{name}.log", max(deadline - time.monotonic(), 1.0), every=1.0)

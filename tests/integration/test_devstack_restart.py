@@ -4,6 +4,7 @@ A stack of its own in a temp run dir (Kafka, PostgreSQL and only intake, to spar
 the shared CPU), so the session stack is not disturbed.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -188,6 +189,20 @@ async def test_status_shows_an_unready_service_and_up_restarts_a_dead_one(local_
     local_stack.up(services=[SERVICE])
     row = await _wait_ready(local_stack, SERVICE, timeout=5)
     assert row["pid"] != service_pid and local_stack.service_url(SERVICE) == url
+
+
+async def test_up_restarts_a_service_that_stays_unready_past_the_grace_period(local_stack):
+    pid = _row(local_stack, SERVICE)["pid"]
+    os.kill(pid, signal.SIGSTOP)  # alive, but it answers nothing
+    try:
+        row = _row(local_stack, SERVICE)
+        assert row["alive"] and not row["ready"]
+        Stack(local_stack.run_dir, unready_grace_s=2).up(services=[SERVICE])
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    row = await _wait_ready(local_stack, SERVICE, timeout=5)
+    assert row["pid"] != pid and not pid_alive(pid)
 
 
 @pytest.mark.skipif(not prometheus.binary(), reason="prometheus is not installed")
