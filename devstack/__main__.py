@@ -1,4 +1,4 @@
-"""`python -m devstack up|down|status|env` — see devstack/__init__.py."""
+"""`python -m devstack up|down|status|restart|env` — see devstack/__init__.py."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def up(
     run_dir: RunDir = None,
     services: Annotated[bool, typer.Option("--services/--no-services", help="Also start the five services.")] = True,
 ) -> None:
-    """Start whatever is not running yet (idempotent), then print the connection env."""
+    """Bring back whatever is down on its data and port (idempotent), then print the connection env."""
     stack = Stack(run_dir)
     started = time.monotonic()
     try:
@@ -58,20 +58,36 @@ def down(run_dir: RunDir = None) -> None:
 
 
 @app.command()
+def restart(
+    component: Annotated[str, typer.Argument(help="kafka, postgres or a service (e.g. payout, payout@2).")],
+    run_dir: RunDir = None,
+) -> None:
+    """Restart one component on its data and port; the services reconnect."""
+    try:
+        Stack(run_dir).restart(component)
+    except StackError as exc:
+        _fail(exc)
+    console.print(f"[bold green]restarted[/] {component}")
+
+
+@app.command()
 def status(run_dir: RunDir = None) -> None:
-    """Table of components: pid, alive, address."""
+    """Table of components: pid, alive (the process), ready (it answers; a service's /readyz), address."""
     stack = Stack(run_dir)
     rows = stack.status()
     if not rows:
         console.print(f"nothing recorded in {stack.state_path}")
         return
     table = Table(title=f"devstack — {stack.run_dir}")
-    for column in ("component", "pid", "alive", "address"):
+    for column in ("component", "pid", "alive", "ready", "address"):
         table.add_column(column)
     for row in rows:
         alive = "[green]yes[/]" if row["alive"] else "[red]no[/]"
+        ready = "[green]yes[/]" if row["ready"] else "[red]no[/]" if row["alive"] else "-"
+        if row["unready"]:
+            ready += f" ({', '.join(row['unready'])})"
         pid = "external" if row["external"] else str(row["pid"] or "-")
-        table.add_row(row["component"], pid, alive, row["address"])
+        table.add_row(row["component"], pid, alive, ready, row["address"])
     out.print(table)
 
 

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -129,27 +130,37 @@ def write_config(kafka_dir: Path, port: int, controller_port: int) -> Path:
     return path
 
 
+def saved_ports(kafka_dir: Path) -> tuple[int, int] | None:
+    """(port, controller port) of a formatted log dir, from its server.properties; None if there is none."""
+    props = kafka_dir / "server.properties"
+    if not (kafka_dir / "data" / "meta.properties").exists() or not props.exists():
+        return None
+    found = re.search(r"^listeners=PLAINTEXT://[^:]+:(\d+),CONTROLLER://[^:]+:(\d+)$", props.read_text(), re.M)
+    return (int(found[1]), int(found[2])) if found else None
+
+
 def start(kafka_dir: Path, libs: Path, log4j_config: Path, log_path: Path, port: int, controller_port: int) -> int:
-    """Format a fresh log dir and launch the broker detached. Returns its pid."""
+    """Launch the broker detached on its log dir, formatting it first if it is new. Returns its pid.
+
+    An existing log dir is never wiped: its topics and records are the data `up` must bring back.
+    """
     java = _java()
     # The JVM runs with cwd=kafka_dir, so relative paths would resolve there.
     kafka_dir, libs, log4j_config = kafka_dir.resolve(), libs.resolve(), log4j_config.resolve()
-    if kafka_dir.exists():
-        # Fresh every time: `format` refuses an already formatted dir, and a
-        # restarted dev stack should not resurrect half-remembered state.
-        shutil.rmtree(kafka_dir)
-    kafka_dir.mkdir(parents=True)
+    formatted = saved_ports(kafka_dir) is not None
+    kafka_dir.mkdir(parents=True, exist_ok=True)
     props = write_config(kafka_dir, port, controller_port)
     classpath = f"{libs}/*"
     log_opt = f"-Dlog4j2.configurationFile={log4j_config}"
-    # No --standalone: controller.quorum.voters already names the (static) quorum.
-    fmt = subprocess.run(
-        [java, log_opt, "-cp", classpath, "kafka.tools.StorageTool", "format",
-         "-t", _cluster_id(), "-c", str(props)],
-        capture_output=True, text=True,
-    )
-    if fmt.returncode != 0:
-        raise StackError(f"kafka storage format failed (exit {fmt.returncode}):\n{fmt.stdout}{fmt.stderr}")
+    if not formatted:
+        # No --standalone: controller.quorum.voters already names the (static) quorum.
+        fmt = subprocess.run(
+            [java, log_opt, "-cp", classpath, "kafka.tools.StorageTool", "format",
+             "-t", _cluster_id(), "-c", str(props)],
+            capture_output=True, text=True,
+        )
+        if fmt.returncode != 0:
+            raise StackError(f"kafka storage format failed (exit {fmt.returncode}):\n{fmt.stdout}{fmt.stderr}")
     argv = [java, *JVM_OPTS, log_opt, "-cp", classpath, MAIN_CLASS, str(props)]
     return spawn(argv, log_path, cwd=kafka_dir)
 

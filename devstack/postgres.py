@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL cluster from the distribution's binaries (Debian: postgresql-15).
+"""A local PostgreSQL cluster from the distribution's binaries (Debian: postgresql-15), kept until `down`.
 
 initdb and postgres refuse to run as root, so as root every server-side
 command runs as the `postgres` system user. That user usually cannot traverse
@@ -14,7 +14,6 @@ import hashlib
 import os
 import pwd
 import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -109,43 +108,79 @@ def postmaster_pid(root: Path) -> int | None:
         return None
 
 
-def start(run_dir: Path, port: int) -> tuple[int, Path]:
-    """initdb a fresh cluster and start it on 127.0.0.1:<port>. Returns (pid, root)."""
-    bindir = find_bindir()
-    root = pg_root(run_dir)
-    # A leftover cluster from a crashed run may still be up on this data dir.
-    stop(root, postmaster_pid(root))
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(mode=0o700, parents=True)
+def running_pid(root: Path) -> int | None:
+    """The postmaster serving this data dir now: it may have been restarted under a new pid since we started it."""
+    pid = postmaster_pid(root)
+    return pid if pid_matches(pid, *markers(root)) else None
+
+
+def initialised(root: Path) -> bool:
+    return (data_dir(root) / "PG_VERSION").exists()
+
+
+def configured_port(root: Path) -> int | None:
+    """The port in the cluster's own postgresql.conf (the last setting wins, as in PostgreSQL)."""
+    try:
+        ports = re.findall(r"^port = (\d+)", (data_dir(root) / "postgresql.conf").read_text(), re.M)
+    except OSError:
+        return None
+    return int(ports[-1]) if ports else None
+
+
+def _configure(root: Path, port: int) -> None:
+    # In the cluster's own config, not on pg_ctl's command line, so that any later
+    # start (ours, or a `pg_ctl restart` by hand) comes back on the same port.
+    settings = {
+        "listen_addresses": "'127.0.0.1'",
+        "port": str(port),
+        "unix_socket_directories": f"'{root / 'sock'}'",
+        "max_connections": "200",
+    }
+    with open(data_dir(root) / "postgresql.conf", "a") as conf:
+        conf.write("\n# devstack\n" + "".join(f"{key} = {value}\n" for key, value in settings.items()))
+
+
+def _initdb(bindir: Path, root: Path) -> None:
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
     sock = root / "sock"
-    sock.mkdir()
+    sock.mkdir(exist_ok=True)
     for path in (root, sock):
         _chown_to_server_user(path)
-
-    data = data_dir(root)
     _run(
-        [str(bindir / "initdb"), "-D", str(data), "--auth=trust", f"-U{PG_USER}",
+        [str(bindir / "initdb"), "-D", str(data_dir(root)), "--auth=trust", f"-U{PG_USER}",
          "--encoding=UTF8", "--locale=C"],
         root, "initdb",
     )
-    options = " ".join([
-        "-c listen_addresses=127.0.0.1",
-        f"-p {port}",
-        f"-c unix_socket_directories={shlex.quote(str(sock))}",
-        "-c max_connections=200",
-    ])
+
+
+def start(root: Path, port: int) -> int:
+    """Start the cluster in `root`, first creating it on 127.0.0.1:<port> if there is none. Returns the pid.
+
+    An existing cluster is started as it is, on its own port; initdb never runs
+    over it, because its tables are the data a restart must bring back.
+    """
+    bindir = find_bindir()
+    if not initialised(root):
+        _initdb(bindir, root)
+    if configured_port(root) is None:  # a new cluster, or one from a devstack that passed -p to pg_ctl
+        _configure(root, port)
+    if running_pid(root) is None:
+        # Lock files a crash left behind name the dead postmaster's pid. PostgreSQL
+        # ignores them only once that pid is gone, and a zombie nobody reaps (as under
+        # some container inits) never goes. Safe to drop: the socket dir is this
+        # cluster's own, and the shared-memory interlock still refuses to start while
+        # any old backend lives on.
+        for lock in (data_dir(root) / "postmaster.pid", *(root / "sock").glob(".s.PGSQL.*.lock")):
+            lock.unlink(missing_ok=True)
     try:
-        _run(
-            [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log_path(root)), "-w", "-t", "60",
-             "-o", options, "start"],
-            root, "pg_ctl start",
-        )
+        _run([str(bindir / "pg_ctl"), "-D", str(data_dir(root)), "-l", str(log_path(root)), "-w", "-t", "60",
+              "start"], root, "pg_ctl start")
     except StackError as exc:
         raise StackError(f"{exc}\ntail of {log_path(root)}:\n{log_tail(log_path(root))}") from None
     pid = postmaster_pid(root)
     if pid is None:
-        raise StackError(f"PostgreSQL started but {data}/postmaster.pid is unreadable")
-    return pid, root
+        raise StackError(f"PostgreSQL started but {data_dir(root)}/postmaster.pid is unreadable")
+    return pid
 
 
 def dsn_for(port: int, database: str = DATABASE) -> str:

@@ -169,6 +169,7 @@ def terminate(
         return False
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
+        os.kill(pid, signal.SIGCONT)  # a stopped (SIGSTOP) process handles `sig` only once continued
     if sig != signal.SIGKILL and wait_exit(pid, timeout):
         return True
     # Still there after the grace period (or SIGKILL was asked for directly).
@@ -214,12 +215,31 @@ def wait_ready(what: str, probe: Callable[[], bool], pid: int | None, log: Path,
     raise StackError(f"{what} not ready after {timeout:.0f}s; {log_errors(log)}tail of {log}:\n{log_tail(log)}")
 
 
+def unused_port(port: int, taken: str) -> int:
+    """`port`, refused with the message `taken` if something already listens there."""
+    if port_open(port):
+        raise StackError(taken)
+    return port
+
+
 def pinned_port(var: str) -> int | None:
     """A port the user pinned through `var`, refused if something already listens there."""
     port = port_from_env(var)
-    if port is not None and port_open(port):
-        raise StackError(f"{var}={port} is already in use on 127.0.0.1")
-    return port
+    return None if port is None else unused_port(port, f"{var}={port} is already in use on 127.0.0.1")
+
+
+def own_port(what: str, port: int, timeout: float = 15.0) -> int:
+    """The port `what` had before it went down, refused if another process took it meanwhile:
+    a probe would then reach that process instead of ours.
+
+    Waits a little first: a killed multi-threaded process (JVM, Go) can look gone
+    while its last threads, and so its listening socket, are still being torn down.
+    """
+    deadline = time.monotonic() + timeout
+    while port_open(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return unused_port(port, f"{what}'s port {port} was taken by another process while {what} was down; "
+                             "free it, or `down` (which deletes the data) to start afresh")
 
 
 @contextlib.contextmanager

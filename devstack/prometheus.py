@@ -28,8 +28,10 @@ def markers(port: int) -> tuple[str, str]:
 
 
 def write_config(path: Path, targets: dict[str, int], *, rule_files: list[Path],
-                 scrape_interval: str, evaluation_interval: str) -> None:
-    """One job per service, named refund-<service> like the k8s Service and compose jobs."""
+                 scrape_interval: str, evaluation_interval: str) -> bool:
+    """One job per service, named refund-<service> like the k8s Service and compose jobs.
+
+    Returns whether the file changed (a running Prometheus with the same config can stay)."""
     jobs: dict[str, list[str]] = {}
     for name, port in targets.items():
         jobs.setdefault(f"refund-{name.partition('@')[0]}", []).append(f"127.0.0.1:{port}")
@@ -39,8 +41,12 @@ def write_config(path: Path, targets: dict[str, int], *, rule_files: list[Path],
         "scrape_configs": [{"job_name": job, "static_configs": [{"targets": hosts}]}
                            for job, hosts in sorted(jobs.items())],
     }
+    text = yaml.safe_dump(config, sort_keys=False)
+    if path.exists() and path.read_text() == text:
+        return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.write_text(text)
+    return True
 
 
 def fast_rules(source: Path, target: Path, for_: str) -> Path:
@@ -59,21 +65,22 @@ def start(data_dir: Path, config: Path, port: int, log: Path) -> int:
     exe = binary()
     if exe is None:
         raise StackError("prometheus is not installed (make setup installs Debian's prometheus package)")
-    shutil.rmtree(data_dir, ignore_errors=True)
-    data_dir.mkdir(parents=True)
+    # Kept across restarts: only `down` deletes it.
+    data_dir.mkdir(parents=True, exist_ok=True)
     return spawn([exe, f"--config.file={config}", f"--storage.tsdb.path={data_dir}",
                   f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1d",
                   "--web.enable-lifecycle"], log)
 
 
-def wait_ready(port: int, pid: int, log: Path, timeout: float = READY_S) -> None:
-    def answers() -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=2.0).status_code == 200
-        except httpx.HTTPError:
-            return False
+def ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
 
-    processes.wait_ready("prometheus", answers, pid, log, timeout)
+
+def wait_ready(port: int, pid: int, log: Path, timeout: float = READY_S) -> None:
+    processes.wait_ready("prometheus", lambda: ready(port), pid, log, timeout)
 
 
 def stop(pid: int | None, port: int, timeout: float = 20.0) -> bool:

@@ -4,6 +4,10 @@ All state lives in <run>/stack.json so that any later invocation (another CLI
 call, a test fixture) knows exactly which pids it may signal and which ports
 to reuse. Components given from outside (KAFKA_BOOTSTRAP_SERVERS,
 DATABASE_URL) are recorded as external and never stopped.
+
+A component that died or was stopped comes back on its own data and port
+(Kafka's from its server.properties, PostgreSQL's from its postgresql.conf);
+only `down` deletes data.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,26 +28,32 @@ import httpx
 
 from . import kafka, postgres, prometheus
 from .processes import (
-    StackError, console, file_lock, free_port, free_ports, pid_matches, pinned_port, port_from_env, run_sync,
-    spawn, terminate, wait_ready, wait_exit,
+    StackError, console, file_lock, free_port, free_ports, own_port, pid_matches, pinned_port, port_from_env,
+    run_sync, spawn, terminate, wait_ready, wait_exit,
 )
 
 SERVICES = ("intake", "approval", "payout", "reconcile", "notify")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KAFKA_READY_S = 90.0
 SERVICE_READY_S = 60.0
+# An alive service may be unready for a moment (e.g. reconnecting after a broker
+# restart); `up` restarts it only if it stays unready this long.
+UNREADY_GRACE_S = 30.0
 
 
 class Stack:
     """Synchronous manager; see devstack/__init__.py for usage."""
 
-    def __init__(self, run_dir: Path | str | None = None, repo_root: Path | None = None) -> None:
+    def __init__(self, run_dir: Path | str | None = None, repo_root: Path | None = None,
+                 unready_grace_s: float = UNREADY_GRACE_S) -> None:
         self.repo_root = (repo_root or REPO_ROOT).resolve()
         default = os.environ.get("REFUND_RUN_DIR") or self.repo_root / ".run" / "dev"
         self.run_dir = Path(run_dir or default).resolve()
         self.logs_dir = self.run_dir / "logs"
         self.state_path = self.run_dir / "stack.json"
         self.kafka_dir = self.run_dir / "kafka"
+        self.prometheus_dir = self.run_dir / "prometheus"
+        self.unready_grace_s = unready_grace_s
         self._lock_depth = 0
         self._lock_cm: contextlib.AbstractContextManager | None = None
         self.state: dict[str, Any] = self._load()
@@ -105,25 +115,44 @@ class Stack:
         return f"http://127.0.0.1:{record['port']}"
 
     # ------------------------------------------------------------ lifecycle
-    def up(self, services: bool = True) -> None:
-        """Bring up whatever is missing; healthy components are left alone."""
+    def up(self, services: bool | Iterable[str] = True) -> None:
+        """Bring back whatever is down, on its existing data and port; healthy components are left alone.
+
+        `services`: all five (True), none (False) or the ones named.
+        """
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with self._locked():
             self._ensure_kafka()
             self._ensure_postgres()
             self._ensure_topics()
             self._apply_migrations()
-            if services:
-                self._ensure_services()
+            self._ensure_services(SERVICES if services is True else tuple(services or ()))
+
+    def restart(self, component: str) -> None:
+        """Stop one component and start it again on its data and port: "kafka", "postgres" or a service.
+
+        The services stay up through a Kafka or PostgreSQL restart and reconnect.
+        """
+        with self._locked():
+            if component not in ("kafka", "postgres"):
+                self.restart_service(component)
+                return
+            if (self.state.get(component) or {}).get("external"):
+                raise StackError(f"{component} is an existing one from the environment; devstack does not manage it")
+            stop, ensure = {"kafka": (self._stop_kafka, self._ensure_kafka),
+                            "postgres": (self._stop_postgres, self._ensure_postgres)}[component]
+            stop()
+            ensure()
 
     def down(self) -> None:
-        """Stop everything we started (services, Kafka, PostgreSQL) and remove their data."""
+        """Stop everything we started (services, Kafka, PostgreSQL, Prometheus) and remove their data."""
         with self._locked():
             self.stop_prometheus()
+            shutil.rmtree(self.prometheus_dir / "data", ignore_errors=True)
             for name in list(self.state["services"]):
                 self.stop_service(name)
-            self._stop_kafka()
-            self._stop_postgres()
+            self._stop_kafka(remove=True)
+            self._stop_postgres(remove=True)
             self.state = {"services": {}}
             self.state_path.unlink(missing_ok=True)
             console.print(f"[bold]down[/]: stopped; logs kept in {self.logs_dir}")
@@ -134,23 +163,42 @@ class Stack:
     def __exit__(self, *exc: object) -> None:
         self.down()
 
+    def _stopped(self, component: str, remove: bool) -> None:
+        """Record a stop: `down` forgets the component, any other stop keeps its port for the next start."""
+        record = self.state.get(component) or {}
+        if remove or record.get("external"):
+            self.state.pop(component, None)
+        elif record:
+            record["pid"] = None
+        self._save()
+
     # ------------------------------------------------------------ prometheus
+    def _prometheus_alive(self) -> bool:
+        record = self.state.get("prometheus") or {}
+        return bool(record.get("pid")) and pid_matches(record["pid"], *prometheus.markers(record["port"]))
+
     def start_prometheus(self, *, rule_files: list[Path] | None = None, scrape_interval: str = "15s",
                          evaluation_interval: str = "15s") -> str:
-        """(Re)start our Prometheus scraping every running service; returns its URL.
+        """Make our Prometheus run with this config, scraping every service; returns its URL.
 
-        Rules default to deploy/prometheus/rules.yml; tests pass a fast variant.
+        Left alone if it already runs with this config, else (re)started on its
+        port and its data. Rules default to deploy/prometheus/rules.yml; tests pass a fast variant.
         """
         with self._locked():
-            self.stop_prometheus()
             rules = rule_files if rule_files is not None else [self.repo_root / "deploy/prometheus/rules.yml"]
             targets = {name: rec["port"] for name, rec in self.state["services"].items() if rec.get("port")}
-            config = self.run_dir / "prometheus" / "prometheus.yml"
-            prometheus.write_config(config, targets, rule_files=rules, scrape_interval=scrape_interval,
-                                    evaluation_interval=evaluation_interval)
-            port = port_from_env("PROMETHEUS_PORT") or free_port()
+            config = self.prometheus_dir / "prometheus.yml"
+            changed = prometheus.write_config(config, targets, rule_files=rules, scrape_interval=scrape_interval,
+                                              evaluation_interval=evaluation_interval)
+            if not changed and self._prometheus_alive():
+                url = f"http://127.0.0.1:{self.state['prometheus']['port']}"
+                console.print(f"[bold]prometheus[/]: already running (pid {self.state['prometheus']['pid']}) at {url}")
+                return url
+            self.stop_prometheus()
+            known = (self.state.get("prometheus") or {}).get("port")
+            port = own_port("prometheus", known) if known else port_from_env("PROMETHEUS_PORT") or free_port()
             log = self.logs_dir / "prometheus.log"
-            pid = prometheus.start(self.run_dir / "prometheus" / "data", config, port, log)
+            pid = prometheus.start(self.prometheus_dir / "data", config, port, log)
             self.state["prometheus"] = {"pid": pid, "port": port}
             self._save()
             try:
@@ -163,11 +211,11 @@ class Stack:
             return url
 
     def stop_prometheus(self) -> None:
-        record = self.state.pop("prometheus", None) or {}
+        record = self.state.get("prometheus") or {}
         if record.get("pid"):
             prometheus.stop(record["pid"], record["port"])
             console.print(f"[bold]prometheus[/]: stopped pid {record['pid']}")
-        self._save()
+        self._stopped("prometheus", remove=False)
 
     # ----------------------------------------------------------------- kafka
     def _kafka_alive(self) -> bool:
@@ -177,8 +225,8 @@ class Stack:
     def _ensure_kafka(self) -> None:
         record = self.state.get("kafka") or {}
         external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        # `eval $(devstack env)` exports our own broker's address: still ours.
-        if external and not (self._kafka_alive() and external == record.get("bootstrap")):
+        # `eval $(devstack env)` exports our own broker's address: still ours, even while it is down.
+        if external and (record.get("external") or external != record.get("bootstrap")):
             self._stop_kafka()
             console.print(f"[bold]kafka[/]: using existing cluster at {external}")
             kafka.wait_ready(external, None, self.logs_dir / "kafka.log", timeout=30)
@@ -193,13 +241,18 @@ class Stack:
             self._stop_kafka()
 
         libs = kafka.ensure_jars(self.repo_root / "deploy/local/kafka/pom.xml")
-        port, controller_port = free_ports(2)
-        port = pinned_port("KAFKA_PORT") or port
-        if controller_port == port:
-            controller_port = free_port()
+        if saved := kafka.saved_ports(self.kafka_dir):
+            port, controller_port = (own_port("kafka", p) for p in saved)
+            how = "restarting on its data in " + str(self.kafka_dir)
+        else:
+            port, controller_port = free_ports(2)
+            port = pinned_port("KAFKA_PORT") or port
+            if controller_port == port:
+                controller_port = free_port()
+            how = "starting a new KRaft node"
         log = self.logs_dir / "kafka.log"
         started = time.monotonic()
-        console.print(f"[bold]kafka[/]: starting KRaft node on 127.0.0.1:{port} (controller {controller_port})…")
+        console.print(f"[bold]kafka[/]: {how} on 127.0.0.1:{port} (controller {controller_port})…")
         pid = kafka.start(self.kafka_dir, libs, self.repo_root / "deploy/local/kafka/log4j2.properties",
                           log, port, controller_port)
         bootstrap = f"127.0.0.1:{port}"
@@ -215,26 +268,25 @@ class Stack:
             raise
         console.print(f"[bold]kafka[/]: ready in {time.monotonic() - started:.1f}s (pid {pid})")
 
-    def _stop_kafka(self) -> None:
+    def _stop_kafka(self, remove: bool = False) -> None:
         record = self.state.get("kafka") or {}
-        if record and not record.get("external"):
-            if kafka.stop(record.get("pid"), self.kafka_dir, timeout=30):
-                console.print(f"[bold]kafka[/]: stopped pid {record['pid']}")
+        if not record.get("external") and kafka.stop(record.get("pid"), self.kafka_dir, timeout=30):
+            console.print(f"[bold]kafka[/]: stopped pid {record['pid']}")
+        if remove:
             shutil.rmtree(self.kafka_dir, ignore_errors=True)
-        self.state.pop("kafka", None)
-        self._save()
+        self._stopped("kafka", remove)
 
     # -------------------------------------------------------------- postgres
-    def _pg_alive(self) -> bool:
-        record = self.state.get("postgres") or {}
-        if record.get("external") or not record.get("root"):
-            return False
-        return pid_matches(record.get("pid"), *postgres.markers(Path(record["root"])))
+    def _pg_pid(self) -> int | None:
+        """Our postmaster's pid now: PostgreSQL may have been restarted under a new one."""
+        if (self.state.get("postgres") or {}).get("external"):
+            return None
+        return postgres.running_pid(postgres.pg_root(self.run_dir))
 
     def _ensure_postgres(self) -> None:
         record = self.state.get("postgres") or {}
         external = os.environ.get("DATABASE_URL")
-        if external and not (self._pg_alive() and external == record.get("dsn")):
+        if external and (record.get("external") or external != record.get("dsn")):
             self._stop_postgres()
             console.print("[bold]postgres[/]: using existing database from DATABASE_URL")
             if not postgres.probe(external, timeout_s=15):
@@ -242,25 +294,36 @@ class Stack:
             self.state["postgres"] = {"external": True, "dsn": external}
             self._save()
             return
-        if self._pg_alive():
-            if postgres.probe(record["dsn"]):
-                console.print(f"[bold]postgres[/]: already running (pid {record['pid']}) on port {record['port']}")
+        root = postgres.pg_root(self.run_dir)
+        existing = postgres.initialised(root)
+        if existing:
+            # Older devstacks kept the port on pg_ctl's command line, so only in stack.json.
+            port = postgres.configured_port(root) or record.get("port")
+            if not port:
+                raise StackError(f"{root} holds a cluster on an unknown port; `down` removes it")
+        else:
+            port = pinned_port("PGPORT_LOCAL") or free_port()
+        dsn = postgres.dsn_for(port)
+        if pid := self._pg_pid():
+            if postgres.probe(dsn):
+                console.print(f"[bold]postgres[/]: already running (pid {pid}) on port {port}")
+                self.state["postgres"] = {"external": False, "pid": pid, "port": port, "root": str(root), "dsn": dsn}
+                self._save()
                 return
             console.print("[yellow]postgres[/]: process alive but not answering; restarting it")
             self._stop_postgres()
 
-        port = pinned_port("PGPORT_LOCAL") or free_port()
         started = time.monotonic()
-        console.print(f"[bold]postgres[/]: initdb + start on 127.0.0.1:{port}…")
-        root = postgres.pg_root(self.run_dir)
+        console.print(f"[bold]postgres[/]: {'start on its data in ' + str(root) if existing else 'initdb + start'}"
+                      f" on 127.0.0.1:{port}…")
         # Recorded up front (pid unknown yet) so `down` cleans up a half-made cluster.
         self.state["postgres"] = {"external": False, "pid": None, "port": port, "root": str(root)}
         self._save()
         try:
-            pid, root = postgres.start(self.run_dir, port)
+            pid = postgres.start(root, own_port("postgres", port) if existing else port)
             self.state["postgres"]["pid"] = pid
             self._save()
-            dsn = postgres.wait_ready(port, root)
+            postgres.wait_ready(port, root)
         except StackError:
             self._stop_postgres()
             raise
@@ -268,15 +331,14 @@ class Stack:
         self._save()
         console.print(f"[bold]postgres[/]: ready in {time.monotonic() - started:.1f}s (pid {pid})")
 
-    def _stop_postgres(self) -> None:
+    def _stop_postgres(self, remove: bool = False) -> None:
         record = self.state.get("postgres") or {}
-        leftover = postgres.pg_root(self.run_dir).exists()  # e.g. stack.json was deleted
-        if (record and not record.get("external")) or (not record and leftover):
-            root = Path(record.get("root") or postgres.pg_root(self.run_dir))
-            postgres.stop(root, record.get("pid"), logs_dir=self.logs_dir, remove=True)
-            console.print("[bold]postgres[/]: stopped and removed " + str(root))
-        self.state.pop("postgres", None)
-        self._save()
+        root = postgres.pg_root(self.run_dir)
+        # `down` also removes a cluster it has no record of (e.g. stack.json was deleted).
+        if root.exists() and (remove or not record.get("external")):
+            postgres.stop(root, record.get("pid"), logs_dir=self.logs_dir, remove=remove)
+            console.print(f"[bold]postgres[/]: stopped{' and removed ' + str(root) if remove else ''}")
+        self._stopped("postgres", remove)
 
     # ------------------------------------------------------ topics/migrations
     def _ensure_topics(self) -> None:
@@ -326,27 +388,49 @@ class Stack:
             record.get("pid"), *self._service_markers(name, record["port"])
         )
 
-    def _service_ready(self, name: str) -> bool:
-        # Ready means *our* process answers: a free port can be taken by someone else's
-        # service before ours binds it, and that one's 200 must not count.
+    def _readiness(self, name: str) -> dict | None:
+        """The /readyz answer of *our* process (None if it gives none): a free port can be
+        taken by someone else's service before ours binds it, and that one's answer must not count."""
         try:
-            answer = httpx.get(f"{self.service_url(name)}/readyz", timeout=2.0)
-            return answer.status_code == 200 and answer.json().get("pid") == self.state["services"][name]["pid"]
-        except (httpx.HTTPError, ValueError, KeyError):
-            return False
+            answer = httpx.get(f"{self.service_url(name)}/readyz", timeout=2.0).json()
+            return answer if answer.get("pid") == self.state["services"][name]["pid"] else None
+        except (httpx.HTTPError, ValueError, AttributeError, KeyError, StackError):
+            return None
 
-    def _ensure_services(self) -> None:
-        todo = []
-        for name in SERVICES:
+    def _service_ready(self, name: str) -> bool:
+        return (self._readiness(name) or {}).get("status") == "ready"
+
+    def _ensure_services(self, names: Iterable[str]) -> None:
+        dead, unready = [], []
+        for name in names:
             record = self.state["services"].get(name) or {}
             # A service wired to a Kafka/PostgreSQL that has since been replaced is stale.
             current = record.get("bootstrap") == self.bootstrap and record.get("dsn") == self.dsn
-            if self.service_alive(name) and current and self._service_ready(name):
+            if not (self.service_alive(name) and current):
+                self.stop_service(name)
+                dead.append(name)
+            elif self._service_ready(name):
                 console.print(f"[bold]{name}[/]: already running (pid {record['pid']}) at {self.service_url(name)}")
-                continue
-            self.stop_service(name)
-            todo.append(name)
-        self._start_all(todo)
+            else:
+                unready.append(name)
+        self._start_all(dead)
+        self._start_all(self._still_unready(unready))
+
+    def _still_unready(self, names: list[str]) -> list[str]:
+        """Of these alive but unready services, the ones not ready within the grace period (now stopped)."""
+        deadline = time.monotonic() + self.unready_grace_s
+        stuck = []
+        for name in names:
+            console.print(f"[yellow]{name}[/]: alive but not ready; waiting up to {self.unready_grace_s:.0f}s")
+            try:
+                wait_ready(f"service {name}", lambda: self._service_ready(name), self.state["services"][name]["pid"],
+                           self.logs_dir / f"{name}.log", max(deadline - time.monotonic(), 1.0), every=1.0)
+                console.print(f"[bold]{name}[/]: ready at {self.service_url(name)}")
+            except StackError:
+                console.print(f"[yellow]{name}[/]: still not ready; restarting it")
+                self.stop_service(name)
+                stuck.append(name)
+        return stuck
 
     def _spawn_service(self, name: str, env: Mapping[str, str] | None = None) -> int:
         service = self.service_of(name)
@@ -431,26 +515,33 @@ class Stack:
 
     # ---------------------------------------------------------------- status
     def status(self) -> list[dict[str, Any]]:
-        """One row per component: component, pid, alive, address, external."""
+        """One row per component: component, pid, alive (the process), ready (it answers; a service's own
+        /readyz), unready (the checks /readyz fails), address, external (alive = answers)."""
         self.state = self._load()
         rows = []
-        k = self.state.get("kafka") or {}
-        if k:
-            alive = kafka.probe(k["bootstrap"], timeout_s=3) if k.get("external") else self._kafka_alive()
-            rows.append({"component": "kafka", "pid": k.get("pid"), "alive": alive,
-                         "address": k["bootstrap"], "external": bool(k.get("external"))})
-        p = self.state.get("postgres") or {}
-        if p:
-            alive = postgres.probe(p["dsn"], timeout_s=3) if p.get("external") else self._pg_alive()
-            rows.append({"component": "postgres", "pid": p.get("pid"), "alive": alive,
-                         "address": p.get("dsn", ""), "external": bool(p.get("external"))})
+
+        def row(component: str, record: dict, pid: int | None, alive: bool, answers: Callable[[], bool],
+                address: str, unready: tuple[str, ...] = ()) -> None:
+            external = bool(record.get("external"))
+            ready = (external or alive) and answers()
+            rows.append({"component": component, "pid": pid, "alive": ready if external else alive, "ready": ready,
+                         "unready": list(unready), "address": address, "external": external})
+
+        if k := self.state.get("kafka"):
+            row("kafka", k, k.get("pid"), self._kafka_alive(), lambda: kafka.probe(k["bootstrap"], timeout_s=3),
+                k["bootstrap"])
+        if p := self.state.get("postgres"):
+            pid = self._pg_pid()
+            row("postgres", p, pid or p.get("pid"), bool(pid), lambda: postgres.probe(p.get("dsn", ""), timeout_s=3),
+                p.get("dsn", ""))
         if prom := self.state.get("prometheus"):
-            rows.append({"component": "prometheus", "pid": prom.get("pid"), "external": False,
-                         "alive": pid_matches(prom.get("pid"), *prometheus.markers(prom["port"])),
-                         "address": f"http://127.0.0.1:{prom['port']}"})
+            row("prometheus", prom, prom.get("pid"), self._prometheus_alive(), lambda: prometheus.ready(prom["port"]),
+                f"http://127.0.0.1:{prom['port']}")
         for name in sorted(self.state["services"], key=lambda n: (SERVICES.index(self.service_of(n)), n)):
-            record = self.state["services"].get(name)
-            if record:
-                rows.append({"component": name, "pid": record.get("pid"), "alive": self.service_alive(name),
-                             "address": f"http://127.0.0.1:{record['port']}", "external": False})
+            if record := self.state["services"].get(name):
+                alive = self.service_alive(name)
+                readiness = (self._readiness(name) if alive else None) or {}
+                failing = tuple(check for check, ok in (readiness.get("checks") or {}).items() if not ok)
+                row(name, record, record.get("pid"), alive, lambda: readiness.get("status") == "ready",
+                    f"http://127.0.0.1:{record['port']}", failing)
         return rows
