@@ -138,6 +138,17 @@ class Outcome:
     drill: bool = False
 
 
+def _answered(refund_id: str, call: asyncio.Task) -> bool:
+    """Whether the call came back with an attempt (not cancelled with its claim, not broken)."""
+    if call.cancelled():
+        return False
+    if call.exception() is not None:
+        log.error("payout_attempt_broke", refund_id=refund_id, exc_info=call.exception())
+        ABANDONED.labels("attempt_error").inc()
+        return False
+    return True
+
+
 class PayoutExecutor:
     """Claims due intents, calls the gateway for each, and writes what each came to while the claim holds.
 
@@ -178,22 +189,8 @@ class PayoutExecutor:
         claim = await store.claim_due(self.stage.pool, self.claim_size, self.lease_seconds)
         if not claim.rows:
             return 0
-        attempts = await self._attempts_under_lease(claim)
-        outcomes = {}
-        for row in claim.rows:
-            if (attempt := attempts.get(row["refund_id"])) is None:
-                continue
-            try:
-                outcomes[row["refund_id"]] = self._outcome(row, attempt)
-            except Exception:
-                # Left to its lease: the next claim asks the gateway by key again. One row's bug is not the batch's.
-                log.exception("payout_outcome_unrecordable", refund_id=row["refund_id"])
-                ABANDONED.labels("unrecordable").inc()
-        async with self.stage.pool.acquire() as conn, conn.transaction():
-            written = await store.write_outcomes(conn, claim, [outcome.write for outcome in outcomes.values()])
-            pending = await self.stage.publish(
-                conn, [outcome.event for r, outcome in outcomes.items() if r in written and outcome.event])
-        await self.stage.flush(pending)
+        outcomes = self._outcomes(claim.rows, await self._attempts_under_lease(claim))
+        written = await self._save(claim, outcomes)
         for row in claim.rows:
             if row["refund_id"] in written:
                 self._observe(row, outcomes[row["refund_id"]])
@@ -203,33 +200,49 @@ class PayoutExecutor:
                 ABANDONED.labels("stale_write").inc()
         return len(claim.rows)
 
+    def _outcomes(self, rows: list[asyncpg.Record], attempts: dict[str, Attempt]) -> dict[str, Outcome]:
+        outcomes = {}
+        for row in rows:
+            if (attempt := attempts.get(row["refund_id"])) is None:
+                continue
+            try:
+                outcomes[row["refund_id"]] = self._outcome(row, attempt)
+            except Exception:
+                # Left to its lease: the next claim asks the gateway by key again. One row's bug is not the batch's.
+                log.exception("payout_outcome_unrecordable", refund_id=row["refund_id"])
+                ABANDONED.labels("unrecordable").inc()
+        return outcomes
+
+    async def _save(self, claim: store.Claim, outcomes: dict[str, Outcome]) -> set[str]:
+        """Write the outcomes the claim still holds, with their events; return the refunds written."""
+        async with self.stage.pool.acquire() as conn, conn.transaction():
+            written = await store.write_outcomes(conn, claim, [outcome.write for outcome in outcomes.values()])
+            pending = await self.stage.publish(
+                conn, [outcome.event for r, outcome in outcomes.items() if r in written and outcome.event])
+        await self.stage.flush(pending)
+        return written
+
     async def _attempts_under_lease(self, claim: store.Claim) -> dict[str, Attempt]:
         """Each row's attempt, renewing the claim while calls run; rows it lost, or whose call broke, are left out."""
         calls = {row["refund_id"]: asyncio.create_task(self._attempt(row)) for row in claim.rows}
-        running = set(calls.values())
         try:
-            while running:
-                _, running = await asyncio.wait(running, timeout=claim.lease_seconds / 3)
-                if running:
-                    held = await store.renew(self.stage.pool, claim)
-                    for refund_id in calls.keys() - held:
-                        if calls[refund_id].cancel():
-                            log.warning("payout_claim_lost_call_cancelled", refund_id=refund_id)
-                            ABANDONED.labels("claim_lost").inc()
-        finally:
+            await self._renew_while_running(claim, calls)
+        finally:  # nothing outlives the claim, whatever stopped it (a failed renewal, shutdown)
             for call in calls.values():
                 call.cancel()
             await asyncio.gather(*calls.values(), return_exceptions=True)
-        attempts = {}
-        for refund_id, call in calls.items():
-            if call.cancelled():
-                continue
-            if call.exception() is not None:
-                log.error("payout_attempt_broke", refund_id=refund_id, exc_info=call.exception())
-                ABANDONED.labels("attempt_error").inc()
-                continue
-            attempts[refund_id] = call.result()
-        return attempts
+        return {refund_id: call.result() for refund_id, call in calls.items() if _answered(refund_id, call)}
+
+    async def _renew_while_running(self, claim: store.Claim, calls: dict[str, asyncio.Task]) -> None:
+        running = set(calls.values())
+        while running:
+            _, running = await asyncio.wait(running, timeout=claim.lease_seconds / 3)
+            if running:
+                held = await store.renew(self.stage.pool, claim)
+                for refund_id in calls.keys() - held:
+                    if calls[refund_id].cancel():
+                        log.warning("payout_claim_lost_call_cancelled", refund_id=refund_id)
+                        ABANDONED.labels("claim_lost").inc()
 
     async def _attempt(self, row: asyncpg.Record) -> Attempt:
         gateway = gateway_for(self.gateways, row["gateway"])
