@@ -1,8 +1,9 @@
 """Payout: record the intent when a refund is approved, execute it at the gateway after.
 
 Consuming only writes the intent (and `payout-submitted`); the executor loop
-claims due intents, calls the gateway with the refund's idempotency key, and
-records the outcome with `paid` or `payout-failed` in one transaction.
+claims due intents under a lease, calls the gateway with the refund's
+idempotency key, and records the outcomes with `paid` or `payout-failed` in one
+transaction, each only if its row is still this claim's (services/payout/store.py).
 
 At most one successful payout per refund, whatever crashes: the intent is
 committed before the gateway is called, the key is the refund's, and any
@@ -16,14 +17,14 @@ import os
 import random
 import signal
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import structlog
 from prometheus_client import Counter
 
-from services.payout import domain
+from services.payout import domain, store
 from services.payout.gateway import Gateway, GatewayError, GatewayResult, RefundOrder
 from shared.envelope import Outgoing, encode
 from shared.events import PayoutFailed, PayoutSubmitted, RefundApproved, RefundPaid
@@ -36,6 +37,8 @@ SOURCE = "refund-pipeline/payout"
 log = structlog.get_logger()
 GATEWAY_ERRORS = Counter("refund_payout_gateway_errors_total", "Gateway calls that got no outcome",
                          ["gateway", "error", "retryable"])
+ABANDONED = Counter("refund_payout_claims_abandoned_total",
+                    "Claimed payouts this worker wrote nothing for, left to a later claim", ["reason"])
 
 
 @dataclass(frozen=True)
@@ -126,17 +129,48 @@ def _settlement_amount(row: asyncpg.Record) -> Money | None:
     return Money(value=row["settlement_value"], currency=row["settlement_currency"])
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt came to: its row's new state and, for a finished payout, the event announcing it."""
+
+    write: store.PayoutWrite
+    event: Outgoing | None = None
+    drill: bool = False
+
+
+def _answered(refund_id: str, call: asyncio.Task) -> bool:
+    """Whether the call came back with an attempt (not cancelled with its claim, not broken)."""
+    if call.cancelled():
+        return False
+    if call.exception() is not None:
+        log.error("payout_attempt_broke", refund_id=refund_id, exc_info=call.exception())
+        ABANDONED.labels("attempt_error").inc()
+        return False
+    return True
+
+
 class PayoutExecutor:
-    """Claims due intents and executes them; re-claims ones a crash left `submitting`."""
+    """Claims due intents, calls the gateway for each, and writes what each came to while the claim holds.
+
+    The lease (`lease_seconds`): a claim holds its rows that long from its last
+    renewal, and is renewed every third of it while their gateway calls run, so a
+    slow gateway never makes a live worker's rows look orphaned, while a dead
+    worker's rows are free again one lease after its last renewal. A claim takes
+    no more rows than this worker calls at once, so no row waits in memory for a
+    free call. A row the renewal finds lost (the worker stalled past its lease and
+    another claimed it) has its call cancelled and writes nothing; and the write
+    itself only touches rows the claim still holds, so a lost row that finished
+    anyway is dropped, counted and logged, never applied.
+    """
 
     def __init__(self, stage: Stage, gateways: Mapping[str, Gateway], *, reclaim_after_seconds: float,
                  sla_seconds: float, policy: PayoutPolicy = PayoutPolicy(), concurrency: int = 32) -> None:
         self.stage = stage
         self.gateways = gateways
-        self.reclaim_after_seconds = reclaim_after_seconds
+        self.lease_seconds = reclaim_after_seconds
         self.sla_seconds = sla_seconds
         self.policy = policy
-        self.limit = asyncio.Semaphore(concurrency)
+        self.claim_size = concurrency
 
     async def run_forever(self) -> None:
         while True:
@@ -151,99 +185,121 @@ class PayoutExecutor:
                 log.exception("payout_executor_failed")
                 await asyncio.sleep(1.0)
 
-    async def run_once(self, batch: int = 200) -> int:
-        claimed = await self.stage.pool.fetch(
-            "UPDATE payout.payouts SET status = 'submitting', attempts = attempts + 1, claimed_at = now() "
-            "WHERE refund_id IN (SELECT refund_id FROM payout.payouts "
-            "  WHERE (status IN ('pending', 'confirming') AND next_attempt_at <= now()) "
-            "     OR (status = 'submitting' AND claimed_at < now() - make_interval(secs => $1)) "
-            "  ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING *",
-            self.reclaim_after_seconds, batch)
-        if not claimed:
+    async def run_once(self) -> int:
+        claim = await store.claim_due(self.stage.pool, self.claim_size, self.lease_seconds)
+        if not claim.rows:
             return 0
-        attempts = await asyncio.gather(*(self._attempt(row) for row in claimed))
+        outcomes = self._outcomes(claim.rows, await self._attempts_under_lease(claim))
+        written = await self._save(claim, outcomes)
+        for row in claim.rows:
+            if row["refund_id"] in written:
+                self._observe(row, outcomes[row["refund_id"]])
+            elif row["refund_id"] in outcomes:
+                log.warning("payout_outcome_dropped_claim_lost", refund_id=row["refund_id"],
+                            status=outcomes[row["refund_id"]].write.status)
+                ABANDONED.labels("stale_write").inc()
+        return len(claim.rows)
+
+    def _outcomes(self, rows: list[asyncpg.Record], attempts: dict[str, Attempt]) -> dict[str, Outcome]:
+        outcomes = {}
+        for row in rows:
+            if (attempt := attempts.get(row["refund_id"])) is None:
+                continue
+            try:
+                outcomes[row["refund_id"]] = self._outcome(row, attempt)
+            except Exception:
+                # Left to its lease: the next claim asks the gateway by key again. One row's bug is not the batch's.
+                log.exception("payout_outcome_unrecordable", refund_id=row["refund_id"])
+                ABANDONED.labels("unrecordable").inc()
+        return outcomes
+
+    async def _save(self, claim: store.Claim, outcomes: dict[str, Outcome]) -> set[str]:
+        """Write the outcomes the claim still holds, with their events; return the refunds written."""
         async with self.stage.pool.acquire() as conn, conn.transaction():
-            outgoing = []
-            for row, attempt in zip(claimed, attempts, strict=True):
-                outgoing += await self._record(conn, row, attempt)
-            pending = await self.stage.publish(conn, outgoing)
+            written = await store.write_outcomes(conn, claim, [outcome.write for outcome in outcomes.values()])
+            pending = await self.stage.publish(
+                conn, [outcome.event for r, outcome in outcomes.items() if r in written and outcome.event])
         await self.stage.flush(pending)
-        return len(claimed)
+        return written
+
+    async def _attempts_under_lease(self, claim: store.Claim) -> dict[str, Attempt]:
+        """Each row's attempt, renewing the claim while calls run; rows it lost, or whose call broke, are left out."""
+        calls = {row["refund_id"]: asyncio.create_task(self._attempt(row)) for row in claim.rows}
+        try:
+            await self._renew_while_running(claim, calls)
+        finally:  # nothing outlives the claim, whatever stopped it (a failed renewal, shutdown)
+            for call in calls.values():
+                call.cancel()
+            await asyncio.gather(*calls.values(), return_exceptions=True)
+        return {refund_id: call.result() for refund_id, call in calls.items() if _answered(refund_id, call)}
+
+    async def _renew_while_running(self, claim: store.Claim, calls: dict[str, asyncio.Task]) -> None:
+        running = set(calls.values())
+        while running:
+            _, running = await asyncio.wait(running, timeout=claim.lease_seconds / 3)
+            if running:
+                held = await store.renew(self.stage.pool, claim)
+                for refund_id in calls.keys() - held:
+                    if calls[refund_id].cancel():
+                        log.warning("payout_claim_lost_call_cancelled", refund_id=refund_id)
+                        ABANDONED.labels("claim_lost").inc()
 
     async def _attempt(self, row: asyncpg.Record) -> Attempt:
         gateway = gateway_for(self.gateways, row["gateway"])
-        async with self.limit:
-            try:
-                known = await gateway.lookup(row["idempotency_key"], row["payment_id"]) if row["attempts"] > 1 else None
-                if known:
-                    # An earlier attempt reached the gateway (crash, timeout): its answer stands.
-                    log.info("payout_recovered_by_lookup", refund_id=row["refund_id"], status=known.status)
-                    if known.status == "reversed":
-                        # It was paid, then came back: record the payment; the reversal watcher follows.
-                        known = GatewayResult("succeeded", known.gateway_ref, None)
-                    return Attempt(result=known, recovered_by_lookup=True)
-                result = await gateway.refund(_order(row))
-            except GatewayError as error:
-                GATEWAY_ERRORS.labels(row["gateway"], error.reason, str(error.retryable).lower()).inc()
-                return Attempt(error=error)
+        try:
+            known = await gateway.lookup(row["idempotency_key"], row["payment_id"]) if row["attempts"] > 1 else None
+            if known:
+                # An earlier attempt reached the gateway (crash, timeout): its answer stands.
+                log.info("payout_recovered_by_lookup", refund_id=row["refund_id"], status=known.status)
+                if known.status == "reversed":
+                    # It was paid, then came back: record the payment; the reversal watcher follows.
+                    known = GatewayResult("succeeded", known.gateway_ref, None)
+                return Attempt(result=known, recovered_by_lookup=True)
+            result = await gateway.refund(_order(row))
+        except GatewayError as error:
+            GATEWAY_ERRORS.labels(row["gateway"], error.reason, str(error.retryable).lower()).inc()
+            return Attempt(error=error)
         if self.policy.kill_after_gateway_for and row["payment_id"] == self.policy.kill_after_gateway_for:
             log.warning("fault_injected_kill_after_gateway", refund_id=row["refund_id"])
             os.kill(os.getpid(), signal.SIGKILL)
         return Attempt(result=result)
 
-    async def _record(self, conn: asyncpg.Connection, row: asyncpg.Record, attempt: Attempt) -> list[Outgoing]:
+    def _outcome(self, row: asyncpg.Record, attempt: Attempt) -> Outcome:
         result, error = attempt.result, attempt.error
+        held = replace(store.PayoutWrite.unchanged(row),
+                       recovered_by_lookup=row["recovered_by_lookup"] or attempt.recovered_by_lookup)
         failed_attempts = row["error_attempts"] + 1
         if error is not None and (not error.retryable or self.policy.retry.exhausted(failed_attempts)):
             reason = error.reason if not error.retryable else f"retries_exhausted:{error.reason}"
-            return await self._finish(conn, row, GatewayResult("failed", None, reason))
+            return self._finished(row, held, GatewayResult("failed", None, reason))
         if error is not None:
             delay = self.policy.retry.delay(failed_attempts, random.random())
             log.info("payout_retry_scheduled", refund_id=row["refund_id"], error=error.reason, in_seconds=delay)
-            await self._reschedule(conn, row, "pending", delay, error.reason)
-            return []
-        if attempt.recovered_by_lookup:
-            await conn.execute("UPDATE payout.payouts SET recovered_by_lookup = true WHERE refund_id = $1",
-                               row["refund_id"])
+            return Outcome(replace(held, status="pending", retry_in_seconds=delay, last_error=error.reason,
+                                   error_attempts=failed_attempts))
         if result.status == "pending":
-            await self._reschedule(conn, row, "confirming", self.policy.confirm_poll_seconds, None)
-            return []
-        if result.status == "failed" and await self._reroute(conn, row, result.failure_reason or "unknown"):
-            return []
-        return await self._finish(conn, row, result)
+            return Outcome(replace(held, status="confirming", retry_in_seconds=self.policy.confirm_poll_seconds))
+        if result.status == "failed" and (rerouted := self._rerouted(row, held, result.failure_reason or "unknown")):
+            return Outcome(rerouted)
+        return self._finished(row, held, result)
 
-    async def _reschedule(self, conn: asyncpg.Connection, row: asyncpg.Record, status: str, delay: float,
-                          error: str | None) -> None:
-        await conn.execute(
-            "UPDATE payout.payouts SET status = $2, next_attempt_at = now() + make_interval(secs => $3), "
-            "last_error = coalesce($4, last_error), error_attempts = error_attempts + ($4 IS NOT NULL)::int "
-            "WHERE refund_id = $1", row["refund_id"], status, delay, error)
-
-    async def _reroute(self, conn: asyncpg.Connection, row: asyncpg.Record, reason: str) -> bool:
+    def _rerouted(self, row: asyncpg.Record, held: store.PayoutWrite, reason: str) -> store.PayoutWrite | None:
         allowed = self.policy.fallback_channel if row["channel"] in self.policy.fallback_from else None
         channel = domain.reroute(row["channel"], reason, allowed)
         if channel is None or row["routed_from"]:
-            return False
+            return None
         log.info("payout_rerouted", refund_id=row["refund_id"], channel=channel, after=reason)
         # A new key: the failed card refund stays failed at the gateway; this is a new payout.
-        await conn.execute(
-            "UPDATE payout.payouts SET status = 'pending', channel = $2, routed_from = channel, "
-            "attempts = 0, error_attempts = 0, "
-            "idempotency_key = refund_id || ':' || $2, last_error = $3, next_attempt_at = now() "
-            "WHERE refund_id = $1", row["refund_id"], channel, reason)
-        return True
+        return replace(held, status="pending", channel=channel, routed_from=row["channel"], attempts=0,
+                       error_attempts=0, idempotency_key=f"{row['refund_id']}:{channel}", last_error=reason,
+                       retry_in_seconds=0.0)
 
-    async def _finish(self, conn: asyncpg.Connection, row: asyncpg.Record, result: GatewayResult) -> list[Outgoing]:
+    def _finished(self, row: asyncpg.Record, held: store.PayoutWrite, result: GatewayResult) -> Outcome:
         now = datetime.now(UTC)
         refund = RefundApproved.model_validate(row["refund"])
         eta = domain.funds_eta(now, row["channel"], refund.region) if result.succeeded else None
-        await conn.execute(
-            "UPDATE payout.payouts SET status = $2, gateway_ref = $3, failure_reason = $4, finished_at = $5, "
-            "eta = $6 WHERE refund_id = $1", row["refund_id"], "succeeded" if result.succeeded else "failed",
-            result.gateway_ref, result.failure_reason, now, eta)
-        took = (now - row["approved_at"]).total_seconds()
-        observe_completion("payout", "succeeded" if result.succeeded else "failed", row["channel"],
-                           took, overdue=took > self.sla_seconds, drill=refund.drill)
+        write = replace(held, status="succeeded" if result.succeeded else "failed", gateway_ref=result.gateway_ref,
+                        failure_reason=result.failure_reason, finished_at=now, eta=eta)
         common = dict(_ref_fields(refund), gateway=row["gateway"], payout_id=row["payout_id"])
         if result.succeeded:
             payload = RefundPaid(**common, gateway_ref=result.gateway_ref, paid_at=now, eta=eta,
@@ -252,7 +308,14 @@ class PayoutExecutor:
             log.info("payout_failed", refund_id=row["refund_id"], reason=result.failure_reason)
             payload = PayoutFailed(**common, failure_reason=result.failure_reason or "unknown",
                                    reason_codes=[result.failure_reason or "unknown"], failed_at=now)
-        return [encode(payload, source=SOURCE, key=row["refund_id"])]
+        return Outcome(write, encode(payload, source=SOURCE, key=row["refund_id"]), drill=refund.drill)
+
+    def _observe(self, row: asyncpg.Record, outcome: Outcome) -> None:
+        if outcome.event is None:  # still open
+            return
+        took = (outcome.write.finished_at - row["approved_at"]).total_seconds()
+        observe_completion("payout", outcome.write.status, outcome.write.channel, took,
+                           overdue=took > self.sla_seconds, drill=outcome.drill)
 
 
 class ReversalWatcher:

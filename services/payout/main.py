@@ -20,7 +20,9 @@ from shared.stage import Stage
 class PayoutSettings(ServiceSettings):
     service_name: str = "payout"
     payout_sla_seconds: float = 120.0
-    # A `submitting` intent older than this is presumed orphaned by a crash and re-claimed.
+    # The claim lease: a `submitting` intent whose claim was not renewed for this long is presumed
+    # orphaned by a crash and re-claimed. A live worker renews its claim every third of it while the
+    # gateway calls run, so this bounds crash recovery, not how long a gateway call may take.
     payout_reclaim_after_seconds: float = 30.0
     payout_gateway_timeout_seconds: float = 10.0
     payout_retry_base_seconds: float = 1.0

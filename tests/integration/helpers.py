@@ -71,6 +71,16 @@ class TopicTail:
         self.records.extend(events)
         return events
 
+    async def read_to_end(self, timeout: float = 60.0) -> list[dict]:
+        """Every event published to the topics so far (up to their end now), all kept in `records`."""
+        ends = await self.consumer.end_offsets(list(self.consumer.assignment()))
+        deadline = time.monotonic() + timeout
+        while any([await self.consumer.position(tp) < end for tp, end in ends.items()]):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{', '.join(self.topics)} not read to the end within {timeout}s")
+            await self._poll()
+        return self.records
+
     async def wait_for(self, match, timeout: float = 60.0) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,0 +1,108 @@
+"""Payout's claims on its intents: a claim holds its rows for a lease, and only the holder writes them.
+
+A claim stamps its rows `submitting` with its own token and `claimed_at`; a row
+whose lease (`claimed_at` + `lease_seconds`) has run out may be claimed again by
+any worker. Renewing and writing match on the token and an unexpired lease, so a
+worker that lost its rows cannot change them, whatever it still has in memory.
+"""
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+# The rows a claim still holds (alias `p`; $1 the claim's token, $2 its lease in seconds).
+_HELD = ("p.claim_token = $1 AND p.status = 'submitting' "
+         "AND p.claimed_at > now() - make_interval(secs => $2)")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Due intents one worker took under one token, each held for `lease_seconds` from its last renewal."""
+
+    token: uuid.UUID
+    lease_seconds: float
+    rows: list[asyncpg.Record]
+
+    @property
+    def refund_ids(self) -> list[str]:
+        return [row["refund_id"] for row in self.rows]
+
+
+@dataclass(frozen=True)
+class PayoutWrite:
+    """The state one attempt leaves its row in: every column an outcome may change."""
+
+    refund_id: str
+    status: str
+    channel: str
+    routed_from: str | None
+    idempotency_key: str
+    attempts: int
+    error_attempts: int
+    last_error: str | None
+    retry_in_seconds: float | None  # when an open row is due again; None leaves `next_attempt_at`
+    gateway_ref: str | None
+    failure_reason: str | None
+    finished_at: datetime | None
+    eta: datetime | None
+    recovered_by_lookup: bool
+
+    @classmethod
+    def unchanged(cls, row: asyncpg.Record) -> "PayoutWrite":
+        """The row as claimed; an outcome replaces what it changes."""
+        return cls(**{name: row[name] for name in _COLUMNS if name != "retry_in_seconds"}, retry_in_seconds=None)
+
+
+# PayoutWrite's fields with their types, in the order `write_outcomes` unnests them.
+_COLUMNS = {"refund_id": "text", "status": "text", "channel": "text", "routed_from": "text",
+            "idempotency_key": "text", "attempts": "int", "error_attempts": "int", "last_error": "text",
+            "retry_in_seconds": "float8", "gateway_ref": "text", "failure_reason": "text",
+            "finished_at": "timestamptz", "eta": "timestamptz", "recovered_by_lookup": "bool"}
+_WRITE_OUTCOMES = (
+    "UPDATE payout.payouts p SET status = w.status, channel = w.channel, routed_from = w.routed_from, "
+    "idempotency_key = w.idempotency_key, attempts = w.attempts, error_attempts = w.error_attempts, "
+    "last_error = w.last_error, "
+    "next_attempt_at = coalesce(now() + make_interval(secs => w.retry_in_seconds), p.next_attempt_at), "
+    "gateway_ref = w.gateway_ref, failure_reason = w.failure_reason, finished_at = w.finished_at, eta = w.eta, "
+    "recovered_by_lookup = w.recovered_by_lookup "
+    f"FROM unnest({', '.join(f'${n}::{kind}[]' for n, kind in enumerate(_COLUMNS.values(), start=3))}) "
+    f"AS w({', '.join(_COLUMNS)}) "
+    f"WHERE p.refund_id = w.refund_id AND {_HELD} RETURNING p.refund_id")
+
+
+async def claim_due(pool: asyncpg.Pool, limit: int, lease_seconds: float) -> Claim:
+    """Take up to `limit` due intents, and `submitting` ones whose lease ran out (their holder died or stalled)."""
+    token = uuid.uuid4()
+    rows = await pool.fetch(
+        "UPDATE payout.payouts SET status = 'submitting', attempts = attempts + 1, claimed_at = now(), "
+        "claim_token = $3 "
+        "WHERE refund_id IN (SELECT refund_id FROM payout.payouts "
+        "  WHERE (status IN ('pending', 'confirming') AND next_attempt_at <= now()) "
+        "     OR (status = 'submitting' AND claimed_at < now() - make_interval(secs => $1)) "
+        "  ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING *",
+        lease_seconds, limit, token)
+    return Claim(token, lease_seconds, rows)
+
+
+async def renew(pool: asyncpg.Pool, claim: Claim) -> set[str]:
+    """Restart the lease of the claim's rows it still holds; return those (the others are lost to it)."""
+    rows = await pool.fetch(
+        f"UPDATE payout.payouts p SET claimed_at = now() WHERE p.refund_id = ANY($3) AND {_HELD} "
+        "RETURNING p.refund_id", claim.token, claim.lease_seconds, claim.refund_ids)
+    return {row["refund_id"] for row in rows}
+
+
+async def write_outcomes(conn: asyncpg.Connection, claim: Claim, writes: Sequence[PayoutWrite]) -> set[str]:
+    """Write each row's outcome if the claim still holds it, in one statement; return the refunds written.
+
+    The statement cannot fail for one row (every value is a decided status or a
+    copied column), so one outcome never costs the others theirs.
+    """
+    if not writes:
+        return set()
+    columns = ([getattr(write, name) for write in writes] for name in _COLUMNS)
+    rows = await conn.fetch(_WRITE_OUTCOMES, claim.token, claim.lease_seconds, *columns)
+    return {row["refund_id"] for row in rows}

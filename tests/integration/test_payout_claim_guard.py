@@ -1,0 +1,188 @@
+"""The claim guard on the real PostgreSQL: only the claim that holds a payout row may write it.
+
+The payout service is stopped meanwhile, so nothing else claims these rows; they are due
+since 1970, so every claim here takes them before any other due row.
+"""
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+from prometheus_client import REGISTRY
+
+from services.payout import store
+from services.payout.gateway import GatewayResult, RefundOrder
+from services.payout.handlers import SOURCE, IntentRecorder, PayoutExecutor, PayoutPolicy
+from shared import topics
+from shared.db import create_pool
+from shared.events import RefundApproved
+from shared.stage import Stage
+from tests.integration.helpers import SOURCE as PLATFORM, refund_of, valid_request
+
+pytestmark = pytest.mark.integration
+LEASE = 60.0
+MADE: list[str] = []  # the intents a test made up, removed after it
+
+
+@pytest.fixture(scope="module")
+def payout_stopped(stack):
+    stack.stop_service("payout")
+    yield
+    stack.start_service("payout")
+
+
+@pytest.fixture
+async def pool(stack, payout_stopped):
+    pool = await create_pool(stack.dsn)
+    yield pool
+    # Nothing of these made-up refunds may reach Kafka once payout's outbox relay runs again.
+    await pool.execute("DELETE FROM payout.outbox WHERE key = ANY($1)", MADE)
+    await pool.execute("DELETE FROM payout.payouts WHERE refund_id = ANY($1)", MADE)
+    MADE.clear()
+    await pool.close()
+
+
+def approved(data: dict) -> dict:
+    now = datetime.now(UTC).isoformat()
+    return RefundApproved.model_validate({
+        **{name: data[name] for name in ("request_id", "order_id", "amount", "payment", "customer", "region",
+                                         "reason", "requested_at")},
+        "refund_id": refund_of(data), "source": PLATFORM, "channel": data["payment"]["channel"],
+        "accepted_at": now, "policy_version": "test", "approved_at": now}).model_dump(mode="json")
+
+
+async def intent(pool, refund: dict | None = None) -> str:
+    """A payout intent due since 1970 (first in claim order); `refund` replaces its stored refund."""
+    data = valid_request()
+    refund_id = refund_of(data)
+    await pool.execute(
+        "INSERT INTO payout.payouts (refund_id, payout_id, idempotency_key, status, gateway, payment_id, "
+        "amount_value, currency, channel, refund, approved_at, next_attempt_at) "
+        "VALUES ($1, 'po_' || $1, $1, 'pending', 'sim', $2, $3, $4, 'card', $5, now(), '1970-01-01')",
+        refund_id, data["payment"]["id"], data["amount"]["value"], data["amount"]["currency"],
+        refund or approved(data))
+    MADE.append(refund_id)
+    return refund_id
+
+
+async def lapse(pool, refund_id: str) -> None:
+    """Its holder stalled past the lease (a GC pause, a blocked event loop): the lease has run out."""
+    await pool.execute("UPDATE payout.payouts SET claimed_at = claimed_at - make_interval(secs => $2) "
+                       "WHERE refund_id = $1", refund_id, 2 * LEASE)
+
+
+async def row_of(pool, refund_id: str) -> dict:
+    return dict(await pool.fetchrow("SELECT * FROM payout.payouts WHERE refund_id = $1", refund_id))
+
+
+def paid(claim: store.Claim, gateway_ref: str) -> store.PayoutWrite:
+    return replace(store.PayoutWrite.unchanged(claim.rows[0]), status="succeeded", gateway_ref=gateway_ref,
+                   finished_at=datetime.now(UTC))
+
+
+def retry_later(claim: store.Claim) -> store.PayoutWrite:
+    """What a worker whose call timed out writes: try again soon."""
+    return replace(store.PayoutWrite.unchanged(claim.rows[0]), status="pending", retry_in_seconds=0.5,
+                   last_error="gateway_timeout", error_attempts=1)
+
+
+async def write(pool, claim: store.Claim, *writes: store.PayoutWrite) -> set[str]:
+    async with pool.acquire() as conn, conn.transaction():
+        return await store.write_outcomes(conn, claim, writes)
+
+
+async def test_a_claim_superseded_after_its_lease_can_neither_renew_nor_write(pool):
+    refund_id = await intent(pool)
+    first = await store.claim_due(pool, 1, LEASE)
+    assert first.refund_ids == [refund_id]
+    await lapse(pool, refund_id)
+    second = await store.claim_due(pool, 1, LEASE)
+    assert second.refund_ids == [refund_id] and second.token != first.token
+    assert await write(pool, second, paid(second, "simre_second")) == {refund_id}
+    settled = await row_of(pool, refund_id)
+
+    # The first holder comes back with its own answer (a timeout): nothing of it lands.
+    assert await write(pool, first, retry_later(first)) == set()
+    assert await store.renew(pool, first) == set()
+    assert await row_of(pool, refund_id) == settled
+    assert (settled["status"], settled["gateway_ref"], settled["attempts"]) == ("succeeded", "simre_second", 2)
+
+
+async def test_a_lapsed_lease_writes_nothing_even_before_anyone_claims_the_row_again(pool):
+    refund_id = await intent(pool)
+    claim = await store.claim_due(pool, 1, LEASE)
+    assert await store.renew(pool, claim) == {refund_id}
+    await lapse(pool, refund_id)
+
+    assert await write(pool, claim, paid(claim, "simre_late")) == set()
+    assert await store.renew(pool, claim) == set()
+    assert (await row_of(pool, refund_id))["status"] == "submitting"
+    assert (await store.claim_due(pool, 1, LEASE)).refund_ids == [refund_id]
+
+
+class SettlingGateway:
+    """Pays every refund at once; `during_call` runs inside the call (another replica acting meanwhile)."""
+
+    name = "sim"
+
+    def __init__(self, during_call) -> None:
+        self.during_call = during_call
+
+    async def refund(self, order: RefundOrder) -> GatewayResult:
+        await self.during_call(order.idempotency_key)
+        return GatewayResult("succeeded", f"simre_{order.idempotency_key}", None)
+
+    async def lookup(self, idempotency_key: str, payment_id: str) -> GatewayResult | None:
+        return None
+
+    async def reversals(self, gateway_refs: list[str]) -> dict[str, str]:
+        return {}
+
+
+class RecordingProducer:
+    """Stands in for Kafka: what the stage publishes after commit, acked at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None, headers=None) -> asyncio.Future:
+        self.sent.append((topic, key.decode()))
+        acked = asyncio.get_running_loop().create_future()
+        acked.set_result(None)
+        return acked
+
+
+def abandoned(reason: str) -> float:
+    return REGISTRY.get_sample_value("refund_payout_claims_abandoned_total", {"reason": reason}) or 0.0
+
+
+async def test_an_unrecordable_row_and_a_row_taken_over_mid_call_cost_the_rest_of_the_batch_nothing(pool):
+    good = await intent(pool)
+    broken = await intent(pool, refund={"not": "a refund payout can read"})
+    taken = await intent(pool)
+
+    async def other_replica_takes_over(key: str) -> None:
+        if key == taken:
+            await lapse(pool, taken)
+            theirs = await store.claim_due(pool, 1, LEASE)
+            assert theirs.refund_ids == [taken]
+            assert await write(pool, theirs, paid(theirs, "simre_theirs")) == {taken}
+
+    stage = Stage(schema="payout", source=SOURCE, decide=IntentRecorder(PayoutPolicy()))
+    stage.pool, stage.producer = pool, RecordingProducer()
+    executor = PayoutExecutor(stage, {"sim": SettlingGateway(other_replica_takes_over)},
+                              reclaim_after_seconds=LEASE, sla_seconds=120, concurrency=3)
+    stale_before, unrecordable_before = abandoned("stale_write"), abandoned("unrecordable")
+
+    assert await executor.run_once() == 3
+
+    assert (await row_of(pool, good))["status"] == "succeeded"
+    assert stage.producer.sent == [(topics.PAID, good)]
+    assert await pool.fetchval("SELECT count(*) FROM payout.outbox WHERE key = ANY($1)", [broken, taken]) == 0
+    # The unreadable one is left to its lease; the taken-over one keeps the other replica's outcome.
+    assert (await row_of(pool, broken))["status"] == "submitting"
+    assert ((await row_of(pool, taken))["status"], (await row_of(pool, taken))["gateway_ref"]) == \
+        ("succeeded", "simre_theirs")
+    assert abandoned("stale_write") == stale_before + 1
+    assert abandoned("unrecordable") == unrecordable_before + 1
