@@ -1,11 +1,10 @@
-"""HMAC signatures: expiring customer links and platform webhooks. Pure: stdlib only.
+"""HMAC signatures of expiring customer links. Pure: stdlib only.
 
 Customer link token: `<refund_id>.<expires unix seconds>.<hex HMAC-SHA256>` over
 `customer-page\n<refund_id>\n<expires>`, so a token can be neither edited nor
 extended, and it stops working at `expires`.
 
-Webhook signature (documented for platforms in README): header
-`Refund-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`.
+(Platform webhooks are signed per the Standard Webhooks spec: services/notify/delivery.py.)
 """
 
 import hashlib
@@ -44,18 +43,3 @@ def read_link(secret: str, token: str, now: float) -> str:
     if now >= expires:
         raise LinkRefused("expired")
     return refund_id
-
-
-def webhook_signature(secret: str, timestamp: int, body: bytes) -> str:
-    digest = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
-
-
-def verify_webhook(secret: str, header: str, body: bytes, now: float, tolerance_seconds: int = 300) -> bool:
-    """What a platform runs on receipt: right signature, and not a replay of an old delivery."""
-    parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
-    if not parts.get("t", "").isdigit() or "v1" not in parts:
-        return False
-    timestamp = int(parts["t"])
-    expected = webhook_signature(secret, timestamp, body).split("v1=", 1)[1]
-    return hmac.compare_digest(expected, parts["v1"]) and abs(now - timestamp) <= tolerance_seconds
