@@ -16,6 +16,7 @@ import contextlib
 import inspect
 import json
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -26,13 +27,22 @@ from typing import Any
 
 import httpx
 
-from . import kafka, postgres, prometheus
+from . import kafka, postgres, prometheus, roles
 from .processes import (
     StackError, console, file_lock, free_port, free_ports, own_port, pid_matches, pinned_port, port_from_env,
     run_sync, spawn, terminate, wait_ready, wait_exit,
 )
 
 SERVICES = ("intake", "approval", "payout", "reconcile", "notify")
+# The gateway simulator: an external system the stack also runs locally (never in production).
+GATEWAYSIM = "gatewaysim"
+# What `up` runs, in start order: the simulator first, so the services' gateway routes answer.
+PROCESSES = (GATEWAYSIM, *SERVICES)
+# Gateway names the local stack routes to the simulator, each its own account there (docs/gateway-simulator.md).
+SIM_ACCOUNTS = {"sim": "stripe", "stripe": "stripe", "adyen": "adyen"}
+ADYEN_MERCHANT = "RefundPipelineLocal"
+# A standing payment at the simulator for intake's scheduled drills to refund against.
+DRILL_PAYMENT = {"account": "sim", "id": "pi_drill_standing", "amount": 10**12, "currency": "EUR"}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KAFKA_READY_S = 90.0
 SERVICE_READY_S = 60.0
@@ -126,7 +136,7 @@ class Stack:
             self._ensure_postgres()
             self._ensure_topics()
             self._apply_migrations()
-            self._ensure_services(SERVICES if services is True else tuple(services or ()))
+            self._ensure_services(PROCESSES if services is True else tuple(services or ()))
 
     def restart(self, component: str) -> None:
         """Stop one component and start it again on its data and port: "kafka", "postgres" or a service.
@@ -348,30 +358,63 @@ class Stack:
         console.print(f"[bold]topics[/]: {len(created)} created, {len(TOPICS) - len(created)} already there")
 
     def _apply_migrations(self) -> None:
-        # Imported here: shared.db is written separately and may not exist yet.
-        try:
-            from shared.db import apply_migrations
-        except ModuleNotFoundError as exc:
-            if exc.name not in ("shared.db",):
-                raise
-            console.print("[yellow]migrations[/]: shared.db not found; skipped")
-            return
-        required = [
-            p for p in inspect.signature(apply_migrations).parameters.values()
-            if p.default is inspect.Parameter.empty
-        ]
-        if len(required) == 1:  # apply_migrations(dsn): one call covers every service
-            run_sync(apply_migrations(self.dsn))
-            console.print("[bold]migrations[/]: applied")
-            return
-        # apply_migrations(dsn, schema, folder): one schema per service, named after it
-        # (services also run this at startup; doing it here lets tests use the DB first).
+        """One role per schema (devstack/roles.py), then each service's migrations run as its role, so it
+        owns its tables and has no grant on any other schema. (Services also migrate at start; doing it
+        here lets tests use the database first.) The simulator migrates its own schema when it starts."""
+        from shared.db import apply_migrations
+
+        run_sync(roles.ensure_roles(self.dsn, self._secrets()["db"]))
         for name in SERVICES:
             folder = self.repo_root / "services" / name / "migrations"
-            if folder.is_dir():
-                ran = run_sync(apply_migrations(self.dsn, name, folder))
-                console.print(f"[bold]migrations[/]: {name}: {len(ran)} applied")
-        return
+            ran = run_sync(apply_migrations(self.dsn_of(name), name, folder))
+            console.print(f"[bold]migrations[/]: {name}: {len(ran)} applied")
+
+    def _secrets(self) -> dict[str, Any]:
+        """Passwords and gateway credentials of this run dir: made once, kept in stack.json (local only)."""
+        if "secrets" not in self.state:
+            self.state["secrets"] = {
+                "db": {schema: secrets.token_hex(16) for schema in (*SERVICES, roles.SIMULATOR_SCHEMA)},
+                "gateways": {account: {"api_key": f"sk_local_{secrets.token_hex(12)}",
+                                       "webhook_secret": f"whsec_{secrets.token_hex(16)}",
+                                       "hmac_key": secrets.token_hex(32).upper()} for account in SIM_ACCOUNTS},
+            }
+            self._save()
+        return self.state["secrets"]
+
+    def dsn_of(self, process: str) -> str:
+        """The DSN a service (or the simulator) connects with: its own role, its own schema only."""
+        schema = roles.SIMULATOR_SCHEMA if process == GATEWAYSIM else self.service_of(process)
+        return roles.dsn_as(self.dsn, roles.role_of(schema), self._secrets()["db"][schema])
+
+    def gateway_routes(self) -> dict[str, dict]:
+        """GATEWAY_ROUTES for the services: every local gateway name to its account at the simulator."""
+        base, keys = self.service_url(GATEWAYSIM), self._secrets()["gateways"]
+        routes = {}
+        for account, personality in SIM_ACCOUNTS.items():
+            route = {"kind": personality, "base_url": f"{base}/{account}", "api_key": keys[account]["api_key"],
+                     "simulator": True}
+            if personality == "stripe":
+                route["webhook_secret"] = keys[account]["webhook_secret"]
+            else:
+                route |= {"hmac_key": keys[account]["hmac_key"], "merchant_account": ADYEN_MERCHANT,
+                          "report_user": f"report@{ADYEN_MERCHANT}", "report_password": keys[account]["api_key"]}
+            routes[account] = route
+        return routes
+
+    def _simulator_accounts(self) -> dict[str, dict]:
+        """SIM_ACCOUNTS: the same accounts and credentials, each posting its webhooks to payout."""
+        payout, keys = self.service_url("payout"), self._secrets()["gateways"]
+        accounts = {}
+        for account, personality in SIM_ACCOUNTS.items():
+            accounts[account] = {"personality": personality, "api_key": keys[account]["api_key"],
+                                 "webhook_url": f"{payout}/v1/gateway-events/{account}"}
+            if personality == "stripe":
+                accounts[account]["webhook_secret"] = keys[account]["webhook_secret"]
+            else:
+                accounts[account] |= {"hmac_key": keys[account]["hmac_key"], "merchant_account": ADYEN_MERCHANT,
+                                      "report_user": f"report@{ADYEN_MERCHANT}",
+                                      "report_password": keys[account]["api_key"]}
+        return accounts
 
     # -------------------------------------------------------------- services
     @staticmethod
@@ -379,8 +422,28 @@ class Stack:
         """The service an instance runs: "payout@2" (a second instance) runs payout."""
         return name.partition("@")[0]
 
+    def _app_of(self, name: str) -> str:
+        service = self.service_of(name)
+        return "gatewaysim.main:app" if service == GATEWAYSIM else f"services.{service}.main:app"
+
     def _service_markers(self, name: str, port: int) -> tuple[str, str]:
-        return (f"services.{self.service_of(name)}.main:app", f"--port {port}")
+        return (self._app_of(name), f"--port {port}")
+
+    def _port_of(self, name: str) -> int:
+        """The process's port, chosen once (before anything starts: the simulator and the services
+        name each other's addresses) and kept across restarts: tests hold URLs from service_url()."""
+        record = self.state["services"].setdefault(name, {})
+        if not record.get("port"):
+            record["port"] = port_from_env(f"{name.upper()}_PORT") or free_port()
+            self._save()
+        return record["port"]
+
+    def _process_env(self, name: str) -> dict[str, str]:
+        if self.service_of(name) == GATEWAYSIM:
+            return {"DATABASE_URL": self.dsn_of(name), "SIM_ACCOUNTS": json.dumps(self._simulator_accounts()),
+                    "SIM_SEED_PAYMENTS": json.dumps([DRILL_PAYMENT])}
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "DATABASE_URL": self.dsn_of(name),
+                "ENVIRONMENT": "local", "GATEWAY_ROUTES": json.dumps(self.gateway_routes())}
 
     def service_alive(self, name: str) -> bool:
         record = self.state["services"].get(name) or {}
@@ -434,22 +497,22 @@ class Stack:
 
     def _spawn_service(self, name: str, env: Mapping[str, str] | None = None) -> int:
         service = self.service_of(name)
-        if service not in SERVICES:
-            raise StackError(f"unknown service {name!r}; known: {', '.join(SERVICES)} (or <service>@<n>)")
-        record = self.state["services"].setdefault(name, {})
-        # Keep the port across restarts: tests hold URLs from service_url().
-        port = record.get("port") or port_from_env(f"{name.upper()}_PORT") or free_port()
+        if service not in PROCESSES:
+            raise StackError(f"unknown service {name!r}; known: {', '.join(PROCESSES)} (or <service>@<n>)")
+        for other in PROCESSES:
+            self._port_of(other)
+        port = self._port_of(name)
+        record = self.state["services"][name]
         # `env` goes to this process only: os.environ is shared by the whole caller (e.g. a test session).
         process_env = {
             **os.environ,
+            **self._process_env(name),
             **(env or {}),
-            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "DATABASE_URL": self.dsn,
             "SERVICE_NAME": service,  # every instance of a service joins its one consumer group
             "HTTP_PORT": str(port),
             "PYTHONUNBUFFERED": "1",
         }
-        argv = [sys.executable, "-m", "uvicorn", f"services.{service}.main:app", "--host", "127.0.0.1",
+        argv = [sys.executable, "-m", "uvicorn", self._app_of(name), "--host", "127.0.0.1",
                 "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "20"]
         pid = spawn(argv, self.logs_dir / f"{name}.log", cwd=self.repo_root, env=process_env)
         record.update(pid=pid, port=port, bootstrap=self.bootstrap, dsn=self.dsn, started_at=time.time())
@@ -537,7 +600,7 @@ class Stack:
         if prom := self.state.get("prometheus"):
             row("prometheus", prom, prom.get("pid"), self._prometheus_alive(), lambda: prometheus.ready(prom["port"]),
                 f"http://127.0.0.1:{prom['port']}")
-        for name in sorted(self.state["services"], key=lambda n: (SERVICES.index(self.service_of(n)), n)):
+        for name in sorted(self.state["services"], key=lambda n: (PROCESSES.index(self.service_of(n)), n)):
             if record := self.state["services"].get(name):
                 alive = self.service_alive(name)
                 readiness = (self._readiness(name) if alive else None) or {}

@@ -36,7 +36,9 @@ async def apply_migrations(dsn: str, schema: str, folder: Path, *, stage_tables:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", zlib.crc32(schema.encode()))
-        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        # A role that owns its schema (devstack, Kubernetes) need not be allowed to create schemas.
+        if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
+            await conn.execute(f'CREATE SCHEMA "{schema}"')
         await conn.execute(
             f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations '
             "(version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
