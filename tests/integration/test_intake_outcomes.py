@@ -10,7 +10,7 @@ import pytest
 from shared import topics
 from tests.integration.helpers import SOURCE, TopicTail, publish, refund_of, valid_request
 from tests.integration.intake_http import OutcomeTail, auth, new_api_key
-from tests.integration.service_fixtures import service_configured
+from tests.integration.service_fixtures import request_with_payment, service_configured
 
 pytestmark = pytest.mark.integration
 CE_JSON = [("content-type", b"application/cloudevents+json")]
@@ -57,7 +57,9 @@ async def test_an_invalid_envelope_sent_twice_gets_one_rejection_twice_and_no_de
 
 
 async def accepted_drill_flag(stack, producer, source: str) -> tuple[bool, dict]:
-    data = valid_request(metadata={"drill": "true", "order_ref": "A-1"})
+    # A declined payment: the refund ends `failed`, so no drill of these reaches reconciled next to the
+    # scheduler's own (test_drills.py counts those).
+    data = request_with_payment("sim-decline", metadata={"drill": "true", "order_ref": "A-1"})
     async with OutcomeTail(stack.bootstrap) as outcomes:
         await publish(producer, data, source=source)
         [event] = (await outcomes.wait_for_outcomes([refund_of(data, source)]))[refund_of(data, source)]
