@@ -46,7 +46,7 @@ class Intake:
     async def decide(self, conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]:
         """The consume step for one record: a refund request, or an event that may end a refund."""
         if item.record.topic in release.TOPICS:
-            return await release.release_ended_refund(conn, item, source=SOURCE)
+            return await release.release_ended_refund(conn, item)
         received_at = datetime.fromtimestamp(item.record.timestamp / 1000, UTC)
         if item.event is None:  # JSON, but not a valid CloudEvent
             source, request_id = domain.readable_ids(item.invalid.raw)

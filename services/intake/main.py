@@ -20,7 +20,8 @@ except sla.SlaFileError as error:
 export_sla(sla_table)
 intake = Intake(sla_table, drill_sources=settings.drill_sources)
 broker = make_broker(settings)
-stage = Stage(schema="intake", source=SOURCE, decide=intake.decide, accept_invalid_envelopes=True)
+stage = Stage(schema="intake", source=SOURCE, decide=intake.decide,
+              answers_invalid_envelopes_on=frozenset({topics.REQUESTED}))
 # One group for requests and the events that end a refund: a group that first subscribes to the latter
 # starts at their earliest retained offset, so refunds ended before intake consumed them are released too.
 subscribe_stage(broker, stage, topics.REQUESTED, *release.TOPICS, group_id="refund-intake",

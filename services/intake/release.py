@@ -17,8 +17,7 @@ from shared import topics
 from shared.envelope import Outgoing
 from shared.events import EVENT_TYPES
 from shared.lifecycle import RELEASES_BALANCE, status_of
-from shared.metrics import MESSAGES_DEAD_LETTERED
-from shared.stage import Inbound, dead_letter
+from shared.stage import Inbound
 
 log = structlog.get_logger()
 
@@ -27,22 +26,15 @@ RELEASES = Counter(
     "Refunds whose amount went back to the payment's refundable balance, by the status that ended them",
     ["status"])
 
-# Each consumed topic accepts events only from the stage that owns it (SPEC.md); a forged denial
-# would otherwise free a payment's balance for another refund.
-OWNER_OF_TOPIC = {topics.DENIED: "refund-pipeline/approval", topics.PAYOUT_FAILED: "refund-pipeline/payout"}
-TOPICS = tuple(OWNER_OF_TOPIC)
+# A forged denial would free a payment's balance for another refund: the stage acts only on these
+# topics' own sources (shared/topics.py TRUSTED_SOURCES) and dead-letters the rest as untrusted_source.
+TOPICS = (topics.DENIED, topics.PAYOUT_FAILED)
 
 
-async def release_ended_refund(conn: asyncpg.Connection, item: Inbound, *, source: str) -> list[Outgoing]:
+async def release_ended_refund(conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]:
     """The consume step for one record of `TOPICS`: release the refund's amount if its event ends it
-    without money at the customer. Publishes nothing but a dead letter for an unusable record."""
+    without money at the customer. Publishes nothing."""
     topic = item.record.topic
-    if item.event is None:
-        return [_dead_letter(item, "invalid_envelope", str(item.invalid), source)]
-    owner, sender = OWNER_OF_TOPIC[topic], item.event.get_source()
-    if sender != owner:
-        return [_dead_letter(item, "untrusted_source", f"{topic} takes events only from {owner}, not {sender!r}",
-                             source)]
     event_type, data = item.event.get_type(), item.event.get_data()
     status = status_of(event_type, data)
     if status not in RELEASES_BALANCE or EVENT_TYPES[event_type][1] != topic:
@@ -56,10 +48,3 @@ async def release_ended_refund(conn: asyncpg.Connection, item: Inbound, *, sourc
     RELEASES.labels(status.value).inc()
     log.info("balance_released", refund_id=refund_id, status=status.value, amount=amount)
     return []
-
-
-def _dead_letter(item: Inbound, reason: str, error: str, source: str) -> Outgoing:
-    log.warning("release_event_dead_lettered", reason=reason, topic=item.record.topic, offset=item.record.offset)
-    # Counted before commit (the stage counts only its own letters after it): a retried batch counts twice.
-    MESSAGES_DEAD_LETTERED.labels("intake", reason).inc()
-    return dead_letter(item.record, f"{reason}: {error}", source=source)
