@@ -148,12 +148,22 @@ def is_drill(request: RefundRequested, source: str | None, drill_sources: frozen
 DRILL_SOURCE = "refund-pipeline/drill"
 
 
-def drill_request(n: str, now: datetime) -> RefundRequested:
-    """A synthetic refund for the scheduled end-to-end drill: a fresh simulator payment, marked as a drill."""
+@dataclass(frozen=True)
+class DrillPayment:
+    """The standing payment drills refund against: it exists at the gateway (a real gateway's test account,
+    or the simulator's seeded one) with a captured amount large enough for every drill's 1.00 EUR."""
+
+    gateway: str
+    payment_id: str
+    captured_value: int  # EUR minor units
+
+
+def drill_request(n: str, now: datetime, payment: DrillPayment) -> RefundRequested:
+    """A synthetic refund for the scheduled end-to-end drill, against the standing drill payment."""
     return RefundRequested.model_validate({
         "request_id": f"drill-{n}", "order_id": f"drill-ord-{n}",
-        "payment": {"id": f"drill-pay-{n}", "gateway": "sim", "channel": "card",
-                    "captured": {"value": 100, "currency": "EUR"}},
+        "payment": {"id": payment.payment_id, "gateway": payment.gateway, "channel": "card",
+                    "captured": {"value": payment.captured_value, "currency": "EUR"}},
         "amount": {"value": 100, "currency": "EUR"},
         "customer": {"id": f"drill-cus-{n}", "locale": "en"},
         "region": "DE", "reason": "other", "note": "end-to-end drill, not a customer refund",

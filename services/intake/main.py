@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from services.intake import api, release, store
+from services.intake.domain import DrillPayment
 from services.intake.drill import drill_forever
 from services.intake.handlers import SOURCE, Intake
 from services.intake.settings import IntakeSettings
@@ -34,7 +35,9 @@ async def sweep_backlog() -> None:
 
 async def drills() -> None:
     if settings.drill_interval_seconds > 0:
-        await drill_forever(stage, settings.drill_interval_seconds, settings.drill_off_peak_hours_utc)
+        payment = DrillPayment(settings.drill_payment_gateway, settings.drill_payment_id,
+                               settings.drill_payment_captured_value)
+        await drill_forever(stage, settings.drill_interval_seconds, settings.drill_off_peak_hours_utc, payment)
 
 
 app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
