@@ -83,15 +83,16 @@ class Stage:
     """The consume loop of one service: inbox, decision, outbox, publish."""
 
     def __init__(self, *, schema: str, source: str, decide: Decide, redelivered: Decide | None = None,
-                 accept_invalid_envelopes: bool = False,
+                 answers_invalid_envelopes_on: frozenset[str] = frozenset(),
                  trusted: Mapping[str, frozenset[str]] | None = None) -> None:
         self.schema = schema
         self.source = source
         self.decide = decide
         # Called instead of `decide` for an event the inbox has seen (most stages: nothing).
         self.redelivered = redelivered
-        # Only intake answers a malformed envelope with a rejection; elsewhere it is a dead letter.
-        self.accept_invalid_envelopes = accept_invalid_envelopes
+        # Only intake answers a malformed envelope (on refunds.requested) with a rejection; elsewhere it
+        # is a dead letter.
+        self.answers_invalid_envelopes_on = answers_invalid_envelopes_on
         # Per consumed topic, the sources whose events it acts on (the contract's, unless a test narrows it).
         self.trusted = topics.TRUSTED_SOURCES if trusted is None else trusted
         self.pool: asyncpg.Pool | None = None
@@ -167,7 +168,7 @@ class Stage:
 
     async def _handle(self, conn: asyncpg.Connection, item: Inbound, fresh: set[tuple[str, str]],
                       letters: list[str]) -> list[Outgoing]:
-        if item.event is None and not (item.invalid and self.accept_invalid_envelopes):
+        if item.event is None and not (item.invalid and item.record.topic in self.answers_invalid_envelopes_on):
             error = str(item.invalid) if item.invalid else "not a CloudEvent (not JSON, or not an object)"
             letters.append("invalid_envelope" if item.invalid else "unreadable")
             return [dead_letter(item.record, error, source=self.source)]

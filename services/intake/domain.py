@@ -98,9 +98,9 @@ def balance_errors(balance: PaymentBalance, request: RefundRequested) -> list[Fi
     captured = request.payment.captured
     if captured.currency != balance.currency or captured.value != balance.captured:
         known = Money(value=balance.captured, currency=balance.currency)
-        return [FieldError(field="payment.captured", code="invalid",
-                           message=f"captured {captured.format()} disagrees with {known.format()} "
-                                   "recorded for this payment")]
+        return [FieldError(field="payment.captured", code="captured_mismatch",
+                           message=f"this payment was first seen with captured {known.format()}; "
+                                   f"this request says {captured.format()}")]
     if request.amount.value > balance.refundable:
         remaining = Money(value=balance.refundable, currency=balance.currency)
         return [FieldError(field="amount.value", code="exceeds_refundable",
@@ -134,20 +134,36 @@ def key_mismatch_errors(data: object, idempotency_key: str) -> list[FieldError]:
                        message="request_id in the body differs from the Idempotency-Key header")]
 
 
-def is_drill(request: RefundRequested) -> bool:
-    """A drill (the scheduled end-to-end rehearsal) is marked by the request's metadata `drill: "true"`."""
+def has_drill_marker(request: RefundRequested) -> bool:
+    """The request's metadata says `drill: "true"` (the scheduled end-to-end rehearsal's marker)."""
     return (request.metadata or {}).get("drill") == "true"
+
+
+def is_drill(request: RefundRequested, source: str | None, drill_sources: frozenset[str]) -> bool:
+    """A drill is a marked request from a source allowed to drill. Anyone else's marker is ignored, so
+    a platform cannot take a real refund out of the customer messages and the SLO series."""
+    return source in drill_sources and has_drill_marker(request)
 
 
 DRILL_SOURCE = "refund-pipeline/drill"
 
 
-def drill_request(n: str, now: datetime) -> RefundRequested:
-    """A synthetic refund for the scheduled end-to-end drill: a fresh simulator payment, marked as a drill."""
+@dataclass(frozen=True)
+class DrillPayment:
+    """The standing payment drills refund against: it exists at the gateway (a real gateway's test account,
+    or the simulator's seeded one) with a captured amount large enough for every drill's 1.00 EUR."""
+
+    gateway: str
+    payment_id: str
+    captured_value: int  # EUR minor units
+
+
+def drill_request(n: str, now: datetime, payment: DrillPayment) -> RefundRequested:
+    """A synthetic refund for the scheduled end-to-end drill, against the standing drill payment."""
     return RefundRequested.model_validate({
         "request_id": f"drill-{n}", "order_id": f"drill-ord-{n}",
-        "payment": {"id": f"drill-pay-{n}", "gateway": "sim", "channel": "card",
-                    "captured": {"value": 100, "currency": "EUR"}},
+        "payment": {"id": payment.payment_id, "gateway": payment.gateway, "channel": "card",
+                    "captured": {"value": payment.captured_value, "currency": "EUR"}},
         "amount": {"value": 100, "currency": "EUR"},
         "customer": {"id": f"drill-cus-{n}", "locale": "en"},
         "region": "DE", "reason": "other", "note": "end-to-end drill, not a customer refund",

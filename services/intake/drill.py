@@ -24,8 +24,8 @@ log = structlog.get_logger()
 DRILL_INTERVAL = Gauge("refund_drill_interval_seconds", "Seconds between scheduled drill refunds (0 = drills off)")
 
 
-async def send_drill(stage: Stage) -> str:
-    request = domain.drill_request(uuid.uuid4().hex[:16], datetime.now(UTC))
+async def send_drill(stage: Stage, payment: domain.DrillPayment) -> str:
+    request = domain.drill_request(uuid.uuid4().hex[:16], datetime.now(UTC), payment)
     outgoing = encode(request, source=domain.DRILL_SOURCE, key=request.request_id)
     async with stage.pool.acquire() as conn, conn.transaction():
         pending = await stage.publish(conn, [outgoing])
@@ -34,12 +34,13 @@ async def send_drill(stage: Stage) -> str:
     return request.request_id
 
 
-async def drill_forever(stage: Stage, interval: float, off_peak_hours_utc: list[int]) -> None:
+async def drill_forever(stage: Stage, interval: float, off_peak_hours_utc: list[int],
+                        payment: domain.DrillPayment) -> None:
     DRILL_INTERVAL.set(interval)
     while True:
         await asyncio.sleep(interval)
         if domain.drill_due(datetime.now(UTC), off_peak_hours_utc):
             try:
-                await send_drill(stage)
+                await send_drill(stage, payment)
             except Exception:
                 log.exception("drill_failed")

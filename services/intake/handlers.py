@@ -2,7 +2,8 @@
 
 One code path for both ways in -- the `refunds.requested` consumer (`Intake.decide`,
 the stage's step) and `POST /v1/refunds` (services/intake/api.py) -- so a request
-gets the same outcome whichever way it arrives.
+gets the same outcome whichever way it arrives. The same step takes the events that
+end a refund without money moving (services/intake/release.py).
 """
 
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from datetime import UTC, datetime
 import asyncpg
 import structlog
 
-from services.intake import domain, store
+from services.intake import domain, release, store
 from shared.envelope import Outgoing, encode
 from shared.events import FieldError, RefundAccepted, RefundRejected, RefundRequested
 from shared.ids import refund_id_for
@@ -37,14 +38,21 @@ class Decision:
 class Intake:
     """Validates, dedupes, guards the refundable balance and opens the ticket with its SLA deadlines."""
 
-    def __init__(self, sla: SlaTable) -> None:
+    def __init__(self, sla: SlaTable, drill_sources: Sequence[str] = ()) -> None:
         self.sla = sla
+        # Who may mark a refund as a drill: the drill scheduler, and the sources the settings allow.
+        self.drill_sources = frozenset({domain.DRILL_SOURCE, *drill_sources})
 
     async def decide(self, conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]:
-        """The consume step for one `refunds.requested` record."""
+        """The consume step for one record: a refund request, or an event that may end a refund."""
+        if item.record.topic in release.TOPICS:
+            return await release.release_ended_refund(conn, item)
         received_at = datetime.fromtimestamp(item.record.timestamp / 1000, UTC)
         if item.event is None:  # JSON, but not a valid CloudEvent
             source, request_id = domain.readable_ids(item.invalid.raw)
+            if previous := await _stored_outcome(conn, source, request_id):
+                log.info("duplicate_request", source=source, request_id=request_id)
+                return [previous.event]  # a re-sent broken envelope gets the very answer it got first
             errors = [FieldError(field="envelope", code="invalid", message=str(item.invalid)[:500])]
             rejected = await self._reject(conn, source, request_id, errors, received_at,
                                           domain.request_hash(item.invalid.raw))
@@ -62,12 +70,10 @@ class Intake:
                              errors: Sequence[FieldError] = ()) -> Decision:
         """Accept, reject (every problem, plus `errors` the caller found) or recognise a duplicate."""
         body_hash = domain.request_hash(data)
-        if request_id is not None:
-            previous = await store.stored_outcome(conn, refund_id_for(source, request_id))
-            if previous is not None:
-                log.info("duplicate_request", source=source, request_id=request_id)
-                reused = previous.request_hash not in (None, body_hash)
-                return Decision("duplicate", previous.event, reused_key=reused)
+        if previous := await _stored_outcome(conn, source, request_id):
+            log.info("duplicate_request", source=source, request_id=request_id)
+            reused = previous.request_hash not in (None, body_hash)
+            return Decision("duplicate", previous.event, reused_key=reused)
 
         checked = domain.validate_request(event_type, data)
         if isinstance(checked, list) or errors:
@@ -91,7 +97,7 @@ class Intake:
             amount=request.amount, channel=request.payment.channel, region=request.region,
             payment=request.payment, customer=request.customer, reason=request.reason, note=request.note,
             requested_at=request.requested_at, accepted_at=now, items=request.items,
-            metadata=request.metadata, deadlines=deadlines, drill=domain.is_drill(request),
+            metadata=request.metadata, deadlines=deadlines, drill=self._is_drill(request, source),
         )
         event = encode(accepted, source=SOURCE, key=refund_id)
         await store.save_ticket(conn, refund_id=refund_id, source=source, request_id=request.request_id,
@@ -115,9 +121,23 @@ class Intake:
             await store.save_ticket(conn, refund_id=refund_id, source=source, request_id=request_id,
                                     outcome="rejected", request=request, event=event,
                                     received_at=received_at, request_hash=body_hash)
-        drill = request is not None and domain.is_drill(request)
+        drill = request is not None and self._is_drill(request, source)
         observe_completion("intake", "rejected", request.payment.channel.value if request else "unknown",
                            (datetime.now(UTC) - received_at).total_seconds(), overdue=False, drill=drill)
         count_rejections("intake", [e.code for e in errors], drill=drill)
         log.info("request_rejected", source=source, request_id=request_id, codes=[e.code for e in errors])
         return Decision("rejected", event)
+
+    def _is_drill(self, request: RefundRequested, source: str | None) -> bool:
+        drill = domain.is_drill(request, source, self.drill_sources)
+        if domain.has_drill_marker(request) and not drill:
+            log.info("drill_marker_ignored", source=source, request_id=request.request_id)
+        return drill
+
+
+async def _stored_outcome(conn: asyncpg.Connection, source: str | None,
+                          request_id: str | None) -> store.StoredOutcome | None:
+    """What (source, request_id) got before, if both can be read and it was seen."""
+    if source is None or request_id is None:
+        return None
+    return await store.stored_outcome(conn, refund_id_for(source, request_id))

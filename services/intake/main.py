@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from services.intake import api, store
+from services.intake import api, release, store
+from services.intake.domain import DrillPayment
 from services.intake.drill import drill_forever
 from services.intake.handlers import SOURCE, Intake
 from services.intake.settings import IntakeSettings
@@ -18,10 +19,14 @@ except sla.SlaFileError as error:
     raise SystemExit(f"intake cannot start: bad SLA file (SLA_FILE): {error}") from None
 
 export_sla(sla_table)
-intake = Intake(sla_table)
+intake = Intake(sla_table, drill_sources=settings.drill_sources)
 broker = make_broker(settings)
-stage = Stage(schema="intake", source=SOURCE, decide=intake.decide, accept_invalid_envelopes=True)
-subscribe_stage(broker, stage, topics.REQUESTED, group_id="refund-intake", max_records=settings.batch_max_records)
+stage = Stage(schema="intake", source=SOURCE, decide=intake.decide,
+              answers_invalid_envelopes_on=frozenset({topics.REQUESTED}))
+# One group for requests and the events that end a refund: a group that first subscribes to the latter
+# starts at their earliest retained offset, so refunds ended before intake consumed them are released too.
+subscribe_stage(broker, stage, topics.REQUESTED, *release.TOPICS, group_id="refund-intake",
+                max_records=settings.batch_max_records)
 
 
 async def sweep_backlog() -> None:
@@ -30,7 +35,9 @@ async def sweep_backlog() -> None:
 
 async def drills() -> None:
     if settings.drill_interval_seconds > 0:
-        await drill_forever(stage, settings.drill_interval_seconds, settings.drill_off_peak_hours_utc)
+        payment = DrillPayment(settings.drill_payment_gateway, settings.drill_payment_id,
+                               settings.drill_payment_captured_value)
+        await drill_forever(stage, settings.drill_interval_seconds, settings.drill_off_peak_hours_utc, payment)
 
 
 app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",

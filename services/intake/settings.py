@@ -15,3 +15,11 @@ class IntakeSettings(ServiceSettings):
     # hours they may run in (off-peak), empty = any hour.
     drill_interval_seconds: float = 0.0
     drill_off_peak_hours_utc: list[int] = []
+    # Sources besides the drill scheduler whose `metadata: {"drill": "true"}` makes a drill (a JSON list,
+    # e.g. ["shop-eu-staging"]); anyone else's marker is ignored and the refund is a normal one.
+    drill_sources: list[str] = []
+    # The standing payment drills refund against (it must exist at that gateway; devstack seeds it at
+    # the simulator). EUR minor units.
+    drill_payment_gateway: str = "sim"
+    drill_payment_id: str = "pi_drill_standing"
+    drill_payment_captured_value: int = 10**12

@@ -51,17 +51,39 @@ async def reserve(conn: asyncpg.Connection, request: RefundRequested) -> None:
         request.payment.gateway, request.payment.id, request.amount.value)
 
 
+async def release(conn: asyncpg.Connection, refund_id: str, status: str) -> int | None:
+    """Give an accepted ticket's amount back to its payment's balance and mark the ticket released as
+    `status`, in this transaction; the amount, or None when there is nothing to give back (no
+    accepted ticket of intake's, or released before)."""
+    # The balance row first, as the accept path locks it before it writes a ticket.
+    payment = await conn.fetchrow(
+        "SELECT b.gateway, b.payment_id FROM intake.tickets t JOIN intake.payment_balances b "
+        "ON b.gateway = t.payment_gateway AND b.payment_id = t.payment_id "
+        "WHERE t.refund_id = $1 AND t.outcome = 'accepted' AND t.released_at IS NULL FOR UPDATE OF b", refund_id)
+    if payment is None:
+        return None
+    # `released_at IS NULL` again: a concurrent release of this ticket may have committed meanwhile.
+    return await conn.fetchval(
+        "WITH released AS (UPDATE intake.tickets SET released_at = now(), released_as = $4 "
+        "WHERE refund_id = $1 AND released_at IS NULL RETURNING amount_value) "
+        "UPDATE intake.payment_balances b SET refunded = b.refunded - r.amount_value FROM released r "
+        "WHERE b.gateway = $2 AND b.payment_id = $3 RETURNING r.amount_value",
+        refund_id, payment["gateway"], payment["payment_id"], status)
+
+
 async def save_ticket(conn: asyncpg.Connection, *, refund_id: str, source: str, request_id: str,
                       outcome: str, request: RefundRequested | None, event: Outgoing,
                       received_at: datetime, request_hash: str,
                       deadlines: dict[str, datetime] | None = None) -> None:
     await conn.execute(
-        "INSERT INTO intake.tickets (refund_id, source, request_id, outcome, payment_key, amount_value, "
-        "currency, channel, region, outcome_topic, outcome_key, outcome_value, outcome_headers, received_at, "
-        "request_hash, deadlines) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        "INSERT INTO intake.tickets (refund_id, source, request_id, outcome, payment_key, payment_gateway, "
+        "payment_id, amount_value, currency, channel, region, outcome_topic, outcome_key, outcome_value, "
+        "outcome_headers, received_at, request_hash, deadlines) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
         refund_id, source, request_id, outcome,
         f"{request.payment.gateway}/{request.payment.id}" if request else None,
+        request.payment.gateway if request else None,
+        request.payment.id if request else None,
         request.amount.value if request else None,
         request.amount.currency if request else None,
         request.payment.channel.value if request else None,

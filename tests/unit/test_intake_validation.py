@@ -153,7 +153,7 @@ def test_balance_allows_partials_up_to_the_captured_amount():
 def test_balance_refuses_a_captured_amount_that_disagrees_with_the_first_request():
     request = validate_request(TYPE, VALID)
     [error] = balance_errors(PaymentBalance("EUR", 9000, 0), request)
-    assert (error.field, error.code) == ("payment.captured", "invalid")
+    assert (error.field, error.code) == ("payment.captured", "captured_mismatch")
 
 
 def test_readable_ids_from_broken_messages():

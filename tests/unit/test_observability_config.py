@@ -5,7 +5,7 @@ from pathlib import Path
 import yaml
 
 from devstack.prometheus import fast_rules, write_config
-from services.intake.domain import is_drill
+from services.intake.domain import DRILL_SOURCE, is_drill
 from services.notify.watch import RANK, STAGE_AFTER
 from shared.events import RefundRequested
 from shared.metrics import STAGE_DURATION
@@ -16,9 +16,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_drill_is_marked_by_metadata_only():
-    assert is_drill(RefundRequested.model_validate(valid_request(metadata={"drill": "true"})))
-    assert not is_drill(RefundRequested.model_validate(valid_request(metadata={"drill": "no"})))
-    assert not is_drill(RefundRequested.model_validate(valid_request()))
+    drills = frozenset({DRILL_SOURCE})
+    assert is_drill(RefundRequested.model_validate(valid_request(metadata={"drill": "true"})), DRILL_SOURCE, drills)
+    assert not is_drill(RefundRequested.model_validate(valid_request(metadata={"drill": "no"})), DRILL_SOURCE, drills)
+    assert not is_drill(RefundRequested.model_validate(valid_request()), DRILL_SOURCE, drills)
 
 
 def test_fast_rules_changes_only_for_durations(tmp_path):

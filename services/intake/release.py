@@ -1,0 +1,50 @@
+"""Giving a refund's amount back to its payment's refundable balance when the refund ends without
+money moving, or the money comes back (SPEC.md: exactly once).
+
+Intake consumes `refunds.denied` (approval's denials; review and hold expiry end there too) and
+`refunds.payout-failed` (payout: a failed payout, or a paid refund the gateway reversed). Which
+statuses give the amount back is the lifecycle table's (`RELEASES_BALANCE`). The ticket is marked
+released in the transaction that lowers the balance, so a redelivered event (the inbox skips it)
+or a re-sent one (a new id, the same refund) gives nothing back a second time.
+"""
+
+import asyncpg
+import structlog
+from prometheus_client import Counter
+
+from services.intake import store
+from shared import topics
+from shared.envelope import Outgoing
+from shared.events import EVENT_TYPES
+from shared.lifecycle import RELEASES_BALANCE, status_of
+from shared.stage import Inbound
+
+log = structlog.get_logger()
+
+RELEASES = Counter(
+    "refund_balance_releases_total",
+    "Refunds whose amount went back to the payment's refundable balance, by the status that ended them",
+    ["status"])
+
+# A forged denial would free a payment's balance for another refund: the stage acts only on these
+# topics' own sources (shared/topics.py TRUSTED_SOURCES) and dead-letters the rest as untrusted_source.
+TOPICS = (topics.DENIED, topics.PAYOUT_FAILED)
+
+
+async def release_ended_refund(conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]:
+    """The consume step for one record of `TOPICS`: release the refund's amount if its event ends it
+    without money at the customer. Publishes nothing."""
+    topic = item.record.topic
+    event_type, data = item.event.get_type(), item.event.get_data()
+    status = status_of(event_type, data)
+    if status not in RELEASES_BALANCE or EVENT_TYPES[event_type][1] != topic:
+        return []
+    refund_id = EVENT_TYPES[event_type][0].model_validate(data).refund_id
+    # The ticket's own amount goes back: it is what the accept path reserved.
+    amount = await store.release(conn, refund_id, status.value)
+    if amount is None:  # not a refund intake accepted, or given back before
+        log.info("nothing_to_release", refund_id=refund_id, status=status.value)
+        return []
+    RELEASES.labels(status.value).inc()
+    log.info("balance_released", refund_id=refund_id, status=status.value, amount=amount)
+    return []
