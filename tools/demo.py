@@ -26,7 +26,7 @@ from rich.table import Table
 from shared import topics
 from shared.events import Reason
 from shared.ids import refund_id_for
-from tools.platform import StatusFollower, requested_record, start_producer
+from tools.platform import GatewayPayments, StatusFollower, requested_record, start_producer
 from tools.reviewers import DemoReviewers
 
 console = Console()
@@ -41,6 +41,7 @@ REGIONS = [  # (region, currency, captured range in minor units, channels)
     ("BR", "BRL", (1_000, 200_000), ["card", "bank_transfer"]),
 ]
 SOURCES = ["shop-eu", "shop-us", "marketplace-apac", "billing-core"]
+GATEWAYS = ["sim", "stripe", "adyen"]
 REASONS = [reason.value for reason in Reason]
 
 
@@ -51,12 +52,14 @@ class Message:
     key: bytes | None
     refund_id: str | None  # None: no refund can be named (unreadable bytes)
     kind: str
+    request: dict | None = None  # what was sent, when it was a request (its payment is made at the gateway first)
 
 
 def _request(rng: random.Random, run: str, n: int, payment: dict | None = None, amount: int | None = None) -> dict:
     region, currency, (low, high), channels = rng.choice(REGIONS)
     if payment is None:
-        payment = {"id": f"pay-{run}-{n}", "gateway": "sim", "channel": rng.choice(channels),
+        # Stripe-shaped (sim, stripe) and Adyen-shaped (adyen) gateways, all at the local simulator.
+        payment = {"id": f"pay-{run}-{n}", "gateway": rng.choice(GATEWAYS), "channel": rng.choice(channels),
                    "captured": {"value": rng.randint(low, high), "currency": currency}}
     captured = payment["captured"]["value"]
     return {
@@ -89,7 +92,7 @@ def build_batch(count: int, seed: int) -> list[Message]:
     def add(source: str, data: dict, kind: str, binary: bool = False) -> None:
         value, headers = requested_record(source, data, binary=binary)
         request_id = data.get("request_id")
-        out.append(Message(value, headers, request_id.encode(), refund_id_for(source, request_id), kind))
+        out.append(Message(value, headers, request_id.encode(), refund_id_for(source, request_id), kind, data))
 
     n = 0
     while len(out) < count:
@@ -119,7 +122,8 @@ def build_batch(count: int, seed: int) -> list[Message]:
     return out[:count]
 
 
-async def _run(count: int, rate: float, deadline: float, seed: int, approval_url: str) -> int:
+async def _run(count: int, rate: float, deadline: float, seed: int, approval_url: str,
+               gateway_routes: dict[str, dict]) -> int:
     bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     batch = build_batch(count, seed)
     desk, desk_stop = DemoReviewers(approval_url, seed), asyncio.Event()
@@ -128,6 +132,7 @@ async def _run(count: int, rate: float, deadline: float, seed: int, approval_url
     follower = StatusFollower(bootstrap)
     await follower.start()
     producer = await start_producer(bootstrap)
+    payments = GatewayPayments(gateway_routes)
     sent_at: dict[str, float] = {}
     started = time.monotonic()
     try:
@@ -139,6 +144,8 @@ async def _run(count: int, rate: float, deadline: float, seed: int, approval_url
                 due = started + i / rate
                 if (wait := due - time.monotonic()) > 0:
                     await asyncio.sleep(wait)
+                if message.request is not None:
+                    await payments.ensure(message.request)
                 await producer.send(topics.REQUESTED, message.value, key=message.key, headers=message.headers)
                 if message.refund_id:
                     sent_at.setdefault(message.refund_id, time.monotonic())
@@ -222,7 +229,8 @@ def main(
     stack = Stack(run_dir=Path(os.environ.get("REFUND_RUN_DIR", ".run/dev")))
     stack.up()
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = stack.bootstrap
-    raise typer.Exit(asyncio.run(_run(count, rate, deadline, seed, stack.service_url("approval"))))
+    raise typer.Exit(asyncio.run(_run(count, rate, deadline, seed, stack.service_url("approval"),
+                                      stack.gateway_routes())))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -126,3 +127,40 @@ class StatusFollower:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._consumer:
             await self._consumer.stop()
+
+
+class GatewayPayments:
+    """The customer's payment at the gateway, made before its refund is asked for: the stand-in for the
+    platform's own earlier charge, at the local stack's simulator (docs/gateway-simulator.md "Payments").
+
+    `routes` is the stack's GATEWAY_ROUTES; a payment on a gateway without a route is left alone (it is
+    never paid). Making the same payment twice is a no-op; a second request that claims another captured
+    amount keeps the first one (the gateway's truth, which payment verification then compares against).
+    """
+
+    def __init__(self, routes: dict[str, dict]) -> None:
+        self.routes = routes
+        self._made: set[tuple[str, str]] = set()
+
+    async def ensure(self, request: dict) -> None:
+        payment = request.get("payment") if isinstance(request, dict) else None
+        if not isinstance(payment, dict) or not isinstance(payment.get("captured"), dict):
+            return
+        gateway, payment_id = payment.get("gateway"), payment.get("id")
+        route = self.routes.get(gateway) if isinstance(gateway, str) else None
+        captured = payment["captured"]
+        if route is None or not isinstance(payment_id, str) or (gateway, payment_id) in self._made \
+                or not isinstance(captured.get("value"), int) or not isinstance(captured.get("currency"), str):
+            return
+        async with httpx.AsyncClient(base_url=route["base_url"], timeout=10) as http:
+            if route["kind"] == "stripe":
+                response = await http.post("/v1/payment_intents", headers={"Authorization": f"Bearer {route['api_key']}"},
+                                           data={"id": payment_id, "amount": captured["value"],
+                                                 "currency": captured["currency"].lower(), "confirm": "true"})
+            else:
+                response = await http.post("/sim/payments", headers={"X-API-Key": route["api_key"]},
+                                           json={"pspReference": payment_id, "amount": captured})
+        if response.status_code < 500:  # 4xx: made before with other values, or not a payment the gateway takes
+            self._made.add((gateway, payment_id))
+        else:
+            response.raise_for_status()

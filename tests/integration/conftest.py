@@ -14,7 +14,8 @@ import asyncpg
 import pytest
 
 from devstack import Stack
-from tools.platform import StatusFollower, start_producer
+from tests.integration import helpers
+from tools.platform import GatewayPayments, StatusFollower, start_producer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,6 +42,7 @@ def stack():
     os.environ.setdefault("PAYOUT_RECLAIM_AFTER_SECONDS", "3")
     test_stack = Stack(run_dir=ROOT / ".run" / "test")
     test_stack.up()
+    helpers.gateway_payments = GatewayPayments(test_stack.gateway_routes())
     try:
         yield test_stack
     finally:

@@ -11,7 +11,7 @@ from shared.ids import refund_id_for
 from shared.settings import ServiceSettings
 from shared.roles import Role
 from shared.staff import mint_token
-from tools.platform import consumer_at_end, requested_record
+from tools.platform import GatewayPayments, consumer_at_end, requested_record
 
 SOURCE = "shop-test"
 
@@ -44,8 +44,15 @@ def staff_auth(user: str, *roles: Role) -> dict:
     return {"Authorization": f"Bearer {mint_token(ServiceSettings().staff_token_secret, user, list(roles))}"}
 
 
+# The session stack's payments at its gateway simulator (set by conftest's `stack` fixture).
+gateway_payments: GatewayPayments | None = None
+
+
 async def publish(producer, data: dict, *, source: str = SOURCE, binary: bool = False,
                   event_id: str | None = None) -> tuple[bytes, list]:
+    """Publish a request the way a platform does, after the customer's payment exists at its gateway."""
+    if gateway_payments is not None:
+        await gateway_payments.ensure(data)
     value, headers = requested_record(source, data, binary=binary, event_id=event_id)
     await producer.send_and_wait(topics.REQUESTED, value, key=data["request_id"].encode(), headers=headers)
     return value, headers
