@@ -141,6 +141,7 @@ class GatewayPayments:
     def __init__(self, routes: dict[str, dict]) -> None:
         self.routes = routes
         self._made: set[tuple[str, str]] = set()
+        self._http = httpx.AsyncClient(timeout=10)
 
     async def ensure(self, request: dict) -> None:
         payment = request.get("payment") if isinstance(request, dict) else None
@@ -152,14 +153,14 @@ class GatewayPayments:
         if route is None or not isinstance(payment_id, str) or (gateway, payment_id) in self._made \
                 or not isinstance(captured.get("value"), int) or not isinstance(captured.get("currency"), str):
             return
-        async with httpx.AsyncClient(base_url=route["base_url"], timeout=10) as http:
-            if route["kind"] == "stripe":
-                response = await http.post("/v1/payment_intents", headers={"Authorization": f"Bearer {route['api_key']}"},
-                                           data={"id": payment_id, "amount": captured["value"],
-                                                 "currency": captured["currency"].lower(), "confirm": "true"})
-            else:
-                response = await http.post("/sim/payments", headers={"X-API-Key": route["api_key"]},
-                                           json={"pspReference": payment_id, "amount": captured})
+        if route["kind"] == "stripe":
+            response = await self._http.post(
+                f"{route['base_url']}/v1/payment_intents", headers={"Authorization": f"Bearer {route['api_key']}"},
+                data={"id": payment_id, "amount": captured["value"], "currency": captured["currency"].lower(),
+                      "confirm": "true"})
+        else:
+            response = await self._http.post(f"{route['base_url']}/sim/payments", headers={"X-API-Key": route["api_key"]},
+                                             json={"pspReference": payment_id, "amount": captured})
         if response.status_code < 500:  # 4xx: made before with other values, or not a payment the gateway takes
             self._made.add((gateway, payment_id))
         else:
