@@ -410,8 +410,8 @@ class Stack:
                                  "webhook_url": f"{payout}/v1/gateway-events/{account}"}
             if personality == "stripe":
                 accounts[account]["webhook_secret"] = keys[account]["webhook_secret"]
-            else:
-                accounts[account] |= {"hmac_key": keys[account]["hmac_key"], "merchant_account": ADYEN_MERCHANT,
+            else:  # the simulator signs Adyen-shaped notifications with the hex HMAC key as webhook_secret
+                accounts[account] |= {"webhook_secret": keys[account]["hmac_key"], "merchant_account": ADYEN_MERCHANT,
                                       "report_user": f"report@{ADYEN_MERCHANT}",
                                       "report_password": keys[account]["api_key"]}
         return accounts
