@@ -19,6 +19,10 @@ from shared.settings import ServiceSettings
 
 
 class NotifySettings(ServiceSettings):
+    production_secrets = (*ServiceSettings.production_secrets, "customer_link_secret", "webhook_secret")
+    # An open tracking API would show every platform's refunds to anyone.
+    production_required = ("tracking_api_keys",)
+
     service_name: str = "notify"
     # Where customers' links point; defaults to this process on localhost.
     public_base_url: str | None = None
