@@ -48,6 +48,10 @@ class ServiceSettings(BaseSettings):
     # restarts a service that stopped consuming but still answers HTTP (shared/consumer_health.py).
     consumer_ready_within_seconds: float = 60.0
     consumer_live_within_seconds: float = 300.0
+    # Public HTTP: the largest request body accepted (413 above it), and where rate-limit windows are
+    # counted (memory:// per replica; redis://… to share them between replicas).
+    max_request_body_bytes: int = 1024 * 1024
+    rate_limit_storage_uri: str = "memory://"
     # Seconds after shutdown starts before in-hand work is abandoned (uncommitted, redelivered).
     graceful_timeout_seconds: float = 15.0
     # Verifies staff bearer tokens (shared/staff.py). The default is for local runs only.
