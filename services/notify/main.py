@@ -17,12 +17,13 @@ from shared.metrics import backlog_query, read_backlog, sweep_forever
 from shared.periodic import every
 from shared.service import make_app, make_broker, subscribe_stage
 from shared.settings import ServiceSettings
+from shared.staff import StaffVerifier
 
 
 class NotifySettings(ServiceSettings):
     production_secrets = (*ServiceSettings.production_secrets, "customer_link_secret", "webhook_secret")
     # An open tracking API would show every platform's refunds to anyone.
-    production_required = ("tracking_api_keys",)
+    production_required = (*ServiceSettings.production_required, "tracking_api_keys")
 
     service_name: str = "notify"
     # Where customers' links point; defaults to this process on localhost.
@@ -120,7 +121,7 @@ async def sweep_backlog() -> None:
 app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
                background=[send_notifications, sweep_backlog, sweep_stage_watch], title="Refund notify")
 app.include_router(tracking_api(lambda: app.state.pool, tracking_access(
-    settings.tracking_api_keys, settings.staff_token_secret,
+    settings.tracking_api_keys, StaffVerifier.from_settings(settings),
     RateLimit("tracking_per_key", settings.tracking_rate_limit, settings.rate_limit_storage_uri))))
 app.include_router(customer_pages(lambda: app.state.pool, link_secret=settings.customer_link_secret,
                                  rate_limit=RateLimit("customer_page_per_client", settings.customer_page_rate_limit,

@@ -18,7 +18,7 @@ from services.notify.messages import render_page, render_refused
 from shared.http_limits import RateLimit
 from shared.events import Status
 from shared.lifecycle import TERMINAL_STATUSES
-from shared.staff import verify_token
+from shared.staff import StaffVerifier
 
 LOOKUPS = Counter("refund_tracking_lookups_total", "Refund status look-ups (API and customer page)", ["via"])
 REPEAT_LOOKUPS = Counter(
@@ -49,7 +49,7 @@ def tracking(row: asyncpg.Record) -> dict:
     }
 
 
-def tracking_access(api_keys: dict[str, str], staff_secret: str, rate_limit: RateLimit) -> Callable:
+def tracking_access(api_keys: dict[str, str], staff: StaffVerifier, rate_limit: RateLimit) -> Callable:
     """Who may use the tracking API: a platform's API key sees that platform's refunds,
     a staff bearer token (any role) sees all. With no keys configured the API is open
     (local runs); the dependency then gives None, "every platform"."""
@@ -70,7 +70,7 @@ def tracking_access(api_keys: dict[str, str], staff_secret: str, rate_limit: Rat
             if hmac.compare_digest(key.encode(), offered):
                 return source
         try:
-            verify_token(staff_secret, credentials.credentials)
+            await staff.verify(credentials.credentials)
         except jwt.InvalidTokenError:
             raise HTTPException(401, "not a platform API key or a valid staff token",
                                 headers={"WWW-Authenticate": "Bearer"}) from None
