@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from shared.db import apply_migrations
-from shared.settings import ServiceSettings
+from shared.settings import DatabaseSettings
 
 
 def main(argv: list[str]) -> int:
@@ -21,7 +21,7 @@ def main(argv: list[str]) -> int:
     if not folder.is_dir():
         print(f"no migrations folder at {folder}", file=sys.stderr)
         return 2
-    ran = asyncio.run(apply_migrations(ServiceSettings().database_url, schema, folder))
+    ran = asyncio.run(apply_migrations(DatabaseSettings().database_url, schema, folder))
     print(f"{schema}: applied {len(ran)} migration(s): {', '.join(ran) or 'none pending'}")
     return 0
 

@@ -1,6 +1,19 @@
-"""Settings every service reads from its environment (only in its `main`)."""
+"""Settings every service reads from its environment (only in its `main`).
 
+Configuration fails closed: with `ENVIRONMENT=production` (what the images and the Kubernetes
+overlays set) a service refuses to start -- exit code 1, a message naming each setting -- while any
+secret it needs is empty or still the public default, a required setting (e.g. notify's tracking
+API keys) is missing, a gateway route points at the simulator, or a fault-injection setting is on.
+"""
+
+from typing import ClassVar, Literal
+
+from pydantic import ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ProductionRefused(SystemExit):
+    """The settings are not safe for production; the process exits with the reasons."""
 
 
 class ServiceSettings(BaseSettings):
@@ -8,6 +21,13 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
 
+    # Settings that hold secrets: in production none may be empty or its (public) default.
+    production_secrets: ClassVar[tuple[str, ...]] = ()
+    # Settings that must be set in production (empty means something is open, e.g. an API without keys).
+    # Staff tokens in production come only from the identity provider (shared/staff.py).
+    production_required: ClassVar[tuple[str, ...]] = ("staff_jwks_url",)
+
+    environment: Literal["local", "production"] = "local"
     service_name: str = "refund-service"
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     database_url: str = "postgresql://postgres@127.0.0.1:5432/refunds"
@@ -29,7 +49,54 @@ class ServiceSettings(BaseSettings):
     # restarts a service that stopped consuming but still answers HTTP (shared/consumer_health.py).
     consumer_ready_within_seconds: float = 60.0
     consumer_live_within_seconds: float = 300.0
+    # Public HTTP: the largest request body accepted (413 above it), and where rate-limit windows are
+    # counted (memory:// per replica; redis://… to share them between replicas).
+    max_request_body_bytes: int = 1024 * 1024
+    rate_limit_storage_uri: str = "memory://"
     # Seconds after shutdown starts before in-hand work is abandoned (uncommitted, redelivered).
     graceful_timeout_seconds: float = 15.0
-    # Verifies staff bearer tokens (shared/staff.py). The default is for local runs only.
+    # Staff bearer tokens (shared/staff.py): the identity provider's JWKS, issuer and audience, and
+    # the claim listing roles. STAFF_TOKEN_SECRET signs local HS256 tokens, accepted only locally.
+    staff_jwks_url: str | None = None
+    staff_token_issuer: str = "refund-pipeline"
+    staff_token_audience: str = "refund-pipeline"
+    staff_roles_claim: str = "roles"
     staff_token_secret: str = "local-dev-staff-secret-change-me"
+
+    def __init__(self, **values) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as error:
+            unsafe = [e["msg"].removeprefix("Value error, ") for e in error.errors() if e["loc"] == ()]
+            if not unsafe:
+                raise
+            raise ProductionRefused(f"{type(self).__name__}: refusing to start in production: {unsafe[0]}") from None
+
+    @model_validator(mode="after")
+    def _fails_closed_in_production(self) -> "ServiceSettings":
+        if self.environment != "production":
+            return self
+        problems = []
+        for name in self.production_secrets:
+            value, default = getattr(self, name), type(self).model_fields[name].default
+            if not value:
+                problems.append(f"{name.upper()} is empty")
+            elif value == default:
+                problems.append(f"{name.upper()} is the public default")
+        problems += [f"{name.upper()} is not set" for name in self.production_required if not getattr(self, name)]
+        problems += [f"{name.upper()} is fault injection, never on in production"
+                     for name in type(self).model_fields if "fault" in name and getattr(self, name)]
+        routes = getattr(self, "gateway_routes", None) or {}
+        problems += [f"GATEWAY_ROUTES routes {gateway!r} to the gateway simulator"
+                     for gateway, route in routes.items() if getattr(route, "simulator", False)]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class DatabaseSettings(BaseSettings):
+    """What one-off jobs (the migration job) need: the database, nothing secret beyond its URL."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+
+    database_url: str = ServiceSettings.model_fields["database_url"].default

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import typer
@@ -60,7 +60,10 @@ def _request(rng: random.Random, run: str, n: int, payment: dict | None = None, 
     if payment is None:
         # Stripe-shaped (sim, stripe) and Adyen-shaped (adyen) gateways, all at the local simulator.
         payment = {"id": f"pay-{run}-{n}", "gateway": rng.choice(GATEWAYS), "channel": rng.choice(channels),
-                   "captured": {"value": rng.randint(low, high), "currency": currency}}
+                   "captured": {"value": rng.randint(low, high), "currency": currency},
+                   # Most captured within the refund windows; one in twenty outside the card window (review).
+                   "captured_at": (datetime.now(UTC) - timedelta(days=200 if rng.random() < 0.05 else rng.randint(0, 60)))
+                   .isoformat()}
     captured = payment["captured"]["value"]
     return {
         "request_id": f"req-{run}-{n}", "order_id": f"ord-{run}-{n}", "payment": payment,

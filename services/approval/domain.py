@@ -15,6 +15,8 @@ from shared.money import currencies_of_country
 from shared.roles import Role
 
 _STRICTNESS = {"approve": 0, "review": 1, "deny": 2}
+# Suffix of a refund-window rule's reason code when the payment's capture time is unknown.
+CAPTURED_AT_UNKNOWN = "captured_at_unknown"
 
 
 @dataclass(frozen=True)
@@ -57,14 +59,40 @@ def risk_codes(policy: Policy, refund: RefundAccepted, history: CustomerHistory,
 
 def apply_rules(policy: Policy, refund: RefundAccepted) -> Verdict:
     """The policy's verdict without risk rules (also used when a hold is released)."""
-    fired = [rule for rule in policy.rules if matches(rule.when, refund)]
+    fired = firings(policy, refund)
     if not fired:
         return _verdict(policy.default_action, ("default",), 1, tuple(Role))
-    action = max((rule.action for rule in fired), key=_STRICTNESS.__getitem__)
-    reviews = [rule for rule in fired if rule.action == "review"]
-    strictest = max(reviews, key=lambda rule: rule.approvals) if reviews else None
-    return _verdict(action, tuple(rule.id for rule in fired),
-                    strictest.approvals if strictest else 0, tuple(strictest.roles) if strictest else ())
+    action = max((firing.action for firing in fired), key=_STRICTNESS.__getitem__)
+    reviews = [firing for firing in fired if firing.action == "review"]
+    strictest = max(reviews, key=lambda firing: firing.approvals) if reviews else None
+    return _verdict(action, tuple(firing.code for firing in fired),
+                    strictest.approvals if strictest else 0, strictest.roles if strictest else ())
+
+
+@dataclass(frozen=True)
+class Firing:
+    """A rule that fired, as it bears on the verdict."""
+
+    code: str  # the rule id, or `<rule id>:captured_at_unknown`
+    action: str
+    approvals: int
+    roles: tuple[Role, ...]
+
+
+def firings(policy: Policy, refund: RefundAccepted) -> list[Firing]:
+    """Every rule whose `when` holds, in policy order.
+
+    A refund-window rule (`days_since_capture_over`) whose other conditions hold but whose window
+    cannot be checked, because the payment's capture time is unknown, fires as a review by the
+    rule's own reviewers: not its approve (the window may have passed), not its deny (it may not have).
+    """
+    fired = []
+    for rule in policy.rules:
+        if matches(rule.when, refund):
+            fired.append(Firing(rule.id, rule.action, rule.approvals, tuple(rule.roles)))
+        elif window_unknown(rule.when, refund):
+            fired.append(Firing(f"{rule.id}:{CAPTURED_AT_UNKNOWN}", "review", rule.approvals, tuple(rule.roles)))
+    return fired
 
 
 def _verdict(action: str, rule_ids: tuple[str, ...], approvals: int, roles: tuple[Role, ...]) -> Verdict:
@@ -90,6 +118,12 @@ def matches(when: Condition, refund: RefundAccepted) -> bool:
     return all(checks)
 
 
+def window_unknown(when: Condition, refund: RefundAccepted) -> bool:
+    """The rule's refund window is all that is left to check, and it cannot be: no capture time."""
+    return (when.days_since_capture_over is not None and refund.payment.captured_at is None
+            and matches(when.model_copy(update={"days_since_capture_over": None}), refund))
+
+
 def scope_of(refund: RefundAccepted) -> str:
     return "full" if refund.amount.value == refund.payment.captured.value else "partial"
 
@@ -100,7 +134,7 @@ def is_cross_currency(refund: RefundAccepted) -> bool:
 
 
 def _older_than(refund: RefundAccepted, days: int) -> bool:
-    captured_at = refund.payment.captured_at
+    captured_at = refund.payment.captured_at  # unknown: `window_unknown` decides, never this
     return captured_at is not None and (refund.requested_at - captured_at).days > days
 
 

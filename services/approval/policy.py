@@ -60,7 +60,8 @@ class Condition(_Strict):
     # Compared in the refund's own currency; a currency not listed never matches.
     amount_over: Thresholds | None = None
     amount_up_to: Thresholds | None = None
-    # Days from payment capture to the request (needs payment.captured_at; unknown never matches).
+    # Days from payment capture to the request. Needs payment.captured_at: when it is unknown and the
+    # rule's other conditions hold, the rule fires as a review (`<rule id>:captured_at_unknown`).
     days_since_capture_over: PositiveInt | None = None
 
 

@@ -5,7 +5,7 @@ Pure: no I/O. Errors use the contract's codes (SPEC.md "Outcomes").
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -163,7 +163,9 @@ def drill_request(n: str, now: datetime, payment: DrillPayment) -> RefundRequest
     return RefundRequested.model_validate({
         "request_id": f"drill-{n}", "order_id": f"drill-ord-{n}",
         "payment": {"id": payment.payment_id, "gateway": payment.gateway, "channel": "card",
-                    "captured": {"value": payment.captured_value, "currency": "EUR"}},
+                    "captured": {"value": payment.captured_value, "currency": "EUR"},
+                    # Within every refund window: a drill must not wait in review (unknown capture time does).
+                    "captured_at": (now - timedelta(days=1)).isoformat()},
         "amount": {"value": 100, "currency": "EUR"},
         "customer": {"id": f"drill-cus-{n}", "locale": "en"},
         "region": "DE", "reason": "other", "note": "end-to-end drill, not a customer refund",

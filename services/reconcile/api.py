@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from services.reconcile import store
 from services.reconcile.handlers import refund_event
-from services.reconcile.domain import Match
+from services.reconcile.domain import GatewayRef, Match
 from services.reconcile.settlement_files import FORMATS
 from shared.money import Money
 from shared.stage import Stage
@@ -28,7 +28,8 @@ def settlement_router(stage: Stage, auth: StaffAuth) -> APIRouter:
         report: Annotated[str, Body(media_type="text/csv")],
         user: Annotated[StaffUser, finance],
         format: Annotated[Literal["stripe", "adyen"], Query(description=f"one of {FORMATS}")],
-        gateway: str | None = None,
+        gateway: Annotated[str | None, Query(description="whose report it is (default: the format's name); "
+                                                         "its lines match only refunds paid on that gateway")] = None,
     ) -> dict:
         """A gateway's settlement report file (CSV body). Re-uploading the same file changes nothing."""
         async with stage.pool.acquire() as conn, conn.transaction():
@@ -42,11 +43,14 @@ def settlement_router(stage: Stage, auth: StaffAuth) -> APIRouter:
         user: Annotated[StaffUser, finance],
         status: Literal["open", "resolved", "auto_resolved"] = "open",
         category: str | None = None,
+        gateway: str | None = None,
+        gateway_ref: Annotated[str | None, Query(description="a reference is only unique on its gateway")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> list[dict]:
         rows = await stage.pool.fetch(
             "SELECT * FROM reconcile.discrepancies WHERE status = $1 AND ($2::text IS NULL OR category = $2) "
-            "ORDER BY id LIMIT $3", status, category, limit)
+            "AND ($3::text IS NULL OR gateway = $3) AND ($4::text IS NULL OR gateway_ref = $4) "
+            "ORDER BY id LIMIT $5", status, category, gateway, gateway_ref, limit)
         return [dict(row) for row in rows]
 
     @router.post("/discrepancies/{discrepancy_id}/resolve")
@@ -68,9 +72,10 @@ def settlement_router(stage: Stage, auth: StaffAuth) -> APIRouter:
                 "VALUES ($1, $2, 'resolved', $3)", discrepancy_id, user.user_id, resolution.reason)
             outgoing = []
             if row["refund_id"]:
-                payout = await conn.fetchrow(
+                payout = await conn.fetchrow(  # the refund the discrepancy is about, on the gateway it names
                     "UPDATE reconcile.payouts SET state = 'resolved', settled_at = $2 WHERE refund_id = $1 "
-                    "AND state = 'discrepancy' RETURNING *", row["refund_id"], now)
+                    "AND gateway = $3 AND gateway_ref = $4 AND state = 'discrepancy' RETURNING *",
+                    row["refund_id"], now, *GatewayRef.of(row))
                 if payout:
                     settled = Money(value=row["settled_value"] or 0,
                                     currency=row["settled_currency"] or payout["expected_currency"])

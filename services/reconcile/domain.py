@@ -1,6 +1,8 @@
 """Matching settlement lines to paid refunds, and the ledger invariant. Pure: no I/O."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 # Discrepancies about a paid refund (its money is not accounted for by a matched line).
 PAYOUT_CATEGORIES = frozenset({"missing_in_report", "amount_mismatch", "currency_mismatch", "fee_mismatch",
@@ -8,6 +10,18 @@ PAYOUT_CATEGORIES = frozenset({"missing_in_report", "amount_mismatch", "currency
 # Discrepancies about a report line nothing internal accounts for.
 LINE_CATEGORIES = frozenset({"missing_internally", "duplicate"})
 CATEGORIES = PAYOUT_CATEGORIES | LINE_CATEGORIES
+
+
+class GatewayRef(NamedTuple):
+    """A gateway's reference for a refund. Unique only on that gateway, so never used without it."""
+
+    gateway: str
+    reference: str
+
+    @classmethod
+    def of(cls, row: Mapping) -> "GatewayRef":
+        """The reference of a payout, settlement line or discrepancy row."""
+        return cls(row["gateway"], row["gateway_ref"])
 
 
 @dataclass(frozen=True)
@@ -26,7 +40,7 @@ def match(paid_value: int, paid_currency: str, settled_value: int, settled_curre
 
 def classify_line(kind: str, payout_state: str, payout_category: str | None, paid_value: int, paid_currency: str,
                   settled_value: int, settled_currency: str, fee_value: int = 0, max_fee_bps: int = 10_000) -> Match:
-    """A report line against the paid refund with its gateway reference.
+    """A report line against the paid refund with its gateway and gateway reference.
 
     A refund already accounted for (matched, resolved, or in a discrepancy
     other than a missing line) makes a second refund line a duplicate; a line

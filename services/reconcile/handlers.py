@@ -31,6 +31,8 @@ LEDGER_IMBALANCE = Gauge(
 LEDGER_TERM = Gauge("refund_ledger_total_minor", "Each term of the ledger invariant, minor units",
                     ["currency", "term"])
 OPEN_DISCREPANCIES = Gauge("refund_discrepancies_open", "Open discrepancies by category", ["category"])
+# A payout `p` and a settlement line `l` are about the same refund: one gateway, one reference on it.
+_SAME_REF = "p.gateway = l.gateway AND p.gateway_ref = l.gateway_ref"
 
 
 async def record_paid(conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]:
@@ -108,7 +110,7 @@ class Matcher:
         async with self.stage.pool.acquire() as conn, conn.transaction():
             lines = await conn.fetch(
                 "SELECT l.* FROM reconcile.settlement_lines l WHERE l.state = 'unmatched' AND EXISTS "
-                "(SELECT 1 FROM reconcile.payouts p WHERE p.gateway_ref = l.gateway_ref) "
+                f"(SELECT 1 FROM reconcile.payouts p WHERE {_SAME_REF}) "
                 "ORDER BY l.id LIMIT $1 FOR UPDATE SKIP LOCKED", batch)
             outgoing = [event for line in lines for event in await self._settle(conn, line)]
             outgoing += await self._missing_in_report(conn)
@@ -118,36 +120,38 @@ class Matcher:
         return len(lines)
 
     async def _settle(self, conn: asyncpg.Connection, line: asyncpg.Record) -> list[Outgoing]:
-        payout = await conn.fetchrow("SELECT * FROM reconcile.payouts WHERE gateway_ref = $1 FOR UPDATE",
-                                     line["gateway_ref"])
+        ref = domain.GatewayRef.of(line)  # the line's report says which gateway it is from
+        payout = await conn.fetchrow(
+            "SELECT * FROM reconcile.payouts WHERE gateway = $1 AND gateway_ref = $2 FOR UPDATE", *ref)
         result = domain.classify_line(line["kind"], payout["state"], payout["category"], payout["expected_value"],
                                       payout["expected_currency"], line["amount_value"], line["currency"],
                                       line["fee_value"], self.max_fee_bps)
         now = datetime.now(UTC)
         settled = Money(value=line["amount_value"], currency=line["currency"])
-        paid, ref = (payout["expected_value"], payout["expected_currency"]), line["gateway_ref"]
+        paid = (payout["expected_value"], payout["expected_currency"])
         # A line explains a missing-internally alarm raised before its payout arrived.
-        await store.close_automatically(conn, gateway_ref=ref, categories=["missing_internally"],
+        await store.close_automatically(conn, ref=ref, categories=["missing_internally"],
                                         why=f"paid refund {payout['refund_id']} arrived")
         if result.category == "duplicate":
             await conn.execute("UPDATE reconcile.settlement_lines SET state = 'discrepancy' WHERE id = $1", line["id"])
-            await store.open_discrepancy(conn, "duplicate", gateway_ref=ref, refund_id=None, line_id=line["id"],
+            await store.open_discrepancy(conn, "duplicate", ref=ref, refund_id=None, line_id=line["id"],
                                          expected=None, settled=(line["amount_value"], line["currency"]))
             return []
         if result.category == "reversed":
             # The money came back: the matched refund line no longer accounts for the payout.
             await conn.execute("UPDATE reconcile.settlement_lines SET state = 'reversed' "
-                               "WHERE gateway_ref = $1 AND (id = $2 OR state = 'matched')", ref, line["id"])
-            await store.close_automatically(conn, gateway_ref=ref, categories=list(domain.PAYOUT_CATEGORIES),
+                               "WHERE gateway = $1 AND gateway_ref = $2 AND (id = $3 OR state = 'matched')",
+                               *ref, line["id"])
+            await store.close_automatically(conn, ref=ref, categories=list(domain.PAYOUT_CATEGORIES),
                                             why="superseded by a reversal")
         else:
             await conn.execute("UPDATE reconcile.settlement_lines SET state = $2 WHERE id = $1", line["id"],
                                result.state)
         if result.state == "matched":
-            await store.close_automatically(conn, gateway_ref=ref, categories=["missing_in_report"],
+            await store.close_automatically(conn, ref=ref, categories=["missing_in_report"],
                                             why=f"late settlement line {line['txn_id']}")
         else:
-            await store.open_discrepancy(conn, result.category, gateway_ref=ref, refund_id=payout["refund_id"],
+            await store.open_discrepancy(conn, result.category, ref=ref, refund_id=payout["refund_id"],
                                          line_id=line["id"], expected=paid,
                                          settled=(line["amount_value"], line["currency"]))
         await conn.execute(
@@ -166,7 +170,7 @@ class Matcher:
             self.sla_seconds)
         now = datetime.now(UTC)
         for payout in overdue:
-            await store.open_discrepancy(conn, "missing_in_report", gateway_ref=payout["gateway_ref"],
+            await store.open_discrepancy(conn, "missing_in_report", ref=domain.GatewayRef.of(payout),
                                          refund_id=payout["refund_id"], line_id=None,
                                          expected=(payout["expected_value"], payout["expected_currency"]),
                                          settled=None)
@@ -178,11 +182,11 @@ class Matcher:
         orphans = await conn.fetch(
             "SELECT l.* FROM reconcile.settlement_lines l WHERE l.state = 'unmatched' "
             "AND l.ingested_at < now() - make_interval(secs => $1) "
-            "AND NOT EXISTS (SELECT 1 FROM reconcile.payouts p WHERE p.gateway_ref = l.gateway_ref) "
+            f"AND NOT EXISTS (SELECT 1 FROM reconcile.payouts p WHERE {_SAME_REF}) "
             "AND NOT EXISTS (SELECT 1 FROM reconcile.discrepancies d WHERE d.line_id = l.id) "  # resolved stays resolved
             "LIMIT 1000", self.missing_internally_after_seconds)
         for line in orphans:
-            await store.open_discrepancy(conn, "missing_internally", gateway_ref=line["gateway_ref"], refund_id=None,
+            await store.open_discrepancy(conn, "missing_internally", ref=domain.GatewayRef.of(line), refund_id=None,
                                          line_id=line["id"], expected=None,
                                          settled=(line["amount_value"], line["currency"]))
 

@@ -41,22 +41,23 @@ def _summary(row: asyncpg.Record, *, duplicate_file: bool) -> dict:
             "ignored": row["ignored"], "errors": row["errors"]}
 
 
-async def open_discrepancy(conn: asyncpg.Connection, category: str, *, gateway_ref: str, refund_id: str | None,
-                           line_id: int | None, expected: tuple | None, settled: tuple | None) -> int | None:
+async def open_discrepancy(conn: asyncpg.Connection, category: str, *, ref: domain.GatewayRef,
+                           refund_id: str | None, line_id: int | None, expected: tuple | None,
+                           settled: tuple | None) -> int | None:
     expected, settled = expected or (None, None), settled or (None, None)
     return await conn.fetchval(
-        "INSERT INTO reconcile.discrepancies (category, refund_id, gateway_ref, line_id, expected_value, "
-        "expected_currency, settled_value, settled_currency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-        "ON CONFLICT DO NOTHING RETURNING id", category, refund_id, gateway_ref, line_id, *expected, *settled)
+        "INSERT INTO reconcile.discrepancies (category, refund_id, gateway, gateway_ref, line_id, expected_value, "
+        "expected_currency, settled_value, settled_currency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+        "ON CONFLICT DO NOTHING RETURNING id", category, refund_id, *ref, line_id, *expected, *settled)
 
 
-async def close_automatically(conn: asyncpg.Connection, *, gateway_ref: str, categories: list[str],
+async def close_automatically(conn: asyncpg.Connection, *, ref: domain.GatewayRef, categories: list[str],
                               why: str) -> int:
     """Late data settled these open discrepancies; audited as the matcher's action."""
     rows = await conn.fetch(
-        "UPDATE reconcile.discrepancies SET status = 'auto_resolved', closed_at = now(), resolution = $3 "
-        "WHERE status = 'open' AND gateway_ref = $1 AND category = ANY($2) RETURNING id",
-        gateway_ref, categories, why)
+        "UPDATE reconcile.discrepancies SET status = 'auto_resolved', closed_at = now(), resolution = $4 "
+        "WHERE status = 'open' AND gateway = $1 AND gateway_ref = $2 AND category = ANY($3) RETURNING id",
+        *ref, categories, why)
     await conn.executemany(
         "INSERT INTO reconcile.discrepancy_audit (discrepancy_id, actor, action, reason) "
         "VALUES ($1, 'reconcile-matcher', 'auto_resolved', $2)", [(r["id"], why) for r in rows])

@@ -1,7 +1,7 @@
 import asyncio
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 
@@ -23,13 +23,16 @@ def valid_request(amount: int = 2500, captured: int = 5000, currency: str = "EUR
     # The simulator declines 2% of payments (SIM_DECLINE_PERCENT); tests that want the happy path avoid them.
     while _in_share(f"pay-{n}{payment_suffix}", SimFaults.decline_percent):
         n = uuid.uuid4().hex[:12]
+    now = datetime.now(UTC)
     data = {
         "request_id": f"req-{n}", "order_id": f"ord-{n}",
+        # Captured three days ago: approval's refund-window rules can check it (unknown means review).
         "payment": {"id": f"pay-{n}{payment_suffix}", "gateway": "sim", "channel": "card",
-                    "captured": {"value": captured, "currency": currency}},
+                    "captured": {"value": captured, "currency": currency},
+                    "captured_at": (now - timedelta(days=3)).isoformat()},
         "amount": {"value": amount, "currency": currency},
         "customer": {"id": f"cus-{n}", "email": "ana@example.com", "locale": "en"},
-        "region": "DE", "reason": "damaged", "requested_at": datetime.now(UTC).isoformat(),
+        "region": "DE", "reason": "damaged", "requested_at": now.isoformat(),
     }
     data.update(changes)
     return data

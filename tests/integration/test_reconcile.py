@@ -1,44 +1,18 @@
 """Reconcile against uploaded Stripe and Adyen files: every category, late lines, the queue, the invariant."""
 
 import uuid
-from datetime import UTC, datetime
 
 import httpx
 import pytest
 
-from shared import topics
-from shared.envelope import encode
-from shared.events import RefundPaid
-from shared.money import Money
 from shared.roles import Role
 from tests.integration.helpers import staff_auth, wait_until
 from tests.integration.service_fixtures import service_configured
+from tests.integration.settlement_reports import (
+    ADYEN_HEADER, FINANCE, STRIPE_HEADER, adyen_line, publish_paid as _paid, stripe_line as _stripe_line,
+)
 
 pytestmark = pytest.mark.integration
-STRIPE_HEADER = ("balance_transaction_id,created_utc,available_on_utc,currency,gross,fee,net,reporting_category,"
-                 "source_id,description")
-ADYEN_HEADER = ("Company Account,Merchant Account,Psp Reference,Merchant Reference,Payment Method,Creation Date,"
-                "TimeZone,Type,Modification Reference,Gross Currency,Gross Debit (GC),Gross Credit (GC),"
-                "Exchange Rate,Net Currency,Net Debit (NC),Net Credit (NC),Commission (NC),Markup (NC),"
-                "Scheme Fees (NC),Interchange (NC),Payment Method Variant,Modification Merchant Reference,"
-                "Batch Number")
-
-
-FINANCE = staff_auth("fin-ana", Role.FINANCE_LEAD)
-
-
-async def _paid(producer, ref: str, value: int, currency: str = "EUR") -> str:
-    refund_id = "rf_" + uuid.uuid4().hex
-    event = RefundPaid(refund_id=refund_id, request_id="req-" + ref, source="shop-test", order_id="ord-" + ref,
-                       amount=Money(value=value, currency=currency), channel="card", region="DE", gateway="stripe",
-                       payout_id="po_" + refund_id[3:], gateway_ref=ref, paid_at=datetime.now(UTC))
-    out = encode(event, source=topics.PAYOUT_SOURCE, key=refund_id)
-    await producer.send_and_wait(topics.PAID, out.value, key=out.key.encode(), headers=list(out.headers.items()))
-    return refund_id
-
-
-def _stripe_line(txn: str, ref: str, gross: str, currency: str = "eur", category: str = "refund") -> str:
-    return f"{txn},2026-11-24 10:00:00,2026-11-26 00:00:00,{currency},{gross},0.00,{gross},{category},{ref},x"
 
 
 async def test_every_category_late_lines_resolve_and_invariant(stack, producer, db):
@@ -48,7 +22,8 @@ async def test_every_category_late_lines_resolve_and_invariant(stack, producer, 
                             RECONCILE_MISSING_INTERNALLY_AFTER_SECONDS="3"):
         url = stack.service_url("reconcile")
         for name in ("ok", "amount", "ccy", "late", "dup", "lost", "fee"):
-            await _paid(producer, ref[name], 2500)
+            # The late refund was paid through Adyen: its line comes in Adyen's report.
+            await _paid(producer, ref[name], 2500, gateway="adyen" if name == "late" else "stripe")
         report = "\n".join([
             STRIPE_HEADER,
             _stripe_line(f"txn_ok_{n}", ref["ok"], "-25.00"),                   # line 2: matched
@@ -94,9 +69,7 @@ async def test_every_category_late_lines_resolve_and_invariant(stack, producer, 
             assert states[ref["ok"]] == "matched" and states[ref["dup"]] == "matched"
 
             # The late line arrives in an Adyen report: it re-matches, the alarm closes by itself.
-            adyen = ADYEN_HEADER + "\n" + (
-                f"Co,Merch,psp1,m1,visa,2026-11-24 10:00:00,UTC,Refunded,{ref['late']},EUR,25.00,,1,EUR,25.00,,"
-                f"0.00,0.00,0.00,0.00,visa,,7\n")
+            adyen = ADYEN_HEADER + "\n" + adyen_line(ref["late"], "25.00") + "\n"
             late = (await http.post("/v1/settlements?format=adyen", content=adyen, headers=FINANCE)).json()
             assert late["lines_new"] == 1 and late["errors"] == []
 

@@ -16,7 +16,8 @@ NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
 
 def refund(value=2500, captured=None, currency="EUR", channel="card", region="DE", reason="damaged",
-           captured_days_ago=None, source="shop-eu") -> RefundAccepted:
+           captured_days_ago: int | None = 10, source="shop-eu") -> RefundAccepted:
+    """An accepted refund; `captured_days_ago=None` leaves the payment's capture time unknown."""
     payment = {"id": "pay-1", "gateway": "sim", "channel": channel,
                "captured": {"value": captured or value, "currency": currency}}
     if captured_days_ago is not None:
@@ -43,7 +44,8 @@ SCENARIOS = [
     ("card past the refund window", refund(2500, captured_days_ago=200), "review", {"refund-window-card"}, 1),
     ("wallet past its window is denied", refund(2500, channel="wallet", captured_days_ago=400), "deny",
      {"refund-window-wallet"}, 0),
-    ("capture date unknown: no window rule", refund(2500, channel="wallet"), "approve", {"auto-approve-standard"}, 0),
+    ("capture date unknown: the window goes to review", refund(2500, channel="wallet", captured_days_ago=None),
+     "review", {"refund-window-wallet:captured_at_unknown"}, 1),
     ("cross-currency partial", refund(2500, captured=5000, currency="USD", region="DE"), "review",
      {"cross-currency-partial"}, 1),
     ("cross-currency full", refund(2500, currency="USD", region="DE"), "approve", {"auto-approve-standard"}, 0),
