@@ -51,6 +51,31 @@ def require_setting(service: str, name: str) -> None:
         pytest.xfail(f"services/{service} does not read {name} yet (its own branch adds it)")
 
 
+def assert_routes_reach_the_simulator_accounts(routes_json: str, accounts_json: str, simulator_url: str) -> None:
+    """GATEWAY_ROUTES name the simulator's accounts, at its URL, with the keys SIM_ACCOUNTS gives them."""
+    from pydantic import TypeAdapter
+
+    from gatewaysim.settings import Account
+    from shared.gateway_routes import GatewayRoutes
+
+    routes = TypeAdapter(GatewayRoutes).validate_json(routes_json)
+    accounts = TypeAdapter(dict[str, Account]).validate_json(accounts_json)
+    assert set(routes) == set(accounts) == {"sim", "stripe", "adyen"}
+    for gateway, route in routes.items():
+        account = accounts[gateway]
+        assert route.simulator is True  # what ENVIRONMENT=production refuses
+        assert route.base == f"{simulator_url}/{gateway}"
+        assert route.kind == account.personality
+        assert route.api_key.get_secret_value() == account.api_key
+        # Stripe: the endpoint secret; Adyen: the hex HMAC key (the simulator's webhook_secret both ways).
+        signing = route.webhook_secret if route.kind == "stripe" else route.hmac_key
+        assert signing.get_secret_value() == account.webhook_secret
+        if route.kind == "adyen":
+            assert route.merchant_account == account.merchant_account
+            assert (route.report_user, route.report_password.get_secret_value()) == (
+                account.report_user, account.report_secret)
+
+
 def kubeconform(*files: Path) -> subprocess.CompletedProcess:
     """Validate strictly against the vendored schemas only; a kind without a schema is an error."""
     return subprocess.run(

@@ -13,10 +13,10 @@ from pydantic import TypeAdapter
 
 from devstack import SERVICES
 from gatewaysim.settings import Account
-from shared.gateway_routes import GatewayRoutes
 from shared.topics import TOPICS
 from tests.deploy.conftest import (
-    AHEAD_OF_THE_SERVICES, GATEWAY_CLIENTS, ROOT, SCHEMAS, require_setting, settings_env_names, simulator_env_names,
+    AHEAD_OF_THE_SERVICES, GATEWAY_CLIENTS, ROOT, SCHEMAS, assert_routes_reach_the_simulator_accounts, require_setting,
+    settings_env_names, simulator_env_names,
 )
 
 COMPOSE_DIR = ROOT / "deploy/compose"
@@ -105,23 +105,9 @@ def test_the_gateway_simulator_runs_as_its_own_process_role_and_schema(compose):
 @pytest.mark.parametrize("name", GATEWAY_CLIENTS)
 def test_gateway_clients_route_every_gateway_to_the_simulator_with_its_keys(compose, name):
     service = compose["services"][name]
-    routes = TypeAdapter(GatewayRoutes).validate_json(service["environment"]["GATEWAY_ROUTES"])
-    sim = compose["services"]["gatewaysim"]
-    accounts = TypeAdapter(dict[str, Account]).validate_json(sim["environment"]["SIM_ACCOUNTS"])
-    assert set(routes) == set(accounts)
-    for gateway, route in routes.items():
-        account = accounts[gateway]
-        assert route.simulator is True  # what ENVIRONMENT=production refuses
-        assert route.base == f"http://gatewaysim:{sim['environment']['SIM_HTTP_PORT']}/{gateway}"
-        assert route.kind == account.personality
-        assert route.api_key.get_secret_value() == account.api_key
-        # Stripe: the endpoint secret; Adyen: the hex HMAC key (the simulator's webhook_secret both ways).
-        signing = route.webhook_secret if route.kind == "stripe" else route.hmac_key
-        assert signing.get_secret_value() == account.webhook_secret
-        if route.kind == "adyen":
-            assert route.merchant_account == account.merchant_account
-            assert (route.report_user, route.report_password.get_secret_value()) == (
-                account.report_user, account.report_secret)
+    sim = compose["services"]["gatewaysim"]["environment"]
+    assert_routes_reach_the_simulator_accounts(service["environment"]["GATEWAY_ROUTES"], sim["SIM_ACCOUNTS"],
+                                               f"http://gatewaysim:{sim['SIM_HTTP_PORT']}")
     assert service["depends_on"]["gatewaysim"]["condition"] == "service_healthy"
     require_setting(name, "GATEWAY_ROUTES")
 
