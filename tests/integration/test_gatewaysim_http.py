@@ -21,6 +21,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,7 +32,9 @@ import pytest
 import stripe
 
 from devstack.processes import free_port
+from gatewaysim.gateway import GatewayTimeout, GatewayUnavailable, SimFaults, SimGateway
 from services.reconcile.settlement_files import parse
+from shared.db import create_pool
 from tests.integration.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -533,3 +536,33 @@ async def test_adyen_settlement_batch_carries_fee_and_fx_spread(sim, db):
         == ("Refunded", "USD", _major(cents), _major(fee), str(batch))
     parsed = next(p for p in parse("adyen", text).lines if p.gateway_ref == refund["pspReference"])
     assert (parsed.amount_value, parsed.currency, parsed.fee_value, parsed.kind) == (cents, "USD", fee, "refund")
+
+
+async def test_the_in_process_gateway_keeps_working_on_the_same_ledger(stack, db):
+    """The pipeline's SimGateway (until it switches to HTTP): its own account, advance on read, no webhooks."""
+    pool = await create_pool(stack.dsn, max_size=2)
+    try:
+        gateway = SimGateway(pool, SimFaults(decline_percent=0, confirm_after=timedelta(0),
+                                             reverse_after=timedelta(0)), account="acme-legacy")
+        key, pending_key, reversing_key = (uuid.uuid4().hex for _ in range(3))
+        first = await gateway.refund(key, "pay-legacy", 2500, "EUR", settles_as=(2703, "USD"))
+        assert (await gateway.refund(key, "pay-legacy", 2500, "EUR")) == first and first.status == "succeeded"
+        row = await _row(db, "acme-legacy", key)
+        assert (row["refund_calls"], row["settle_value"], row["settle_currency"], row["personality"]) == (
+            2, 2703, "USD", None)
+        assert (await gateway.refund(pending_key, "pay-legacy-sim-async", 100, "EUR")).status == "pending"
+        assert (await gateway.lookup(pending_key)).status == "succeeded"  # time acts when it is read
+        reversing = await gateway.refund(reversing_key, "pay-legacy-sim-reverse", 100, "EUR")
+        assert await gateway.reversals([reversing.gateway_ref]) == {reversing.gateway_ref: "lost_or_stolen_card"}
+        with pytest.raises(GatewayUnavailable):
+            await gateway.refund(uuid.uuid4().hex, "pay-legacy-sim-down", 100, "EUR")
+        with pytest.raises(GatewayTimeout):
+            await gateway.refund(uuid.uuid4().hex, "pay-legacy-sim-timeout", 100, "EUR")
+        text, cursor = await gateway.settlement_report(0, "stripe")
+        refs = {line.gateway_ref for line in parse("stripe", text).lines}
+        own = {r["gateway_ref"] for r in await db.fetch("SELECT gateway_ref FROM gateway_sim.refunds "
+                                                        "WHERE account = 'acme-legacy'")}
+        assert {first.gateway_ref, reversing.gateway_ref} <= refs <= own and cursor > 0  # its account's lines only
+        assert not await db.fetchval("SELECT count(*) FROM gateway_sim.webhook_outbox WHERE account = 'acme-legacy'")
+    finally:
+        await pool.close()
