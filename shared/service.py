@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from shared.consumer_health import ConsumerHealth
 from shared.db import apply_migrations, create_pool
+from shared.http_limits import BodySizeLimit
 from shared.lag import lag_forever
 from shared.logs import configure_logging
 from shared.settings import ServiceSettings
@@ -83,6 +84,7 @@ def make_app(
     migrations: Path,
     background: Sequence[Callable[[], Awaitable[None]]] = (),
     title: str,
+    body_limits: dict[str, int] | None = None,
 ) -> FastAPI:
     """The service process: lifespan starts pool, migrations, broker and background loops."""
     state = {"ready": False}
@@ -124,6 +126,8 @@ def make_app(
             log.info("service_stopped")
 
     app = FastAPI(title=title, lifespan=lifespan)
+    # `body_limits`: path prefix -> bytes, for routes that take more (a settlement file upload).
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes, per_path=body_limits)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz(response: Response) -> dict:

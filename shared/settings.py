@@ -22,9 +22,10 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
 
     # Settings that hold secrets: in production none may be empty or its (public) default.
-    production_secrets: ClassVar[tuple[str, ...]] = ("staff_token_secret",)
+    production_secrets: ClassVar[tuple[str, ...]] = ()
     # Settings that must be set in production (empty means something is open, e.g. an API without keys).
-    production_required: ClassVar[tuple[str, ...]] = ()
+    # Staff tokens in production come only from the identity provider (shared/staff.py).
+    production_required: ClassVar[tuple[str, ...]] = ("staff_jwks_url",)
 
     environment: Literal["local", "production"] = "local"
     service_name: str = "refund-service"
@@ -48,9 +49,18 @@ class ServiceSettings(BaseSettings):
     # restarts a service that stopped consuming but still answers HTTP (shared/consumer_health.py).
     consumer_ready_within_seconds: float = 60.0
     consumer_live_within_seconds: float = 300.0
+    # Public HTTP: the largest request body accepted (413 above it), and where rate-limit windows are
+    # counted (memory:// per replica; redis://… to share them between replicas).
+    max_request_body_bytes: int = 1024 * 1024
+    rate_limit_storage_uri: str = "memory://"
     # Seconds after shutdown starts before in-hand work is abandoned (uncommitted, redelivered).
     graceful_timeout_seconds: float = 15.0
-    # Verifies staff bearer tokens (shared/staff.py). The default is for local runs only.
+    # Staff bearer tokens (shared/staff.py): the identity provider's JWKS, issuer and audience, and
+    # the claim listing roles. STAFF_TOKEN_SECRET signs local HS256 tokens, accepted only locally.
+    staff_jwks_url: str | None = None
+    staff_token_issuer: str = "refund-pipeline"
+    staff_token_audience: str = "refund-pipeline"
+    staff_roles_claim: str = "roles"
     staff_token_secret: str = "local-dev-staff-secret-change-me"
 
     def __init__(self, **values) -> None:

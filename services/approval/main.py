@@ -13,7 +13,7 @@ from shared.periodic import every
 from shared.service import make_app, make_broker, subscribe_stage
 from shared.settings import ServiceSettings
 from shared.stage import Stage
-from shared.staff import StaffAuth
+from shared.staff import StaffAuth, StaffVerifier
 
 DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "deploy" / "policy" / "refund-policy.yaml"
 
@@ -48,4 +48,4 @@ async def sweep_backlog() -> None:
 
 app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
                background=[review_clock, sweep_backlog], title="Refund approval")
-app.include_router(review_router(desk, StaffAuth(settings.staff_token_secret)))
+app.include_router(review_router(desk, StaffAuth(StaffVerifier.from_settings(settings))))

@@ -21,9 +21,10 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from services.intake import domain, store
+from services.intake import credentials, domain, store
 from services.intake.handlers import Decision, Intake
 from shared.events import FieldError, RefundRequested
+from shared.http_limits import RateLimit
 from shared.ids import refund_id_for
 from shared.stage import Stage
 
@@ -62,8 +63,9 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": 'Bearer realm="refunds"'})
 
 
-def refunds_router(intake: Intake, stage: Stage) -> APIRouter:
-    """The routes, bound to the intake decision and the stage whose pool and outbox they use."""
+def refunds_router(intake: Intake, stage: Stage, rate_limit: RateLimit) -> APIRouter:
+    """The routes, bound to the intake decision and the stage whose pool and outbox they use;
+    `rate_limit` counts each API key's requests."""
     router = APIRouter(tags=["refunds"])
 
     async def platform_source(bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
@@ -75,6 +77,7 @@ def refunds_router(intake: Intake, stage: Stage) -> APIRouter:
             source = await store.source_of_key(conn, key)
         if source is None:
             raise _unauthorized("the API key is unknown, revoked or expired")
+        await rate_limit.check(credentials.hash_key(key))
         return source
 
     @router.post(
@@ -83,6 +86,8 @@ def refunds_router(intake: Intake, stage: Stage) -> APIRouter:
         responses={
             400: {"model": Problem, "description": "No or bad Idempotency-Key, or a body that is not JSON"},
             401: {"model": Problem, "description": "No API key, or an unknown, revoked or expired one"},
+            413: {"model": Problem, "description": "The body is over MAX_REQUEST_BODY_BYTES"},
+            429: {"model": Problem, "description": "Over the API key's rate (INTAKE_RATE_LIMIT); see Retry-After"},
             422: {"model": RefundRejectedBody,
                   "description": "Rejected (every contract rule broken, incl. exceeds_refundable), "
                                  "or idempotency_key_reused"},

@@ -8,6 +8,7 @@ from services.intake.drill import drill_forever
 from services.intake.handlers import SOURCE, Intake
 from services.intake.settings import IntakeSettings
 from shared import sla, topics
+from shared.http_limits import RateLimit
 from shared.metrics import export_sla, read_backlog, sweep_forever
 from shared.service import make_app, make_broker, subscribe_stage
 from shared.stage import Stage
@@ -42,5 +43,6 @@ async def drills() -> None:
 
 app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
                background=[sweep_backlog, drills], title="Refund intake")
-app.include_router(api.refunds_router(intake, stage))
+app.include_router(api.refunds_router(
+    intake, stage, RateLimit("intake_refunds_per_key", settings.intake_rate_limit, settings.rate_limit_storage_uri)))
 api.publish_request_schema(app)

@@ -23,3 +23,5 @@ class IntakeSettings(ServiceSettings):
     drill_payment_gateway: str = "sim"
     drill_payment_id: str = "pi_drill_standing"
     drill_payment_captured_value: int = 10**12
+    # POST /v1/refunds per API key (429 with Retry-After above it).
+    intake_rate_limit: str = "200/second"

@@ -12,22 +12,28 @@ from services.notify.handlers import SOURCE, Audience, CausalStage, Projection, 
 from services.notify.signing import sign_link
 from services.notify.web import customer_pages, tracking_access, tracking_api
 from shared import topics
+from shared.http_limits import RateLimit
 from shared.metrics import backlog_query, read_backlog, sweep_forever
 from shared.periodic import every
 from shared.service import make_app, make_broker, subscribe_stage
 from shared.settings import ServiceSettings
+from shared.staff import StaffVerifier
 
 
 class NotifySettings(ServiceSettings):
     production_secrets = (*ServiceSettings.production_secrets, "customer_link_secret", "webhook_secret")
     # An open tracking API would show every platform's refunds to anyone.
-    production_required = ("tracking_api_keys",)
+    production_required = (*ServiceSettings.production_required, "tracking_api_keys")
 
     service_name: str = "notify"
     # Where customers' links point; defaults to this process on localhost.
     public_base_url: str | None = None
     # Tracking API keys: {"<api key>": "<platform source>"}. Empty: the API is open (local runs only).
     tracking_api_keys: dict[str, str] = {}
+    # 429 with Retry-After above: the tracking API per key (or per client while it is open), the
+    # customer page per client address.
+    tracking_rate_limit: str = "20/second"
+    customer_page_rate_limit: str = "120/minute"
     customer_link_secret: str = "local-dev-customer-link-secret-change-me"
     customer_link_max_age_seconds: int = 30 * 24 * 3600
     feedback_url: str = "https://feedback.example.com/refunds"
@@ -114,7 +120,10 @@ async def sweep_backlog() -> None:
 
 app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
                background=[send_notifications, sweep_backlog, sweep_stage_watch], title="Refund notify")
-app.include_router(tracking_api(lambda: app.state.pool,
-                                tracking_access(settings.tracking_api_keys, settings.staff_token_secret)))
+app.include_router(tracking_api(lambda: app.state.pool, tracking_access(
+    settings.tracking_api_keys, StaffVerifier.from_settings(settings),
+    RateLimit("tracking_per_key", settings.tracking_rate_limit, settings.rate_limit_storage_uri))))
 app.include_router(customer_pages(lambda: app.state.pool, link_secret=settings.customer_link_secret,
+                                 rate_limit=RateLimit("customer_page_per_client", settings.customer_page_rate_limit,
+                                                      settings.rate_limit_storage_uri),
                                   feedback_url=settings.feedback_url))

@@ -1,5 +1,6 @@
 """Notify's HTTP side: the tracking API and the customer's signed tracking page."""
 
+import hashlib
 import hmac
 import time
 from collections.abc import Callable
@@ -14,9 +15,10 @@ from prometheus_client import Counter
 
 from services.notify import domain, signing, store
 from services.notify.messages import render_page, render_refused
+from shared.http_limits import RateLimit
 from shared.events import Status
 from shared.lifecycle import TERMINAL_STATUSES
-from shared.staff import verify_token
+from shared.staff import StaffVerifier
 
 LOOKUPS = Counter("refund_tracking_lookups_total", "Refund status look-ups (API and customer page)", ["via"])
 REPEAT_LOOKUPS = Counter(
@@ -47,14 +49,17 @@ def tracking(row: asyncpg.Record) -> dict:
     }
 
 
-def tracking_access(api_keys: dict[str, str], staff_secret: str) -> Callable:
+def tracking_access(api_keys: dict[str, str], staff: StaffVerifier, rate_limit: RateLimit) -> Callable:
     """Who may use the tracking API: a platform's API key sees that platform's refunds,
     a staff bearer token (any role) sees all. With no keys configured the API is open
     (local runs); the dependency then gives None, "every platform"."""
     bearer = HTTPBearer(auto_error=False)
 
-    async def platform_scope(
-            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str | None:
+    async def platform_scope(request: Request,
+                             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str | None:
+        # Per key (hashed: the limiter's storage may be shared); per client address while the API is open.
+        caller = hashlib.sha256(credentials.credentials.encode()).hexdigest() if credentials else _client(request)
+        await rate_limit.check(caller)
         if not api_keys:
             return None
         if credentials is None:
@@ -65,7 +70,7 @@ def tracking_access(api_keys: dict[str, str], staff_secret: str) -> Callable:
             if hmac.compare_digest(key.encode(), offered):
                 return source
         try:
-            verify_token(staff_secret, credentials.credentials)
+            await staff.verify(credentials.credentials)
         except jwt.InvalidTokenError:
             raise HTTPException(401, "not a platform API key or a valid staff token",
                                 headers={"WWW-Authenticate": "Bearer"}) from None
@@ -104,10 +109,17 @@ def tracking_api(pool: Callable[[], asyncpg.Pool], access: Callable) -> APIRoute
     return router
 
 
-def customer_pages(pool: Callable[[], asyncpg.Pool], *, link_secret: str, feedback_url: str,
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def customer_pages(pool: Callable[[], asyncpg.Pool], *, link_secret: str, feedback_url: str, rate_limit: RateLimit,
                    clock: Callable[[], float] = time.time) -> APIRouter:
-    """The signed customer page and its opt-out."""
-    router = APIRouter()
+    """The signed customer page and its opt-out, each limited per client address."""
+    async def per_client(request: Request) -> None:
+        await rate_limit.check(_client(request))
+
+    router = APIRouter(dependencies=[Depends(per_client)])
 
     def _read(token: str, request: Request) -> str | HTMLResponse:
         try:

@@ -12,7 +12,7 @@ from shared.periodic import every
 from shared.service import make_app, make_broker, subscribe_stage
 from shared.settings import ServiceSettings
 from shared.stage import Stage
-from shared.staff import StaffAuth
+from shared.staff import StaffAuth, StaffVerifier
 
 
 class ReconcileSettings(ServiceSettings):
@@ -57,4 +57,4 @@ async def sweep_backlog() -> None:
 
 app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
                background=[match_settlements, watch_ledger, sweep_backlog], title="Refund reconcile")
-app.include_router(settlement_router(stage, StaffAuth(settings.staff_token_secret)))
+app.include_router(settlement_router(stage, StaffAuth(StaffVerifier.from_settings(settings))))

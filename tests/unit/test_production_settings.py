@@ -6,7 +6,7 @@ from services.notify.main import NotifySettings
 from shared.gateway_routes import GatewayRoutes
 from shared.settings import ProductionRefused, ServiceSettings
 
-SAFE = {"environment": "production", "staff_token_secret": "s3cr3t-from-the-vault"}
+SAFE = {"environment": "production", "staff_jwks_url": "https://idp.example.com/.well-known/jwks.json"}
 NOTIFY_SAFE = SAFE | {"customer_link_secret": "link-key", "webhook_secret": "whsec_abc",
                       "tracking_api_keys": {"key-1": "shop-eu"}}
 
@@ -20,9 +20,7 @@ def test_production_with_every_secret_set_starts():
 
 
 @pytest.mark.parametrize(("change", "named"), [
-    ({"staff_token_secret": ServiceSettings.model_fields["staff_token_secret"].default},
-     "STAFF_TOKEN_SECRET is the public default"),
-    ({"staff_token_secret": ""}, "STAFF_TOKEN_SECRET is empty"),
+    ({"staff_jwks_url": None}, "STAFF_JWKS_URL is not set"),
     ({"customer_link_secret": NotifySettings.model_fields["customer_link_secret"].default},
      "CUSTOMER_LINK_SECRET is the public default"),
     ({"webhook_secret": ""}, "WEBHOOK_SECRET is empty"),
