@@ -239,14 +239,17 @@ def secret_ref(deployment: dict, name: str) -> dict:
     return var["valueFrom"]["secretKeyRef"]
 
 
-@pytest.mark.parametrize("overlay", ["local", "prod"])
-def test_production_secrets_and_required_settings_come_from_secrets(overlay, service, rendered):
-    """A service with ENVIRONMENT=production refuses public defaults: each such setting is a Secret's."""
+def test_production_gives_every_setting_a_production_start_requires(service, rendered):
+    """With ENVIRONMENT=production a service refuses public default secrets and unset required settings."""
     name, main = service
     settings = type(main.settings)
-    deployment = objects(rendered[overlay], "Deployment")[f"refund-{name}"]
-    for setting in (*settings.production_secrets, *settings.production_required):
+    docs = rendered["prod"]
+    deployment = objects(docs, "Deployment")[f"refund-{name}"]
+    env = env_names(deployment, objects(docs, "ConfigMap"))
+    for setting in settings.production_secrets:
         assert secret_ref(deployment, setting.upper())["key"], (name, setting)
+    for setting in settings.production_required:
+        assert setting.upper() in env and env[setting.upper()] != "", (name, setting)
 
 
 @pytest.mark.parametrize(("overlay", "environment"), [("local", "local"), ("prod", "production")])
