@@ -9,7 +9,9 @@ import pytest
 
 from devstack import SERVICES
 from shared.topics import TOPICS
-from tests.deploy.conftest import ROOT, settings_env_names
+from tests.deploy.conftest import (
+    AHEAD_OF_THE_SERVICES, GATEWAY_CLIENTS, ROOT, require_setting, settings_env_names, simulator_env_names,
+)
 from tools import k8s_monitoring
 
 PARTITIONS = {topic.name: topic.partitions for topic in TOPICS}
@@ -20,7 +22,11 @@ def objects(docs: list[dict], kind: str) -> dict[str, dict]:
 
 
 def dockerfile(service: str) -> dict:
-    text = (ROOT / "services" / service / "Dockerfile").read_text()
+    return parse_dockerfile(ROOT / "services" / service / "Dockerfile")
+
+
+def parse_dockerfile(path: Path) -> dict:
+    text = path.read_text()
     cmd = json.loads(re.findall(r"^CMD (\[.*\])$", text, re.M)[-1])
     return {"text": text, "cmd": cmd, "froms": re.findall(r"^FROM (\S+)", text, re.M),
             "user": re.findall(r"^USER (\S+)", text, re.M)[-1],
@@ -78,7 +84,8 @@ def test_images_ports_probes_and_env_match_the_service(overlay, service, rendere
     assert spec["livenessProbe"]["httpGet"]["path"] == "/healthz"
     # Env: every name is a field of the service's own Settings class; the required wiring is there.
     fields = settings_env_names(name)
-    assert set(env) <= fields, f"env names the service does not read: {set(env) - fields}"
+    unread = set(env) - fields - AHEAD_OF_THE_SERVICES
+    assert not unread, f"env names the service does not read: {unread}"
     assert {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "SERVICE_NAME"} <= set(env)
     assert env["SERVICE_NAME"] == main.settings.service_name == name
     assert env["MIGRATE_ON_START"] == "false"  # the init container migrates
@@ -100,21 +107,25 @@ def test_migrations_run_in_an_init_container_before_the_service(service, rendere
     assert [v for v in init[0]["env"] if v["name"] == "DATABASE_URL"][0]["valueFrom"]["secretKeyRef"]
 
 
-def test_pod_is_hardened_and_shuts_down_inside_its_grace_period(service, rendered):
-    name, main = service
-    docs = rendered["prod"]
-    deployment = objects(docs, "Deployment")[f"refund-{name}"]
-    pod = deployment["spec"]["template"]["spec"]
+def assert_pod_hardened(pod: dict, docs: list[dict]) -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
     assert pod["automountServiceAccountToken"] is False
     assert pod["serviceAccountName"] in objects(docs, "ServiceAccount")
-    for spec in pod["containers"] + pod["initContainers"]:
+    for spec in pod["containers"] + pod.get("initContainers", []):
         security = spec["securityContext"]
         assert security["readOnlyRootFilesystem"] is True
         assert security["allowPrivilegeEscalation"] is False
         assert security["capabilities"]["drop"] == ["ALL"]
         assert {"cpu", "memory"} <= spec["resources"]["requests"].keys()
         assert {"cpu", "memory"} <= spec["resources"]["limits"].keys()
+
+
+def test_pod_is_hardened_and_shuts_down_inside_its_grace_period(service, rendered):
+    name, main = service
+    docs = rendered["prod"]
+    deployment = objects(docs, "Deployment")[f"refund-{name}"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert_pod_hardened(pod, docs)
     image = dockerfile(name)
     assert image["user"] not in ("root", "0") and int(image["user"]) == pod["securityContext"]["runAsUser"]
     # Grace period > preStop pause + uvicorn's HTTP drain + the consumer's graceful timeout.
@@ -152,8 +163,9 @@ def test_selectors_pdb_network_policy_and_service_monitor_select_the_pods(servic
     policy = objects(docs, "NetworkPolicy")[app]["spec"]
     assert selects(policy["podSelector"]["matchLabels"], labels)
     assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
-    # notify also reaches SMTP (587) and HTTPS (443: SMS provider, platform webhooks) outside the cluster.
-    outside = {587, 443} if name == "notify" else set()
+    # Outside the cluster: notify reaches SMTP (587) and HTTPS (443: SMS provider, platform webhooks);
+    # the gateway clients reach the gateways over HTTPS.
+    outside = {"notify": {587, 443}, **dict.fromkeys(GATEWAY_CLIENTS, {443})}.get(name, set())
     assert {port["port"] for rule in policy["egress"] for port in rule["ports"]} == {53, 9092, 5432} | outside
     assert objects(docs, "NetworkPolicy")["default-deny"]["spec"]["podSelector"] == {}
     service_obj = objects(docs, "Service")[app]
@@ -219,3 +231,102 @@ def test_alert_rules_and_dashboards_use_the_contract_metrics():
     boards = " ".join(p.read_text() for p in (ROOT / "deploy/grafana/dashboards").glob("*.json"))
     for metric in ("refund_stage_duration_seconds", "refund_stage_inflight", "refund_stage_overdue"):
         assert metric in boards
+
+
+def secret_ref(deployment: dict, name: str) -> dict:
+    """The Secret key an env var of the container comes from."""
+    (var,) = [v for v in container(deployment)["env"] if v["name"] == name]
+    return var["valueFrom"]["secretKeyRef"]
+
+
+def test_production_gives_every_setting_a_production_start_requires(service, rendered):
+    """With ENVIRONMENT=production a service refuses public default secrets and unset required settings."""
+    name, main = service
+    settings = type(main.settings)
+    docs = rendered["prod"]
+    deployment = objects(docs, "Deployment")[f"refund-{name}"]
+    env = env_names(deployment, objects(docs, "ConfigMap"))
+    for setting in settings.production_secrets:
+        assert secret_ref(deployment, setting.upper())["key"], (name, setting)
+    for setting in settings.production_required:
+        assert setting.upper() in env and env[setting.upper()] != "", (name, setting)
+
+
+@pytest.mark.parametrize(("overlay", "environment"), [("local", "local"), ("prod", "production")])
+def test_every_service_runs_in_its_overlays_environment(overlay, environment, service, rendered):
+    name, _ = service
+    docs = rendered[overlay]
+    env = env_names(objects(docs, "Deployment")[f"refund-{name}"], objects(docs, "ConfigMap"))
+    assert env["ENVIRONMENT"] == environment
+
+
+# Where the gateway clients' GATEWAY_ROUTES come from: operators' Secret of real gateways in production,
+# the simulator's routes (local-secrets.sh) in the local overlay.
+ROUTES_SECRET = {"prod": {"name": "refund-gateway-routes", "key": "gateway-routes"},
+                 "local": {"name": "gatewaysim-routes", "key": "gateway-routes"}}
+
+
+@pytest.mark.parametrize("overlay", ["local", "prod"])
+@pytest.mark.parametrize("name", GATEWAY_CLIENTS)
+def test_gateway_clients_get_their_routes_from_a_secret(overlay, name, rendered):
+    deployment = objects(rendered[overlay], "Deployment")[f"refund-{name}"]
+    assert secret_ref(deployment, "GATEWAY_ROUTES") == ROUTES_SECRET[overlay]
+    require_setting(name, "GATEWAY_ROUTES")
+
+
+@pytest.mark.parametrize("overlay", ["local", "prod"])
+def test_only_the_gateway_clients_get_gateway_routes(overlay, rendered):
+    deployments = objects(rendered[overlay], "Deployment")
+    routed = {name for name in SERVICES
+              if "GATEWAY_ROUTES" in {v["name"] for v in container(deployments[f"refund-{name}"])["env"]}}
+    assert routed == set(GATEWAY_CLIENTS)
+
+
+def test_the_production_overlay_has_no_simulator(rendered, rendered_files):
+    docs = rendered["prod"]
+    text = rendered_files["prod"].read_text()
+    assert "gatewaysim" not in text and "gateway-simulator" not in text
+    assert not re.search(r"simulator\W*:\s*true", text, re.I)
+    assert not [d for d in docs if "gatewaysim" in json.dumps(d)]
+
+
+def test_the_local_overlay_runs_the_simulator_from_its_dockerfile(rendered):
+    docs = rendered["local"]
+    deployment = objects(docs, "Deployment")["gatewaysim"]
+    pod = deployment["spec"]["template"]["spec"]
+    spec = container(deployment)
+    image = parse_dockerfile(ROOT / "gatewaysim/Dockerfile")
+    main = importlib.import_module("gatewaysim.main")
+
+    assert spec["image"] == "gatewaysim:dev"  # the tag compose builds
+    assert option(image["cmd"], "uvicorn") == "gatewaysim.main:app"
+    assert option(image["cmd"], "--host") == "0.0.0.0"
+    port = int(option(image["cmd"], "--port"))
+    assert [p["containerPort"] for p in spec["ports"] if p["name"] == "http"] == [port] and image["expose"] == [port]
+    env = env_names(deployment, objects(docs, "ConfigMap"))
+    assert set(env) <= simulator_env_names(), set(env) - simulator_env_names()
+    assert env["SIM_HTTP_PORT"] == str(port)
+    assert env["SIM_DATABASE_URL"] is None and secret_ref(deployment, "SIM_DATABASE_URL")["key"]
+    assert env["SIM_ACCOUNTS"] is None and secret_ref(deployment, "SIM_ACCOUNTS")["key"]
+    routes = {getattr(route, "path", None) for route in main.app.routes}
+    assert {spec[probe]["httpGet"]["path"] for probe in ("startupProbe", "livenessProbe", "readinessProbe")} <= routes
+    assert spec["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert_pod_hardened(pod, docs)
+    assert int(image["user"]) == pod["securityContext"]["runAsUser"]
+    pre_stop = spec["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + float(option(image["cmd"], "--timeout-graceful-shutdown"))
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert objects(docs, "Service")["gatewaysim"]["spec"]["selector"].items() <= labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_simulator_dockerfile_is_multi_stage_pinned_and_ships_only_the_simulator():
+    image = parse_dockerfile(ROOT / "gatewaysim/Dockerfile")
+    assert len(image["froms"]) >= 2
+    for base in image["froms"]:
+        assert re.search(r":\d+\.\d+\.\d+", base) or "@sha256:" in base, f"unpinned base image {base}"
+    copied = {source for line in re.findall(r"^COPY (?!--from=)(.+)$", image["text"], re.M)
+              for source in line.split()[:-1]}
+    assert copied == {"pyproject.toml", "uv.lock", "shared/", "gatewaysim/"}, copied
+    assert "uv sync --frozen" in image["text"]
+    assert image["user"] not in ("root", "0")

@@ -1,18 +1,27 @@
 """deploy/compose/compose.yaml is a valid Compose file that runs what the services expect."""
 
+import importlib
 import json
 import re
 import shlex
+from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
 import yaml
+from pydantic import TypeAdapter
 
 from devstack import SERVICES
+from gatewaysim.settings import Account
 from shared.topics import TOPICS
-from tests.deploy.conftest import ROOT, SCHEMAS, settings_env_names
+from tests.deploy.conftest import (
+    AHEAD_OF_THE_SERVICES, GATEWAY_CLIENTS, ROOT, SCHEMAS, assert_routes_reach_the_simulator_accounts, require_setting,
+    settings_env_names, simulator_env_names,
+)
 
 COMPOSE_DIR = ROOT / "deploy/compose"
+# Built from this repository (not pinned third-party images): the services and the gateway simulator.
+BUILT_HERE = (*SERVICES, "gatewaysim")
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +46,10 @@ def test_each_service_is_built_from_its_dockerfile_with_env_it_reads(compose, na
     assert service["image"] == f"refund-{name}:dev"  # the tag the local Kubernetes overlay runs
     env = service["environment"]
     fields = settings_env_names(name)
-    assert set(env) <= fields, set(env) - fields
+    assert set(env) - AHEAD_OF_THE_SERVICES <= fields, set(env) - fields
     assert env["SERVICE_NAME"] == name
+    # The images say production; compose routes to the simulator, which production refuses.
+    assert env["ENVIRONMENT"] == "local"
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     assert env["DATABASE_URL"].split("@")[1].startswith("postgres:5432/")
     assert service["ports"][0].endswith(f":{env['HTTP_PORT']}")
@@ -47,6 +58,63 @@ def test_each_service_is_built_from_its_dockerfile_with_env_it_reads(compose, na
     grace = int(service["stop_grace_period"].rstrip("s"))
     assert grace > 20 + float(env["GRACEFUL_TIMEOUT_SECONDS"])  # uvicorn drain + consumer graceful timeout
     assert service["depends_on"]["kafka-topics"]["condition"] == "service_completed_successfully"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_service_connects_as_its_own_role_which_owns_its_schema(compose, name):
+    schema = importlib.import_module(f"services.{name}.main").stage.schema
+    role = urlsplit(compose["services"][name]["environment"]["DATABASE_URL"]).username
+    assert role == f"refund_{schema}"
+    assert owned_schemas(compose)[role] == schema
+
+
+def owned_schemas(compose: dict) -> dict[str, str]:
+    """Role -> the schema it owns, as postgres-init/ creates them (mounted where the image runs them)."""
+    mounts = compose["services"]["postgres"]["volumes"]
+    assert "./postgres-init:/docker-entrypoint-initdb.d:ro" in mounts
+    sql = " ".join(path.read_text() for path in sorted((COMPOSE_DIR / "postgres-init").glob("*.sql")))
+    logins = set(re.findall(r"CREATE ROLE (\w+) LOGIN", sql))
+    owned = dict((role, schema) for schema, role in re.findall(r"CREATE SCHEMA (\w+) AUTHORIZATION (\w+)", sql))
+    assert set(owned) <= logins
+    return owned
+
+
+def test_the_gateway_simulator_runs_as_its_own_process_role_and_schema(compose):
+    sim = compose["services"]["gatewaysim"]
+    assert (COMPOSE_DIR / sim["build"]["context"]).resolve() == ROOT
+    assert sim["build"]["dockerfile"] == "gatewaysim/Dockerfile"
+    assert sim["image"] == "gatewaysim:dev"  # the tag the local Kubernetes overlay runs
+    env = sim["environment"]
+    assert set(env) <= simulator_env_names(), set(env) - simulator_env_names()
+    assert owned_schemas(compose)[urlsplit(env["SIM_DATABASE_URL"]).username] == "gateway_sim"
+    assert sim["ports"][0].endswith(f":{env['SIM_HTTP_PORT']}")
+    assert "/readyz" in " ".join(sim["healthcheck"]["test"])
+    assert sim["read_only"] is True and sim["user"] != "0" and sim["cap_drop"] == ["ALL"]
+    assert set(sim["depends_on"]) == {"postgres"}
+    # Its accounts: the pipeline's gateway names, each posting its webhooks to payout.
+    accounts = TypeAdapter(dict[str, Account]).validate_json(env["SIM_ACCOUNTS"])
+    assert {name: a.personality for name, a in accounts.items()} == {"sim": "stripe", "stripe": "stripe",
+                                                                     "adyen": "adyen"}
+    payout_port = compose["services"]["payout"]["environment"]["HTTP_PORT"]
+    for name, account in accounts.items():
+        assert account.webhook_url == f"http://payout:{payout_port}/v1/gateway-events/{name}"
+    seeds = json.loads(env["SIM_SEED_PAYMENTS"])
+    assert {seed["account"] for seed in seeds} <= set(accounts)
+
+
+@pytest.mark.parametrize("name", GATEWAY_CLIENTS)
+def test_gateway_clients_route_every_gateway_to_the_simulator_with_its_keys(compose, name):
+    service = compose["services"][name]
+    sim = compose["services"]["gatewaysim"]["environment"]
+    assert_routes_reach_the_simulator_accounts(service["environment"]["GATEWAY_ROUTES"], sim["SIM_ACCOUNTS"],
+                                               f"http://gatewaysim:{sim['SIM_HTTP_PORT']}")
+    assert service["depends_on"]["gatewaysim"]["condition"] == "service_healthy"
+    require_setting(name, "GATEWAY_ROUTES")
+
+
+def test_only_the_gateway_clients_get_gateway_routes(compose):
+    routed = {name for name in SERVICES if "GATEWAY_ROUTES" in compose["services"][name]["environment"]}
+    assert routed == set(GATEWAY_CLIENTS)
 
 
 def test_topic_script_creates_every_contract_topic(compose):
@@ -82,6 +150,6 @@ def test_grafana_provisions_the_dashboards(compose):
 
 def test_third_party_images_are_pinned(compose):
     for name, service in compose["services"].items():
-        if name not in SERVICES:
+        if name not in BUILT_HERE:
             # A full release version (PostgreSQL's are major.minor), never `latest` or a bare major.
             assert re.search(r":v?\d+\.\d+(\.\d+)?(-\w+)?$", service["image"]), f"{name}: unpinned {service['image']}"
