@@ -124,11 +124,20 @@ REQUIRED_COLUMNS = {
 }
 
 
+def _missing(fmt: str, reader: csv.DictReader) -> set[str]:
+    return REQUIRED_COLUMNS[fmt] - set(reader.fieldnames or ())
+
+
+def missing_columns(fmt: str, text: str) -> set[str]:
+    """The required columns the file's header lacks: all of them for something that is not a report."""
+    return _missing(fmt, csv.DictReader(io.StringIO(text)))
+
+
 def parse(fmt: str, text: str) -> ParsedReport:
     """Every data row ends as a line, an error or an ignored row, each with its line number."""
     report = ParsedReport()
     reader = csv.DictReader(io.StringIO(text))
-    missing = REQUIRED_COLUMNS[fmt] - set(reader.fieldnames or ())
+    missing = _missing(fmt, reader)
     if missing:
         report.errors.append(LineError(1, ",".join(sorted(missing)), "missing columns in the header"))
         return report
