@@ -1,8 +1,10 @@
-"""Reconcile's amount, FX and fee rules, and the ledger with FX differences. Pure domain, no I/O."""
+"""Reconcile's amount, FX and fee rules, the ledger with FX differences, FX rows in Adyen's report. No I/O."""
 
 import pytest
 
 from services.reconcile.domain import Ledger, classify_line, match, share
+from services.reconcile.settlement_files import parse
+from tests.integration.settlement_reports import ADYEN_HEADER
 
 
 def test_a_share_is_rounded_up_to_a_whole_minor_unit():
@@ -49,3 +51,14 @@ def test_the_ledger_counts_fx_matches_at_payouts_amount_and_shows_the_gap_apart(
     entry = Ledger("USD", paid=3703, matched_settled=3703, open_discrepancies=0, resolved=0, awaiting=0,
                    fx_difference=8)
     assert entry.imbalance == 0 and entry.settled_by_gateway == 3711
+
+
+def test_an_adyen_row_converted_by_adyen_settles_its_net_amount_in_the_net_currency():
+    # 50.00 USD refunded from a EUR account: 46.38 EUR debited plus 0.70 EUR commission.
+    row = ("Co,Merch,psp-1,m1,visa,2026-11-24 10:00:00,UTC,Refunded,REF1,USD,50.00,,0.9276,EUR,47.08,,0.70,0.00,"
+           "0.00,0.00,visa,,3")
+    same = ("Co,Merch,psp-2,m1,visa,2026-11-24 10:00:00,UTC,Refunded,REF2,JPY,1200,,1,JPY,1212,,12,0,0,0,visa,,3")
+    parsed = parse("adyen", "\n".join([ADYEN_HEADER, row, same]) + "\n")
+    assert parsed.errors == []
+    assert [(l.gateway_ref, l.amount_value, l.currency, l.fee_value) for l in parsed.lines] == [
+        ("REF1", 4638, "EUR", 70), ("REF2", 1200, "JPY", 12)]
