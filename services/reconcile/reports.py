@@ -90,7 +90,9 @@ class StripeReports:
         if cursor.get("run"):
             return (await reporting.report_runs.retrieve_async(cursor["run"])).to_dict()
         available = (await reporting.report_types.retrieve_async(STRIPE_REPORT_TYPE)).to_dict()
-        start, end = cursor.get("interval_end") or available["data_available_start"], available["data_available_end"]
+        # Nothing is reportable before data_available_start, so a cursor before it starts there.
+        start = max(cursor.get("interval_end") or 0, available["data_available_start"])
+        end = available["data_available_end"]
         if end <= start:
             return None
         return (await reporting.report_runs.create_async(
