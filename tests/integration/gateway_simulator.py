@@ -1,8 +1,11 @@
 """The gateway simulator as the external HTTP gateway it is: its own process, started and stopped by a test.
 
-`SimulatorProcess` runs `python -m gatewaysim` on a free port against the stack's PostgreSQL
-(schema `gateway_sim`). `SimulatorClient` makes payments and refunds there over the simulator's
-HTTP API, as the platform and payout do. `routes()` is the GATEWAY_ROUTES the pipeline gets for it.
+`SimulatorProcess` runs `python -m gatewaysim` on a free port against a database of the test's own
+(schema `gateway_sim`), so neither the stack's data nor another simulator shares its ledger.
+`SimulatorClient` makes payments and refunds there over the simulator's HTTP API, as the platform and
+payout do. `Accounts` names one Stripe-shaped and one Adyen-shaped account; their gateway names are
+fresh per test run, so reconcile's cursors for them start empty too. `routes()` is the
+GATEWAY_ROUTES the pipeline gets for them.
 """
 
 import os
@@ -10,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -23,26 +27,34 @@ REPORT_USER, REPORT_PASSWORD = "report_reconcile", "report-pw-reconcile"
 MERCHANT = "SimMerchant"
 
 
-def accounts(stripe_settles_in: str | None = None, adyen_settles_in: str | None = None) -> dict:
-    """SIM_ACCOUNTS: `sim` Stripe-shaped, `adyen` Adyen-shaped, each settling in the given currency."""
-    return {
-        "sim": {"personality": "stripe", "api_key": STRIPE_KEY, "webhook_secret": "whsec_reconcile_pull",
-                "settlement_currency": stripe_settles_in},
-        "adyen": {"personality": "adyen", "api_key": ADYEN_KEY, "webhook_secret": ADYEN_HMAC,
-                  "settlement_currency": adyen_settles_in, "merchant_account": MERCHANT,
-                  "report_user": REPORT_USER, "report_password": REPORT_PASSWORD},
-    }
+@dataclass(frozen=True)
+class Accounts:
+    """A Stripe-shaped and an Adyen-shaped account (gateway names), each settling in its currency."""
 
+    stripe: str = field(default_factory=lambda: f"sim-{uuid.uuid4().hex[:6]}")
+    adyen: str = field(default_factory=lambda: f"adyen-{uuid.uuid4().hex[:6]}")
+    stripe_settles_in: str | None = None
+    adyen_settles_in: str | None = None
 
-def routes(base: str) -> dict:
-    """GATEWAY_ROUTES for the simulator's two accounts (JSON-ready)."""
-    return {
-        "sim": {"kind": "stripe", "base_url": f"{base}/sim", "api_key": STRIPE_KEY,
-                "webhook_secret": "whsec_reconcile_pull", "simulator": True, "timeout_seconds": 5},
-        "adyen": {"kind": "adyen", "base_url": f"{base}/adyen", "api_key": ADYEN_KEY, "hmac_key": ADYEN_HMAC,
-                  "merchant_account": MERCHANT, "report_user": REPORT_USER, "report_password": REPORT_PASSWORD,
-                  "simulator": True, "timeout_seconds": 5},
-    }
+    def settings(self) -> dict:
+        """SIM_ACCOUNTS."""
+        return {
+            self.stripe: {"personality": "stripe", "api_key": STRIPE_KEY, "webhook_secret": "whsec_reconcile_pull",
+                          "settlement_currency": self.stripe_settles_in},
+            self.adyen: {"personality": "adyen", "api_key": ADYEN_KEY, "webhook_secret": ADYEN_HMAC,
+                         "settlement_currency": self.adyen_settles_in, "merchant_account": MERCHANT,
+                         "report_user": REPORT_USER, "report_password": REPORT_PASSWORD},
+        }
+
+    def routes(self, base: str) -> dict:
+        """GATEWAY_ROUTES for both accounts at the simulator on `base` (JSON-ready)."""
+        return {
+            self.stripe: {"kind": "stripe", "base_url": f"{base}/{self.stripe}", "api_key": STRIPE_KEY,
+                          "webhook_secret": "whsec_reconcile_pull", "simulator": True, "timeout_seconds": 5},
+            self.adyen: {"kind": "adyen", "base_url": f"{base}/{self.adyen}", "api_key": ADYEN_KEY,
+                         "hmac_key": ADYEN_HMAC, "merchant_account": MERCHANT, "report_user": REPORT_USER,
+                         "report_password": REPORT_PASSWORD, "simulator": True, "timeout_seconds": 5},
+        }
 
 
 class SimulatorProcess:
@@ -90,32 +102,34 @@ class SimulatorProcess:
 class SimulatorClient:
     """Payments and refunds at the simulator, over its HTTP API; each returns the refund's gateway reference."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, accounts: Accounts) -> None:
         self.http = httpx.AsyncClient(base_url=base, timeout=15)
+        self.accounts = accounts
 
     async def aclose(self) -> None:
         await self.http.aclose()
 
     async def stripe_refund(self, value: int, currency: str, token: str = "") -> str:
-        payment = f"pi_{uuid.uuid4().hex[:16]}{'_' + token if token else ''}"
+        account, payment = self.accounts.stripe, f"pi_{uuid.uuid4().hex[:16]}{'_' + token if token else ''}"
         bearer = {"Authorization": f"Bearer {STRIPE_KEY}"}
-        made = await self.http.post("/sim/v1/payment_intents", headers=bearer, data={
+        made = await self.http.post(f"/{account}/v1/payment_intents", headers=bearer, data={
             "id": payment, "amount": value, "currency": currency.lower(), "confirm": "true"})
         assert made.status_code == 200, made.text
         key = f"po_{uuid.uuid4().hex}"
-        refund = await self.http.post("/sim/v1/refunds", headers=bearer | {"Idempotency-Key": key}, data={
+        refund = await self.http.post(f"/{account}/v1/refunds", headers=bearer | {"Idempotency-Key": key}, data={
             "payment_intent": payment, "amount": value, "metadata[refund_key]": key})
         assert refund.status_code == 200 and refund.json()["status"] == "succeeded", refund.text
         return refund.json()["id"]
 
     async def adyen_refund(self, value: int, currency: str, token: str = "") -> str:
-        psp = f"PSP{uuid.uuid4().hex[:13].upper()}{'-' + token if token else ''}"
+        account, psp = self.accounts.adyen, f"PSP{uuid.uuid4().hex[:13].upper()}{'-' + token if token else ''}"
         key = {"X-API-Key": ADYEN_KEY}
         amount = {"value": value, "currency": currency}
-        made = await self.http.post("/adyen/sim/payments", headers=key, json={"pspReference": psp, "amount": amount})
+        made = await self.http.post(f"/{account}/sim/payments", headers=key,
+                                    json={"pspReference": psp, "amount": amount})
         assert made.status_code == 200, made.text
         idempotency = f"po_{uuid.uuid4().hex}"
-        refund = await self.http.post(f"/adyen/v71/payments/{psp}/refunds",
+        refund = await self.http.post(f"/{account}/v71/payments/{psp}/refunds",
                                       headers=key | {"Idempotency-Key": idempotency},
                                       json={"merchantAccount": MERCHANT, "amount": amount, "reference": idempotency})
         assert refund.status_code == 201, refund.text

@@ -1,21 +1,25 @@
 """Reconcile pulls settlement reports from every configured gateway over its HTTP API.
 
-The gateway is the simulator as its own process: a Stripe-shaped account `sim` (Reports API) that
-settles in USD and an Adyen-shaped account `adyen` (settlement detail report batches, basic auth)
-that settles in EUR, with an FX spread and fees. Refunds are made there over HTTP as payout makes
-them; the tests publish payout's `refund.paid.v1` for each and read only what reconcile shows.
+The gateway is the simulator as its own process, on a database of its own: a Stripe-shaped
+account (Reports API, like `sim`) that settles in USD and an Adyen-shaped account (settlement
+detail report batches, basic auth, like `adyen`) that settles in EUR, with an FX spread and fees;
+their gateway names are fresh per run. Refunds are made there over HTTP as payout makes them; the
+tests publish payout's `refund.paid.v1` for each and read only what reconcile shows.
 """
 
 import json
 import socket
+import uuid
 from decimal import ROUND_HALF_EVEN, Decimal
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
 import pytest
 
 from shared import topics
 from shared.money import Money
-from tests.integration.gateway_simulator import SimulatorClient, SimulatorProcess, accounts, routes, sim_settings
+from tests.integration.gateway_simulator import Accounts, SimulatorClient, SimulatorProcess, sim_settings
 from tests.integration.helpers import TopicTail, wait_until
 from tests.integration.scrape import samples, total
 from tests.integration.service_fixtures import service_configured
@@ -27,19 +31,31 @@ SPREAD_BPS = 30
 FAILURES = "refund_reconcile_report_pull_failures_total"
 
 
+ACCOUNTS = Accounts(stripe_settles_in="USD", adyen_settles_in="EUR")
+SIM, ADYEN = ACCOUNTS.stripe, ACCOUNTS.adyen
+
+
 @pytest.fixture(scope="module")
-def simulator(stack):
-    process = SimulatorProcess(stack.dsn, stack.logs_dir / "gatewaysim-reconcile-pull.log", **sim_settings(
-        SIM_ACCOUNTS=json.dumps(accounts(stripe_settles_in="USD", adyen_settles_in="EUR")),
-        SIM_FX_RATES=json.dumps({"EUR/USD": str(EUR_USD)}), SIM_FX_SPREAD_BPS=str(SPREAD_BPS), SIM_FEE_BPS="150"))
-    process.start()
-    yield process
-    process.stop()
+async def simulator(stack):
+    name = f"gatewaysim_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(stack.dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    process = SimulatorProcess(urlunsplit(urlsplit(stack.dsn)._replace(path=f"/{name}")),
+                               stack.logs_dir / "gatewaysim-reconcile-pull.log", **sim_settings(
+        SIM_ACCOUNTS=json.dumps(ACCOUNTS.settings()), SIM_FX_RATES=json.dumps({"EUR/USD": str(EUR_USD)}),
+        SIM_FX_SPREAD_BPS=str(SPREAD_BPS), SIM_FEE_BPS="150"))
+    try:
+        process.start()
+        yield process
+    finally:
+        process.stop()
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 @pytest.fixture
 async def gateway(simulator):
-    client = SimulatorClient(simulator.url)
+    client = SimulatorClient(simulator.url, ACCOUNTS)
     yield client
     await client.aclose()
 
@@ -60,7 +76,8 @@ def payout_estimate(value: int, rate: Decimal) -> int:
 
 
 def pulling(simulator: SimulatorProcess, **extra_routes: dict) -> dict[str, str]:
-    return {"GATEWAY_ROUTES": json.dumps(routes(simulator.url) | extra_routes), "RECONCILE_REPORT_PULL_SECONDS": "1"}
+    return {"GATEWAY_ROUTES": json.dumps(ACCOUNTS.routes(simulator.url) | extra_routes),
+            "RECONCILE_REPORT_PULL_SECONDS": "1"}
 
 
 async def states(db, refs: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str | None]]:
@@ -97,15 +114,15 @@ async def test_both_personalities_reports_are_pulled_and_reconcile_to_the_cent(s
                                                                                 gateway):
     # Stripe-shaped `sim` settles in USD: USD refunds stay USD, EUR ones are converted with the spread.
     refs = {
-        "plain": ("sim", await gateway.stripe_refund(2500, "USD")),
-        "fee": ("sim", await gateway.stripe_refund(2500, "USD", "sim-fee")),  # 150 bps: 38
-        "least_fee": ("sim", await gateway.stripe_refund(10, "USD", "sim-fee")),  # the gateway's minimum: 1
-        "fx": ("sim", await gateway.stripe_refund(2500, "EUR")),
-        "fx_far": ("sim", await gateway.stripe_refund(2000, "EUR")),
+        "plain": (SIM, await gateway.stripe_refund(2500, "USD")),
+        "fee": (SIM, await gateway.stripe_refund(2500, "USD", "sim-fee")),  # 150 bps: 38
+        "least_fee": (SIM, await gateway.stripe_refund(10, "USD", "sim-fee")),  # the gateway's minimum: 1
+        "fx": (SIM, await gateway.stripe_refund(2500, "EUR")),
+        "fx_far": (SIM, await gateway.stripe_refund(2000, "EUR")),
         # Adyen-shaped `adyen` settles in EUR.
-        "a_plain": ("adyen", await gateway.adyen_refund(4000, "EUR")),
-        "a_fee": ("adyen", await gateway.adyen_refund(4000, "EUR", "sim-fee")),
-        "a_fx": ("adyen", await gateway.adyen_refund(5000, "USD")),
+        "a_plain": (ADYEN, await gateway.adyen_refund(4000, "EUR")),
+        "a_fee": (ADYEN, await gateway.adyen_refund(4000, "EUR", "sim-fee")),
+        "a_fx": (ADYEN, await gateway.adyen_refund(5000, "USD")),
     }
     expected_fx = {"fx": payout_estimate(2500, EUR_USD), "a_fx": payout_estimate(5000, 1 / EUR_USD)}
     paid = {
@@ -162,22 +179,22 @@ async def test_both_personalities_reports_are_pulled_and_reconcile_to_the_cent(s
 
             # The cursors advanced; a restarted reconcile goes on from them and pulls no line twice.
             cursors = dict(await db.fetch("SELECT gateway, position FROM reconcile.report_pull_cursors "
-                                          "WHERE gateway = ANY($1)", ["sim", "adyen"]))
-            assert int(cursors["adyen"]) >= 1 and json.loads(cursors["sim"])["interval_end"] > 0
+                                          "WHERE gateway = ANY($1)", [SIM, ADYEN]))
+            assert int(cursors[ADYEN]) >= 1 and json.loads(cursors[SIM])["interval_end"] > 0
             last_report = await db.fetchval("SELECT max(id) FROM reconcile.settlement_reports")
             stack.restart_service("reconcile", env)
-            after = {"after": ("sim", await gateway.stripe_refund(1500, "USD")),
-                     "a_after": ("adyen", await gateway.adyen_refund(1500, "EUR"))}
+            after = {"after": (SIM, await gateway.stripe_refund(1500, "USD")),
+                     "a_after": (ADYEN, await gateway.adyen_refund(1500, "EUR"))}
             for name, (gateway_name, ref) in after.items():
-                await publish_paid(producer, ref, 1500, "USD" if gateway_name == "sim" else "EUR", gateway=gateway_name)
+                await publish_paid(producer, ref, 1500, "USD" if gateway_name == SIM else "EUR", gateway=gateway_name)
             await wait_states(db, after, {name: matched for name in after})
             moved = dict(await db.fetch("SELECT gateway, position FROM reconcile.report_pull_cursors "
-                                        "WHERE gateway = ANY($1)", ["sim", "adyen"]))
-            assert int(moved["adyen"]) > int(cursors["adyen"])
-            assert json.loads(moved["sim"])["interval_end"] > json.loads(cursors["sim"])["interval_end"]
+                                        "WHERE gateway = ANY($1)", [SIM, ADYEN]))
+            assert int(moved[ADYEN]) > int(cursors[ADYEN])
+            assert json.loads(moved[SIM])["interval_end"] > json.loads(cursors[SIM])["interval_end"]
             pulled_again = await db.fetch(
                 "SELECT id, received_from, lines_known FROM reconcile.settlement_reports WHERE id > $1 "
-                "AND gateway = ANY($2) AND lines_known > 0", last_report, ["sim", "adyen"])
+                "AND gateway = ANY($2) AND lines_known > 0", last_report, [SIM, ADYEN])
             assert pulled_again == [], pulled_again
             assert all(len(found) == 1 for found in (await lines_of(db, refs | after)).values())
             await assert_ledger_balances(stack)
@@ -189,10 +206,10 @@ async def test_a_gateway_that_is_down_is_retried_and_holds_up_no_other(stack, pr
               "webhook_secret": "whsec_silent", "timeout_seconds": 1}
     env = pulling(simulator, silent=silent)
     with service_configured(stack, "reconcile", **env):
-        before = {"s": ("sim", await gateway.stripe_refund(1200, "USD")),
-                  "a": ("adyen", await gateway.adyen_refund(1200, "EUR"))}
-        await publish_paid(producer, before["s"][1], 1200, "USD", gateway="sim")
-        await publish_paid(producer, before["a"][1], 1200, "EUR", gateway="adyen")
+        before = {"s": (SIM, await gateway.stripe_refund(1200, "USD")),
+                  "a": (ADYEN, await gateway.adyen_refund(1200, "EUR"))}
+        await publish_paid(producer, before["s"][1], 1200, "USD", gateway=SIM)
+        await publish_paid(producer, before["a"][1], 1200, "EUR", gateway=ADYEN)
         # The silent gateway times out every round; the simulator's reports still arrive.
         await wait_states(db, before, {"s": ("matched", "matched"), "a": ("matched", "matched")})
         assert total(stack, "reconcile", FAILURES, gateway="silent") >= 1
@@ -200,7 +217,7 @@ async def test_a_gateway_that_is_down_is_retried_and_holds_up_no_other(stack, pr
 
         simulator.stop()
         try:
-            failed = {name: total(stack, "reconcile", FAILURES, gateway=name) for name in ("sim", "adyen")}
+            failed = {name: total(stack, "reconcile", FAILURES, gateway=name) for name in (SIM, ADYEN)}
 
             async def counted():
                 return all(total(stack, "reconcile", FAILURES, gateway=name) >= failed[name] + 2 for name in failed)
@@ -208,10 +225,10 @@ async def test_a_gateway_that_is_down_is_retried_and_holds_up_no_other(stack, pr
         finally:
             simulator.start()
         # Back up: the next rounds pull from the same cursors.
-        back = {"s": ("sim", await gateway.stripe_refund(1300, "USD")),
-                "a": ("adyen", await gateway.adyen_refund(1300, "EUR"))}
-        await publish_paid(producer, back["s"][1], 1300, "USD", gateway="sim")
-        await publish_paid(producer, back["a"][1], 1300, "EUR", gateway="adyen")
+        back = {"s": (SIM, await gateway.stripe_refund(1300, "USD")),
+                "a": (ADYEN, await gateway.adyen_refund(1300, "EUR"))}
+        await publish_paid(producer, back["s"][1], 1300, "USD", gateway=SIM)
+        await publish_paid(producer, back["a"][1], 1300, "EUR", gateway=ADYEN)
         await wait_states(db, back, {"s": ("matched", "matched"), "a": ("matched", "matched")})
         assert all(len(found) == 1 for found in (await lines_of(db, {"s0": before["s"], "a0": before["a"],
                                                                      **back})).values())
