@@ -87,7 +87,9 @@ def settlement_router(stage: Stage, auth: StaffAuth) -> APIRouter:
 
     @router.get("/ledger")
     async def ledger(user: Annotated[StaffUser, finance]) -> list[dict]:
-        """The ledger invariant per currency: imbalance must be 0."""
-        return [dict(vars(entry), imbalance=entry.imbalance) for entry in await store.ledger(stage.pool)]
+        """The ledger invariant per currency: imbalance must be 0. FX-tolerance matches count at payout's
+        expected amount in `matched_settled`; `fx_difference` is what the gateway settled beyond it."""
+        return [dict(vars(entry), imbalance=entry.imbalance, settled_by_gateway=entry.settled_by_gateway)
+                for entry in await store.ledger(stage.pool)]
 
     return router

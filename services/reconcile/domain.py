@@ -28,32 +28,52 @@ class GatewayRef(NamedTuple):
 class Match:
     state: str  # matched | discrepancy
     category: str  # matched | one of CATEGORIES
+    # A cross-currency match within the FX tolerance: settled minus expected, in minor units.
+    fx_difference: int = 0
+
+    @property
+    def reason_codes(self) -> list[str]:
+        return [f"fx_difference:{self.fx_difference}"] if self.fx_difference else []
 
 
-def match(paid_value: int, paid_currency: str, settled_value: int, settled_currency: str) -> Match:
+def share(value: int, bps: int) -> int:
+    """`bps` basis points of `value`, rounded up to a whole minor unit (a gateway cannot charge less than one)."""
+    return -(-value * bps // 10_000)
+
+
+def match(paid_value: int, paid_currency: str, settled_value: int, settled_currency: str, *,
+          fx_tolerance_bps: int = 0) -> Match:
+    """Exact to the minor unit; with `fx_tolerance_bps` (a cross-currency refund, converted by the
+    gateway at its own rate) a line within that share of the expected amount matches, the gap recorded."""
     if settled_currency != paid_currency:
         return Match("discrepancy", "currency_mismatch")
-    if settled_value != paid_value:
-        return Match("discrepancy", "amount_mismatch")
-    return Match("matched", "matched")
+    difference = settled_value - paid_value
+    if difference == 0:
+        return Match("matched", "matched")
+    if abs(difference) <= share(paid_value, fx_tolerance_bps):
+        return Match("matched", "matched", fx_difference=difference)
+    return Match("discrepancy", "amount_mismatch")
 
 
 def classify_line(kind: str, payout_state: str, payout_category: str | None, paid_value: int, paid_currency: str,
-                  settled_value: int, settled_currency: str, fee_value: int = 0, max_fee_bps: int = 10_000) -> Match:
+                  settled_value: int, settled_currency: str, fee_value: int = 0, max_fee_bps: int = 10_000, *,
+                  fx_tolerance_bps: int = 0) -> Match:
     """A report line against the paid refund with its gateway and gateway reference.
 
     A refund already accounted for (matched, resolved, or in a discrepancy
     other than a missing line) makes a second refund line a duplicate; a line
     arriving after the refund was reported missing re-matches it. The gateway's
-    fee on a refund may be at most `max_fee_bps` of it.
+    fee on a refund may be at most `max_fee_bps` of it (rounded up to a minor
+    unit). `fx_tolerance_bps` is given for a refund settled in another currency
+    than it was paid in (see `match`).
     """
     if kind == "refund_reversal":
         return Match("discrepancy", "reversed")
     if payout_state in ("matched", "resolved") or (
             payout_state == "discrepancy" and payout_category != "missing_in_report"):
         return Match("discrepancy", "duplicate")
-    result = match(paid_value, paid_currency, settled_value, settled_currency)
-    if result.state == "matched" and fee_value * 10_000 > settled_value * max_fee_bps:
+    result = match(paid_value, paid_currency, settled_value, settled_currency, fx_tolerance_bps=fx_tolerance_bps)
+    if result.state == "matched" and fee_value > share(settled_value, max_fee_bps):
         return Match("discrepancy", "fee_mismatch")
     return result
 
@@ -64,13 +84,23 @@ class Ledger:
 
     currency: str
     paid: int  # what payout reports it paid (in the merchant's settlement currency)
-    matched_settled: int  # what matched settlement lines say was settled
+    # What matched settlement lines account for: the settled amount, except that a cross-currency
+    # line matched within the FX tolerance counts at the amount payout expected...
+    matched_settled: int
     open_discrepancies: int  # paid money in open payout-side discrepancies
     resolved: int  # paid money finance closed by decision
     awaiting: int  # paid, within the reconcile SLA, no line yet
     # Of `open_discrepancies`: paid money the gateway returned (status `reversed`), until finance
     # decides what happens to it. Shown on its own, not another term of the invariant.
     reversed: int = 0
+    # ...and this is the gap: what those lines settled beyond (or, negative, short of) payout's
+    # expected amount. The gateway settled matched_settled + fx_difference. Not a term of the invariant.
+    fx_difference: int = 0
+
+    @property
+    def settled_by_gateway(self) -> int:
+        """What the matched lines themselves say the gateway settled."""
+        return self.matched_settled + self.fx_difference
 
     @property
     def imbalance(self) -> int:

@@ -1,8 +1,8 @@
-"""Reconcile: record what was paid; ingest settlement reports; match the two; keep the queue.
+"""Reconcile: record what was paid; match settlement lines to it; keep the queue.
 
-The matcher loop: pull the simulator's report (in a real gateway's file
-layout) from a cursor, then in one transaction per pass match unmatched lines
-to paid refunds, report refunds still without a line after the SLA
+Lines come from reports pulled from the gateways (services/reconcile/pulls.py)
+or uploaded. The matcher loop, in one transaction per pass: match unmatched
+lines to paid refunds, report refunds still without a line after the SLA
 (`missing_in_report`) and lines nothing internal accounts for after the grace
 period (`missing_internally`). Late data re-matches and closes what it explains.
 """
@@ -14,7 +14,6 @@ import asyncpg
 import structlog
 from prometheus_client import Gauge
 
-from gatewaysim.gateway import SimGateway
 from services.reconcile import domain, store
 from shared.envelope import Outgoing, encode
 from shared.events import RefundDiscrepancy, RefundPaid, RefundReconciled
@@ -54,7 +53,7 @@ def refund_event(payout: asyncpg.Record, result: domain.Match, settled: Money | 
                                       "region", "drill", "gateway_ref"})
     if result.state == "matched":
         payload = RefundReconciled(**common, settled_amount=settled or paid.amount, reconciled_at=now,
-                                   reason_codes=reason_codes or [])
+                                   reason_codes=(reason_codes or []) + result.reason_codes)
     else:
         payload = RefundDiscrepancy(**common, category=result.category, settled_amount=settled,
                                     reason_codes=[result.category], detected_at=now)
@@ -62,24 +61,21 @@ def refund_event(payout: asyncpg.Record, result: domain.Match, settled: Money | 
 
 
 class Matcher:
-    """Ingests the simulator's report and matches lines to paid refunds."""
+    """Matches settlement lines to paid refunds, whichever way the lines arrived."""
 
-    def __init__(self, stage: Stage, report: SimGateway, *, gateway: str, report_format: str,
-                 sla_seconds: float, missing_internally_after_seconds: float, max_fee_bps: int = 10_000) -> None:
+    def __init__(self, stage: Stage, *, sla_seconds: float, missing_internally_after_seconds: float,
+                 max_fee_bps: int = 10_000, fx_tolerance_bps: int = 0) -> None:
         self.stage = stage
-        self.report = report
-        self.gateway = gateway
-        self.report_format = report_format
         self.sla_seconds = sla_seconds
         self.missing_internally_after_seconds = missing_internally_after_seconds
         self.max_fee_bps = max_fee_bps
+        self.fx_tolerance_bps = fx_tolerance_bps
 
     async def run_forever(self) -> None:
         while True:
             try:
                 self.stage.committed.clear()
-                busy = await self.ingest() + await self.match_once()
-                if not busy:
+                if not await self.match_once():
                     try:
                         await asyncio.wait_for(self.stage.committed.wait(), timeout=0.5)
                     except TimeoutError:
@@ -87,24 +83,6 @@ class Matcher:
             except Exception:
                 log.exception("reconcile_matcher_failed")
                 await asyncio.sleep(1.0)
-
-    async def ingest(self) -> int:
-        """Pull the simulator's next report file from the cursor and ingest it like an upload."""
-        cursor = await self.stage.pool.fetchval(
-            "SELECT last_line_id FROM reconcile.report_cursors WHERE gateway = $1", self.gateway) or 0
-        text, new_cursor = await self.report.settlement_report(cursor, self.report_format)
-        if new_cursor == cursor:
-            return 0
-        async with self.stage.pool.acquire() as conn, conn.transaction():
-            summary = await store.ingest_report(conn, gateway=self.gateway, fmt=self.report_format, text=text,
-                                                received_from="simulator")
-            if summary["errors"]:
-                log.error("simulator_report_errors", errors=summary["errors"][:5])
-            await conn.execute(
-                "INSERT INTO reconcile.report_cursors (gateway, last_line_id) VALUES ($1, $2) "
-                "ON CONFLICT (gateway) DO UPDATE SET last_line_id = GREATEST(report_cursors.last_line_id, $2)",
-                self.gateway, new_cursor)
-        return summary["lines_new"]
 
     async def match_once(self, batch: int = 1000) -> int:
         async with self.stage.pool.acquire() as conn, conn.transaction():
@@ -123,9 +101,12 @@ class Matcher:
         ref = domain.GatewayRef.of(line)  # the line's report says which gateway it is from
         payout = await conn.fetchrow(
             "SELECT * FROM reconcile.payouts WHERE gateway = $1 AND gateway_ref = $2 FOR UPDATE", *ref)
+        # Converted by the gateway at its own rate: payout's expected amount is an estimate.
+        cross_currency = payout["currency"] != payout["expected_currency"]
         result = domain.classify_line(line["kind"], payout["state"], payout["category"], payout["expected_value"],
                                       payout["expected_currency"], line["amount_value"], line["currency"],
-                                      line["fee_value"], self.max_fee_bps)
+                                      line["fee_value"], self.max_fee_bps,
+                                      fx_tolerance_bps=self.fx_tolerance_bps if cross_currency else 0)
         now = datetime.now(UTC)
         settled = Money(value=line["amount_value"], currency=line["currency"])
         paid = (payout["expected_value"], payout["expected_currency"])
@@ -145,8 +126,8 @@ class Matcher:
             await store.close_automatically(conn, ref=ref, categories=list(domain.PAYOUT_CATEGORIES),
                                             why="superseded by a reversal")
         else:
-            await conn.execute("UPDATE reconcile.settlement_lines SET state = $2 WHERE id = $1", line["id"],
-                               result.state)
+            await conn.execute("UPDATE reconcile.settlement_lines SET state = $2, fx_difference = $3 WHERE id = $1",
+                               line["id"], result.state, result.fx_difference)
         if result.state == "matched":
             await store.close_automatically(conn, ref=ref, categories=["missing_in_report"],
                                             why=f"late settlement line {line['txn_id']}")
@@ -196,7 +177,7 @@ async def check_ledger(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         for entry in await store.ledger(conn):
             LEDGER_IMBALANCE.labels(entry.currency).set(entry.imbalance)
-            for term in ("paid", "matched_settled", "open_discrepancies", "resolved", "awaiting"):
+            for term in ("paid", "matched_settled", "open_discrepancies", "resolved", "awaiting", "fx_difference"):
                 LEDGER_TERM.labels(entry.currency, term).set(getattr(entry, term))
             if entry.imbalance:
                 log.error("ledger_invariant_broken", currency=entry.currency, imbalance=entry.imbalance)

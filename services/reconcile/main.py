@@ -1,12 +1,14 @@
 """Reconcile process: `uvicorn services.reconcile.main:app`."""
 
+import asyncio
 from pathlib import Path
 
-from gatewaysim.gateway import MIGRATIONS as SIM_MIGRATIONS, SCHEMA as SIM_SCHEMA, SimGateway
 from services.reconcile.api import settlement_router
 from services.reconcile.handlers import SOURCE, Matcher, check_ledger, record_paid
+from services.reconcile.pulls import ReportPuller
+from services.reconcile.reports import report_source
 from shared import topics
-from shared.db import apply_migrations
+from shared.gateway_routes import GatewayRoutes
 from shared.metrics import backlog_query, read_backlog, sweep_forever
 from shared.periodic import every
 from shared.service import make_app, make_broker, subscribe_stage
@@ -17,15 +19,23 @@ from shared.staff import StaffAuth, StaffVerifier
 
 class ReconcileSettings(ServiceSettings):
     service_name: str = "reconcile"
+    # The largest settlement file `POST /v1/settlements` takes (413 above it).
+    reconcile_max_upload_bytes: int = 20 * 1024 * 1024
     # A paid refund with no settlement line after this is `missing_in_report`.
     reconcile_sla_seconds: float = 300.0
     # A report line with no paid refund after this is `missing_internally` (paid events may lag the report).
     reconcile_missing_internally_after_seconds: float = 60.0
-    # The layout the simulator writes its settlement report in: stripe | adyen.
-    reconcile_sim_report_format: str = "stripe"
     reconcile_ledger_check_seconds: float = 5.0
-    # The most a gateway may charge on a refund, in basis points of it; more is a fee_mismatch.
+    # The most a gateway may charge on a refund, in basis points of it (rounded up to a minor unit);
+    # more is a fee_mismatch.
     reconcile_max_fee_bps: int = 300
+    # A refund the gateway settled in another currency matches when within this share of the amount
+    # payout expected (its own rate); the difference is recorded. Beyond it: amount_mismatch.
+    reconcile_fx_tolerance_bps: int = 50
+    # GATEWAY_ROUTES (JSON, shared/gateway_routes.py), the routes payout pays through: every gateway's
+    # settlement reports are pulled from its API, each on this schedule, ingested under the route's name.
+    gateway_routes: GatewayRoutes = {}
+    reconcile_report_pull_seconds: float = 60.0
 
 
 settings = ReconcileSettings()
@@ -35,12 +45,22 @@ subscribe_stage(broker, stage, topics.PAID, group_id="refund-reconcile", max_rec
 
 
 async def match_settlements() -> None:
-    await apply_migrations(settings.database_url, SIM_SCHEMA, SIM_MIGRATIONS, stage_tables=False)
-    matcher = Matcher(stage, SimGateway(stage.pool), gateway="sim", report_format=settings.reconcile_sim_report_format,
-                      sla_seconds=settings.reconcile_sla_seconds,
+    matcher = Matcher(stage, sla_seconds=settings.reconcile_sla_seconds,
                       missing_internally_after_seconds=settings.reconcile_missing_internally_after_seconds,
-                      max_fee_bps=settings.reconcile_max_fee_bps)
+                      max_fee_bps=settings.reconcile_max_fee_bps, fx_tolerance_bps=settings.reconcile_fx_tolerance_bps)
     await matcher.run_forever()
+
+
+async def pull_reports() -> None:
+    """Each gateway on its own schedule: one that hangs or is down holds up no other."""
+    sources = {name: report_source(route) for name, route in settings.gateway_routes.items()}
+    pullers = [ReportPuller(stage, name, source) for name, source in sources.items()]
+    try:
+        await asyncio.gather(*(every(settings.reconcile_report_pull_seconds, puller.pull, name="report_pull")
+                               for puller in pullers))
+    finally:
+        for source in sources.values():
+            await source.close()
 
 
 async def watch_ledger() -> None:
@@ -56,5 +76,6 @@ async def sweep_backlog() -> None:
 
 
 app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
-               background=[match_settlements, watch_ledger, sweep_backlog], title="Refund reconcile")
+               background=[match_settlements, pull_reports, watch_ledger, sweep_backlog], title="Refund reconcile",
+               body_limits={"/v1/settlements": settings.reconcile_max_upload_bytes})
 app.include_router(settlement_router(stage, StaffAuth(StaffVerifier.from_settings(settings))))

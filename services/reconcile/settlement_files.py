@@ -6,6 +6,8 @@ Formats (column names per the gateways' public docs):
   `refund_failure` (the refund came back); `source_id` is the refund id.
 - `adyen`: Settlement details report; `Type` `Refunded` (gross debit) or
   `RefundedReversed` (gross credit); `Modification Reference` is the refund's PSP reference.
+  Fees are in the net (settlement) currency; a row converted by Adyen (Net Currency other
+  than Gross Currency) settled its net amount without the fees, in the net currency.
 
 Rows of other kinds (charges, fees, payouts) are not refunds: they are listed
 as ignored with their line numbers, never dropped silently.
@@ -100,6 +102,9 @@ def _stripe(row: dict, line_no: int) -> ParsedLine | str:
                       abs(gross), currency, fee)
 
 
+_ADYEN_FEES = ("Commission (NC)", "Markup (NC)", "Scheme Fees (NC)", "Interchange (NC)")
+
+
 def _adyen(row: dict, line_no: int) -> ParsedLine | str:
     kind = {"Refunded": "refund", "RefundedReversed": "refund_reversal"}.get(_required(row, "Type"))
     if kind is None:
@@ -109,8 +114,16 @@ def _adyen(row: dict, line_no: int) -> ParsedLine | str:
     gross = minor_units(row.get(column, ""), currency, column)
     if gross <= 0:
         raise _BadField(column, "must be positive")
-    fees = sum(minor_units(row.get(name) or "0", currency, name)
-               for name in ("Commission (NC)", "Markup (NC)", "Scheme Fees (NC)", "Interchange (NC)"))
+    # Fees and net are in the settlement (net) currency; without a Net Currency it is the gross one.
+    net_currency = _currency(row.get("Net Currency") or currency, "Net Currency")
+    fees = sum(minor_units(row.get(name) or "0", net_currency, name) for name in _ADYEN_FEES)
+    if net_currency != currency:
+        # Converted by Adyen: what the balance moved by is the net side, without the fees on it.
+        net_column = "Net Debit (NC)" if kind == "refund" else "Net Credit (NC)"
+        net = minor_units(row.get(net_column, ""), net_currency, net_column)
+        gross, currency = (net - fees if kind == "refund" else net + fees), net_currency
+        if gross <= 0:
+            raise _BadField(net_column, "leaves nothing once the fees are taken off")
     reference = _required(row, "Modification Reference")
     txn_id = f"{_required(row, 'Batch Number')}:{reference}:{row['Type']}"
     return ParsedLine(line_no, txn_id, reference, kind, gross, currency, fees)
@@ -124,11 +137,20 @@ REQUIRED_COLUMNS = {
 }
 
 
+def _missing(fmt: str, reader: csv.DictReader) -> set[str]:
+    return REQUIRED_COLUMNS[fmt] - set(reader.fieldnames or ())
+
+
+def missing_columns(fmt: str, text: str) -> set[str]:
+    """The required columns the file's header lacks: all of them for something that is not a report."""
+    return _missing(fmt, csv.DictReader(io.StringIO(text)))
+
+
 def parse(fmt: str, text: str) -> ParsedReport:
     """Every data row ends as a line, an error or an ignored row, each with its line number."""
     report = ParsedReport()
     reader = csv.DictReader(io.StringIO(text))
-    missing = REQUIRED_COLUMNS[fmt] - set(reader.fieldnames or ())
+    missing = _missing(fmt, reader)
     if missing:
         report.errors.append(LineError(1, ",".join(sorted(missing)), "missing columns in the header"))
         return report

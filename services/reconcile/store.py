@@ -72,9 +72,9 @@ async def ledger(conn: asyncpg.Connection | asyncpg.Pool) -> list[domain.Ledger]
                    sum(expected_value) FILTER (WHERE state = 'resolved') AS resolved,
                    sum(expected_value) FILTER (WHERE state = 'awaiting') AS awaiting
             FROM reconcile.payouts GROUP BY 1),
-        settled AS (
-            SELECT currency, sum(amount_value) AS matched FROM reconcile.settlement_lines
-            WHERE state = 'matched' AND kind = 'refund' GROUP BY currency),
+        settled AS (  -- an FX-tolerance match counts at payout's expected amount; its gap apart
+            SELECT currency, sum(amount_value - fx_difference) AS matched, sum(fx_difference) AS fx_difference
+            FROM reconcile.settlement_lines WHERE state = 'matched' AND kind = 'refund' GROUP BY currency),
         open AS (
             SELECT expected_currency AS currency, sum(expected_value) AS open,
                    sum(expected_value) FILTER (WHERE category = 'reversed') AS reversed
@@ -82,9 +82,34 @@ async def ledger(conn: asyncpg.Connection | asyncpg.Pool) -> list[domain.Ledger]
             WHERE status = 'open' AND refund_id IS NOT NULL AND category = ANY($1) GROUP BY 1)
         SELECT currency, coalesce(paid, 0)::bigint AS paid, coalesce(matched, 0)::bigint AS matched,
                coalesce(open, 0)::bigint AS open, coalesce(resolved, 0)::bigint AS resolved,
-               coalesce(awaiting, 0)::bigint AS awaiting, coalesce(reversed, 0)::bigint AS reversed
+               coalesce(awaiting, 0)::bigint AS awaiting, coalesce(reversed, 0)::bigint AS reversed,
+               coalesce(fx_difference, 0)::bigint AS fx_difference
         FROM paid FULL JOIN settled USING (currency) FULL JOIN open USING (currency) ORDER BY currency
         """, list(domain.PAYOUT_CATEGORIES))
     return [domain.Ledger(r["currency"], r["paid"], r["matched"], r["open"], r["resolved"], r["awaiting"],
-                          r["reversed"])
+                          r["reversed"], r["fx_difference"])
             for r in rows]
+
+
+async def report_cursor(conn: asyncpg.Connection | asyncpg.Pool, gateway: str) -> asyncpg.Record | None:
+    """The gateway's pull cursor as stored (`kind`, `position`), or None before its first file."""
+    return await conn.fetchrow("SELECT kind, position FROM reconcile.report_pull_cursors WHERE gateway = $1",
+                               gateway)
+
+
+async def move_report_cursor(conn: asyncpg.Connection, gateway: str, *, seen: asyncpg.Record | None, kind: str,
+                             position: str, files: int) -> bool:
+    """Move the cursor from what the pull read (`seen`) to `position`; False if another pull moved it first.
+
+    Called in the transaction that ingests the file, before the ingest: the row lock orders pulls of
+    one gateway (replicas), and the loser's ingest is never written.
+    """
+    if seen is None:
+        return await conn.fetchval(
+            "INSERT INTO reconcile.report_pull_cursors (gateway, kind, position, files) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (gateway) DO NOTHING RETURNING true", gateway, kind, position, files) is not None
+    moved = await conn.execute(
+        "UPDATE reconcile.report_pull_cursors SET kind = $2, position = $3, files = files + $4, moved_at = now() "
+        "WHERE gateway = $1 AND kind = $5 AND position = $6", gateway, kind, position, files, seen["kind"],
+        seen["position"])
+    return moved == "UPDATE 1"

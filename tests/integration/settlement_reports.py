@@ -21,12 +21,16 @@ ADYEN_HEADER = ("Company Account,Merchant Account,Psp Reference,Merchant Referen
                 "Batch Number")
 
 
-async def publish_paid(producer, ref: str, value: int, currency: str = "EUR", gateway: str = "stripe") -> str:
-    """Payout reports a refund paid on `gateway` under the gateway's reference `ref`; returns its refund id."""
+async def publish_paid(producer, ref: str, value: int, currency: str = "EUR", gateway: str = "stripe",
+                       settlement_amount: Money | None = None) -> str:
+    """Payout reports a refund paid on `gateway` under the gateway's reference `ref`; returns its refund id.
+
+    `settlement_amount`: payout's estimate of what the merchant's balance moves by in its settlement currency."""
     refund_id = "rf_" + uuid.uuid4().hex
     event = RefundPaid(refund_id=refund_id, request_id="req-" + ref, source="shop-test", order_id="ord-" + ref,
                        amount=Money(value=value, currency=currency), channel="card", region="DE", gateway=gateway,
-                       payout_id="po_" + refund_id[3:], gateway_ref=ref, paid_at=datetime.now(UTC))
+                       payout_id="po_" + refund_id[3:], gateway_ref=ref, paid_at=datetime.now(UTC),
+                       settlement_amount=settlement_amount)
     out = encode(event, source=PAYOUT_SOURCE, key=refund_id)
     await producer.send_and_wait(topics.PAID, out.value, key=out.key.encode(), headers=list(out.headers.items()))
     return refund_id
