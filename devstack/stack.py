@@ -443,7 +443,9 @@ class Stack:
             return {"DATABASE_URL": self.dsn_of(name), "SIM_ACCOUNTS": json.dumps(self._simulator_accounts()),
                     "SIM_SEED_PAYMENTS": json.dumps([DRILL_PAYMENT])}
         return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "DATABASE_URL": self.dsn_of(name),
-                "ENVIRONMENT": "local", "GATEWAY_ROUTES": json.dumps(self.gateway_routes())}
+                "ENVIRONMENT": "local", "GATEWAY_ROUTES": json.dumps(self.gateway_routes()),
+                # The simulator closes report data every few seconds; a laptop need not wait a minute.
+                "RECONCILE_REPORT_PULL_SECONDS": "1"}
 
     def service_alive(self, name: str) -> bool:
         record = self.state["services"].get(name) or {}
