@@ -125,6 +125,7 @@ class SettlingGateway:
     """Pays every refund at once; `during_call` runs inside the call (another replica acting meanwhile)."""
 
     name = "sim"
+    looks_up = False
 
     def __init__(self, during_call) -> None:
         self.during_call = during_call
@@ -135,9 +136,6 @@ class SettlingGateway:
 
     async def lookup(self, idempotency_key: str, payment_id: str) -> GatewayResult | None:
         return None
-
-    async def reversals(self, gateway_refs: list[str]) -> dict[str, str]:
-        return {}
 
 
 class RecordingProducer:
