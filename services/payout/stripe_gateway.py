@@ -77,8 +77,9 @@ class StripeGatewayAdapter:
 
     async def refund(self, order: RefundOrder) -> GatewayResult:
         # Stripe converts into the account's settlement currency itself; `settles_as` is payout's estimate.
+        # The channel rides along in metadata: a re-routed refund says it is no longer the card's.
         params = {**self._payment(order.payment_id), "amount": order.amount_value,
-                  "metadata": {"refund_key": order.idempotency_key}}
+                  "metadata": {"refund_key": order.idempotency_key, "channel": order.channel}}
         try:
             refund = await self.client.v1.refunds.create_async(params, {"idempotency_key": order.idempotency_key})
         except stripe.StripeError as error:
