@@ -88,3 +88,21 @@ def convert(value: int, base_exponent: int, quote_exponent: int, rate: Decimal) 
     """Minor units in base -> minor units in quote, banker's rounding to the quote's minor unit."""
     major = Decimal(value).scaleb(-base_exponent) * rate
     return int(major.scaleb(quote_exponent).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+OPEN_STATUSES = frozenset({"pending", "confirming"})
+
+
+def after_gateway_event(payout_status: str, event_status: str) -> str | None:
+    """What a gateway-reported outcome (`succeeded`, `failed`, `reversed`) does to a payout no claim holds.
+
+    `paid`, `failed` (which a dead card may turn into a re-route), `reversed` (a paid
+    refund's money came back), `paid_then_reversed` (the reversal of a success payout
+    had not heard of yet), or None: a finished payout stays as it is, except that a
+    paid one can still be reversed.
+    """
+    if payout_status in OPEN_STATUSES:
+        return {"succeeded": "paid", "failed": "failed", "reversed": "paid_then_reversed"}[event_status]
+    if payout_status == "succeeded" and event_status in ("failed", "reversed"):
+        return "reversed"
+    return None

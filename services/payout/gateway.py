@@ -1,10 +1,13 @@
-"""The gateway port and its adapters."""
+"""The gateway port: how payout asks a gateway for a refund, and how a gateway tells payout what became of it.
 
-import asyncio
+Every adapter reaches its gateway over the gateway's own HTTP API and reads its
+signed webhooks; which adapter serves a payment is explicit configuration
+(`GATEWAY_ROUTES`, shared/gateway_routes.py), never a fallback.
+"""
+
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
-
-from gatewaysim.gateway import GatewayTimeout, GatewayUnavailable, SimGateway, SimRefund
+from typing import Literal, Protocol
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,7 @@ class RefundOrder:
 class GatewayResult:
     """Where a refund stands at the gateway."""
 
-    status: str  # pending | succeeded | failed | reversed
+    status: str  # pending | succeeded | failed
     gateway_ref: str | None
     failure_reason: str | None
 
@@ -42,10 +45,45 @@ class GatewayError(Exception):
         self.retryable = retryable
 
 
+@dataclass(frozen=True)
+class GatewayEvent:
+    """One outcome a gateway reported by webhook, verified, under the gateway's own id for it.
+
+    `status`: `succeeded` (the refund went through), `failed` (it did not, or no
+    longer: a failure of a refund that had succeeded is a reversal), `reversed`
+    (the gateway says explicitly that a refund which had succeeded was reversed).
+    """
+
+    event_id: str
+    refund_key: str | None  # the idempotency key the refund was created under
+    gateway_ref: str | None
+    status: Literal["succeeded", "failed", "reversed"]
+    failure_reason: str | None = None
+
+
+class WebhookRejected(Exception):
+    """A webhook that is not the gateway's (bad or missing signature, stale timestamp, another account)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Acknowledgement:
+    """What a gateway expects back for a webhook it may stop re-sending."""
+
+    body: str
+    media_type: str
+
+
 class Gateway(Protocol):
-    """A refund gateway. `refund` must be idempotent by `idempotency_key`."""
+    """A refund gateway, reached over its API. `refund` must be idempotent by `idempotency_key`."""
 
     name: str
+    # Whether the gateway can be asked which refund a key made (Stripe can; Adyen cannot).
+    looks_up: bool
+    acknowledgement: Acknowledgement
 
     async def refund(self, order: RefundOrder) -> GatewayResult:
         """Ask for the refund; raises GatewayError when there is no answer."""
@@ -53,36 +91,8 @@ class Gateway(Protocol):
     async def lookup(self, idempotency_key: str, payment_id: str) -> GatewayResult | None:
         """The refund made under this key (for this payment), or None if the gateway never recorded one."""
 
-    async def reversals(self, gateway_refs: list[str]) -> dict[str, str]:
-        """Of these paid refunds, those the gateway reversed since, with the reason."""
+    def events(self, payload: bytes, headers: Mapping[str, str]) -> list[GatewayEvent]:
+        """The refund outcomes in a webhook, once its signature holds; raises WebhookRejected if it does not.
 
-
-def _result(refund: SimRefund) -> GatewayResult:
-    return GatewayResult(refund.status, refund.gateway_ref, refund.failure_reason)
-
-
-class SimGatewayAdapter:
-    """The simulator behind the port, with a client-side timeout like any HTTP client."""
-
-    name = "sim"
-
-    def __init__(self, sim: SimGateway, timeout_seconds: float = 10.0) -> None:
-        self.sim = sim
-        self.timeout_seconds = timeout_seconds
-
-    async def refund(self, order: RefundOrder) -> GatewayResult:
-        try:
-            async with asyncio.timeout(self.timeout_seconds):
-                return _result(await self.sim.refund(order.idempotency_key, order.payment_id, order.amount_value,
-                                                     order.currency, order.channel, order.settles_as))
-        except GatewayUnavailable as exc:
-            raise GatewayError(f"gateway_http_{exc.status}", retryable=True) from exc
-        except (GatewayTimeout, TimeoutError) as exc:
-            raise GatewayError("gateway_timeout", retryable=True) from exc
-
-    async def lookup(self, idempotency_key: str, payment_id: str) -> GatewayResult | None:
-        found = await self.sim.lookup(idempotency_key)
-        return _result(found) if found else None
-
-    async def reversals(self, gateway_refs: list[str]) -> dict[str, str]:
-        return await self.sim.reversals(gateway_refs)
+        Events about anything else (other event types, a refund still pending) are left out.
+        """

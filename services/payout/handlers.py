@@ -4,12 +4,17 @@ Consuming only writes the intent (and `payout-submitted`); the executor loop
 claims due intents under a lease, calls the gateway with the refund's
 idempotency key, and records the outcomes with `paid` or `payout-failed` in one
 transaction, each only if its row is still this claim's (services/payout/store.py).
+A refund the gateway answers `pending` is `confirming` until its outcome comes
+by webhook (services/payout/webhooks.py); a gateway that can be asked is asked
+only once the webhook is later than the grace period.
 
 At most one successful payout per refund, whatever crashes: the intent is
 committed before the gateway is called, the key is the refund's, and any
 attempt after the first (a crash left the row `submitting`, or the last call
 timed out or got a 5xx) first asks the gateway by key whether it already
-holds a refund, and only calls `refund` again if it does not.
+holds a refund, and only calls `refund` again if it does not; a gateway that
+cannot be asked gets the same request under the same key, which it answers by
+replaying its first answer. A payment whose gateway has no route is never paid.
 """
 
 import asyncio
@@ -18,7 +23,7 @@ import random
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import asyncpg
 import structlog
@@ -26,43 +31,22 @@ from prometheus_client import Counter
 
 from services.payout import domain, store
 from services.payout.gateway import Gateway, GatewayError, GatewayResult, RefundOrder
+from services.payout.outcomes import SOURCE, Outcome, OutcomeRules, PayoutPolicy, observe, ref_fields
+from services.payout.webhooks import apply_waiting
 from shared.envelope import Outgoing, encode
-from shared.events import PayoutFailed, PayoutSubmitted, RefundApproved, RefundPaid
-from shared.metrics import observe_completion
-from shared.money import Money, currency_exponent
-from shared.periodic import every
+from shared.events import PayoutSubmitted, RefundApproved
+from shared.money import currency_exponent
 from shared.stage import Inbound, Stage
 
-SOURCE = "refund-pipeline/payout"
+__all__ = ["SOURCE", "IntentRecorder", "PayoutExecutor", "PayoutPolicy"]
 log = structlog.get_logger()
 GATEWAY_ERRORS = Counter("refund_payout_gateway_errors_total", "Gateway calls that got no outcome",
                          ["gateway", "error", "retryable"])
 ABANDONED = Counter("refund_payout_claims_abandoned_total",
                     "Claimed payouts this worker wrote nothing for, left to a later claim", ["reason"])
-
-
-@dataclass(frozen=True)
-class PayoutPolicy:
-    """The knobs payout's settings give the handlers."""
-
-    retry: domain.RetryPolicy = domain.RetryPolicy()
-    confirm_poll_seconds: float = 2.0
-    fallback_channel: str | None = None
-    fallback_from: frozenset[str] = frozenset()
-    settlement_currency: dict[str, str] | None = None  # platform source -> merchant settlement currency
-    # Fault injection for the crash test: SIGKILL this process right after the
-    # gateway answered for this payment id, before the outcome is committed.
-    kill_after_gateway_for: str | None = None
-
-
-def gateway_for(gateways: Mapping[str, Gateway], name: str) -> Gateway:
-    """The adapter for a payment's gateway; payments on gateways without one go through the simulator."""
-    return gateways.get(name) or gateways["sim"]
-
-
-def _ref_fields(refund: RefundApproved) -> dict:
-    return {name: getattr(refund, name) for name in
-            ("refund_id", "request_id", "source", "order_id", "amount", "channel", "region", "drill")}
+UNROUTED = Counter("refund_payout_unrouted_total",
+                   "Payouts failed because their payment's gateway has no configured route", ["gateway"])
+NOT_CONFIGURED = "gateway_not_configured"
 
 
 class IntentRecorder:
@@ -87,7 +71,7 @@ class IntentRecorder:
             eta, *fx)
         if inserted.endswith("0"):
             return []
-        submitted = PayoutSubmitted(**_ref_fields(refund), gateway=refund.payment.gateway, payout_id=payout_id,
+        submitted = PayoutSubmitted(**ref_fields(refund), gateway=refund.payment.gateway, payout_id=payout_id,
                                     submitted_at=now, eta=eta)
         return [encode(submitted, source=SOURCE, key=refund.refund_id)]
 
@@ -115,27 +99,14 @@ class Attempt:
     result: GatewayResult | None = None
     error: GatewayError | None = None
     recovered_by_lookup: bool = False
+    unrouted: bool = False  # the payment's gateway has no route: nothing was called
+    looks_up: bool = True  # whether the gateway can be asked later (else only a webhook settles `pending`)
 
 
 def _order(row: asyncpg.Record) -> RefundOrder:
     settles_as = (row["settlement_value"], row["settlement_currency"]) if row["settlement_value"] else None
     return RefundOrder(row["idempotency_key"], row["payment_id"], row["amount_value"], row["currency"],
                        row["channel"], settles_as)
-
-
-def _settlement_amount(row: asyncpg.Record) -> Money | None:
-    if row["settlement_value"] is None:
-        return None
-    return Money(value=row["settlement_value"], currency=row["settlement_currency"])
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one attempt came to: its row's new state and, for a finished payout, the event announcing it."""
-
-    write: store.PayoutWrite
-    event: Outgoing | None = None
-    drill: bool = False
 
 
 def _answered(refund_id: str, call: asyncio.Task) -> bool:
@@ -160,7 +131,9 @@ class PayoutExecutor:
     free call. A row the renewal finds lost (the worker stalled past its lease and
     another claimed it) has its call cancelled and writes nothing; and the write
     itself only touches rows the claim still holds, so a lost row that finished
-    anyway is dropped, counted and logged, never applied.
+    anyway is dropped, counted and logged, never applied. Webhook outcomes that came
+    while a row was claimed are applied on top of the claim's write, in its
+    transaction (services/payout/webhooks.py).
     """
 
     def __init__(self, stage: Stage, gateways: Mapping[str, Gateway], *, reclaim_after_seconds: float,
@@ -170,6 +143,7 @@ class PayoutExecutor:
         self.lease_seconds = reclaim_after_seconds
         self.sla_seconds = sla_seconds
         self.policy = policy
+        self.rules = OutcomeRules(policy)
         self.claim_size = concurrency
 
     async def run_forever(self) -> None:
@@ -189,15 +163,20 @@ class PayoutExecutor:
         claim = await store.claim_due(self.stage.pool, self.claim_size, self.lease_seconds)
         if not claim.rows:
             return 0
-        outcomes = self._outcomes(claim.rows, await self._attempts_under_lease(claim))
-        written = await self._save(claim, outcomes)
+        attempts = await self._attempts_under_lease(claim)
+        outcomes = self._outcomes(claim.rows, attempts)
+        written, after_events = await self._save(claim, outcomes)
         for row in claim.rows:
             if row["refund_id"] in written:
-                self._observe(row, outcomes[row["refund_id"]])
+                observe(row, outcomes[row["refund_id"]], self.sla_seconds)
+                if attempts[row["refund_id"]].unrouted:
+                    UNROUTED.labels(row["gateway"]).inc()
             elif row["refund_id"] in outcomes:
                 log.warning("payout_outcome_dropped_claim_lost", refund_id=row["refund_id"],
                             status=outcomes[row["refund_id"]].write.status)
                 ABANDONED.labels("stale_write").inc()
+        for row, outcome in after_events:
+            observe(row, outcome, self.sla_seconds)
         return len(claim.rows)
 
     def _outcomes(self, rows: list[asyncpg.Record], attempts: dict[str, Attempt]) -> dict[str, Outcome]:
@@ -213,14 +192,18 @@ class PayoutExecutor:
                 ABANDONED.labels("unrecordable").inc()
         return outcomes
 
-    async def _save(self, claim: store.Claim, outcomes: dict[str, Outcome]) -> set[str]:
-        """Write the outcomes the claim still holds, with their events; return the refunds written."""
+    async def _save(self, claim: store.Claim, outcomes: dict[str, Outcome]
+                    ) -> tuple[set[str], list[tuple[asyncpg.Record, Outcome]]]:
+        """Write the outcomes the claim still holds, with their events, then the webhook outcomes that waited
+        for them; return the refunds written and what the waiting events made of them."""
         async with self.stage.pool.acquire() as conn, conn.transaction():
             written = await store.write_outcomes(conn, claim, [outcome.write for outcome in outcomes.values()])
-            pending = await self.stage.publish(
-                conn, [outcome.event for r, outcome in outcomes.items() if r in written and outcome.event])
+            after_events = await apply_waiting(conn, self.rules, sorted(written))
+            events = [event for r, outcome in outcomes.items() if r in written for event in outcome.events]
+            events += [event for _, outcome in after_events for event in outcome.events]
+            pending = await self.stage.publish(conn, events)
         await self.stage.flush(pending)
-        return written
+        return written, after_events
 
     async def _attempts_under_lease(self, claim: store.Claim) -> dict[str, Attempt]:
         """Each row's attempt, renewing the claim while calls run; rows it lost, or whose call broke, are left out."""
@@ -245,114 +228,46 @@ class PayoutExecutor:
                         ABANDONED.labels("claim_lost").inc()
 
     async def _attempt(self, row: asyncpg.Record) -> Attempt:
-        gateway = gateway_for(self.gateways, row["gateway"])
+        gateway = self.gateways.get(row["gateway"])
+        if gateway is None:
+            log.error("payout_gateway_not_configured", refund_id=row["refund_id"], gateway=row["gateway"])
+            return Attempt(result=GatewayResult("failed", None, NOT_CONFIGURED), unrouted=True)
         try:
-            known = await gateway.lookup(row["idempotency_key"], row["payment_id"]) if row["attempts"] > 1 else None
-            if known:
-                # An earlier attempt reached the gateway (crash, timeout): its answer stands.
-                log.info("payout_recovered_by_lookup", refund_id=row["refund_id"], status=known.status)
-                if known.status == "reversed":
-                    # It was paid, then came back: record the payment; the reversal watcher follows.
-                    known = GatewayResult("succeeded", known.gateway_ref, None)
-                return Attempt(result=known, recovered_by_lookup=True)
+            if gateway.looks_up and row["attempts"] > 1:
+                if known := await gateway.lookup(row["idempotency_key"], row["payment_id"]):
+                    # An earlier attempt reached the gateway (crash, timeout), or its webhook is late: it stands.
+                    log.info("payout_recovered_by_lookup", refund_id=row["refund_id"], status=known.status)
+                    return Attempt(result=known, recovered_by_lookup=True)
+            # Never asked before, or a gateway that cannot be asked: the same key replays its first answer.
             result = await gateway.refund(_order(row))
         except GatewayError as error:
             GATEWAY_ERRORS.labels(row["gateway"], error.reason, str(error.retryable).lower()).inc()
-            return Attempt(error=error)
+            return Attempt(error=error, looks_up=gateway.looks_up)
         if self.policy.kill_after_gateway_for and row["payment_id"] == self.policy.kill_after_gateway_for:
             log.warning("fault_injected_kill_after_gateway", refund_id=row["refund_id"])
             os.kill(os.getpid(), signal.SIGKILL)
-        return Attempt(result=result)
+        return Attempt(result=result, looks_up=gateway.looks_up)
 
     def _outcome(self, row: asyncpg.Record, attempt: Attempt) -> Outcome:
         result, error = attempt.result, attempt.error
         held = replace(store.PayoutWrite.unchanged(row),
                        recovered_by_lookup=row["recovered_by_lookup"] or attempt.recovered_by_lookup)
+        if attempt.unrouted:
+            return self.rules.finished(row, held, result)
         failed_attempts = row["error_attempts"] + 1
         if error is not None and (not error.retryable or self.policy.retry.exhausted(failed_attempts)):
             reason = error.reason if not error.retryable else f"retries_exhausted:{error.reason}"
-            return self._finished(row, held, GatewayResult("failed", None, reason))
+            return self.rules.finished(row, held, GatewayResult("failed", None, reason))
         if error is not None:
             delay = self.policy.retry.delay(failed_attempts, random.random())
             log.info("payout_retry_scheduled", refund_id=row["refund_id"], error=error.reason, in_seconds=delay)
             return Outcome(replace(held, status="pending", retry_in_seconds=delay, last_error=error.reason,
                                    error_attempts=failed_attempts))
         if result.status == "pending":
-            return Outcome(replace(held, status="confirming", retry_in_seconds=self.policy.confirm_poll_seconds))
-        if result.status == "failed" and (rerouted := self._rerouted(row, held, result.failure_reason or "unknown")):
-            return Outcome(rerouted)
-        return self._finished(row, held, result)
-
-    def _rerouted(self, row: asyncpg.Record, held: store.PayoutWrite, reason: str) -> store.PayoutWrite | None:
-        allowed = self.policy.fallback_channel if row["channel"] in self.policy.fallback_from else None
-        channel = domain.reroute(row["channel"], reason, allowed)
-        if channel is None or row["routed_from"]:
-            return None
-        log.info("payout_rerouted", refund_id=row["refund_id"], channel=channel, after=reason)
-        # A new key: the failed card refund stays failed at the gateway; this is a new payout.
-        return replace(held, status="pending", channel=channel, routed_from=row["channel"], attempts=0,
-                       error_attempts=0, idempotency_key=f"{row['refund_id']}:{channel}", last_error=reason,
-                       retry_in_seconds=0.0)
-
-    def _finished(self, row: asyncpg.Record, held: store.PayoutWrite, result: GatewayResult) -> Outcome:
-        now = datetime.now(UTC)
-        refund = RefundApproved.model_validate(row["refund"])
-        eta = domain.funds_eta(now, row["channel"], refund.region) if result.succeeded else None
-        write = replace(held, status="succeeded" if result.succeeded else "failed", gateway_ref=result.gateway_ref,
-                        failure_reason=result.failure_reason, finished_at=now, eta=eta)
-        common = dict(_ref_fields(refund), gateway=row["gateway"], payout_id=row["payout_id"])
-        if result.succeeded:
-            payload = RefundPaid(**common, gateway_ref=result.gateway_ref, paid_at=now, eta=eta,
-                                 settlement_amount=_settlement_amount(row))
-        else:
-            log.info("payout_failed", refund_id=row["refund_id"], reason=result.failure_reason)
-            payload = PayoutFailed(**common, failure_reason=result.failure_reason or "unknown",
-                                   reason_codes=[result.failure_reason or "unknown"], failed_at=now)
-        return Outcome(write, encode(payload, source=SOURCE, key=row["refund_id"]), drill=refund.drill)
-
-    def _observe(self, row: asyncpg.Record, outcome: Outcome) -> None:
-        if outcome.event is None:  # still open
-            return
-        took = (outcome.write.finished_at - row["approved_at"]).total_seconds()
-        observe_completion("payout", outcome.write.status, outcome.write.channel, took,
-                           overdue=took > self.sla_seconds, drill=outcome.drill)
-
-
-class ReversalWatcher:
-    """Asks the gateway about recently paid refunds; a reversal fails the payout and says why."""
-
-    def __init__(self, stage: Stage, gateways: Mapping[str, Gateway], *, window: timedelta,
-                 interval_seconds: float) -> None:
-        self.stage = stage
-        self.gateways = gateways
-        self.window = window
-        self.interval_seconds = interval_seconds
-
-    async def run_forever(self) -> None:
-        await every(self.interval_seconds, self.run_once, name="payout_reversal_watch")
-
-    async def run_once(self) -> int:
-        paid = await self.stage.pool.fetch(
-            "SELECT gateway, array_agg(gateway_ref) AS refs FROM payout.payouts WHERE status = 'succeeded' "
-            "AND finished_at > now() - $1::interval GROUP BY gateway", self.window)
-        reversed_: dict[str, str] = {}
-        for group in paid:
-            reversed_ |= await gateway_for(self.gateways, group["gateway"]).reversals(group["refs"])
-        if not reversed_:
-            return 0
-        async with self.stage.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "UPDATE payout.payouts SET status = 'reversed', reversed_at = now() "
-                "WHERE status = 'succeeded' AND gateway_ref = ANY($1) RETURNING *", list(reversed_))
-            outgoing = [self._reversed(row, reversed_[row["gateway_ref"]]) for row in rows]
-            pending = await self.stage.publish(conn, outgoing)
-        await self.stage.flush(pending)
-        return len(rows)
-
-    def _reversed(self, row: asyncpg.Record, reason: str) -> Outgoing:
-        log.warning("payout_reversed", refund_id=row["refund_id"], reason=reason)
-        refund = RefundApproved.model_validate(row["refund"])
-        payload = PayoutFailed(**_ref_fields(refund), gateway=row["gateway"], payout_id=row["payout_id"],
-                               failure_reason=f"reversed_after_success:{reason}",
-                               reason_codes=["reversed", reason], failed_at=datetime.now(UTC))
-        return encode(payload, source=SOURCE, key=row["refund_id"])
+            # The outcome comes by webhook; a gateway that can be asked is asked if it is later than the grace.
+            wait = self.policy.webhook_grace_seconds if attempt.looks_up else store.WEBHOOK_ONLY
+            return Outcome(replace(held, status="confirming", gateway_ref=result.gateway_ref or held.gateway_ref,
+                                   retry_in_seconds=wait))
+        if result.status == "failed":
+            return self.rules.failed_or_rerouted(row, held, result)
+        return self.rules.finished(row, held, result)

@@ -43,12 +43,15 @@ class PayoutWrite:
     attempts: int
     error_attempts: int
     last_error: str | None
-    retry_in_seconds: float | None  # when an open row is due again; None leaves `next_attempt_at`
+    # When an open row is due again; None leaves `next_attempt_at`; WEBHOOK_ONLY: never by the clock, only a
+    # webhook moves it (a gateway that cannot be asked).
+    retry_in_seconds: float | None
     gateway_ref: str | None
     failure_reason: str | None
     finished_at: datetime | None
     eta: datetime | None
     recovered_by_lookup: bool
+    reversed_at: datetime | None
 
     @classmethod
     def unchanged(cls, row: asyncpg.Record) -> "PayoutWrite":
@@ -60,17 +63,29 @@ class PayoutWrite:
 _COLUMNS = {"refund_id": "text", "status": "text", "channel": "text", "routed_from": "text",
             "idempotency_key": "text", "attempts": "int", "error_attempts": "int", "last_error": "text",
             "retry_in_seconds": "float8", "gateway_ref": "text", "failure_reason": "text",
-            "finished_at": "timestamptz", "eta": "timestamptz", "recovered_by_lookup": "bool"}
-_WRITE_OUTCOMES = (
-    "UPDATE payout.payouts p SET status = w.status, channel = w.channel, routed_from = w.routed_from, "
-    "idempotency_key = w.idempotency_key, attempts = w.attempts, error_attempts = w.error_attempts, "
-    "last_error = w.last_error, "
-    "next_attempt_at = coalesce(now() + make_interval(secs => w.retry_in_seconds), p.next_attempt_at), "
-    "gateway_ref = w.gateway_ref, failure_reason = w.failure_reason, finished_at = w.finished_at, eta = w.eta, "
-    "recovered_by_lookup = w.recovered_by_lookup "
-    f"FROM unnest({', '.join(f'${n}::{kind}[]' for n, kind in enumerate(_COLUMNS.values(), start=3))}) "
-    f"AS w({', '.join(_COLUMNS)}) "
-    f"WHERE p.refund_id = w.refund_id AND {_HELD} RETURNING p.refund_id")
+            "finished_at": "timestamptz", "eta": "timestamptz", "recovered_by_lookup": "bool",
+            "reversed_at": "timestamptz"}
+WEBHOOK_ONLY = float("inf")
+
+
+def _update(first_param: int, guard: str) -> str:
+    """One UPDATE writing every unnested PayoutWrite to its row where `guard` holds."""
+    return (
+        "UPDATE payout.payouts p SET status = w.status, channel = w.channel, routed_from = w.routed_from, "
+        "idempotency_key = w.idempotency_key, attempts = w.attempts, error_attempts = w.error_attempts, "
+        "last_error = w.last_error, "
+        "next_attempt_at = CASE WHEN w.retry_in_seconds = 'Infinity' THEN 'infinity' "
+        "  ELSE coalesce(now() + make_interval(secs => w.retry_in_seconds), p.next_attempt_at) END, "
+        "gateway_ref = w.gateway_ref, failure_reason = w.failure_reason, finished_at = w.finished_at, eta = w.eta, "
+        "recovered_by_lookup = w.recovered_by_lookup, reversed_at = w.reversed_at "
+        f"FROM unnest({', '.join(f'${n}::{kind}[]' for n, kind in enumerate(_COLUMNS.values(), start=first_param))}) "
+        f"AS w({', '.join(_COLUMNS)}) "
+        f"WHERE p.refund_id = w.refund_id AND {guard} RETURNING p.refund_id")
+
+
+_WRITE_OUTCOMES = _update(3, _HELD)
+# Rows no claim holds, locked by the caller's transaction (webhook outcomes): a claimed row is never written.
+_WRITE_UNCLAIMED = _update(1, "p.status <> 'submitting'")
 
 
 async def claim_due(pool: asyncpg.Pool, limit: int, lease_seconds: float) -> Claim:
@@ -103,6 +118,57 @@ async def write_outcomes(conn: asyncpg.Connection, claim: Claim, writes: Sequenc
     """
     if not writes:
         return set()
-    columns = ([getattr(write, name) for write in writes] for name in _COLUMNS)
-    rows = await conn.fetch(_WRITE_OUTCOMES, claim.token, claim.lease_seconds, *columns)
+    rows = await conn.fetch(_WRITE_OUTCOMES, claim.token, claim.lease_seconds, *_columns(writes))
     return {row["refund_id"] for row in rows}
+
+
+def _columns(writes: Sequence[PayoutWrite]) -> list[list]:
+    return [[getattr(write, name) for write in writes] for name in _COLUMNS]
+
+
+async def write_unclaimed(conn: asyncpg.Connection, writes: Sequence[PayoutWrite]) -> set[str]:
+    """Write outcomes of rows `conn`'s transaction has locked and no claim holds; return the refunds written."""
+    if not writes:
+        return set()
+    return {row["refund_id"] for row in await conn.fetch(_WRITE_UNCLAIMED, *_columns(writes))}
+
+
+async def record_events(conn: asyncpg.Connection, gateway: str, events: Sequence) -> list[asyncpg.Record]:
+    """Record the gateway's events under their ids, each with the payout it names; return the new ones."""
+    if not events:
+        return []
+    return await conn.fetch(
+        "INSERT INTO payout.gateway_events (gateway, event_id, refund_id, refund_key, gateway_ref, status, "
+        "  failure_reason) "
+        "SELECT $1, e.event_id, p.refund_id, e.refund_key, e.gateway_ref, e.status, e.failure_reason "
+        "FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY "
+        "  AS e(event_id, refund_key, gateway_ref, status, failure_reason, n) "
+        "LEFT JOIN payout.payouts p ON p.gateway = $1 AND p.idempotency_key = e.refund_key "
+        "ORDER BY e.n ON CONFLICT (gateway, event_id) DO NOTHING RETURNING *",
+        gateway, *([getattr(event, name) for event in events]
+                   for name in ("event_id", "refund_key", "gateway_ref", "status", "failure_reason")))
+
+
+async def unclaimed_with_waiting_events(conn: asyncpg.Connection, refund_ids: Sequence[str]
+                                        ) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+    """Of these payouts, the ones no claim holds, locked for this transaction, and their unapplied events in
+    the order they came. A `submitting` row's events keep waiting for its claim's write."""
+    rows = await conn.fetch(
+        "SELECT * FROM payout.payouts WHERE refund_id = ANY($1) AND status <> 'submitting' "
+        "ORDER BY refund_id FOR UPDATE", list(refund_ids))
+    if not rows:
+        return [], []
+    events = await conn.fetch(
+        "SELECT * FROM payout.gateway_events WHERE refund_id = ANY($1) AND applied_at IS NULL ORDER BY seq "
+        "FOR UPDATE", [row["refund_id"] for row in rows])
+    return rows, events
+
+
+async def mark_applied(conn: asyncpg.Connection, applied: Sequence[tuple[str, str, str]]) -> None:
+    """(gateway, event_id, effect) of the events just applied, in the transaction that applied them."""
+    if applied:
+        await conn.execute(
+            "UPDATE payout.gateway_events g SET applied_at = now(), effect = a.effect "
+            "FROM unnest($1::text[], $2::text[], $3::text[]) AS a(gateway, event_id, effect) "
+            "WHERE g.gateway = a.gateway AND g.event_id = a.event_id",
+            *map(list, zip(*applied, strict=True)))

@@ -1,23 +1,31 @@
-"""The real Stripe Refunds API behind the gateway port, through the official `stripe` package.
+"""A Stripe-shaped gateway (Stripe, or the simulator's Stripe personality) through the official `stripe` package.
 
 Idempotency: every create carries `Idempotency-Key` = the payout's key and
 `metadata[refund_key]` = the same key, so the gateway can be asked later
 which refund a key produced (list the payment's refunds, match the metadata)
-without creating one.
+without creating one, and so a webhook's refund names the payout it is for.
 
 Refund statuses (Stripe docs, the refund object): `pending` and
 `requires_action` are not final; `succeeded`; `failed` and `canceled` are
-final failures, with `failure_reason` on `failed`.
+final failures, with `failure_reason` on `failed`. Outcomes after a `pending`
+answer come as `charge.refund.updated` (or `refund.updated`) events; a refund
+that had succeeded and failed afterwards comes as `refund.failed`.
 """
 
+import json
 from collections.abc import Mapping
 
 import stripe
 
-from services.payout.gateway import GatewayError, GatewayResult, RefundOrder
+from services.payout.gateway import Acknowledgement, GatewayError, GatewayEvent, GatewayResult, RefundOrder, \
+    WebhookRejected
+from shared.gateway_routes import GatewayRoute
 
 _STATUS = {"succeeded": "succeeded", "pending": "pending", "requires_action": "pending",
            "failed": "failed", "canceled": "failed"}
+# Event types that carry a refund's new status in `data.object`.
+_REFUND_EVENTS = frozenset({"charge.refund.updated", "refund.updated", "refund.failed"})
+SIGNATURE_TOLERANCE_SECONDS = 300
 
 
 def refund_result(refund: Mapping) -> GatewayResult:
@@ -39,23 +47,39 @@ def classify(error: stripe.StripeError) -> GatewayError:
                         retryable=retryable)
 
 
-class StripeGatewayAdapter:
-    name = "stripe"
+def refund_event(event: Mapping) -> GatewayEvent | None:
+    """A verified Stripe event as a refund outcome, or None if it is not one (another type, still pending)."""
+    if event.get("type") not in _REFUND_EVENTS:
+        return None
+    refund = event["data"]["object"]
+    result = refund_result(refund)
+    if result.status == "pending":
+        return None
+    return GatewayEvent(event["id"], (refund.get("metadata") or {}).get("refund_key"), result.gateway_ref,
+                        result.status, result.failure_reason)
 
-    def __init__(self, api_key: str, *, api_base: str | None = None, timeout_seconds: float = 10.0) -> None:
+
+class StripeGatewayAdapter:
+    looks_up = True
+    acknowledgement = Acknowledgement('{"received": true}', "application/json")
+
+    def __init__(self, name: str, route: GatewayRoute) -> None:
+        self.name = name
         self.client = stripe.StripeClient(
-            api_key, base_addresses={"api": api_base} if api_base else None,
+            route.api_key.get_secret_value(), base_addresses={"api": route.base},
             # Retries are payout's business (durable, with backoff), not the HTTP client's.
-            max_network_retries=0, http_client=stripe.HTTPXClient(timeout=timeout_seconds))
+            max_network_retries=0, http_client=stripe.HTTPXClient(timeout=route.timeout_seconds))
+        self.webhook_secret = route.webhook_secret.get_secret_value()
 
     @staticmethod
     def _payment(payment_id: str) -> dict:
-        return {"payment_intent": payment_id} if payment_id.startswith("pi_") else {"charge": payment_id}
+        return {"charge": payment_id} if payment_id.startswith(("ch_", "py_")) else {"payment_intent": payment_id}
 
     async def refund(self, order: RefundOrder) -> GatewayResult:
         # Stripe converts into the account's settlement currency itself; `settles_as` is payout's estimate.
+        # The channel rides along in metadata: a re-routed refund says it is no longer the card's.
         params = {**self._payment(order.payment_id), "amount": order.amount_value,
-                  "metadata": {"refund_key": order.idempotency_key}}
+                  "metadata": {"refund_key": order.idempotency_key, "channel": order.channel}}
         try:
             refund = await self.client.v1.refunds.create_async(params, {"idempotency_key": order.idempotency_key})
         except stripe.StripeError as error:
@@ -74,14 +98,16 @@ class StripeGatewayAdapter:
             raise classify(error) from error
         return None
 
-    async def reversals(self, gateway_refs: list[str]) -> dict[str, str]:
-        """Refunds that failed after succeeding (Stripe sends `refund.failed`; here: asked per refund)."""
-        found = {}
-        for ref in gateway_refs:
-            try:
-                refund = (await self.client.v1.refunds.retrieve_async(ref)).to_dict()
-            except stripe.StripeError as error:
-                raise classify(error) from error
-            if refund["status"] == "failed":
-                found[ref] = refund.get("failure_reason") or "unknown"
-        return found
+    def events(self, payload: bytes, headers: Mapping[str, str]) -> list[GatewayEvent]:
+        try:
+            stripe.Webhook.construct_event(payload, headers.get("stripe-signature"), self.webhook_secret,
+                                           tolerance=SIGNATURE_TOLERANCE_SECONDS)
+        except stripe.SignatureVerificationError as error:
+            raise WebhookRejected("timestamp" if "tolerance" in str(error) else "signature") from error
+        except ValueError as error:  # not JSON, or not an event
+            raise WebhookRejected("payload") from error
+        try:
+            event = refund_event(json.loads(payload))
+        except (KeyError, TypeError, GatewayError) as error:
+            raise WebhookRejected("payload") from error
+        return [event] if event else []

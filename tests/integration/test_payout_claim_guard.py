@@ -12,8 +12,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.payout import store
-from services.payout.gateway import GatewayResult, RefundOrder
+from services.payout.gateway import GatewayEvent, GatewayResult, RefundOrder
 from services.payout.handlers import SOURCE, IntentRecorder, PayoutExecutor, PayoutPolicy
+from services.payout.outcomes import OutcomeRules
+from services.payout.webhooks import GatewayEventReceiver
 from shared import topics
 from shared.db import create_pool
 from shared.events import RefundApproved
@@ -38,6 +40,7 @@ async def pool(stack, payout_stopped):
     yield pool
     # Nothing of these made-up refunds may reach Kafka once payout's outbox relay runs again.
     await pool.execute("DELETE FROM payout.outbox WHERE key = ANY($1)", MADE)
+    await pool.execute("DELETE FROM payout.gateway_events WHERE refund_id = ANY($1)", MADE)
     await pool.execute("DELETE FROM payout.payouts WHERE refund_id = ANY($1)", MADE)
     MADE.clear()
     await pool.close()
@@ -122,22 +125,23 @@ async def test_a_lapsed_lease_writes_nothing_even_before_anyone_claims_the_row_a
 
 
 class SettlingGateway:
-    """Pays every refund at once; `during_call` runs inside the call (another replica acting meanwhile)."""
+    """Pays every refund at once (or answers `answers[key]`); `during_call` runs inside the call (another
+    replica, or the gateway's webhook, acting meanwhile)."""
 
     name = "sim"
+    looks_up = False
 
-    def __init__(self, during_call) -> None:
+    def __init__(self, during_call, answers: dict[str, str] | None = None) -> None:
         self.during_call = during_call
+        self.answers = answers or {}
 
     async def refund(self, order: RefundOrder) -> GatewayResult:
         await self.during_call(order.idempotency_key)
-        return GatewayResult("succeeded", f"simre_{order.idempotency_key}", None)
+        return GatewayResult(self.answers.get(order.idempotency_key, "succeeded"), f"simre_{order.idempotency_key}",
+                             None)
 
     async def lookup(self, idempotency_key: str, payment_id: str) -> GatewayResult | None:
         return None
-
-    async def reversals(self, gateway_refs: list[str]) -> dict[str, str]:
-        return {}
 
 
 class RecordingProducer:
@@ -151,6 +155,12 @@ class RecordingProducer:
         acked = asyncio.get_running_loop().create_future()
         acked.set_result(None)
         return acked
+
+
+def recording_stage(pool) -> Stage:
+    stage = Stage(schema="payout", source=SOURCE, decide=IntentRecorder(PayoutPolicy()))
+    stage.pool, stage.producer = pool, RecordingProducer()
+    return stage
 
 
 def abandoned(reason: str) -> float:
@@ -169,8 +179,7 @@ async def test_an_unrecordable_row_and_a_row_taken_over_mid_call_cost_the_rest_o
             assert theirs.refund_ids == [taken]
             assert await write(pool, theirs, paid(theirs, "simre_theirs")) == {taken}
 
-    stage = Stage(schema="payout", source=SOURCE, decide=IntentRecorder(PayoutPolicy()))
-    stage.pool, stage.producer = pool, RecordingProducer()
+    stage = recording_stage(pool)
     executor = PayoutExecutor(stage, {"sim": SettlingGateway(other_replica_takes_over)},
                               reclaim_after_seconds=LEASE, sla_seconds=120, concurrency=3)
     stale_before, unrecordable_before = abandoned("stale_write"), abandoned("unrecordable")
@@ -186,3 +195,38 @@ async def test_an_unrecordable_row_and_a_row_taken_over_mid_call_cost_the_rest_o
         ("succeeded", "simre_theirs")
     assert abandoned("stale_write") == stale_before + 1
     assert abandoned("unrecordable") == unrecordable_before + 1
+
+
+async def test_webhooks_that_come_while_the_claim_calls_wait_for_its_write_and_apply_once_on_top_of_it(pool):
+    confirmed = await intent(pool)  # the gateway answers `pending`; its webhook says `succeeded` first
+    reversed_ = await intent(pool)  # the gateway answers `succeeded`; its webhook says it was reversed first
+    stage = recording_stage(pool)
+    receiver = GatewayEventReceiver(stage, OutcomeRules(PayoutPolicy()), sla_seconds=120)
+    webhook = {confirmed: GatewayEvent("evt_confirmed", confirmed, f"simre_{confirmed}", "succeeded"),
+               reversed_: GatewayEvent("evt_reversed", reversed_, f"simre_{reversed_}", "failed",
+                                       "lost_or_stolen_card")}
+
+    async def webhook_during_call(key: str) -> None:
+        assert await receiver.receive("sim", [webhook[key]]) == 1
+        # The claim holds the row: the event is recorded and waits; the row is the claim's to write.
+        assert (await row_of(pool, key))["status"] == "submitting"
+        assert await pool.fetchval("SELECT applied_at FROM payout.gateway_events WHERE gateway = 'sim' "
+                                   "AND event_id = $1", webhook[key].event_id) is None
+        assert await receiver.receive("sim", [webhook[key]]) == 0  # the gateway's retry: a replay
+    executor = PayoutExecutor(stage, {"sim": SettlingGateway(webhook_during_call, {confirmed: "pending"})},
+                              reclaim_after_seconds=LEASE, sla_seconds=120, concurrency=2)
+
+    assert await executor.run_once() == 2
+
+    assert ((await row_of(pool, confirmed))["status"], (await row_of(pool, reversed_))["status"]) == \
+        ("succeeded", "reversed")
+    announced = stage.producer.sent
+    assert sorted(announced) == sorted([(topics.PAID, confirmed), (topics.PAID, reversed_),
+                                        (topics.PAYOUT_FAILED, reversed_)])
+    assert announced.index((topics.PAID, reversed_)) < announced.index((topics.PAYOUT_FAILED, reversed_))
+    effects = dict(await pool.fetch("SELECT refund_id, effect FROM payout.gateway_events WHERE refund_id = ANY($1) "
+                                    "AND applied_at IS NOT NULL", [confirmed, reversed_]))
+    assert effects == {confirmed: "paid", reversed_: "reversed"}
+    # Delivered again once applied: still nothing more.
+    assert await receiver.receive("sim", list(webhook.values())) == 0
+    assert len(stage.producer.sent) == 3

@@ -1,6 +1,6 @@
 """Two payout replicas and a gateway slower than the claim lease: every refund is paid, and announced, once.
 
-One gateway call here (4 s) outlasts the lease (PAYOUT_RECLAIM_AFTER_SECONDS, 3 s), so the other replica
+One gateway call here (the simulator answers after 4 s) outlasts the lease (PAYOUT_RECLAIM_AFTER_SECONDS, 3 s), so the other replica
 sees the rows a call is still running for as orphaned unless their holder keeps its claim; a holder whose
 claim was taken over must then write nothing (issue 11: a late writer published a second `refund.paid.v1`,
 or moved a `succeeded` row back to `pending`).
@@ -13,11 +13,12 @@ from collections import Counter
 import pytest
 
 from shared import topics
+from tests.integration.gateway_sim import gateway_sim  # noqa: F401 (fixture)
 from tests.integration.helpers import TopicTail, publish, refund_of, wait_until
 from tests.integration.service_fixtures import request_with_payment
 
 pytestmark = pytest.mark.integration
-SLOW_GATEWAY = dict(SIM_LATENCY_MS="4000", PAYOUT_RECLAIM_AFTER_SECONDS="3", PAYOUT_RETRY_BASE_SECONDS="0.5")
+SLOW_PAYOUT = dict(PAYOUT_RECLAIM_AFTER_SECONDS="3", PAYOUT_RETRY_BASE_SECONDS="0.5")
 
 # Test-only instrumentation: every claim (attempts goes up) and every outcome written (status leaves
 # `submitting`, or a finished row is written again) on a payout row, as it happens.
@@ -50,10 +51,13 @@ def payout_stopped(stack):
 
 
 async def test_two_replicas_with_a_gateway_slower_than_the_lease_pay_and_announce_each_refund_once(
-        stack, producer, status_feed, db):
+        stack, producer, status_feed, db, gateway_sim):
     batch = [request_with_payment(f"slow{i}") for i in range(32)]
     batch += [request_with_payment("sim-timeout") for _ in range(8)]  # money moves, the answer is lost
     expected = {refund_of(request) for request in batch}
+    await asyncio.gather(*(gateway_sim.pay_for(request) for request in batch))
+    # Payout's client waits 10 s for an answer: longer than a slow call, shorter than a lost one's.
+    slow_payout = SLOW_PAYOUT | gateway_sim.payout_env(timeout_seconds=10)
 
     async def payouts(condition: str) -> int:
         return await db.fetchval(f"SELECT count(*) FROM payout.payouts WHERE refund_id = ANY($1) AND {condition}",
@@ -63,18 +67,18 @@ async def test_two_replicas_with_a_gateway_slower_than_the_lease_pay_and_announc
     await db.execute(WATCH_PAYOUT_WRITES)
     try:
         # A backlog after an outage: payout comes back alone to every approved refund, then scales out.
-        with payout_stopped(stack):
+        with gateway_sim.configured(SIM_LATENCY_MS="4000"), payout_stopped(stack):
             async with TopicTail(stack.bootstrap, topics.APPROVED) as approved, \
                     TopicTail(stack.bootstrap, topics.PAID) as paid:
                 await asyncio.gather(*(publish(producer, request) for request in batch))
                 await approved.wait_for(
                     lambda _: expected <= {e["data"]["refund_id"] for e in approved.records}, timeout=90)
-                stack.start_service("payout", SLOW_GATEWAY)
+                stack.start_service("payout", slow_payout)
 
                 async def claimed():
                     return await payouts("true") == len(expected) and await payouts("status = 'submitting'")
                 await wait_until(claimed, timeout=60)
-                stack.start_service("payout@2", SLOW_GATEWAY)
+                stack.start_service("payout@2", slow_payout)
 
                 async def all_settled():
                     return await payouts("status IN ('succeeded', 'failed')") == len(expected)

@@ -1,5 +1,6 @@
 """Payout's Stripe adapter against Stripe's API mock server, alone and inside the pipeline."""
 
+import json
 import uuid
 
 import httpx
@@ -7,6 +8,7 @@ import pytest
 
 from services.payout.gateway import GatewayError, RefundOrder
 from services.payout.stripe_gateway import StripeGatewayAdapter
+from shared.gateway_routes import GatewayRoute
 from shared.roles import Role
 from tests.integration.helpers import publish, refund_of, staff_auth, valid_request, wait_until
 from tests.integration.service_fixtures import service_configured
@@ -15,8 +17,16 @@ from tests.integration.stripe_mock import stripe_mock  # noqa: F401 (fixture)
 pytestmark = pytest.mark.integration
 
 
+def route(base_url: str, api_key: str = "sk_test_pipeline", **settings) -> dict:
+    return {"kind": "stripe", "base_url": base_url, "api_key": api_key, "webhook_secret": "whsec_pipeline", **settings}
+
+
+def stripe_at(base_url: str, api_key: str = "sk_test_pipeline", **settings) -> StripeGatewayAdapter:
+    return StripeGatewayAdapter("stripe", GatewayRoute.model_validate(route(base_url, api_key, **settings)))
+
+
 async def test_refund_through_the_stripe_api(stripe_mock):
-    gateway = StripeGatewayAdapter("sk_test_pipeline", api_base=stripe_mock)
+    gateway = stripe_at(stripe_mock)
     result = await gateway.refund(RefundOrder("rf_" + uuid.uuid4().hex, "pi_3MtwBwLkdIwHu7ix28a3tqPa", 2500, "EUR",
                                               "card"))
     assert result.status == "succeeded" and result.gateway_ref.startswith("re_")
@@ -26,12 +36,10 @@ async def test_refund_through_the_stripe_api(stripe_mock):
 
 async def test_stripe_refusals_are_final_and_outages_retryable(stripe_mock):
     with pytest.raises(GatewayError) as refused:
-        await StripeGatewayAdapter("not-a-key", api_base=stripe_mock).refund(RefundOrder("rf_x", "ch_1", 100, "EUR",
-                                                                                         "card"))
+        await stripe_at(stripe_mock, "not-a-key").refund(RefundOrder("rf_x", "ch_1", 100, "EUR", "card"))
     assert not refused.value.retryable and refused.value.reason == "stripe_AuthenticationError"
     with pytest.raises(GatewayError) as down:
-        await StripeGatewayAdapter("sk_test_x", api_base="http://127.0.0.1:9", timeout_seconds=2).refund(
-            RefundOrder("rf_x", "ch_1", 100, "EUR", "card"))
+        await stripe_at("http://127.0.0.1:9", timeout_seconds=2).refund(RefundOrder("rf_x", "ch_1", 100, "EUR", "card"))
     assert down.value.retryable
 
 
@@ -40,7 +48,7 @@ async def test_a_stripe_payment_is_paid_by_stripe_and_matched_from_its_balance_r
     request = valid_request()
     request["payment"] = dict(request["payment"], gateway="stripe", id="pi_" + uuid.uuid4().hex[:24])
     refund_id = refund_of(request)
-    with service_configured(stack, "payout", STRIPE_API_KEY="sk_test_pipeline", STRIPE_API_BASE=stripe_mock):
+    with service_configured(stack, "payout", GATEWAY_ROUTES=json.dumps({"stripe": route(stripe_mock)})):
         await publish(producer, request)
 
         async def paid():

@@ -1,0 +1,114 @@
+"""An Adyen-shaped gateway (Adyen's Checkout API v71, or the simulator's Adyen personality) over httpx.
+
+A refund request only says `received`: the outcome always comes as a
+notification (`REFUND` with `success` true or false; later `REFUND_FAILED` or
+`REFUNDED_REVERSED`), each item signed with the webhook's HMAC key and verified
+with the official `Adyen` package. Adyen has no API to ask which refund a key
+made, so a payout waiting for an Adyen outcome waits for the notification, which
+Adyen re-sends until it is acknowledged; a retried request under the same
+`Idempotency-Key` replays the first answer and never refunds twice.
+
+Notifications carry no signed timestamp (`eventDate` is not part of the HMAC), so
+there is no freshness window to check: a replay is recognised by its id instead,
+`(eventCode, pspReference, success)`, which is how Adyen itself says to dedupe.
+"""
+
+import binascii
+import json
+from collections.abc import Mapping
+
+import httpx
+from Adyen.util import is_valid_hmac_notification
+
+from services.payout.gateway import Acknowledgement, GatewayError, GatewayEvent, GatewayResult, RefundOrder, \
+    WebhookRejected
+from shared.gateway_routes import GatewayRoute
+
+# 401/403: our credentials; 422: the request itself (unknown payment "167", amount "137"): asking again won't help.
+_RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
+
+
+def classify(response: httpx.Response) -> GatewayError:
+    if response.status_code >= 500 or response.status_code in _RETRYABLE_STATUSES:
+        return GatewayError(f"adyen_http_{response.status_code}", retryable=True)
+    try:
+        code = response.json().get("errorCode")
+    except ValueError:
+        code = None
+    return GatewayError(f"adyen_{code}" if code else f"adyen_http_{response.status_code}", retryable=False)
+
+
+def notification_event(item: Mapping) -> GatewayEvent | None:
+    """One verified NotificationRequestItem as a refund outcome, or None if it is not about a refund."""
+    code, success = item["eventCode"], item.get("success") == "true"
+    if code == "REFUND":
+        status = "succeeded" if success else "failed"
+    elif code == "REFUND_FAILED":
+        status = "failed"
+    elif code == "REFUNDED_REVERSED":
+        status = "reversed"
+    else:
+        return None
+    reason = None if status == "succeeded" else (item.get("reason") or code.lower())
+    return GatewayEvent(f"{code}:{item['pspReference']}:{item.get('success')}", item.get("merchantReference"),
+                        item["pspReference"], status, reason)
+
+
+class AdyenGatewayAdapter:
+    looks_up = False
+    acknowledgement = Acknowledgement("[accepted]", "text/plain")
+
+    def __init__(self, name: str, route: GatewayRoute) -> None:
+        self.name = name
+        self.merchant_account = route.merchant_account
+        self.hmac_key = route.hmac_key.get_secret_value()
+        self.http = httpx.AsyncClient(base_url=route.base, timeout=route.timeout_seconds,
+                                      headers={"X-API-Key": route.api_key.get_secret_value()})
+
+    async def refund(self, order: RefundOrder) -> GatewayResult:
+        body = {"merchantAccount": self.merchant_account, "reference": order.idempotency_key,
+                "amount": {"value": order.amount_value, "currency": order.currency}}
+        try:
+            response = await self.http.post(f"/v71/payments/{order.payment_id}/refunds", json=body,
+                                            headers={"Idempotency-Key": order.idempotency_key})
+        except httpx.TimeoutException as error:
+            raise GatewayError("adyen_http_timeout", retryable=True) from error
+        except httpx.HTTPError as error:
+            raise GatewayError("adyen_http_connection", retryable=True) from error
+        if not response.is_success:
+            raise classify(response)
+        answer = response.json()
+        if answer.get("status") != "received" or not answer.get("pspReference"):
+            raise GatewayError(f"adyen_unexpected_answer:{answer.get('status')}", retryable=False)
+        return GatewayResult("pending", answer["pspReference"], None)
+
+    async def lookup(self, idempotency_key: str, payment_id: str) -> GatewayResult | None:
+        raise NotImplementedError("Adyen cannot be asked by key; outcomes arrive as notifications")
+
+    def events(self, payload: bytes, headers: Mapping[str, str]) -> list[GatewayEvent]:
+        """Every item must be signed with our key and be for our merchant account, or none is taken."""
+        try:
+            items = [entry["NotificationRequestItem"] for entry in json.loads(payload)["notificationItems"]]
+        except (ValueError, KeyError, TypeError) as error:
+            raise WebhookRejected("payload") from error
+        events = []
+        for item in items:
+            if not self._signed(item):
+                raise WebhookRejected("signature")
+            if item.get("merchantAccountCode") != self.merchant_account:
+                raise WebhookRejected("merchant_account")
+            try:
+                event = notification_event(item)
+            except (KeyError, TypeError) as error:
+                raise WebhookRejected("payload") from error
+            if event:
+                events.append(event)
+        return events
+
+    def _signed(self, item: Mapping) -> bool:
+        if not isinstance(item, dict) or not (item.get("additionalData") or {}).get("hmacSignature"):
+            return False
+        try:
+            return bool(is_valid_hmac_notification(item, self.hmac_key))
+        except (KeyError, TypeError, ValueError, binascii.Error):
+            return False
