@@ -51,11 +51,17 @@ def staff_auth(user: str, *roles: Role) -> dict:
 gateway_payments: GatewayPayments | None = None
 
 
+async def pay_for(data: dict) -> dict:
+    """The request's payment exists at its gateway (as the customer's charge made it), as publish() does."""
+    if gateway_payments is not None:
+        await gateway_payments.ensure(data)
+    return data
+
+
 async def publish(producer, data: dict, *, source: str = SOURCE, binary: bool = False,
                   event_id: str | None = None) -> tuple[bytes, list]:
     """Publish a request the way a platform does, after the customer's payment exists at its gateway."""
-    if gateway_payments is not None:
-        await gateway_payments.ensure(data)
+    await pay_for(data)
     value, headers = requested_record(source, data, binary=binary, event_id=event_id)
     await producer.send_and_wait(topics.REQUESTED, value, key=data["request_id"].encode(), headers=headers)
     return value, headers

@@ -11,7 +11,7 @@ from services.notify.domain import RANK
 from shared import topics
 from shared.events import Status
 from tools.platform import requested_record
-from tests.integration.helpers import TopicTail, publish, refund_of, valid_request, wait_until
+from tests.integration.helpers import TopicTail, pay_for, publish, refund_of, valid_request, wait_until
 
 pytestmark = pytest.mark.integration
 LIFECYCLE = ["accepted", "approved", "processing", "succeeded", "reconciled"]
@@ -133,7 +133,7 @@ async def test_poison_message_is_dead_lettered_and_the_next_message_flows(stack,
     async with TopicTail(stack.bootstrap, topics.DLQ) as dlq:
         poison = await producer.send_and_wait(topics.REQUESTED, b"\x00\xff{not json", key=key,
                                               headers=[("x-trace", b"\xff\xfe")])
-        request = valid_request()
+        request = await pay_for(valid_request())
         value, headers = requested_record("shop-test", request)
         await producer.send_and_wait(topics.REQUESTED, value, key=key, headers=headers)
         letter = await dlq.wait_for(lambda e: e["data"]["offset"] == poison.offset
