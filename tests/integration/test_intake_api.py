@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from shared.ids import refund_id_for
-from tests.integration.helpers import publish, valid_request, wait_until
+from tests.integration.helpers import pay_for, publish, valid_request, wait_until
 from tests.integration.intake_http import OutcomeTail, auth, new_api_key
 
 pytestmark = pytest.mark.integration
@@ -38,10 +38,12 @@ async def intake(stack):
         yield client
 
 
-def post(client, data, key, idempotency_key=None, **headers):
+async def post(client, data, key, idempotency_key=None, **headers):
+    """POST /v1/refunds as a platform does, once the customer's payment exists at its gateway."""
+    await pay_for(data)
     headers = {**auth(key), **headers} if key else headers
     headers["Idempotency-Key"] = idempotency_key or data.get("request_id", "")
-    return client.post("/v1/refunds", json=data, headers=headers)
+    return await client.post("/v1/refunds", json=data, headers=headers)
 
 
 async def ticket(db, refund_id):

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from shared.ids import refund_id_for
-from tests.integration.helpers import publish, valid_request
+from tests.integration.helpers import pay_for, publish, valid_request
 from tests.integration.intake_http import OutcomeTail, auth, new_api_key
 
 pytestmark = pytest.mark.integration
@@ -30,6 +30,7 @@ async def test_concurrent_partials_never_exceed_the_captured_amount(stack, db, p
     over_kafka = [valid_request(amount=AMOUNT, captured=CAPTURED, payment=payment) for _ in range(PER_PATH)]
     refund_ids = {refund_id_for(source, data["request_id"]): data for data in over_http + over_kafka}
 
+    await pay_for(over_http[0])
     async with OutcomeTail(stack.bootstrap) as tail, \
             httpx.AsyncClient(base_url=stack.service_url("intake"), timeout=120) as client:
         posts = [client.post("/v1/refunds", json=data,
