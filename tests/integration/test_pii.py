@@ -142,3 +142,19 @@ async def test_contact_data_reaches_notify_only(sinks, stack, producer, status_f
                      for line in p.read_text(errors="replace").splitlines() if found_in(line, needles)]
     leaks = {where: found for where, found in leaks.items() if found}
     assert not leaks, f"contact data outside notify: {list(leaks)}: {leaks}"
+
+
+async def test_tickets_from_before_lose_their_customers_contact(stack, db):
+    request = valid_request()
+    refund_id = refund_of(request, SOURCE)
+    legacy = {"id": "e-legacy", "type": "refund.accepted.v1", "source": topics.INTAKE_SOURCE, "specversion": "1.0",
+              "data": {"refund_id": refund_id, "customer": {"id": "cus-old", "email": "old@example.com",
+                                                            "phone": "+4915100000000", "locale": "en"}}}
+    await db.execute(
+        "INSERT INTO intake.tickets (refund_id, source, request_id, outcome, outcome_topic, outcome_key, "
+        "outcome_value, outcome_headers, received_at) VALUES ($1, $2, $3, 'accepted', $4, $1, $5, '{}', now())",
+        refund_id, SOURCE, request["request_id"], topics.ACCEPTED, orjson.dumps(legacy))
+    migration = Path(__file__).resolve().parents[2] / "services/intake/migrations/0004_tickets_without_contact.sql"
+    await db.execute(migration.read_text())
+    kept = orjson.loads(await db.fetchval("SELECT outcome_value FROM intake.tickets WHERE refund_id = $1", refund_id))
+    assert kept["data"]["customer"] == {"id": "cus-old", "locale": "en"} and kept["id"] == "e-legacy"
