@@ -1,0 +1,141 @@
+"""The verifier: approvals go out only after their payment was read at its gateway and agrees.
+
+The consumer, the review API and the review clock park approvals in `approval.verifications`
+(handlers.Decisions.approve) and move on; this loop claims the due rows, reads each payment over its
+gateway's API (services/approval/payments.py), outside any transaction, and then per gateway, in one
+transaction:
+
+- the payment agrees (or disagrees only in ways a person already released): `refund.approved.v1`;
+- it disagrees, or the gateway does not know it: `on_hold` with `payment-mismatch` (`refund.held.v1`),
+  or, for an approval an expiry gave, denied;
+- the gateway did not answer (timeout, network, 5xx, refused key): nothing is decided, the row is
+  asked again after a backoff (`APPROVAL_VERIFY_RETRY_BASE_SECONDS` doubling up to
+  `..._CAP_SECONDS`), for as long as it takes. It shows in the stage's inflight/overdue gauges.
+
+A claim holds its rows for `lease_seconds` (several approval replicas share the table; a crashed
+round's rows become due again). Every write checks the claim, so a row is settled once.
+"""
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+
+from services.approval import domain, store
+from services.approval.handlers import PAYMENT_CHECKS, SYSTEM, Decisions, record_decision
+from services.approval.payments import GatewayPayments, GatewayUnanswered
+from shared.envelope import Outgoing
+from shared.stage import Stage
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What asking the gateway gave: a payment (None: unknown there), or why there was no answer."""
+
+    payment: domain.GatewayPayment | None = None
+    unanswered: str | None = None
+    routed: bool = True
+
+
+class PaymentVerifier:
+    def __init__(self, stage: Stage, decisions: Decisions, payments: GatewayPayments, *, claim_size: int = 16,
+                 lease_seconds: float = 60.0, retry_base_seconds: float = 1.0,
+                 retry_cap_seconds: float = 60.0) -> None:
+        self.stage = stage
+        self.decisions = decisions
+        self.payments = payments
+        self.claim_size = claim_size
+        self.lease_seconds = lease_seconds
+        self.retry_base_seconds = retry_base_seconds
+        self.retry_cap_seconds = retry_cap_seconds
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                self.stage.committed.clear()
+                if not await self.run_once():
+                    try:  # woken by a committed batch or decision, else look again in a second
+                        await asyncio.wait_for(self.stage.committed.wait(), timeout=1.0)
+                    except TimeoutError:
+                        pass
+            except Exception:
+                log.exception("payment_verifier_failed")
+                await asyncio.sleep(1.0)
+
+    async def run_once(self) -> int:
+        """One round: claim due rows, read their payments, settle each gateway's rows as its reads end."""
+        rows = await store.claim_verifications(self.stage.pool, self.claim_size, self.lease_seconds)
+        by_gateway: dict[str, list[asyncpg.Record]] = defaultdict(list)
+        for row in rows:
+            by_gateway[row["gateway"]].append(row)
+        # A gateway that does not answer delays only its own rows.
+        await asyncio.gather(*(self._verify(group) for group in by_gateway.values()))
+        return len(rows)
+
+    async def _verify(self, rows: list[asyncpg.Record]) -> None:
+        readings = await asyncio.gather(*(self._read(row) for row in rows))
+        async with self.stage.pool.acquire() as conn:
+            async with conn.transaction():
+                outgoing = await self._settle(conn, list(zip(rows, readings, strict=True)))
+                pending = await self.stage.publish(conn, outgoing)
+            await self.stage.flush(pending)
+
+    async def _read(self, row: asyncpg.Record) -> Reading:
+        if not self.payments.reaches(row["gateway"]):  # its route was removed since it was parked
+            return Reading(routed=False)
+        try:
+            return Reading(await self.payments.read(row["gateway"], row["payment_id"]))
+        except GatewayUnanswered as error:
+            return Reading(unanswered=error.reason)
+        except Exception as error:  # a client bug must not lose the row either: asked again
+            log.exception("payment_read_failed", refund_id=row["refund_id"], gateway=row["gateway"])
+            return Reading(unanswered=f"{type(error).__name__}")
+
+    async def _settle(self, conn: asyncpg.Connection, read: list[tuple[asyncpg.Record, Reading]]) -> list[Outgoing]:
+        later = [(row, self._delay(row), reading.unanswered) for row, reading in read if reading.unanswered]
+        await store.ask_again(conn, later)
+        for row, delay, reason in later:
+            PAYMENT_CHECKS.labels(row["gateway"], "unanswered").inc()
+            log.warning("payment_gateway_unanswered", refund_id=row["refund_id"], gateway=row["gateway"],
+                        reason=reason, attempts=row["attempts"] + 1, next_in_seconds=delay)
+        answered = [(row, reading) for row, reading in read if not reading.unanswered]
+        taken = await store.take_verified(conn, [row for row, _ in answered])
+        outgoing = []
+        for row, reading in answered:
+            if row["refund_id"] in taken:  # else another round settled it after this claim's lease ran out
+                outgoing.append(await self._conclude(conn, store.parked_approval(row), reading))
+        return outgoing
+
+    def _delay(self, row: asyncpg.Record) -> float:
+        return domain.recheck_delay(row["attempts"] + 1, self.retry_base_seconds, self.retry_cap_seconds)
+
+    async def _conclude(self, conn: asyncpg.Connection, parked: store.ParkedApproval, reading: Reading) -> Outgoing:
+        refund = parked.refund
+        gateway = refund.payment.gateway
+        if not reading.routed:
+            PAYMENT_CHECKS.labels("-", "unrouted").inc()
+            return await record_decision(conn, parked.policy_version, refund, "approve", parked.reason_codes,
+                                         decided_by=parked.decided_by, sla_seconds=parked.sla_seconds)
+        check = domain.check_payment(refund, reading.payment, parked.acknowledged)
+        if check.approves:
+            PAYMENT_CHECKS.labels(gateway, "released" if check.released else "matched").inc()
+            log.info("payment_verified", refund_id=refund.refund_id, gateway=gateway, released=check.released)
+            codes = parked.reason_codes + ([domain.PAYMENT_MISMATCH_RELEASED] if check.released else [])
+            return await record_decision(conn, parked.policy_version, refund, "approve", codes,
+                                         decided_by=parked.decided_by, sla_seconds=parked.sla_seconds)
+        PAYMENT_CHECKS.labels(gateway, "unknown" if reading.payment is None else "mismatch").inc()
+        log.warning("payment_mismatch", refund_id=refund.refund_id, gateway=gateway, codes=check.mismatch)
+        seen = reading.payment
+        detail = {"gateway": gateway, "payment_id": refund.payment.id, "approved_by": parked.decided_by,
+                  "at_gateway": seen and {"currency": seen.currency, "captured": seen.captured,
+                                          "refunded": seen.refunded}}
+        if parked.on_mismatch == "hold":
+            return await self.decisions.hold_mismatch(conn, parked, check.mismatch, detail)
+        await store.audit(conn, refund.refund_id, SYSTEM, "deny", "the gateway's payment disagrees with the refund",
+                          detail={"rule_ids": list(check.mismatch), **detail})
+        return await record_decision(conn, parked.policy_version, refund, "deny",
+                                     parked.reason_codes + list(check.mismatch), decided_by=SYSTEM, sla_seconds=None)
