@@ -7,6 +7,7 @@ the same partition flow. The reviewer's decision and the verifier's outcome late
 publish through the same outbox.
 """
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import asyncpg
@@ -56,56 +57,77 @@ class ApprovalStep:
 
 
 class Decisions:
-    """How a verdict takes effect. Every approval, whoever gives it, waits for its payment to be verified
-    at its gateway (services/approval/verification.py); only a gateway without a route is left to payout."""
+    """How a verdict takes effect. An approval, whoever gives it, and a review the policy asks for wait
+    until the refund's payment is verified at its gateway (services/approval/verification.py), so nobody
+    reviews and nothing is approved against a payment the gateway disagrees with; only a gateway
+    without a route is left to payout."""
 
     def __init__(self, policy: Policy, payments: GatewayPayments) -> None:
         self.policy = policy
         self.payments = payments
 
     async def apply(self, conn: asyncpg.Connection, refund: RefundAccepted, verdict: domain.Verdict, *,
-                    decided_by: str, sla_seconds: float | None = None) -> list[Outgoing]:
-        """Record a verdict: an approval to verify, a denial, or a review/hold opened for people."""
-        if verdict.action == "approve":
-            return await self.approve(conn, store.ParkedApproval(refund, self.policy.version, list(verdict.rule_ids),
-                                                                 decided_by, sla_seconds))
+                    decided_by: str, sla_seconds: float | None = None,
+                    acknowledged: frozenset[str] = frozenset()) -> list[Outgoing]:
+        """Record a verdict: an approval or review once the payment is verified, a denial, or a hold."""
+        if verdict.action in ("approve", "review"):
+            return await self.after_verification(conn, store.AwaitingVerification(
+                refund, self.policy.version, list(verdict.rule_ids), decided_by, sla_seconds, acknowledged,
+                review=verdict if verdict.action == "review" else None))
         if verdict.action == "deny":
             return [await record_decision(conn, self.policy.version, refund, "deny", list(verdict.rule_ids),
                                           decided_by=decided_by, sla_seconds=sla_seconds)]
-        return [await self.open_waiting(conn, refund, verdict, decided_by=decided_by)]
+        return [await self.open_waiting(conn, refund, verdict, decided_by=decided_by, acknowledged=acknowledged)]
 
-    async def approve(self, conn: asyncpg.Connection, parked: store.ParkedApproval) -> list[Outgoing]:
-        """Park the approval until the verifier has read its payment; nothing is published yet."""
-        refund = parked.refund
+    async def after_verification(self, conn: asyncpg.Connection,
+                                 awaiting: store.AwaitingVerification) -> list[Outgoing]:
+        """Park the decision until the verifier has read the payment; nothing is published yet."""
+        refund = awaiting.refund
         if not self.payments.reaches(refund.payment.gateway):
             # Nothing to verify against: payout never pays an unrouted gateway (`gateway_not_configured`).
             PAYMENT_CHECKS.labels("-", "unrouted").inc()
-            return [await record_decision(conn, parked.policy_version, refund, "approve", parked.reason_codes,
-                                          decided_by=parked.decided_by, sla_seconds=parked.sla_seconds)]
-        await store.park_for_verification(conn, parked)
-        log.info("approval_awaits_payment_verification", refund_id=refund.refund_id,
-                 gateway=refund.payment.gateway, decided_by=parked.decided_by)
+            return [await self.take_effect(conn, awaiting)]
+        await store.park_for_verification(conn, awaiting)
+        log.info("decision_awaits_payment_verification", refund_id=refund.refund_id,
+                 gateway=refund.payment.gateway, decided_by=awaiting.decided_by,
+                 then="review" if awaiting.review else "approve")
         return []
 
-    async def hold_mismatch(self, conn: asyncpg.Connection, parked: store.ParkedApproval, mismatch: tuple[str, ...],
-                            detail: dict) -> Outgoing:
-        """The gateway's payment disagrees: `on_hold` until a person releases (then it is approved, once the
-        gateway shows nothing new) or denies it."""
+    async def take_effect(self, conn: asyncpg.Connection, awaiting: store.AwaitingVerification, *,
+                          released: bool = False) -> Outgoing:
+        """The payment agrees (`released`: only in ways people released), or it cannot be verified."""
+        codes = awaiting.reason_codes
+        if released and domain.PAYMENT_MISMATCH_RELEASED not in codes:
+            codes = codes + [domain.PAYMENT_MISMATCH_RELEASED]
+        if awaiting.review:
+            return await self.open_waiting(conn, awaiting.refund, replace(awaiting.review, rule_ids=tuple(codes)),
+                                           decided_by=awaiting.decided_by, policy_version=awaiting.policy_version,
+                                           acknowledged=awaiting.acknowledged)
+        return await record_decision(conn, awaiting.policy_version, awaiting.refund, "approve", codes,
+                                     decided_by=awaiting.decided_by, sla_seconds=awaiting.sla_seconds)
+
+    async def hold_mismatch(self, conn: asyncpg.Connection, awaiting: store.AwaitingVerification,
+                            mismatch: tuple[str, ...], detail: dict) -> Outgoing:
+        """The gateway's payment disagrees: `on_hold` until a person releases or denies it. Released, an
+        approval goes ahead and a review opens, each verified again: only what that person saw no longer
+        holds it."""
         verdict = domain.Verdict("hold", mismatch, roles=tuple(self.policy.risk.release_roles))
-        return await self.open_waiting(conn, parked.refund, verdict, decided_by=SYSTEM,
-                                       policy_version=parked.policy_version, release_codes=parked.reason_codes,
+        return await self.open_waiting(conn, awaiting.refund, verdict, decided_by=SYSTEM,
+                                       policy_version=awaiting.policy_version,
+                                       release_codes=None if awaiting.review else awaiting.reason_codes,
+                                       acknowledged=awaiting.acknowledged,
                                        why="the gateway's payment disagrees with the refund", detail=detail)
 
     async def open_waiting(self, conn: asyncpg.Connection, refund: RefundAccepted, verdict: domain.Verdict, *,
                            decided_by: str, policy_version: str | None = None,
-                           release_codes: list[str] | None = None, why: str = "policy",
-                           detail: dict | None = None) -> Outgoing:
+                           release_codes: list[str] | None = None, acknowledged: frozenset[str] = frozenset(),
+                           why: str = "policy", detail: dict | None = None) -> Outgoing:
         """Park a refund for people: a review, or a hold; and build its event."""
         now = datetime.now(UTC)
         version = policy_version or self.policy.version
         waiting = self.policy.hold if verdict.action == "hold" else self.policy.review
         due_at, expires_at = now + waiting.sla, now + waiting.expire_after
-        await store.open_review(conn, refund, verdict, version, now, due_at, expires_at, release_codes)
+        await store.open_review(conn, refund, verdict, version, now, due_at, expires_at, release_codes, acknowledged)
         kind = "hold" if verdict.action == "hold" else "review"
         await store.audit(conn, refund.refund_id, decided_by, f"opened_{kind}", why,
                           detail={"rule_ids": list(verdict.rule_ids), "policy_version": version, **(detail or {})})
@@ -129,7 +151,7 @@ async def record_decision(conn: asyncpg.Connection, policy_version: str, refund:
                           reason_codes: list[str], *, decided_by: str, sla_seconds: float | None) -> Outgoing:
     """Approved or denied, final: stored once with the policy version and rules, then published.
 
-    Only `Decisions.approve` (no route) and the verifier (payment verified) approve through here."""
+    Only `Decisions.take_effect` approves through here: once the payment is verified, or unroutable."""
     now = datetime.now(UTC)
     outcome = "approved" if decision == "approve" else "denied"
     await store.save_decision(conn, refund, outcome, policy_version, reason_codes, decided_by)
@@ -178,24 +200,25 @@ class ReviewDesk:
         if effect == "approval_recorded":
             await store.add_approval(conn, refund.refund_id, review.kind, user_id)
             return []
+        acknowledged = frozenset(row["acknowledged"])
         if effect == "release":
             await store.close_review(conn, refund.refund_id, "approved")
-            if row["release_codes"] is not None:
-                # A payment-mismatch hold: the approval it stopped goes ahead, verified once more; the
-                # disagreements this person saw no longer hold it, anything new does.
-                return await self.decisions.approve(conn, store.ParkedApproval(
-                    refund, row["policy_version"], list(row["release_codes"]), user_id,
-                    acknowledged=domain.mismatch_codes(row["rule_ids"])))
-            # A risk hold is lifted; the policy decides as if risk had not fired.
+            # The payment is verified once more; the disagreements this person saw no longer hold it.
+            acknowledged |= domain.mismatch_codes(row["rule_ids"])
+            if row["release_codes"] is not None:  # a payment-mismatch hold on an approval: it goes ahead
+                return await self.decisions.after_verification(conn, store.AwaitingVerification(
+                    refund, row["policy_version"], list(row["release_codes"]), user_id, acknowledged=acknowledged))
+            # A risk hold (or a mismatch found before a review) is lifted; the policy decides as if it had
+            # not fired.
             verdict = domain.apply_rules(self.policy, refund)
-            return await self.decisions.apply(conn, refund, verdict, decided_by=user_id)
+            return await self.decisions.apply(conn, refund, verdict, decided_by=user_id, acknowledged=acknowledged)
         if effect == "approve":
             await store.add_approval(conn, refund.refund_id, review.kind, user_id)
         await store.close_review(conn, refund.refund_id, "approved" if effect == "approve" else "denied")
         codes = list(row["rule_ids"]) + [f"review-{'approved' if effect == 'approve' else 'denied'}"]
         if effect == "approve":
-            return await self.decisions.approve(conn, store.ParkedApproval(refund, row["policy_version"], codes,
-                                                                           user_id))
+            return await self.decisions.after_verification(conn, store.AwaitingVerification(
+                refund, row["policy_version"], codes, user_id, acknowledged=acknowledged))
         return [await record_decision(conn, row["policy_version"], refund, effect, codes,
                                       decided_by=user_id, sla_seconds=None)]
 
@@ -245,8 +268,9 @@ class ReviewDesk:
                                           decided_by=SYSTEM, sla_seconds=None)]
         # Nobody is left to release a new hold: a payment that still disagrees is denied instead.
         codes = list(row["release_codes"] if row["release_codes"] is not None else row["rule_ids"])
-        return await self.decisions.approve(conn, store.ParkedApproval(
-            refund, row["policy_version"], codes + [f"{row['kind']}-expired"], SYSTEM, on_mismatch="deny"))
+        return await self.decisions.after_verification(conn, store.AwaitingVerification(
+            refund, row["policy_version"], codes + [f"{row['kind']}-expired"], SYSTEM,
+            acknowledged=frozenset(row["acknowledged"]), on_mismatch="deny"))
 
 
 def review_json(row: asyncpg.Record) -> dict:

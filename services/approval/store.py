@@ -8,6 +8,7 @@ import asyncpg
 
 from services.approval.domain import CustomerHistory, OpenReview, Verdict
 from shared.events import RefundAccepted
+from shared.roles import Role
 
 
 def customer_key(refund: RefundAccepted) -> str:
@@ -61,23 +62,25 @@ async def save_decision(conn: asyncpg.Connection, refund: RefundAccepted, decisi
 
 async def open_review(conn: asyncpg.Connection, refund: RefundAccepted, verdict: Verdict, policy_version: str,
                       now: datetime, due_at: datetime, expires_at: datetime,
-                      release_codes: list[str] | None = None) -> None:
+                      release_codes: list[str] | None = None, acknowledged: frozenset[str] = frozenset()) -> None:
     """Open (or, for a released hold, turn into a review) the refund's row for people to decide.
 
-    `release_codes`: a `payment-mismatch` hold's; releasing it approves with them.
+    `release_codes`: a `payment-mismatch` hold's; releasing it approves with them. `acknowledged`: the
+    mismatch codes people released on this refund so far.
     """
     await conn.execute(
         "INSERT INTO approval.reviews (refund_id, kind, state, required_approvals, roles, rule_ids, policy_version, "
-        "refund, amount_value, currency, channel, region, opened_at, due_at, expires_at, release_codes) "
-        "VALUES ($1, $2, 'open', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
+        "refund, amount_value, currency, channel, region, opened_at, due_at, expires_at, release_codes, acknowledged) "
+        "VALUES ($1, $2, 'open', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) "
         "ON CONFLICT (refund_id) DO UPDATE SET kind = EXCLUDED.kind, state = 'open', "
         "required_approvals = EXCLUDED.required_approvals, roles = EXCLUDED.roles, rule_ids = EXCLUDED.rule_ids, "
         "opened_at = EXCLUDED.opened_at, due_at = EXCLUDED.due_at, expires_at = EXCLUDED.expires_at, "
-        "escalated_at = NULL, closed_at = NULL, release_codes = EXCLUDED.release_codes",
+        "escalated_at = NULL, closed_at = NULL, release_codes = EXCLUDED.release_codes, "
+        "acknowledged = EXCLUDED.acknowledged",
         refund.refund_id, "hold" if verdict.action == "hold" else "review", max(verdict.approvals, 1),
         [str(role) for role in verdict.roles], list(verdict.rule_ids), policy_version,
         refund.model_dump(mode="json"), refund.amount.value, refund.amount.currency, refund.channel.value,
-        refund.region, now, due_at, expires_at, release_codes)
+        refund.region, now, due_at, expires_at, release_codes, sorted(acknowledged))
 
 
 async def lock_review(conn: asyncpg.Connection, refund_id: str) -> tuple[asyncpg.Record, OpenReview] | None:
@@ -157,8 +160,9 @@ BACKLOG = (
 # ---------------------------------------------------------------- payment verification
 
 @dataclass(frozen=True)
-class ParkedApproval:
-    """An approval that goes out once its payment is verified."""
+class AwaitingVerification:
+    """A decision that takes effect once the refund's payment is verified at its gateway: an approval,
+    or (`review` set) the review the policy asked for."""
 
     refund: RefundAccepted
     policy_version: str
@@ -167,23 +171,27 @@ class ParkedApproval:
     sla_seconds: float | None = None
     acknowledged: frozenset[str] = frozenset()
     on_mismatch: str = "hold"  # or 'deny': nobody is left to release a hold (an expiry approved it)
+    review: Verdict | None = None
 
 
-async def park_for_verification(conn: asyncpg.Connection, parked: ParkedApproval) -> None:
-    refund = parked.refund
+async def park_for_verification(conn: asyncpg.Connection, parked: AwaitingVerification) -> None:
+    refund, review = parked.refund, parked.review
     await conn.execute(
         "INSERT INTO approval.verifications (refund_id, refund, gateway, payment_id, policy_version, reason_codes, "
-        "decided_by, sla_seconds, acknowledged, on_mismatch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
-        "ON CONFLICT (refund_id) DO NOTHING",
+        "decided_by, sla_seconds, acknowledged, on_mismatch, review) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (refund_id) DO NOTHING",
         refund.refund_id, refund.model_dump(mode="json"), refund.payment.gateway, refund.payment.id,
         parked.policy_version, parked.reason_codes, parked.decided_by, parked.sla_seconds,
-        sorted(parked.acknowledged), parked.on_mismatch)
+        sorted(parked.acknowledged), parked.on_mismatch,
+        review and {"approvals": review.approvals, "roles": [str(role) for role in review.roles]})
 
 
-def parked_approval(row: asyncpg.Record) -> ParkedApproval:
-    return ParkedApproval(RefundAccepted.model_validate(row["refund"]), row["policy_version"],
-                          list(row["reason_codes"]), row["decided_by"], row["sla_seconds"],
-                          frozenset(row["acknowledged"]), row["on_mismatch"])
+def awaiting_verification(row: asyncpg.Record) -> AwaitingVerification:
+    review = row["review"] and Verdict("review", tuple(row["reason_codes"]), row["review"]["approvals"],
+                                       tuple(Role(role) for role in row["review"]["roles"]))
+    return AwaitingVerification(RefundAccepted.model_validate(row["refund"]), row["policy_version"],
+                                list(row["reason_codes"]), row["decided_by"], row["sla_seconds"],
+                                frozenset(row["acknowledged"]), row["on_mismatch"], review)
 
 
 async def claim_verifications(pool: asyncpg.Pool, limit: int, lease_seconds: float) -> list[asyncpg.Record]:

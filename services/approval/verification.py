@@ -1,11 +1,12 @@
-"""The verifier: approvals go out only after their payment was read at its gateway and agrees.
+"""The verifier: approvals go out, and reviews open, only after the payment was read at its gateway and agrees.
 
-The consumer, the review API and the review clock park approvals in `approval.verifications`
-(handlers.Decisions.approve) and move on; this loop claims the due rows, reads each payment over its
-gateway's API (services/approval/payments.py), outside any transaction, and then per gateway, in one
-transaction:
+The consumer, the review API and the review clock park those decisions in `approval.verifications`
+(handlers.Decisions.after_verification) and move on; this loop claims the due rows, reads each payment
+over its gateway's API (services/approval/payments.py), outside any transaction, and then per gateway,
+in one transaction:
 
-- the payment agrees (or disagrees only in ways a person already released): `refund.approved.v1`;
+- the payment agrees (or disagrees only in ways a person already released): `refund.approved.v1`,
+  or the review opens (`refund.review-requested.v1`);
 - it disagrees, or the gateway does not know it: `on_hold` with `payment-mismatch` (`refund.held.v1`),
   or, for an approval an expiry gave, denied;
 - the gateway did not answer (timeout, network, 5xx, refused key): nothing is decided, the row is
@@ -107,30 +108,27 @@ class PaymentVerifier:
         outgoing = []
         for row, reading in answered:
             if row["refund_id"] in taken:  # else another round settled it after this claim's lease ran out
-                outgoing.append(await self._conclude(conn, store.parked_approval(row), reading))
+                outgoing.append(await self._conclude(conn, store.awaiting_verification(row), reading))
         return outgoing
 
     def _delay(self, row: asyncpg.Record) -> float:
         return domain.recheck_delay(row["attempts"] + 1, self.retry_base_seconds, self.retry_cap_seconds)
 
-    async def _conclude(self, conn: asyncpg.Connection, parked: store.ParkedApproval, reading: Reading) -> Outgoing:
+    async def _conclude(self, conn: asyncpg.Connection, parked: store.AwaitingVerification, reading: Reading) -> Outgoing:
         refund = parked.refund
         gateway = refund.payment.gateway
         if not reading.routed:
             PAYMENT_CHECKS.labels("-", "unrouted").inc()
-            return await record_decision(conn, parked.policy_version, refund, "approve", parked.reason_codes,
-                                         decided_by=parked.decided_by, sla_seconds=parked.sla_seconds)
+            return await self.decisions.take_effect(conn, parked)
         check = domain.check_payment(refund, reading.payment, parked.acknowledged)
         if check.approves:
             PAYMENT_CHECKS.labels(gateway, "released" if check.released else "matched").inc()
             log.info("payment_verified", refund_id=refund.refund_id, gateway=gateway, released=check.released)
-            codes = parked.reason_codes + ([domain.PAYMENT_MISMATCH_RELEASED] if check.released else [])
-            return await record_decision(conn, parked.policy_version, refund, "approve", codes,
-                                         decided_by=parked.decided_by, sla_seconds=parked.sla_seconds)
+            return await self.decisions.take_effect(conn, parked, released=check.released)
         PAYMENT_CHECKS.labels(gateway, "unknown" if reading.payment is None else "mismatch").inc()
         log.warning("payment_mismatch", refund_id=refund.refund_id, gateway=gateway, codes=check.mismatch)
         seen = reading.payment
-        detail = {"gateway": gateway, "payment_id": refund.payment.id, "approved_by": parked.decided_by,
+        detail = {"gateway": gateway, "payment_id": refund.payment.id, "decided_by": parked.decided_by,
                   "at_gateway": seen and {"currency": seen.currency, "captured": seen.captured,
                                           "refunded": seen.refunded}}
         if parked.on_mismatch == "hold":
