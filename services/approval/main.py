@@ -38,9 +38,10 @@ class ApprovalSettings(ServiceSettings):
     # A gateway that does not answer a payment read is asked again after base, 2x base, ... up to cap seconds.
     approval_verify_retry_base_seconds: float = Field(1.0, gt=0)
     approval_verify_retry_cap_seconds: float = Field(60.0, gt=0)
-    # Payment reads in flight per verifier round; a round's rows are held for the lease.
+    # Payment reads in flight per verifier round; a round's rows are held for the lease (longer than a read's
+    # timeout, the route's `timeout_seconds`): a crashed replica's rows are read again after it.
     approval_verify_concurrency: int = Field(16, ge=1)
-    approval_verify_lease_seconds: float = Field(60.0, gt=0)
+    approval_verify_lease_seconds: float = Field(30.0, gt=0)
 
     @model_validator(mode="after")
     def _no_simulator_in_production(self) -> "ApprovalSettings":

@@ -194,13 +194,21 @@ def awaiting_verification(row: asyncpg.Record) -> AwaitingVerification:
                                 frozenset(row["acknowledged"]), row["on_mismatch"], review)
 
 
-async def claim_verifications(pool: asyncpg.Pool, limit: int, lease_seconds: float) -> list[asyncpg.Record]:
-    """Due rows, held by a fresh claim until the lease ends (then another round may take them)."""
+async def claim_verifications(pool: asyncpg.Pool, limit: int, lease_seconds: float, gateway: str | None,
+                              routed: list[str]) -> list[asyncpg.Record]:
+    """Due rows of one gateway (None: of gateways not in `routed`), held by a fresh claim until the lease ends
+    (then another round may take them)."""
     return await pool.fetch(
         "UPDATE approval.verifications SET claim = $3, next_check_at = now() + make_interval(secs => $2) "
         "WHERE refund_id IN (SELECT refund_id FROM approval.verifications WHERE next_check_at <= now() "
+        "  AND (gateway = $4 OR ($4::text IS NULL AND gateway <> ALL($5::text[]))) "
         "  ORDER BY next_check_at LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING *",
-        limit, lease_seconds, uuid.uuid4())
+        limit, lease_seconds, uuid.uuid4(), gateway, routed)
+
+
+async def release_claim(pool: asyncpg.Pool, claim: uuid.UUID) -> None:
+    await pool.execute("UPDATE approval.verifications SET claim = NULL, next_check_at = now() WHERE claim = $1",
+                       claim)
 
 
 async def take_verified(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> set[str]:

@@ -2,8 +2,8 @@
 
 The consumer, the review API and the review clock park those decisions in `approval.verifications`
 (handlers.Decisions.after_verification) and move on; this loop claims the due rows, reads each payment
-over its gateway's API (services/approval/payments.py), outside any transaction, and then per gateway,
-in one transaction:
+over its gateway's API (services/approval/payments.py), outside any transaction, and then in one
+transaction (one loop per gateway, so a gateway that does not answer delays only its own refunds):
 
 - the payment agrees (or disagrees only in ways a person already released): `refund.approved.v1`,
   or the review opens (`refund.review-requested.v1`);
@@ -14,11 +14,11 @@ in one transaction:
   `..._CAP_SECONDS`), for as long as it takes. It shows in the stage's inflight/overdue gauges.
 
 A claim holds its rows for `lease_seconds` (several approval replicas share the table; a crashed
-round's rows become due again). Every write checks the claim, so a row is settled once.
+round's rows become due again then, a stopped one's at once). Every write checks the claim, so a row
+is settled once.
 """
 
 import asyncio
-from collections import defaultdict
 from dataclasses import dataclass
 
 import asyncpg
@@ -44,7 +44,7 @@ class Reading:
 
 class PaymentVerifier:
     def __init__(self, stage: Stage, decisions: Decisions, payments: GatewayPayments, *, claim_size: int = 16,
-                 lease_seconds: float = 60.0, retry_base_seconds: float = 1.0,
+                 lease_seconds: float = 30.0, retry_base_seconds: float = 1.0,
                  retry_cap_seconds: float = 60.0) -> None:
         self.stage = stage
         self.decisions = decisions
@@ -55,35 +55,51 @@ class PaymentVerifier:
         self.retry_cap_seconds = retry_cap_seconds
 
     async def run_forever(self) -> None:
+        """One loop per routed gateway, so one that does not answer delays only its own refunds; one more
+        for refunds whose gateway lost its route since they were parked."""
+        lanes: list[str | None] = [*sorted(self.payments.readers), None]
+        wakes = [asyncio.Event() for _ in lanes]
+
+        async def wake_on_commit() -> None:  # a committed batch or decision may have parked something
+            while True:
+                await self.stage.committed.wait()
+                self.stage.committed.clear()
+                for wake in wakes:
+                    wake.set()
+
+        await asyncio.gather(wake_on_commit(), *(self._lane(lane, wake) for lane, wake in zip(lanes, wakes)))
+
+    async def _lane(self, gateway: str | None, wake: asyncio.Event) -> None:
         while True:
             try:
-                self.stage.committed.clear()
-                if not await self.run_once():
-                    try:  # woken by a committed batch or decision, else look again in a second
-                        await asyncio.wait_for(self.stage.committed.wait(), timeout=1.0)
+                wake.clear()
+                if not await self.run_once(gateway):
+                    try:  # woken by a commit, else look again in a second (rows asked again come due)
+                        await asyncio.wait_for(wake.wait(), timeout=1.0)
                     except TimeoutError:
                         pass
             except Exception:
-                log.exception("payment_verifier_failed")
+                log.exception("payment_verifier_failed", gateway=gateway)
                 await asyncio.sleep(1.0)
 
-    async def run_once(self) -> int:
-        """One round: claim due rows, read their payments, settle each gateway's rows as its reads end."""
-        rows = await store.claim_verifications(self.stage.pool, self.claim_size, self.lease_seconds)
-        by_gateway: dict[str, list[asyncpg.Record]] = defaultdict(list)
-        for row in rows:
-            by_gateway[row["gateway"]].append(row)
-        # A gateway that does not answer delays only its own rows.
-        await asyncio.gather(*(self._verify(group) for group in by_gateway.values()))
+    async def run_once(self, gateway: str | None) -> int:
+        """One round for one gateway (None: the unrouted): claim due rows, read their payments, settle them."""
+        rows = await store.claim_verifications(self.stage.pool, self.claim_size, self.lease_seconds, gateway,
+                                               sorted(self.payments.readers))
+        if not rows:
+            return 0
+        try:
+            readings = await asyncio.gather(*(self._read(row) for row in rows))
+            async with self.stage.pool.acquire() as conn:
+                async with conn.transaction():
+                    outgoing = await self._settle(conn, list(zip(rows, readings, strict=True)))
+                    pending = await self.stage.publish(conn, outgoing)
+                await self.stage.flush(pending)
+        except asyncio.CancelledError:
+            # Shutting down: what this round did not settle is due again at once, not after the lease.
+            await store.release_claim(self.stage.pool, rows[0]["claim"])
+            raise
         return len(rows)
-
-    async def _verify(self, rows: list[asyncpg.Record]) -> None:
-        readings = await asyncio.gather(*(self._read(row) for row in rows))
-        async with self.stage.pool.acquire() as conn:
-            async with conn.transaction():
-                outgoing = await self._settle(conn, list(zip(rows, readings, strict=True)))
-                pending = await self.stage.publish(conn, outgoing)
-            await self.stage.flush(pending)
 
     async def _read(self, row: asyncpg.Record) -> Reading:
         if not self.payments.reaches(row["gateway"]):  # its route was removed since it was parked

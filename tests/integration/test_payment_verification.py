@@ -7,6 +7,7 @@ with GATEWAY_ROUTES pointing at it. Payments are created at the simulator throug
 platform's own charge would have, so the gateway is the truth the requests are compared with.
 """
 
+import asyncio
 import json
 import os
 import socket
@@ -40,6 +41,9 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+HANGING_PORT = free_port()
 
 
 class Simulator:
@@ -84,7 +88,9 @@ class Simulator:
                 "sim-direct": {**stripe, "base_url": f"{self.base}/sim-direct"},
                 "adyen": {"kind": "adyen", "base_url": f"{self.base}/adyen", "api_key": ADYEN_KEY,
                           "hmac_key": ADYEN_HMAC, "merchant_account": "SimMerchant", "simulator": True,
-                          "timeout_seconds": 3}}
+                          "timeout_seconds": 3},
+                # A gateway that takes calls and never answers them (only while a test listens there).
+                "hanging": {**stripe, "base_url": f"http://127.0.0.1:{HANGING_PORT}/hanging", "timeout_seconds": 120}}
 
     async def pay(self, account: str, payment_id: str, value: int, currency: str) -> None:
         """The customer's payment, captured at the gateway."""
@@ -301,3 +307,28 @@ async def test_a_gateway_that_does_not_answer_holds_back_the_approval_and_never_
         simulator.start()
     await paid(status_feed, db, waiting_id)
     assert await db.fetchval("SELECT count(*) FROM approval.verifications WHERE refund_id = $1", waiting_id) == 0
+
+
+async def test_a_gateway_that_hangs_delays_only_its_own_refunds(simulator, producer, status_feed, db):
+    called = asyncio.Event()
+
+    async def never_answer(reader, writer):
+        called.set()
+        await reader.read()  # until approval gives up on the read
+        writer.close()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", HANGING_PORT)
+    try:
+        stuck = on("hanging")
+        await publish(producer, stuck)
+        await asyncio.wait_for(called.wait(), timeout=60)  # approval is reading it now, for up to 120 s
+        other = on("adyen")
+        await simulator.pay("adyen", other["payment"]["id"], 5000, "EUR")
+        await publish(producer, other)
+        await wait_until(lambda: db.fetchval("SELECT decision FROM approval.decisions WHERE refund_id = $1",
+                                             refund_of(other)), timeout=30)
+        assert status_feed.status_of(refund_of(stuck)) == "accepted"
+        assert await db.fetchval("SELECT count(*) FROM approval.decisions WHERE refund_id = $1",
+                                 refund_of(stuck)) == 0
+    finally:
+        server.close()
