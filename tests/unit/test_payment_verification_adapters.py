@@ -5,7 +5,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
 from services.approval.domain import GatewayPayment
 from services.approval.payments import GatewayPayments, GatewayUnanswered
