@@ -113,10 +113,17 @@ class Payment(ContractModel):
 
 
 class Customer(ContractModel):
+    """Who the refund is for. On `refund.requested.v1` the platform gives `email`/`phone`; from
+    `refund.accepted.v1` on they travel only inside `contact_sealed`, which only notify can open
+    (shared/contact_seal.py), so approval, payout and reconcile see the customer's id, never how to
+    reach them. `email`/`phone` stay optional here for v1 compatibility; intake never sends them onward."""
+
     id: Id128
     email: Email | None = None
     phone: Phone | None = None
     locale: Locale = "en"
+    # The contact ({"email", "phone"} as given) sealed for notify; None when there is none.
+    contact_sealed: StrictStr | None = None
 
 
 class RefundRequested(ContractModel):

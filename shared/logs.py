@@ -5,6 +5,11 @@ import sys
 
 import structlog
 
+from shared.safe_errors import exception_text
+
+# Tracebacks name the fields a ValidationError found broken, never the values (no contact data in logs).
+_render_exceptions = structlog.processors.ExceptionRenderer(exception_text)
+
 
 def configure_logging(service: str, level: str = "INFO") -> None:
     shared_processors = [
@@ -13,15 +18,15 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     structlog.configure(
-        processors=[*shared_processors, structlog.processors.format_exc_info,
-                    structlog.processors.JSONRenderer()],
+        processors=[*shared_processors, _render_exceptions, structlog.processors.JSONRenderer()],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        processor=structlog.processors.JSONRenderer(),
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _render_exceptions,
+                    structlog.processors.JSONRenderer()],
         foreign_pre_chain=[*shared_processors, structlog.stdlib.add_logger_name],
     ))
     root = logging.getLogger()

@@ -36,6 +36,7 @@ from shared.envelope import InvalidEnvelope, Outgoing, decode, encode
 from shared.events import DeadLetter
 from shared.metrics import MESSAGES_DEAD_LETTERED
 from shared.periodic import every
+from shared.safe_errors import error_text
 
 log = structlog.get_logger()
 
@@ -156,7 +157,8 @@ class Stage:
             except Exception as error:
                 log.exception("poison_message", topic=item.record.topic,
                               partition=item.record.partition, offset=item.record.offset)
-                letter = dead_letter(item.record, f"{type(error).__name__}: {error}", source=self.source)
+                # Paths and error types only: a ValidationError's own text quotes the customer's data.
+                letter = dead_letter(item.record, error_text(error), source=self.source)
                 async with self.pool.acquire() as conn, conn.transaction():
                     ids += await self._write_outbox(conn, [letter])
                 self._count_dead_letters([type(error).__name__])

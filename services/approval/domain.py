@@ -3,6 +3,8 @@
 Risk first (a hold stops everything else), then the policy's rules: every rule
 whose conditions hold fires, and the strictest action wins. A review is decided
 by people: enough distinct approvers with a permitted role approve, or one denies.
+Whatever approves a refund, its payment is compared with what its gateway holds
+first (`check_payment`); a disagreement holds it as `payment-mismatch`.
 """
 
 import statistics
@@ -11,7 +13,7 @@ from typing import Literal
 
 from services.approval.policy import Condition, Policy
 from shared.events import RefundAccepted
-from shared.money import currencies_of_country
+from shared.money import Money, currencies_of_country, major_units_text
 from shared.roles import Role
 
 _STRICTNESS = {"approve": 0, "review": 1, "deny": 2}
@@ -174,3 +176,82 @@ def check_decision(review: OpenReview, action: str, user_id: str, user_roles: fr
         raise ReviewRefused(403, "four_eyes",
                             f"{user_id} already approved; a second, different approver is required")
     return "approve" if len(review.approvers) + 1 >= review.required_approvals else "approval_recorded"
+
+
+# ---------------------------------------------------------------- payment verification
+
+PAYMENT_MISMATCH = "payment-mismatch"
+# Reason code of an approval whose payment still disagreed in the ways a person released.
+PAYMENT_MISMATCH_RELEASED = "payment-mismatch-released"
+
+
+@dataclass(frozen=True)
+class GatewayPayment:
+    """A payment as its gateway holds it, in minor units of the gateway's `currency`."""
+
+    currency: str
+    captured: int
+    refunded: int  # pending and succeeded refunds, by anyone
+
+
+@dataclass(frozen=True)
+class PaymentCheck:
+    """What comparing a refund with its payment at the gateway found."""
+
+    mismatch: tuple[str, ...] = ()  # `payment-mismatch` and one code per disagreement; () when they agree
+    released: bool = False  # it disagrees only in ways a person already saw and released
+
+    @property
+    def approves(self) -> bool:
+        return not self.mismatch or self.released
+
+
+def payment_mismatch(refund: RefundAccepted, seen: GatewayPayment | None) -> tuple[str, ...]:
+    """How the gateway's payment (`None`: the gateway does not know it) disagrees with the refund.
+
+    A different currency; less captured than the request's `payment.captured`; less left at the
+    gateway (captured - refunded) than the refund's amount. Each code names both values.
+    """
+    if seen is None:
+        return _mismatch("payment not found at gateway")
+    claimed = refund.payment.captured
+    if seen.currency != claimed.currency:
+        return _mismatch(f"currency {seen.currency} at gateway, {claimed.currency} claimed")
+    found = []
+    if seen.captured < claimed.value:
+        found.append(f"captured {_text(seen.captured, claimed)} at gateway, {claimed.format()} claimed")
+    left = max(seen.captured - seen.refunded, 0)
+    if left < refund.amount.value:
+        found.append(f"left {_text(left, claimed)} at gateway, {refund.amount.format()} asked")
+    return _mismatch(*found)
+
+
+def check_payment(refund: RefundAccepted, seen: GatewayPayment | None,
+                  acknowledged: frozenset[str] = frozenset()) -> PaymentCheck:
+    """Compare; `acknowledged`: the mismatch codes of a `payment-mismatch` hold a person released."""
+    found = payment_mismatch(refund, seen)
+    return PaymentCheck(found, released=bool(found) and set(found) <= acknowledged | {PAYMENT_MISMATCH})
+
+
+def mismatch_codes(codes: tuple[str, ...] | list[str]) -> frozenset[str]:
+    """The payment-mismatch codes among a hold's reason codes."""
+    return frozenset(code for code in codes if code == PAYMENT_MISMATCH or code.startswith(PAYMENT_MISMATCH + ":"))
+
+
+def counted_codes(codes: list[str]) -> list[str]:
+    """Reason codes as metric labels: a mismatch's values (unbounded) are left out, its kind is kept."""
+    return [code for code in codes if not code.startswith(PAYMENT_MISMATCH + ":")]
+
+
+def recheck_delay(attempts: int, base_seconds: float, cap_seconds: float) -> float:
+    """Seconds before asking an unanswering gateway again, after `attempts` unanswered asks."""
+    return min(base_seconds * 2 ** max(attempts - 1, 0), cap_seconds)
+
+
+def _mismatch(*found: str) -> tuple[str, ...]:
+    return (PAYMENT_MISMATCH, *(f"{PAYMENT_MISMATCH}:{detail}" for detail in found)) if found else ()
+
+
+def _text(value: int, like: Money) -> str:
+    """A gateway's amount in the claimed currency, formatted like `Money.format` ('90.00 EUR')."""
+    return f"{major_units_text(value, like.currency)} {like.currency}"

@@ -1,17 +1,21 @@
 """Approval's steps: decide accepted refunds, apply reviewers' decisions, escalate and expire waits.
 
-Consuming never waits for people: a refund needing review is parked in
-`approval.reviews` and the batch moves on, so auto-approved refunds behind it
-on the same partition flow. The reviewer's decision later publishes through
-the same outbox.
+Consuming never waits for people nor for gateways: a refund needing review is
+parked in `approval.reviews`, an approval waiting for its payment to be verified
+in `approval.verifications`, and the batch moves on, so refunds behind them on
+the same partition flow. The reviewer's decision and the verifier's outcome later
+publish through the same outbox.
 """
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import asyncpg
 import structlog
+from prometheus_client import Counter
 
 from services.approval import domain, store
+from services.approval.payments import GatewayPayments
 from services.approval.policy import Policy, Waiting
 from shared.envelope import Outgoing, encode
 from shared.events import (
@@ -26,11 +30,19 @@ SYSTEM = "system"
 log = structlog.get_logger()
 
 
-class ApprovalStep:
-    """The consume step: one accepted refund -> approved, denied, pending_review or on_hold."""
+PAYMENT_CHECKS = Counter(
+    "refund_approval_payment_checks_total",
+    "Payments read at their gateway before an approval, by result: matched, released (disagrees only as a "
+    "person released), mismatch, unknown (404), unanswered (asked again later), unrouted (left to payout)",
+    ["gateway", "outcome"])
 
-    def __init__(self, policy: Policy, sla_seconds: float) -> None:
-        self.policy = policy
+
+class ApprovalStep:
+    """The consume step: one accepted refund -> approved (once verified), denied, pending_review or on_hold."""
+
+    def __init__(self, decisions: "Decisions", sla_seconds: float) -> None:
+        self.decisions = decisions
+        self.policy = decisions.policy
         self.sla_seconds = sla_seconds
 
     async def __call__(self, conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]:
@@ -41,31 +53,93 @@ class ApprovalStep:
         history = await store.customer_history(conn, refund, velocity.window if velocity else None)
         disputed = await store.dispute_open(conn, refund.payment.gateway, refund.payment.id)
         verdict = domain.decide(self.policy, refund, history, disputed)
-        return [await apply_verdict(conn, self.policy, refund, verdict, decided_by="policy",
-                                    sla_seconds=self.sla_seconds)]
+        return await self.decisions.apply(conn, refund, verdict, decided_by="policy", sla_seconds=self.sla_seconds)
 
 
-async def apply_verdict(conn: asyncpg.Connection, policy: Policy, refund: RefundAccepted, verdict: domain.Verdict,
-                        *, decided_by: str, sla_seconds: float | None = None) -> Outgoing:
-    """Record a verdict and build its event: a decision, or a review/hold opened for people."""
-    now = datetime.now(UTC)
-    if verdict.action in ("approve", "deny"):
-        return await record_decision(conn, policy.version, refund, verdict.action, list(verdict.rule_ids),
-                                     decided_by=decided_by, sla_seconds=sla_seconds)
-    waiting = policy.hold if verdict.action == "hold" else policy.review
-    due_at, expires_at = now + waiting.sla, now + waiting.expire_after
-    await store.open_review(conn, refund, verdict, policy.version, now, due_at, expires_at)
-    await store.audit(conn, refund.refund_id, decided_by, f"opened_{'hold' if verdict.action == 'hold' else 'review'}",
-                      "policy", detail={"rule_ids": list(verdict.rule_ids), "policy_version": policy.version})
-    log.info("refund_parked", refund_id=refund.refund_id, kind=verdict.action, rule_ids=verdict.rule_ids)
-    common = carried(refund, list(verdict.rule_ids))
-    if verdict.action == "hold":
-        payload = RefundHeld(**common, held_at=now, due_at=due_at)
-    else:
-        payload = RefundReviewRequested(**common, policy_version=policy.version,
-                                        required_approvals=verdict.approvals, review_requested_at=now,
-                                        due_at=due_at)
-    return encode(payload, source=SOURCE, key=refund.refund_id)
+class Decisions:
+    """How a verdict takes effect. An approval, whoever gives it, and a review the policy asks for wait
+    until the refund's payment is verified at its gateway (services/approval/verification.py), so nobody
+    reviews and nothing is approved against a payment the gateway disagrees with; only a gateway
+    without a route is left to payout."""
+
+    def __init__(self, policy: Policy, payments: GatewayPayments) -> None:
+        self.policy = policy
+        self.payments = payments
+
+    async def apply(self, conn: asyncpg.Connection, refund: RefundAccepted, verdict: domain.Verdict, *,
+                    decided_by: str, sla_seconds: float | None = None,
+                    acknowledged: frozenset[str] = frozenset()) -> list[Outgoing]:
+        """Record a verdict: an approval or review once the payment is verified, a denial, or a hold."""
+        if verdict.action in ("approve", "review"):
+            return await self.after_verification(conn, store.AwaitingVerification(
+                refund, self.policy.version, list(verdict.rule_ids), decided_by, sla_seconds, acknowledged,
+                review=verdict if verdict.action == "review" else None))
+        if verdict.action == "deny":
+            return [await record_decision(conn, self.policy.version, refund, "deny", list(verdict.rule_ids),
+                                          decided_by=decided_by, sla_seconds=sla_seconds)]
+        return [await self.open_waiting(conn, refund, verdict, decided_by=decided_by, acknowledged=acknowledged)]
+
+    async def after_verification(self, conn: asyncpg.Connection,
+                                 awaiting: store.AwaitingVerification) -> list[Outgoing]:
+        """Park the decision until the verifier has read the payment; nothing is published yet."""
+        refund = awaiting.refund
+        if not self.payments.reaches(refund.payment.gateway):
+            # Nothing to verify against: payout never pays an unrouted gateway (`gateway_not_configured`).
+            PAYMENT_CHECKS.labels("-", "unrouted").inc()
+            return [await self.take_effect(conn, awaiting)]
+        await store.park_for_verification(conn, awaiting)
+        log.info("decision_awaits_payment_verification", refund_id=refund.refund_id,
+                 gateway=refund.payment.gateway, decided_by=awaiting.decided_by,
+                 then="review" if awaiting.review else "approve")
+        return []
+
+    async def take_effect(self, conn: asyncpg.Connection, awaiting: store.AwaitingVerification, *,
+                          released: bool = False) -> Outgoing:
+        """The payment agrees (`released`: only in ways people released), or it cannot be verified."""
+        codes = awaiting.reason_codes
+        if released and domain.PAYMENT_MISMATCH_RELEASED not in codes:
+            codes = codes + [domain.PAYMENT_MISMATCH_RELEASED]
+        if awaiting.review:
+            return await self.open_waiting(conn, awaiting.refund, replace(awaiting.review, rule_ids=tuple(codes)),
+                                           decided_by=awaiting.decided_by, policy_version=awaiting.policy_version,
+                                           acknowledged=awaiting.acknowledged)
+        return await record_decision(conn, awaiting.policy_version, awaiting.refund, "approve", codes,
+                                     decided_by=awaiting.decided_by, sla_seconds=awaiting.sla_seconds)
+
+    async def hold_mismatch(self, conn: asyncpg.Connection, awaiting: store.AwaitingVerification,
+                            mismatch: tuple[str, ...], detail: dict) -> Outgoing:
+        """The gateway's payment disagrees: `on_hold` until a person releases or denies it. Released, an
+        approval goes ahead and a review opens, each verified again: only what that person saw no longer
+        holds it."""
+        verdict = domain.Verdict("hold", mismatch, roles=tuple(self.policy.risk.release_roles))
+        return await self.open_waiting(conn, awaiting.refund, verdict, decided_by=SYSTEM,
+                                       policy_version=awaiting.policy_version,
+                                       release_codes=None if awaiting.review else awaiting.reason_codes,
+                                       acknowledged=awaiting.acknowledged,
+                                       why="the gateway's payment disagrees with the refund", detail=detail)
+
+    async def open_waiting(self, conn: asyncpg.Connection, refund: RefundAccepted, verdict: domain.Verdict, *,
+                           decided_by: str, policy_version: str | None = None,
+                           release_codes: list[str] | None = None, acknowledged: frozenset[str] = frozenset(),
+                           why: str = "policy", detail: dict | None = None) -> Outgoing:
+        """Park a refund for people: a review, or a hold; and build its event."""
+        now = datetime.now(UTC)
+        version = policy_version or self.policy.version
+        waiting = self.policy.hold if verdict.action == "hold" else self.policy.review
+        due_at, expires_at = now + waiting.sla, now + waiting.expire_after
+        await store.open_review(conn, refund, verdict, version, now, due_at, expires_at, release_codes, acknowledged)
+        kind = "hold" if verdict.action == "hold" else "review"
+        await store.audit(conn, refund.refund_id, decided_by, f"opened_{kind}", why,
+                          detail={"rule_ids": list(verdict.rule_ids), "policy_version": version, **(detail or {})})
+        log.info("refund_parked", refund_id=refund.refund_id, kind=verdict.action, rule_ids=verdict.rule_ids)
+        common = carried(refund, list(verdict.rule_ids))
+        if verdict.action == "hold":
+            payload = RefundHeld(**common, held_at=now, due_at=due_at)
+        else:
+            payload = RefundReviewRequested(**common, policy_version=version,
+                                            required_approvals=verdict.approvals, review_requested_at=now,
+                                            due_at=due_at)
+        return encode(payload, source=SOURCE, key=refund.refund_id)
 
 
 def carried(refund: RefundAccepted, reason_codes: list[str]) -> dict:
@@ -75,7 +149,9 @@ def carried(refund: RefundAccepted, reason_codes: list[str]) -> dict:
 
 async def record_decision(conn: asyncpg.Connection, policy_version: str, refund: RefundAccepted, decision: str,
                           reason_codes: list[str], *, decided_by: str, sla_seconds: float | None) -> Outgoing:
-    """Approved or denied, final: stored once with the policy version and rules, then published."""
+    """Approved or denied, final: stored once with the policy version and rules, then published.
+
+    Only `Decisions.take_effect` approves through here: once the payment is verified, or unroutable."""
     now = datetime.now(UTC)
     outcome = "approved" if decision == "approve" else "denied"
     await store.save_decision(conn, refund, outcome, policy_version, reason_codes, decided_by)
@@ -83,7 +159,7 @@ async def record_decision(conn: asyncpg.Connection, policy_version: str, refund:
     observe_completion("approval", outcome, refund.channel.value, waited,
                        overdue=sla_seconds is not None and waited > sla_seconds, drill=refund.drill)
     if outcome == "denied":
-        count_rejections("approval", reason_codes, drill=refund.drill)
+        count_rejections("approval", domain.counted_codes(reason_codes), drill=refund.drill)
     common = carried(refund, reason_codes)
     if outcome == "approved":
         payload = RefundApproved(**common, policy_version=policy_version, approved_at=now)
@@ -95,9 +171,10 @@ async def record_decision(conn: asyncpg.Connection, policy_version: str, refund:
 class ReviewDesk:
     """Reviewers' decisions and the clock on waiting refunds (escalation, expiry)."""
 
-    def __init__(self, stage: Stage, policy: Policy) -> None:
+    def __init__(self, stage: Stage, decisions: Decisions) -> None:
         self.stage = stage
-        self.policy = policy
+        self.decisions = decisions
+        self.policy = decisions.policy
 
     async def decide(self, refund_id: str, user: StaffUser, action: str, reason: str) -> dict:
         """Apply one reviewer's action; raises domain.ReviewRefused, or LookupError if no such review."""
@@ -111,43 +188,60 @@ class ReviewDesk:
                 effect = domain.check_decision(review, action, user.user_id, frozenset(roles))
                 await store.audit(conn, refund_id, user.user_id, action, reason, roles,
                                   {"kind": review.kind, "approvals_before": list(review.approvers)})
-                outgoing = await self._apply(conn, row, review, effect, user.user_id, reason)
-                pending = await self.stage.publish(conn, [outgoing] if outgoing else [])
+                outgoing = await self._apply(conn, row, review, effect, user.user_id)
+                pending = await self.stage.publish(conn, outgoing)
             await self.stage.flush(pending)
+            self.stage.committed.set()  # wake the verifier for an approval just parked
             return await self.view(conn, refund_id)
 
     async def _apply(self, conn: asyncpg.Connection, row: asyncpg.Record, review: domain.OpenReview, effect: str,
-                     user_id: str, reason: str) -> Outgoing | None:
+                     user_id: str) -> list[Outgoing]:
         refund = RefundAccepted.model_validate(row["refund"])
         if effect == "approval_recorded":
             await store.add_approval(conn, refund.refund_id, review.kind, user_id)
-            return None
-        if effect == "release":  # the hold is lifted; the policy decides as if risk had not fired
+            return []
+        acknowledged = frozenset(row["acknowledged"])
+        if effect == "release":
             await store.close_review(conn, refund.refund_id, "approved")
+            # The payment is verified once more; the disagreements this person saw no longer hold it.
+            acknowledged |= domain.mismatch_codes(row["rule_ids"])
+            if row["release_codes"] is not None:  # a payment-mismatch hold on an approval: it goes ahead
+                return await self.decisions.after_verification(conn, store.AwaitingVerification(
+                    refund, row["policy_version"], list(row["release_codes"]), user_id, acknowledged=acknowledged))
+            # A risk hold (or a mismatch found before a review) is lifted; the policy decides as if it had
+            # not fired.
             verdict = domain.apply_rules(self.policy, refund)
-            return await apply_verdict(conn, self.policy, refund, verdict, decided_by=user_id)
+            return await self.decisions.apply(conn, refund, verdict, decided_by=user_id, acknowledged=acknowledged)
         if effect == "approve":
             await store.add_approval(conn, refund.refund_id, review.kind, user_id)
         await store.close_review(conn, refund.refund_id, "approved" if effect == "approve" else "denied")
         codes = list(row["rule_ids"]) + [f"review-{'approved' if effect == 'approve' else 'denied'}"]
-        return await record_decision(conn, row["policy_version"], refund, effect, codes,
-                                     decided_by=user_id, sla_seconds=None)
+        if effect == "approve":
+            return await self.decisions.after_verification(conn, store.AwaitingVerification(
+                refund, row["policy_version"], codes, user_id, acknowledged=acknowledged))
+        return [await record_decision(conn, row["policy_version"], refund, effect, codes,
+                                      decided_by=user_id, sla_seconds=None)]
 
     async def view(self, conn: asyncpg.Connection, refund_id: str) -> dict:
         row = await store.review(conn, refund_id)
         if row is None:
             raise LookupError(refund_id)
         trail = await store.audit_trail(conn, refund_id)
-        return {**review_json(row), "audit": [dict(entry) for entry in trail]}
+        waiting = await store.verification(conn, refund_id)
+        return {**review_json(row), "audit": [dict(entry) for entry in trail],
+                # An approval given here goes out once its payment is verified at its gateway.
+                "payment_verification": dict(waiting, state="pending") if waiting else None}
 
     async def tick(self) -> int:
         """Escalate reviews and holds past their SLA; apply `on_expiry` to those past expiry."""
         async with self.stage.pool.acquire() as conn:
             async with conn.transaction():
                 outgoing = [await self._escalate(conn, row) for row in await store.overdue_reviews(conn)]
-                outgoing += [await self._expire(conn, row) for row in await store.expired_reviews(conn)]
+                for row in await store.expired_reviews(conn):
+                    outgoing += await self._expire(conn, row)
                 pending = await self.stage.publish(conn, outgoing)
             await self.stage.flush(pending)
+        self.stage.committed.set()
         return len(outgoing)
 
     async def _escalate(self, conn: asyncpg.Connection, row: asyncpg.Record) -> Outgoing:
@@ -161,16 +255,22 @@ class ReviewDesk:
             waiting_since=row["opened_at"], due_at=row["due_at"], escalated_at=datetime.now(UTC))
         return encode(payload, source=SOURCE, key=refund.refund_id)
 
-    async def _expire(self, conn: asyncpg.Connection, row: asyncpg.Record) -> Outgoing:
+    async def _expire(self, conn: asyncpg.Connection, row: asyncpg.Record) -> list[Outgoing]:
         refund = RefundAccepted.model_validate(row["refund"])
         waiting: Waiting = self.policy.hold if row["kind"] == "hold" else self.policy.review
         effect = "approve" if waiting.on_expiry == "approve" else "deny"
         await store.close_review(conn, refund.refund_id, "approved" if effect == "approve" else "denied")
         await store.audit(conn, refund.refund_id, SYSTEM, effect, f"{row['kind']} expired unanswered",
                           detail={"expires_at": row["expires_at"].isoformat()})
-        codes = list(row["rule_ids"]) + [f"{row['kind']}-expired"]
-        return await record_decision(conn, row["policy_version"], refund, effect, codes,
-                                     decided_by=SYSTEM, sla_seconds=None)
+        if effect == "deny":
+            return [await record_decision(conn, row["policy_version"], refund, "deny",
+                                          list(row["rule_ids"]) + [f"{row['kind']}-expired"],
+                                          decided_by=SYSTEM, sla_seconds=None)]
+        # Nobody is left to release a new hold: a payment that still disagrees is denied instead.
+        codes = list(row["release_codes"] if row["release_codes"] is not None else row["rule_ids"])
+        return await self.decisions.after_verification(conn, store.AwaitingVerification(
+            refund, row["policy_version"], codes + [f"{row['kind']}-expired"], SYSTEM,
+            acknowledged=frozenset(row["acknowledged"]), on_mismatch="deny"))
 
 
 def review_json(row: asyncpg.Record) -> dict:

@@ -3,11 +3,16 @@
 import sys
 from pathlib import Path
 
+from pydantic import Field
+
 from services.approval.api import review_router
-from services.approval.handlers import SOURCE, ApprovalStep, ReviewDesk
+from services.approval.handlers import SOURCE, ApprovalStep, Decisions, ReviewDesk
+from services.approval.payments import GatewayPayments
 from services.approval.policy import PolicyError, load_policy
 from services.approval.store import BACKLOG
+from services.approval.verification import PaymentVerifier
 from shared import topics
+from shared.gateway_routes import GatewayRoutes
 from shared.metrics import read_backlog, sweep_forever
 from shared.periodic import every
 from shared.service import make_app, make_broker, subscribe_stage
@@ -24,6 +29,17 @@ class ApprovalSettings(ServiceSettings):
     # Automatic decisions; a manual review's clock is the policy's review.sla.
     approval_sla_seconds: float = 60.0
     review_clock_interval_seconds: float = 5.0
+    # GATEWAY_ROUTES (JSON, shared/gateway_routes.py), the same routes payout pays through: approval reads
+    # each refund's payment there before approving it. A gateway without a route is not verified (payout
+    # fails its refunds `gateway_not_configured`).
+    gateway_routes: GatewayRoutes = {}
+    # A gateway that does not answer a payment read is asked again after base, 2x base, ... up to cap seconds.
+    approval_verify_retry_base_seconds: float = Field(1.0, gt=0)
+    approval_verify_retry_cap_seconds: float = Field(60.0, gt=0)
+    # Payment reads in flight per verifier round; a round's rows are held for the lease (longer than a read's
+    # timeout, the route's `timeout_seconds`): a crashed replica's rows are read again after it.
+    approval_verify_concurrency: int = Field(16, ge=1)
+    approval_verify_lease_seconds: float = Field(30.0, gt=0)
 
 
 settings = ApprovalSettings()
@@ -33,9 +49,15 @@ except PolicyError as invalid:
     sys.exit(f"approval cannot start: {invalid}")
 
 broker = make_broker(settings)
-stage = Stage(schema="approval", source=SOURCE, decide=ApprovalStep(policy, settings.approval_sla_seconds))
+payments = GatewayPayments.from_routes(settings.gateway_routes)
+decisions = Decisions(policy, payments)
+stage = Stage(schema="approval", source=SOURCE, decide=ApprovalStep(decisions, settings.approval_sla_seconds))
 subscribe_stage(broker, stage, topics.ACCEPTED, group_id="refund-approval", max_records=settings.batch_max_records)
-desk = ReviewDesk(stage, policy)
+desk = ReviewDesk(stage, decisions)
+verifier = PaymentVerifier(stage, decisions, payments, claim_size=settings.approval_verify_concurrency,
+                           lease_seconds=settings.approval_verify_lease_seconds,
+                           retry_base_seconds=settings.approval_verify_retry_base_seconds,
+                           retry_cap_seconds=settings.approval_verify_retry_cap_seconds)
 
 
 async def review_clock() -> None:
@@ -43,9 +65,10 @@ async def review_clock() -> None:
 
 
 async def sweep_backlog() -> None:
-    await sweep_forever("approval", lambda: read_backlog(stage.pool, BACKLOG), settings.sweep_interval_seconds)
+    await sweep_forever("approval", lambda: read_backlog(stage.pool, BACKLOG, settings.approval_sla_seconds),
+                        settings.sweep_interval_seconds)
 
 
 app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
-               background=[review_clock, sweep_backlog], title="Refund approval")
+               background=[review_clock, sweep_backlog, verifier.run_forever], title="Refund approval")
 app.include_router(review_router(desk, StaffAuth(StaffVerifier.from_settings(settings))))

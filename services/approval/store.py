@@ -1,11 +1,14 @@
 """Approval's PostgreSQL store (schema `approval`)."""
 
+import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
 
 from services.approval.domain import CustomerHistory, OpenReview, Verdict
 from shared.events import RefundAccepted
+from shared.roles import Role
 
 
 def customer_key(refund: RefundAccepted) -> str:
@@ -15,7 +18,8 @@ def customer_key(refund: RefundAccepted) -> str:
 async def already_seen(conn: asyncpg.Connection, refund_id: str) -> bool:
     return await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM approval.decisions WHERE refund_id = $1) "
-        "OR EXISTS (SELECT 1 FROM approval.reviews WHERE refund_id = $1)", refund_id)
+        "OR EXISTS (SELECT 1 FROM approval.reviews WHERE refund_id = $1) "
+        "OR EXISTS (SELECT 1 FROM approval.verifications WHERE refund_id = $1)", refund_id)
 
 
 async def customer_history(conn: asyncpg.Connection, refund: RefundAccepted,
@@ -57,20 +61,26 @@ async def save_decision(conn: asyncpg.Connection, refund: RefundAccepted, decisi
 
 
 async def open_review(conn: asyncpg.Connection, refund: RefundAccepted, verdict: Verdict, policy_version: str,
-                      now: datetime, due_at: datetime, expires_at: datetime) -> None:
-    """Open (or, for a released hold, turn into a review) the refund's row for people to decide."""
+                      now: datetime, due_at: datetime, expires_at: datetime,
+                      release_codes: list[str] | None = None, acknowledged: frozenset[str] = frozenset()) -> None:
+    """Open (or, for a released hold, turn into a review) the refund's row for people to decide.
+
+    `release_codes`: a `payment-mismatch` hold's; releasing it approves with them. `acknowledged`: the
+    mismatch codes people released on this refund so far.
+    """
     await conn.execute(
         "INSERT INTO approval.reviews (refund_id, kind, state, required_approvals, roles, rule_ids, policy_version, "
-        "refund, amount_value, currency, channel, region, opened_at, due_at, expires_at) "
-        "VALUES ($1, $2, 'open', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
+        "refund, amount_value, currency, channel, region, opened_at, due_at, expires_at, release_codes, acknowledged) "
+        "VALUES ($1, $2, 'open', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) "
         "ON CONFLICT (refund_id) DO UPDATE SET kind = EXCLUDED.kind, state = 'open', "
         "required_approvals = EXCLUDED.required_approvals, roles = EXCLUDED.roles, rule_ids = EXCLUDED.rule_ids, "
         "opened_at = EXCLUDED.opened_at, due_at = EXCLUDED.due_at, expires_at = EXCLUDED.expires_at, "
-        "escalated_at = NULL, closed_at = NULL",
+        "escalated_at = NULL, closed_at = NULL, release_codes = EXCLUDED.release_codes, "
+        "acknowledged = EXCLUDED.acknowledged",
         refund.refund_id, "hold" if verdict.action == "hold" else "review", max(verdict.approvals, 1),
         [str(role) for role in verdict.roles], list(verdict.rule_ids), policy_version,
         refund.model_dump(mode="json"), refund.amount.value, refund.amount.currency, refund.channel.value,
-        refund.region, now, due_at, expires_at)
+        refund.region, now, due_at, expires_at, release_codes, sorted(acknowledged))
 
 
 async def lock_review(conn: asyncpg.Connection, refund_id: str) -> tuple[asyncpg.Record, OpenReview] | None:
@@ -137,5 +147,91 @@ async def audit_trail(conn: asyncpg.Connection, refund_id: str) -> list[asyncpg.
                             "WHERE refund_id = $1 ORDER BY id", refund_id)
 
 
-BACKLOG = ("SELECT count(*) AS inflight, count(*) FILTER (WHERE due_at < now()) AS overdue, "
-           "extract(epoch FROM now() - min(opened_at)) AS oldest_age FROM approval.reviews WHERE state = 'open'")
+# Waiting for people (open reviews and holds, due at their SLA) and for a gateway to answer a payment
+# read (due at the automatic decision's SLA, $1 seconds after they were parked).
+BACKLOG = (
+    "SELECT count(*) AS inflight, count(*) FILTER (WHERE due_at < now()) AS overdue, "
+    "extract(epoch FROM now() - min(since)) AS oldest_age FROM ("
+    "  SELECT opened_at AS since, due_at FROM approval.reviews WHERE state = 'open' "
+    "  UNION ALL SELECT created_at, created_at + make_interval(secs => $1) FROM approval.verifications"
+    ") waiting")
+
+
+# ---------------------------------------------------------------- payment verification
+
+@dataclass(frozen=True)
+class AwaitingVerification:
+    """A decision that takes effect once the refund's payment is verified at its gateway: an approval,
+    or (`review` set) the review the policy asked for."""
+
+    refund: RefundAccepted
+    policy_version: str
+    reason_codes: list[str]
+    decided_by: str
+    sla_seconds: float | None = None
+    acknowledged: frozenset[str] = frozenset()
+    on_mismatch: str = "hold"  # or 'deny': nobody is left to release a hold (an expiry approved it)
+    review: Verdict | None = None
+
+
+async def park_for_verification(conn: asyncpg.Connection, parked: AwaitingVerification) -> None:
+    refund, review = parked.refund, parked.review
+    await conn.execute(
+        "INSERT INTO approval.verifications (refund_id, refund, gateway, payment_id, policy_version, reason_codes, "
+        "decided_by, sla_seconds, acknowledged, on_mismatch, review) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (refund_id) DO NOTHING",
+        refund.refund_id, refund.model_dump(mode="json"), refund.payment.gateway, refund.payment.id,
+        parked.policy_version, parked.reason_codes, parked.decided_by, parked.sla_seconds,
+        sorted(parked.acknowledged), parked.on_mismatch,
+        review and {"approvals": review.approvals, "roles": [str(role) for role in review.roles]})
+
+
+def awaiting_verification(row: asyncpg.Record) -> AwaitingVerification:
+    review = row["review"] and Verdict("review", tuple(row["reason_codes"]), row["review"]["approvals"],
+                                       tuple(Role(role) for role in row["review"]["roles"]))
+    return AwaitingVerification(RefundAccepted.model_validate(row["refund"]), row["policy_version"],
+                                list(row["reason_codes"]), row["decided_by"], row["sla_seconds"],
+                                frozenset(row["acknowledged"]), row["on_mismatch"], review)
+
+
+async def claim_verifications(pool: asyncpg.Pool, limit: int, lease_seconds: float, gateway: str | None,
+                              routed: list[str]) -> list[asyncpg.Record]:
+    """Due rows of one gateway (None: of gateways not in `routed`), held by a fresh claim until the lease ends
+    (then another round may take them)."""
+    return await pool.fetch(
+        "UPDATE approval.verifications SET claim = $3, next_check_at = now() + make_interval(secs => $2) "
+        "WHERE refund_id IN (SELECT refund_id FROM approval.verifications WHERE next_check_at <= now() "
+        "  AND (gateway = $4 OR ($4::text IS NULL AND gateway <> ALL($5::text[]))) "
+        "  ORDER BY next_check_at LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING *",
+        limit, lease_seconds, uuid.uuid4(), gateway, routed)
+
+
+async def release_claim(pool: asyncpg.Pool, claim: uuid.UUID) -> None:
+    await pool.execute("UPDATE approval.verifications SET claim = NULL, next_check_at = now() WHERE claim = $1",
+                       claim)
+
+
+async def take_verified(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> set[str]:
+    """Remove rows still held by their claim; the refund ids removed (others were settled elsewhere)."""
+    taken = await conn.fetch(
+        "DELETE FROM approval.verifications v USING unnest($1::text[], $2::uuid[]) AS c(refund_id, claim) "
+        "WHERE v.refund_id = c.refund_id AND v.claim = c.claim RETURNING v.refund_id",
+        [row["refund_id"] for row in rows], [row["claim"] for row in rows])
+    return {row["refund_id"] for row in taken}
+
+
+async def ask_again(conn: asyncpg.Connection, rows: list[tuple[asyncpg.Record, float, str]]) -> None:
+    """Unanswered reads: (row, seconds until the next read, why), for rows still held by their claim."""
+    await conn.execute(
+        "UPDATE approval.verifications v SET attempts = v.attempts + 1, last_error = a.error, claim = NULL, "
+        "next_check_at = now() + make_interval(secs => a.delay) "
+        "FROM unnest($1::text[], $2::uuid[], $3::float8[], $4::text[]) AS a(refund_id, claim, delay, error) "
+        "WHERE v.refund_id = a.refund_id AND v.claim = a.claim",
+        [row["refund_id"] for row, _, _ in rows], [row["claim"] for row, _, _ in rows],
+        [delay for _, delay, _ in rows], [error for _, _, error in rows])
+
+
+async def verification(conn: asyncpg.Connection, refund_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT gateway, payment_id, attempts, last_error, created_at, next_check_at FROM approval.verifications "
+        "WHERE refund_id = $1", refund_id)

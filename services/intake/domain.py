@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from shared.events import FieldError, RefundRequested
+from shared.events import Customer, FieldError, RefundRequested
 from shared.money import Money
 
 REQUESTED_TYPE = "refund.requested.v1"
@@ -106,6 +106,17 @@ def balance_errors(balance: PaymentBalance, request: RefundRequested) -> list[Fi
         return [FieldError(field="amount.value", code="exceeds_refundable",
                            message=f"only {remaining.format()} of this payment is still refundable")]
     return []
+
+
+def onward_customer(customer: Customer, contact_sealed: str | None) -> Customer:
+    """The customer as intake passes it on: id and locale in the clear, the contact only sealed for notify.
+    Intake keeps no contact either: what it stores is this (in the accepted event) and a body hash."""
+    return Customer(id=customer.id, locale=customer.locale, contact_sealed=contact_sealed)
+
+
+def contact_of(customer: Customer) -> dict[str, str]:
+    """How the customer can be reached, as given (empty: nobody to seal anything for)."""
+    return {name: value for name, value in (("email", customer.email), ("phone", customer.phone)) if value}
 
 
 def readable_ids(raw: object) -> tuple[str | None, str | None]:

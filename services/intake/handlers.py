@@ -12,8 +12,10 @@ from datetime import UTC, datetime
 
 import asyncpg
 import structlog
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from services.intake import domain, release, store
+from shared.contact_seal import seal
 from shared.envelope import Outgoing, encode
 from shared.events import FieldError, RefundAccepted, RefundRejected, RefundRequested
 from shared.ids import refund_id_for
@@ -38,8 +40,10 @@ class Decision:
 class Intake:
     """Validates, dedupes, guards the refundable balance and opens the ticket with its SLA deadlines."""
 
-    def __init__(self, sla: SlaTable, drill_sources: Sequence[str] = ()) -> None:
+    def __init__(self, sla: SlaTable, contact_key: X25519PublicKey, drill_sources: Sequence[str] = ()) -> None:
         self.sla = sla
+        # Notify's public key: the customer's contact goes on sealed for notify alone.
+        self.contact_key = contact_key
         # Who may mark a refund as a drill: the drill scheduler, and the sources the settings allow.
         self.drill_sources = frozenset({domain.DRILL_SOURCE, *drill_sources})
 
@@ -95,7 +99,8 @@ class Intake:
         accepted = RefundAccepted(
             refund_id=refund_id, request_id=request.request_id, source=source, order_id=request.order_id,
             amount=request.amount, channel=request.payment.channel, region=request.region,
-            payment=request.payment, customer=request.customer, reason=request.reason, note=request.note,
+            payment=request.payment, customer=self._onward_customer(request, refund_id), reason=request.reason,
+            note=request.note,
             requested_at=request.requested_at, accepted_at=now, items=request.items,
             metadata=request.metadata, deadlines=deadlines, drill=self._is_drill(request, source),
         )
@@ -127,6 +132,11 @@ class Intake:
         count_rejections("intake", [e.code for e in errors], drill=drill)
         log.info("request_rejected", source=source, request_id=request_id, codes=[e.code for e in errors])
         return Decision("rejected", event)
+
+    def _onward_customer(self, request: RefundRequested, refund_id: str):
+        contact = domain.contact_of(request.customer)
+        sealed = seal(self.contact_key, contact, refund_id=refund_id, customer_id=request.customer.id) if contact else None
+        return domain.onward_customer(request.customer, sealed)
 
     def _is_drill(self, request: RefundRequested, source: str | None) -> bool:
         drill = domain.is_drill(request, source, self.drill_sources)

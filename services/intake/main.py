@@ -7,7 +7,7 @@ from services.intake.domain import DrillPayment
 from services.intake.drill import drill_forever
 from services.intake.handlers import SOURCE, Intake
 from services.intake.settings import IntakeSettings
-from shared import sla, topics
+from shared import contact_seal, sla, topics
 from shared.http_limits import RateLimit
 from shared.metrics import export_sla, read_backlog, sweep_forever
 from shared.service import make_app, make_broker, subscribe_stage
@@ -20,7 +20,11 @@ except sla.SlaFileError as error:
     raise SystemExit(f"intake cannot start: bad SLA file (SLA_FILE): {error}") from None
 
 export_sla(sla_table)
-intake = Intake(sla_table, drill_sources=settings.drill_sources)
+try:
+    contact_key = contact_seal.public_key(settings.contact_public_key)
+except ValueError as error:
+    raise SystemExit(f"intake cannot start: CONTACT_PUBLIC_KEY is not an X25519 public key: {error}") from None
+intake = Intake(sla_table, contact_key, drill_sources=settings.drill_sources)
 broker = make_broker(settings)
 stage = Stage(schema="intake", source=SOURCE, decide=intake.decide,
               answers_invalid_envelopes_on=frozenset({topics.REQUESTED}))

@@ -2,13 +2,20 @@
 
 from pathlib import Path
 
+from shared.contact_seal import LOCAL_PUBLIC_KEY
 from shared.settings import ServiceSettings
 
 REPO_SLA_FILE = Path(__file__).resolve().parents[2] / "deploy" / "sla.yaml"
 
 
 class IntakeSettings(ServiceSettings):
+    # Not secret, but the local default's private half is public: production must bring notify's own key.
+    production_secrets = (*ServiceSettings.production_secrets, "contact_public_key")
+
     service_name: str = "intake"
+    # Notify's X25519 public key (PEM or base64 of the raw 32 bytes): the customer's email and phone
+    # travel on sealed with it, readable by notify alone (shared/contact_seal.py).
+    contact_public_key: str = LOCAL_PUBLIC_KEY
     # The ticket's stage SLAs (shared/sla.py); a bad file stops start-up.
     sla_file: Path = REPO_SLA_FILE
     # Scheduled drills (services/intake/drill.py): seconds between drill refunds, 0 = off; the UTC

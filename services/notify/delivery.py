@@ -194,7 +194,8 @@ class Sender:
                 await self._settle(row, "failed", reason)
                 return
             delay = domain.retry_delay_seconds(row["attempts"], self.backoff_base_seconds, self.backoff_cap_seconds)
-            log.warning("notification_retry", id=row["id"], channel=row["channel"], delay=delay, error=reason)
+            log.warning("notification_retry", id=row["id"], channel=row["channel"], delay=delay,
+                        error=_without_recipient(reason, row))
             await store.retry_at(self.pool, row["id"], datetime.now(UTC) + timedelta(seconds=delay), reason)
         else:
             await self._settle(row, "sent")
@@ -212,5 +213,11 @@ class Sender:
         took = (datetime.now(UTC) - row["created_at"]).total_seconds()
         observe_completion("notify", state, row["payment_channel"] or "unknown", took, took > self.sla_seconds)
         log.info("notification_" + state, refund_id=row["refund_id"], milestone=row["milestone"],
-                 channel=row["channel"], attempts=row["attempts"], error=error)
+                 channel=row["channel"], attempts=row["attempts"], error=_without_recipient(error, row))
+
+
+def _without_recipient(error: str | None, row: asyncpg.Record) -> str | None:
+    """A provider's error text for the log: it may quote the address (`<ana@…>: recipient rejected`),
+    which notify keeps in its table but no log line carries."""
+    return error.replace(row["recipient"], "<recipient>") if error and row["recipient"] else error
 

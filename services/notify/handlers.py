@@ -6,15 +6,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
+import structlog
 from aiokafka import ConsumerRecord
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from services.notify import domain, store, watch
+from shared.contact_seal import SealBroken, open_seal
 from shared.envelope import Outgoing, encode
 from shared.events import RefundStatus, Status
 from shared.money import Money
 from shared.stage import Inbound, Stage
 
 SOURCE = "refund-pipeline/notify"
+log = structlog.get_logger()
 
 
 class CausalStage(Stage):
@@ -67,7 +71,7 @@ _FOLD = (
     "order_id = COALESCE(refund_status.order_id, EXCLUDED.order_id), "
     "amount = COALESCE(refund_status.amount, EXCLUDED.amount), "
     "channel = COALESCE(refund_status.channel, EXCLUDED.channel), "
-    "customer = COALESCE(refund_status.customer, EXCLUDED.customer), "
+    "customer = COALESCE(refund_status.customer, '{}'::jsonb) || COALESCE(EXCLUDED.customer, '{}'::jsonb), "
     "drill = refund_status.drill OR EXCLUDED.drill, "
     "deadlines = COALESCE(refund_status.deadlines, EXCLUDED.deadlines), "
     "stage = CASE WHEN EXCLUDED.stage_rank > COALESCE(refund_status.stage_rank, 0) "
@@ -84,7 +88,8 @@ _FOLD_LATE = (
     "deadlines = COALESCE(deadlines, $4), drill = drill OR $5, "
     "stage = CASE WHEN $7 > COALESCE(stage_rank, 0) THEN $6 ELSE stage END, "
     "entered_at = CASE WHEN $7 > COALESCE(stage_rank, 0) THEN $8 ELSE entered_at END, "
-    "stage_rank = GREATEST(stage_rank, $7), accepted_at = COALESCE(accepted_at, $9) "
+    "stage_rank = GREATEST(stage_rank, $7), accepted_at = COALESCE(accepted_at, $9), "
+    "customer = CASE WHEN $10::jsonb IS NULL THEN customer ELSE COALESCE(customer, '{}'::jsonb) || $10 END "
     "WHERE refund_id = $1 RETURNING *"
 )
 
@@ -92,6 +97,8 @@ _FOLD_LATE = (
 @dataclass(frozen=True)
 class Projection:
     audience: Audience
+    # Opens the contact intake sealed for notify (shared/contact_seal.py).
+    contact_key: X25519PrivateKey
 
     async def project(self, conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]:
         event_type = item.event.get_type()
@@ -103,13 +110,14 @@ class Projection:
         now = datetime.now(UTC)
         stage = watch.STAGE_AFTER[event_type]
         accepted_at = domain.instant(data.get("accepted_at"))
+        customer = self._customer(refund_id, data.get("customer"))
         row = await conn.fetchrow(
             "SELECT status, eta, channel FROM notify.refund_status WHERE refund_id = $1 FOR UPDATE", refund_id)
         current = Status(row["status"]) if row else None
         if not domain.advances(current, new):
             # Late or repeated: keep the status, still remember when this stage happened.
             row = await conn.fetchrow(_FOLD_LATE, refund_id, new.value, now.isoformat(), data.get("deadlines"),
-                                      bool(data.get("drill")), stage, watch.RANK[stage], now, accepted_at)
+                                      bool(data.get("drill")), stage, watch.RANK[stage], now, accepted_at, customer)
             watch.observe_time_to_funds(event_type, data, row)
             return [_status_event(row)]
         codes = data.get("reason_codes") or [e["code"] for e in data.get("errors", [])]
@@ -119,12 +127,25 @@ class Projection:
         row = await conn.fetchrow(
             _FOLD, refund_id, data.get("request_id"), data.get("source"), data.get("order_id"), new.value,
             data.get("amount"), data.get("channel"), codes, eta, {new.value: now.isoformat()}, now,
-            data.get("customer"), bool(data.get("drill")), data.get("deadlines"), stage, watch.RANK[stage], now,
+            customer, bool(data.get("drill")), data.get("deadlines"), stage, watch.RANK[stage], now,
             accepted_at)
         watch.observe_time_to_funds(event_type, data, row)
         if milestone := domain.MILESTONE_OF_STATUS.get(new):
             await self._queue(conn, row, milestone)
         return [_status_event(row)]
+
+    def _customer(self, refund_id: str, customer: object) -> dict | None:
+        """The customer as notify keeps it: the sealed contact opened into `email`/`phone`, the blob dropped.
+        A seal that does not open leaves the customer without a contact (nobody to mail), and says so."""
+        if not isinstance(customer, dict):
+            return None
+        kept = {k: v for k, v in customer.items() if k != "contact_sealed"}
+        if sealed := customer.get("contact_sealed"):
+            try:
+                kept |= open_seal(self.contact_key, sealed, refund_id=refund_id, customer_id=str(customer.get("id")))
+            except SealBroken as broken:
+                log.warning("customer_contact_unreadable", refund_id=refund_id, reason=str(broken))
+        return kept
 
     async def _queue(self, conn: asyncpg.Connection, row: asyncpg.Record, milestone: domain.Milestone) -> None:
         customer = row["customer"] or {}

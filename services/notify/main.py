@@ -11,7 +11,7 @@ from services.notify.delivery import EmailChannel, Sender, SmsChannel, WebhookCh
 from services.notify.handlers import SOURCE, Audience, CausalStage, Projection, republish
 from services.notify.signing import sign_link
 from services.notify.web import customer_pages, tracking_access, tracking_api
-from shared import topics
+from shared import contact_seal, topics
 from shared.http_limits import RateLimit
 from shared.metrics import backlog_query, read_backlog, sweep_forever
 from shared.periodic import every
@@ -21,7 +21,8 @@ from shared.staff import StaffVerifier
 
 
 class NotifySettings(ServiceSettings):
-    production_secrets = (*ServiceSettings.production_secrets, "customer_link_secret", "webhook_secret")
+    production_secrets = (*ServiceSettings.production_secrets, "customer_link_secret", "webhook_secret",
+                          "contact_private_key")
     # An open tracking API would show every platform's refunds to anyone.
     production_required = (*ServiceSettings.production_required, "tracking_api_keys")
 
@@ -35,6 +36,9 @@ class NotifySettings(ServiceSettings):
     tracking_rate_limit: str = "20/second"
     customer_page_rate_limit: str = "120/minute"
     customer_link_secret: str = "local-dev-customer-link-secret-change-me"
+    # The X25519 private key (PEM or base64 of the raw 32 bytes) that opens the customer contact intake
+    # seals with CONTACT_PUBLIC_KEY (shared/contact_seal.py); the default is the public local-only pair.
+    contact_private_key: str = contact_seal.LOCAL_PRIVATE_KEY
     customer_link_max_age_seconds: int = 30 * 24 * 3600
     feedback_url: str = "https://feedback.example.com/refunds"
     # Email is off until an SMTP server is configured.
@@ -75,8 +79,12 @@ class NotifySettings(ServiceSettings):
 settings = NotifySettings()
 base_url = (settings.public_base_url or f"http://127.0.0.1:{settings.http_port}").rstrip("/")
 broker = make_broker(settings)
+try:
+    contact_key = contact_seal.private_key(settings.contact_private_key)
+except ValueError as error:
+    raise SystemExit(f"notify cannot start: CONTACT_PRIVATE_KEY is not an X25519 private key: {error}") from None
 projection = Projection(Audience(email=bool(settings.smtp_host), sms=bool(settings.sms_provider_url),
-                                  webhook_urls=settings.webhook_urls))
+                                  webhook_urls=settings.webhook_urls), contact_key)
 
 stage = CausalStage(schema="notify", source=SOURCE, decide=projection.project, redelivered=republish)
 subscribe_stage(broker, stage, *topics.LIFECYCLE, group_id="refund-notify", max_records=settings.batch_max_records)

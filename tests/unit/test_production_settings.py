@@ -2,13 +2,16 @@
 
 import pytest
 
+from services.intake.settings import IntakeSettings
 from services.notify.main import NotifySettings
+from shared import contact_seal
 from shared.gateway_routes import GatewayRoutes
 from shared.settings import ProductionRefused, ServiceSettings
 
 SAFE = {"environment": "production", "staff_jwks_url": "https://idp.example.com/.well-known/jwks.json"}
+CONTACT_PRIVATE, CONTACT_PUBLIC = contact_seal.new_key_pair()
 NOTIFY_SAFE = SAFE | {"customer_link_secret": "link-key", "webhook_secret": "whsec_abc",
-                      "tracking_api_keys": {"key-1": "shop-eu"}}
+                      "tracking_api_keys": {"key-1": "shop-eu"}, "contact_private_key": CONTACT_PRIVATE}
 
 
 def test_local_runs_keep_their_defaults():
@@ -25,12 +28,19 @@ def test_production_with_every_secret_set_starts():
      "CUSTOMER_LINK_SECRET is the public default"),
     ({"webhook_secret": ""}, "WEBHOOK_SECRET is empty"),
     ({"tracking_api_keys": {}}, "TRACKING_API_KEYS is not set"),
+    ({"contact_private_key": contact_seal.LOCAL_PRIVATE_KEY}, "CONTACT_PRIVATE_KEY is the public default"),
 ])
 def test_production_refuses_each_unsafe_setting_by_name(change, named):
     with pytest.raises(ProductionRefused) as refused:
         NotifySettings(**(NOTIFY_SAFE | change))
     assert named in str(refused.value)
     assert refused.value.code != 0
+
+
+def test_intake_refuses_the_local_contact_key_in_production():
+    assert IntakeSettings(**SAFE, contact_public_key=CONTACT_PUBLIC).contact_public_key == CONTACT_PUBLIC
+    with pytest.raises(ProductionRefused, match="CONTACT_PUBLIC_KEY is the public default"):
+        IntakeSettings(**SAFE)
 
 
 class GatewaySettings(ServiceSettings):

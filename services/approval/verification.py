@@ -1,0 +1,155 @@
+"""The verifier: approvals go out, and reviews open, only after the payment was read at its gateway and agrees.
+
+The consumer, the review API and the review clock park those decisions in `approval.verifications`
+(handlers.Decisions.after_verification) and move on; this loop claims the due rows, reads each payment
+over its gateway's API (services/approval/payments.py), outside any transaction, and then in one
+transaction (one loop per gateway, so a gateway that does not answer delays only its own refunds):
+
+- the payment agrees (or disagrees only in ways a person already released): `refund.approved.v1`,
+  or the review opens (`refund.review-requested.v1`);
+- it disagrees, or the gateway does not know it: `on_hold` with `payment-mismatch` (`refund.held.v1`),
+  or, for an approval an expiry gave, denied;
+- the gateway did not answer (timeout, network, 5xx, refused key): nothing is decided, the row is
+  asked again after a backoff (`APPROVAL_VERIFY_RETRY_BASE_SECONDS` doubling up to
+  `..._CAP_SECONDS`), for as long as it takes. It shows in the stage's inflight/overdue gauges.
+
+A claim holds its rows for `lease_seconds` (several approval replicas share the table; a crashed
+round's rows become due again then, a stopped one's at once). Every write checks the claim, so a row
+is settled once.
+"""
+
+import asyncio
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+
+from services.approval import domain, store
+from services.approval.handlers import PAYMENT_CHECKS, SYSTEM, Decisions, record_decision
+from services.approval.payments import GatewayPayments, GatewayUnanswered
+from shared.envelope import Outgoing
+from shared.stage import Stage
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What asking the gateway gave: a payment (None: unknown there), or why there was no answer."""
+
+    payment: domain.GatewayPayment | None = None
+    unanswered: str | None = None
+    routed: bool = True
+
+
+class PaymentVerifier:
+    def __init__(self, stage: Stage, decisions: Decisions, payments: GatewayPayments, *, claim_size: int = 16,
+                 lease_seconds: float = 30.0, retry_base_seconds: float = 1.0,
+                 retry_cap_seconds: float = 60.0) -> None:
+        self.stage = stage
+        self.decisions = decisions
+        self.payments = payments
+        self.claim_size = claim_size
+        self.lease_seconds = lease_seconds
+        self.retry_base_seconds = retry_base_seconds
+        self.retry_cap_seconds = retry_cap_seconds
+
+    async def run_forever(self) -> None:
+        """One loop per routed gateway, so one that does not answer delays only its own refunds; one more
+        for refunds whose gateway lost its route since they were parked."""
+        lanes: list[str | None] = [*sorted(self.payments.readers), None]
+        wakes = [asyncio.Event() for _ in lanes]
+
+        async def wake_on_commit() -> None:  # a committed batch or decision may have parked something
+            while True:
+                await self.stage.committed.wait()
+                self.stage.committed.clear()
+                for wake in wakes:
+                    wake.set()
+
+        await asyncio.gather(wake_on_commit(), *(self._lane(lane, wake) for lane, wake in zip(lanes, wakes)))
+
+    async def _lane(self, gateway: str | None, wake: asyncio.Event) -> None:
+        while True:
+            try:
+                wake.clear()
+                if not await self.run_once(gateway):
+                    try:  # woken by a commit, else look again in a second (rows asked again come due)
+                        await asyncio.wait_for(wake.wait(), timeout=1.0)
+                    except TimeoutError:
+                        pass
+            except Exception:
+                log.exception("payment_verifier_failed", gateway=gateway)
+                await asyncio.sleep(1.0)
+
+    async def run_once(self, gateway: str | None) -> int:
+        """One round for one gateway (None: the unrouted): claim due rows, read their payments, settle them."""
+        rows = await store.claim_verifications(self.stage.pool, self.claim_size, self.lease_seconds, gateway,
+                                               sorted(self.payments.readers))
+        if not rows:
+            return 0
+        try:
+            readings = await asyncio.gather(*(self._read(row) for row in rows))
+            async with self.stage.pool.acquire() as conn:
+                async with conn.transaction():
+                    outgoing = await self._settle(conn, list(zip(rows, readings, strict=True)))
+                    pending = await self.stage.publish(conn, outgoing)
+                await self.stage.flush(pending)
+        except asyncio.CancelledError:
+            # Shutting down: what this round did not settle is due again at once, not after the lease.
+            await store.release_claim(self.stage.pool, rows[0]["claim"])
+            raise
+        return len(rows)
+
+    async def _read(self, row: asyncpg.Record) -> Reading:
+        if not self.payments.reaches(row["gateway"]):  # its route was removed since it was parked
+            return Reading(routed=False)
+        try:
+            return Reading(await self.payments.read(row["gateway"], row["payment_id"]))
+        except GatewayUnanswered as error:
+            return Reading(unanswered=error.reason)
+        except Exception as error:  # a client bug must not lose the row either: asked again
+            log.exception("payment_read_failed", refund_id=row["refund_id"], gateway=row["gateway"])
+            return Reading(unanswered=f"{type(error).__name__}")
+
+    async def _settle(self, conn: asyncpg.Connection, read: list[tuple[asyncpg.Record, Reading]]) -> list[Outgoing]:
+        later = [(row, self._delay(row), reading.unanswered) for row, reading in read if reading.unanswered]
+        await store.ask_again(conn, later)
+        for row, delay, reason in later:
+            PAYMENT_CHECKS.labels(row["gateway"], "unanswered").inc()
+            log.warning("payment_gateway_unanswered", refund_id=row["refund_id"], gateway=row["gateway"],
+                        reason=reason, attempts=row["attempts"] + 1, next_in_seconds=delay)
+        answered = [(row, reading) for row, reading in read if not reading.unanswered]
+        taken = await store.take_verified(conn, [row for row, _ in answered])
+        outgoing = []
+        for row, reading in answered:
+            if row["refund_id"] in taken:  # else another round settled it after this claim's lease ran out
+                outgoing.append(await self._conclude(conn, store.awaiting_verification(row), reading))
+        return outgoing
+
+    def _delay(self, row: asyncpg.Record) -> float:
+        return domain.recheck_delay(row["attempts"] + 1, self.retry_base_seconds, self.retry_cap_seconds)
+
+    async def _conclude(self, conn: asyncpg.Connection, parked: store.AwaitingVerification, reading: Reading) -> Outgoing:
+        refund = parked.refund
+        gateway = refund.payment.gateway
+        if not reading.routed:
+            PAYMENT_CHECKS.labels("-", "unrouted").inc()
+            return await self.decisions.take_effect(conn, parked)
+        check = domain.check_payment(refund, reading.payment, parked.acknowledged)
+        if check.approves:
+            PAYMENT_CHECKS.labels(gateway, "released" if check.released else "matched").inc()
+            log.info("payment_verified", refund_id=refund.refund_id, gateway=gateway, released=check.released)
+            return await self.decisions.take_effect(conn, parked, released=check.released)
+        PAYMENT_CHECKS.labels(gateway, "unknown" if reading.payment is None else "mismatch").inc()
+        log.warning("payment_mismatch", refund_id=refund.refund_id, gateway=gateway, codes=check.mismatch)
+        seen = reading.payment
+        detail = {"gateway": gateway, "payment_id": refund.payment.id, "decided_by": parked.decided_by,
+                  "at_gateway": seen and {"currency": seen.currency, "captured": seen.captured,
+                                          "refunded": seen.refunded}}
+        if parked.on_mismatch == "hold":
+            return await self.decisions.hold_mismatch(conn, parked, check.mismatch, detail)
+        await store.audit(conn, refund.refund_id, SYSTEM, "deny", "the gateway's payment disagrees with the refund",
+                          detail={"rule_ids": list(check.mismatch), **detail})
+        return await record_decision(conn, parked.policy_version, refund, "deny",
+                                     parked.reason_codes + list(check.mismatch), decided_by=SYSTEM, sla_seconds=None)
