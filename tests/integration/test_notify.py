@@ -19,7 +19,7 @@ from shared import topics
 from shared.events import PayoutSubmitted, RefundAccepted
 from shared.roles import Role
 from tools.platform import StatusFollower
-from tests.integration.helpers import TopicTail, publish, refund_of, staff_auth, valid_request, wait_until
+from tests.integration.helpers import TopicTail, pay_for, publish, refund_of, staff_auth, valid_request, wait_until
 from tests.integration.notify_sinks import Sinks
 from tests.integration.service_fixtures import service_configured
 
@@ -211,7 +211,7 @@ async def test_restart_in_the_middle_of_a_send_still_delivers_once(sinks, stack,
 
 
 async def test_drill_refund_notifies_the_platform_but_no_customer(sinks, stack, producer, status_feed, db):
-    request = customer_request()
+    request = await pay_for(customer_request())
     refund_id = refund_of(request, SOURCE)
     now = request["requested_at"]
     drill = RefundAccepted.model_validate({
