@@ -2,6 +2,15 @@
 
 There is no Docker engine on CI machines, so the broker runs as a plain JVM
 process; see /work/shared/LOCAL-STACK.md for the recipe this follows.
+
+Clients connect over SASL_PLAINTEXT with SCRAM-SHA-512, one principal each
+(shared/kafka_auth.py ACCESS), and KRaft's StandardAuthorizer denies whatever
+no ACL allows. The SCRAM credentials are written into the metadata log when the
+dir is formatted (`StorageTool format --add-scram`): the broker authenticates
+to itself as `admin` before any client could create a user. The controller
+listener stays PLAINTEXT on loopback; its ANONYMOUS principal (the broker
+registering with its own controller) is a super user, which only a process on
+this machine reaching the controller port could use.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import hashlib
 import logging
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -24,6 +34,9 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.protocol.admin import CreateAclsRequest
+
+from shared.kafka_auth import ACCESS, ADMIN, OPERATOR, SCRAM, KafkaAuth, acl_rules
 
 from . import processes
 from .processes import StackError, console, file_lock, run_sync, spawn, terminate
@@ -99,18 +112,56 @@ def _cluster_id() -> str:
             return cid
 
 
-def write_config(kafka_dir: Path, port: int, controller_port: int) -> Path:
+def new_credentials() -> dict[str, str]:
+    """A password for devstack's admin and for every principal of the ACL table (hex: safe in
+    `--add-scram` and JAAS quoting)."""
+    return {name: secrets.token_hex(16) for name in (ADMIN, *ACCESS)}
+
+
+def missing_users(credentials: dict[str, str]) -> dict[str, str]:
+    """Principals of the ACL table without a password yet, each with a new one."""
+    return {name: password for name, password in new_credentials().items() if name not in credentials}
+
+
+def auth_for(credentials: dict[str, str], principal: str) -> KafkaAuth:
+    """How `principal` connects to our broker; PLAINTEXT when there are no credentials (an external broker)."""
+    if not credentials:
+        return KafkaAuth()
+    if principal not in credentials:
+        raise StackError(f"no Kafka principal {principal!r}; known: {', '.join(sorted(credentials))}")
+    return KafkaAuth.scram(principal, credentials[principal])
+
+
+DEMO_PLATFORM = "platform-demo"
+
+
+def client_env(credentials: dict[str, str]) -> dict[str, str]:
+    """What `up`/`env` print: the demo platform's credentials as KAFKA_SASL_*, the operator's as KAFKA_OPS_*."""
+    if not credentials:
+        return {}
+    return {**auth_for(credentials, DEMO_PLATFORM).env(),
+            "KAFKA_OPS_USERNAME": OPERATOR, "KAFKA_OPS_PASSWORD": credentials[OPERATOR]}
+
+
+def write_config(kafka_dir: Path, port: int, controller_port: int, admin_password: str) -> Path:
     """server.properties for one combined broker+controller bound to loopback only."""
     log_dir = kafka_dir / "data"
+    jaas = f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN}" password="{admin_password}";'
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
-        "inter.broker.listener.name": "PLAINTEXT",
+        "listeners": f"SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{port}",
+        "inter.broker.listener.name": "SASL_PLAINTEXT",
         "controller.listener.names": "CONTROLLER",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": SCRAM,
+        "sasl.mechanism.inter.broker.protocol": SCRAM,
+        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": jaas,
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": f"User:{ADMIN};User:ANONYMOUS",
         "log.dirs": str(log_dir),
         "num.partitions": "6",
         # One node: every replicated internal topic must make do with one replica.
@@ -126,6 +177,7 @@ def write_config(kafka_dir: Path, port: int, controller_port: int) -> Path:
         "auto.create.topics.enable": "false",
     }
     path = kafka_dir / "server.properties"
+    path.touch(mode=0o600)  # it holds the admin's password
     path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
     return path
 
@@ -135,28 +187,40 @@ def saved_ports(kafka_dir: Path) -> tuple[int, int] | None:
     props = kafka_dir / "server.properties"
     if not (kafka_dir / "data" / "meta.properties").exists() or not props.exists():
         return None
-    found = re.search(r"^listeners=PLAINTEXT://[^:]+:(\d+),CONTROLLER://[^:]+:(\d+)$", props.read_text(), re.M)
+    found = re.search(r"^listeners=(?:SASL_)?PLAINTEXT://[^:]+:(\d+),CONTROLLER://[^:]+:(\d+)$",
+                      props.read_text(), re.M)
     return (int(found[1]), int(found[2])) if found else None
 
 
-def start(kafka_dir: Path, libs: Path, log4j_config: Path, log_path: Path, port: int, controller_port: int) -> int:
+def authenticated(kafka_dir: Path) -> bool:
+    """Whether the formatted dir is an authenticated broker's (older devstacks made PLAINTEXT ones,
+    whose metadata has no SCRAM users: they need `down` once)."""
+    props = kafka_dir / "server.properties"
+    return props.exists() and "\nlisteners=SASL_PLAINTEXT://" in "\n" + props.read_text()
+
+
+def start(kafka_dir: Path, libs: Path, log4j_config: Path, log_path: Path, port: int, controller_port: int,
+          credentials: dict[str, str]) -> int:
     """Launch the broker detached on its log dir, formatting it first if it is new. Returns its pid.
 
     An existing log dir is never wiped: its topics and records are the data `up` must bring back.
+    `credentials` (principal -> password, with ADMIN) become SCRAM users when the dir is formatted.
     """
     java = _java()
     # The JVM runs with cwd=kafka_dir, so relative paths would resolve there.
     kafka_dir, libs, log4j_config = kafka_dir.resolve(), libs.resolve(), log4j_config.resolve()
     formatted = saved_ports(kafka_dir) is not None
     kafka_dir.mkdir(parents=True, exist_ok=True)
-    props = write_config(kafka_dir, port, controller_port)
+    props = write_config(kafka_dir, port, controller_port, credentials[ADMIN])
     classpath = f"{libs}/*"
     log_opt = f"-Dlog4j2.configurationFile={log4j_config}"
     if not formatted:
         # No --standalone: controller.quorum.voters already names the (static) quorum.
         fmt = subprocess.run(
             [java, log_opt, "-cp", classpath, "kafka.tools.StorageTool", "format",
-             "-t", _cluster_id(), "-c", str(props)],
+             "-t", _cluster_id(), "-c", str(props),
+             *(arg for name, password in credentials.items()
+               for arg in ("--add-scram", f"{SCRAM}=[name={name},password={password}]"))],
             capture_output=True, text=True,
         )
         if fmt.returncode != 0:
@@ -174,8 +238,12 @@ def stop(pid: int | None, kafka_dir: Path, timeout: float = 30.0) -> bool:
     return terminate(pid, markers(kafka_dir), timeout=timeout)
 
 
-async def _list_topics(bootstrap: str, timeout_s: float) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+def _admin(bootstrap: str, auth: KafkaAuth | None, **options) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(auth or KafkaAuth()).client_options(), **options)
+
+
+async def _list_topics(bootstrap: str, timeout_s: float, auth: KafkaAuth | None = None) -> list[str]:
+    admin = _admin(bootstrap, auth, request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         return await asyncio.wait_for(admin.list_topics(), timeout_s)
@@ -196,23 +264,24 @@ def _quiet_aiokafka():
         logger.setLevel(previous)
 
 
-def probe(bootstrap: str, timeout_s: float = 5.0) -> bool:
-    """Healthy = an admin client can connect and list topics."""
+def probe(bootstrap: str, timeout_s: float = 5.0, auth: KafkaAuth | None = None) -> bool:
+    """Healthy = an admin client can connect (authenticate) and list topics."""
     try:
         with _quiet_aiokafka():
-            run_sync(_list_topics(bootstrap, timeout_s))
+            run_sync(_list_topics(bootstrap, timeout_s, auth))
         return True
     except Exception:
         return False
 
 
-def wait_ready(bootstrap: str, pid: int | None, log_path: Path, timeout: float = 90.0) -> None:
-    processes.wait_ready(f"Kafka at {bootstrap}", lambda: probe(bootstrap, timeout_s=3.0), pid, log_path, timeout,
-                         every=0.5)
+def wait_ready(bootstrap: str, pid: int | None, log_path: Path, timeout: float = 90.0,
+               auth: KafkaAuth | None = None) -> None:
+    processes.wait_ready(f"Kafka at {bootstrap}", lambda: probe(bootstrap, timeout_s=3.0, auth=auth), pid, log_path,
+                         timeout, every=0.5)
 
 
-async def _create_topics(bootstrap: str, topics: Iterable) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+async def _create_topics(bootstrap: str, topics: Iterable, auth: KafkaAuth | None) -> list[str]:
+    admin = _admin(bootstrap, auth, request_timeout_ms=30000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -237,13 +306,14 @@ async def _create_topics(bootstrap: str, topics: Iterable) -> list[str]:
         await admin.close()
 
 
-def create_topics(bootstrap: str, topics: Iterable) -> list[str]:
+def create_topics(bootstrap: str, topics: Iterable, auth: KafkaAuth | None = None) -> list[str]:
     """Create the contract topics that do not exist yet; returns the names created."""
-    return run_sync(_create_topics(bootstrap, topics))
+    return run_sync(_create_topics(bootstrap, topics, auth))
 
 
-async def _describe_topic_configs(bootstrap: str, names: list[str]) -> dict[str, dict[str, str]]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _describe_topic_configs(bootstrap: str, names: list[str],
+                                  auth: KafkaAuth | None) -> dict[str, dict[str, str]]:
+    admin = _admin(bootstrap, auth)
     await admin.start()
     try:
         responses = await admin.describe_configs(
@@ -260,10 +330,63 @@ async def _describe_topic_configs(bootstrap: str, names: list[str]) -> dict[str,
         await admin.close()
 
 
-def describe_topic_configs(bootstrap: str, names: list[str]) -> dict[str, dict[str, str]]:
+def describe_topic_configs(bootstrap: str, names: list[str],
+                           auth: KafkaAuth | None = None) -> dict[str, dict[str, str]]:
     """Effective topic configs (used by checks/tests, e.g. refunds.status is compacted)."""
-    return run_sync(_describe_topic_configs(bootstrap, names))
+    return run_sync(_describe_topic_configs(bootstrap, names, auth))
 
 
-def list_topics(bootstrap: str) -> list[str]:
-    return run_sync(_list_topics(bootstrap, 10.0))
+def list_topics(bootstrap: str, auth: KafkaAuth | None = None) -> list[str]:
+    return run_sync(_list_topics(bootstrap, 10.0, auth))
+
+
+# Kafka's wire enums (org.apache.kafka.common.acl / resource) for CreateAcls.
+_RESOURCE = {"topic": 2, "group": 3, "cluster": 4}
+_PATTERN = {"literal": 3, "prefix": 4}
+_OPERATION = {"Read": 3, "Write": 4, "Describe": 8, "DescribeConfigs": 10}
+_ALLOW = 3
+
+
+async def _create_acls(bootstrap: str, auth: KafkaAuth, grants: dict[str, list]) -> int:
+    # aiokafka 0.14's admin client has no create_acls, but ships the CreateAcls request (one binding
+    # each); sent to any broker, which forwards it to the controller. Creating an existing ACL is a no-op.
+    admin = _admin(bootstrap, auth, request_timeout_ms=30000)
+    await admin.start()
+    try:
+        requests = [CreateAclsRequest(_RESOURCE[r.resource_type], r.name, _PATTERN[r.pattern], f"User:{principal}",
+                                      "*", _OPERATION[r.operation], _ALLOW)
+                    for principal, rules in grants.items() for r in rules]
+        responses = await asyncio.gather(*(admin._send_request(request) for request in requests))
+        for request, response in zip(requests, responses, strict=True):
+            for code, message in response.creation_responses:
+                if code:
+                    raise StackError(f"creating ACL for {request._principal} failed: "
+                                     f"{for_code(code).__name__} {message or ''}")
+        return len(requests)
+    finally:
+        await admin.close()
+
+
+def ensure_acls(bootstrap: str, admin: KafkaAuth) -> int:
+    """Grant every principal of the ACL table its rights (idempotent); returns the number of rules."""
+    return run_sync(_create_acls(bootstrap, admin, {name: acl_rules(access) for name, access in ACCESS.items()}))
+
+
+def add_scram_users(libs: Path, bootstrap: str, admin_password: str, users: dict[str, str], kafka_dir: Path) -> None:
+    """Create SCRAM users on a running broker (principals added to the table after the dir was
+    formatted); aiokafka cannot alter SCRAM credentials, so this runs Kafka's ConfigCommand."""
+    client = kafka_dir.resolve() / "admin-client.properties"
+    client.touch(mode=0o600)
+    client.write_text(
+        "security.protocol=SASL_PLAINTEXT\n"
+        f"sasl.mechanism={SCRAM}\n"
+        f'sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required '
+        f'username="{ADMIN}" password="{admin_password}";\n')
+    for name, password in users.items():
+        result = subprocess.run(
+            [_java(), "-cp", f"{libs.resolve()}/*", "kafka.admin.ConfigCommand", "--bootstrap-server", bootstrap,
+             "--command-config", str(client), "--alter", "--entity-type", "users", "--entity-name", name,
+             "--add-config", f"{SCRAM}=[password={password}]"],
+            capture_output=True, text=True)
+        if result.returncode != 0:
+            raise StackError(f"adding Kafka user {name} failed (exit {result.returncode}):\n{result.stdout}{result.stderr}")

@@ -116,7 +116,28 @@ class Stack:
             raise StackError("PostgreSQL is not up (run up() first)") from None
 
     def env(self) -> dict[str, str]:
-        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "DATABASE_URL": self.dsn}
+        """What a platform/operator needs: addresses, and (our own broker) the demo platform's and the
+        read-only operator's Kafka credentials."""
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "DATABASE_URL": self.dsn,
+                **kafka.client_env(self.kafka_credentials())}
+
+    def kafka_credentials(self) -> dict[str, str]:
+        """principal -> password of our broker (empty for an external one: its clients bring their own)."""
+        if (self.state.get("kafka") or {}).get("external"):
+            return {}
+        return dict(self.state.get("kafka_credentials") or {})
+
+    def kafka_auth(self, principal: str):
+        """A KafkaAuth (shared/kafka_auth.py) as `principal` ("admin", "operator", "platform-shop-test",
+        a service); PLAINTEXT for an external broker."""
+        return kafka.auth_for(self.kafka_credentials(), principal)
+
+    def kafka_env(self, service: str) -> dict[str, str]:
+        """The KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_* env a process of `service` ("payout", "payout@2")
+        needs to connect as its own principal; {} for an external broker. Spawn code puts it after
+        os.environ, so a platform's exported credentials never reach a service."""
+        credentials = self.kafka_credentials()
+        return kafka.auth_for(credentials, self.service_of(service)).env() if credentials else {}
 
     def service_url(self, name: str) -> str:
         record = self.state["services"].get(name)
@@ -244,7 +265,7 @@ class Stack:
             self._save()
             return
         if self._kafka_alive():
-            if kafka.probe(record["bootstrap"], timeout_s=10):
+            if kafka.probe(record["bootstrap"], timeout_s=10, auth=self.kafka_auth("admin")):
                 console.print(f"[bold]kafka[/]: already running (pid {record['pid']}) at {record['bootstrap']}")
                 return
             console.print("[yellow]kafka[/]: process alive but not answering; restarting it")
@@ -252,9 +273,15 @@ class Stack:
 
         libs = kafka.ensure_jars(self.repo_root / "deploy/local/kafka/pom.xml")
         if saved := kafka.saved_ports(self.kafka_dir):
+            if not (kafka.authenticated(self.kafka_dir) and self.state.get("kafka_credentials")):
+                raise StackError(f"{self.kafka_dir} holds a broker made before Kafka authentication (or its "
+                                 "credentials are gone with stack.json); run `python -m devstack down` once "
+                                 "(this deletes the local Kafka and PostgreSQL data), then `up`")
             port, controller_port = (own_port("kafka", p) for p in saved)
             how = "restarting on its data in " + str(self.kafka_dir)
         else:
+            # Generated once per run dir, kept with the other local state; `down` forgets them.
+            self.state["kafka_credentials"] = kafka.new_credentials()
             port, controller_port = free_ports(2)
             port = pinned_port("KAFKA_PORT") or port
             if controller_port == port:
@@ -264,7 +291,7 @@ class Stack:
         started = time.monotonic()
         console.print(f"[bold]kafka[/]: {how} on 127.0.0.1:{port} (controller {controller_port})…")
         pid = kafka.start(self.kafka_dir, libs, self.repo_root / "deploy/local/kafka/log4j2.properties",
-                          log, port, controller_port)
+                          log, port, controller_port, self.state["kafka_credentials"])
         bootstrap = f"127.0.0.1:{port}"
         # Record before waiting, so a failed start can still be cleaned up by `down`.
         self.state["kafka"] = {"external": False, "pid": pid, "port": port,
@@ -272,7 +299,7 @@ class Stack:
                                "dir": str(self.kafka_dir)}
         self._save()
         try:
-            kafka.wait_ready(bootstrap, pid, log, timeout=KAFKA_READY_S)
+            kafka.wait_ready(bootstrap, pid, log, timeout=KAFKA_READY_S, auth=self.kafka_auth("admin"))
         except StackError:
             self._stop_kafka()
             raise
@@ -354,8 +381,19 @@ class Stack:
     def _ensure_topics(self) -> None:
         from shared.topics import TOPICS
 
-        created = kafka.create_topics(self.bootstrap, TOPICS)
+        admin = self.kafka_auth("admin")
+        created = kafka.create_topics(self.bootstrap, TOPICS, admin)
         console.print(f"[bold]topics[/]: {len(created)} created, {len(TOPICS) - len(created)} already there")
+        if credentials := self.kafka_credentials():
+            # Principals added to the ACL table since this dir was formatted become users now.
+            if missing := kafka.missing_users(credentials):
+                credentials.update(missing)
+                kafka.add_scram_users(kafka.ensure_jars(self.repo_root / "deploy/local/kafka/pom.xml"),
+                                      self.bootstrap, credentials["admin"], missing, self.kafka_dir)
+                self.state["kafka_credentials"] = credentials
+                self._save()
+            rules = kafka.ensure_acls(self.bootstrap, admin)
+            console.print(f"[bold]acls[/]: {rules} rules for {len(credentials) - 1} principals")
 
     def _apply_migrations(self) -> None:
         """One role per schema (devstack/roles.py), then each service's migrations run as its role, so it
@@ -513,6 +551,8 @@ class Stack:
             "SERVICE_NAME": service,  # every instance of a service joins its one consumer group
             "HTTP_PORT": str(port),
             "PYTHONUNBUFFERED": "1",
+            # its own Kafka principal (the simulator talks to no broker)
+            **(self.kafka_env(service) if service in SERVICES else {}),
         }
         argv = [sys.executable, "-m", "uvicorn", self._app_of(name), "--host", "127.0.0.1",
                 "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "20"]
@@ -593,7 +633,8 @@ class Stack:
                          "unready": list(unready), "address": address, "external": external})
 
         if k := self.state.get("kafka"):
-            row("kafka", k, k.get("pid"), self._kafka_alive(), lambda: kafka.probe(k["bootstrap"], timeout_s=3),
+            row("kafka", k, k.get("pid"), self._kafka_alive(),
+                lambda: kafka.probe(k["bootstrap"], timeout_s=3, auth=self.kafka_auth("admin")),
                 k["bootstrap"])
         if p := self.state.get("postgres"):
             pid = self._pg_pid()

@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import Gauge
 
+from shared.kafka_auth import KafkaAuth
 from shared.periodic import every
 
 log = structlog.get_logger()
@@ -30,9 +31,12 @@ def lag_by_topic(end: dict, committed: dict) -> dict[str, int]:
     return lag
 
 
-async def lag_forever(bootstrap: str, group: str, topics: Sequence[str], interval: float) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{group}-lag")
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id=f"{group}-lag", enable_auto_commit=False)
+async def lag_forever(bootstrap: str, group: str, topics: Sequence[str], interval: float,
+                      auth: KafkaAuth | None = None) -> None:
+    options = (auth or KafkaAuth()).client_options()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{group}-lag", **options)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id=f"{group}-lag", enable_auto_commit=False,
+                                **options)
     await admin.start()
     await consumer.start()
     try:

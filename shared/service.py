@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from shared.consumer_health import ConsumerHealth
 from shared.db import apply_migrations, create_pool
 from shared.http_limits import BodySizeLimit
+from shared.kafka_auth import KafkaAuth
 from shared.lag import lag_forever
 from shared.logs import configure_logging
 from shared.settings import ServiceSettings
@@ -39,6 +40,7 @@ def make_broker(settings: ServiceSettings) -> KafkaBroker:
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=settings.service_name,
+        security=KafkaAuth.from_settings(settings).faststream_security(),
         graceful_timeout=settings.graceful_timeout_seconds,
         middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY, app_name=settings.service_name)],
     )
@@ -99,7 +101,9 @@ def make_app(
             log.info("migrations_applied", schema=stage.schema, versions=ran)
         pool = await create_pool(settings.database_url, min_size=settings.db_pool_min,
                                  max_size=settings.db_pool_max)
-        await stage.start(pool, settings.kafka_bootstrap_servers, settings.service_name, settings.kafka_linger_ms)
+        auth = KafkaAuth.from_settings(settings)
+        await stage.start(pool, settings.kafka_bootstrap_servers, settings.service_name, settings.kafka_linger_ms,
+                          auth=auth)
         app.state.pool = pool
         await broker.start()
         tasks = [asyncio.create_task(stage.relay_forever()), asyncio.create_task(consumers.export_forever())]
@@ -107,7 +111,7 @@ def make_app(
         if settings.consumer_lag_interval_seconds > 0:
             tasks += [asyncio.create_task(lag_forever(settings.kafka_bootstrap_servers, subscriber.group_id,
                                                       list(subscriber.topic_names),
-                                                      settings.consumer_lag_interval_seconds))
+                                                      settings.consumer_lag_interval_seconds, auth=auth))
                       for subscriber in broker.subscribers]
         state["ready"] = True
         log.info("service_started", port=settings.http_port)

@@ -30,6 +30,12 @@ class ServiceSettings(BaseSettings):
     environment: Literal["local", "production"] = "local"
     service_name: str = "refund-service"
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # The service's own Kafka principal (shared/kafka_auth.py): SASL_PLAINTEXT + SCRAM-SHA-512 locally,
+    # from the Strimzi KafkaUser's secret on Kubernetes. PLAINTEXT = no authentication.
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
     database_url: str = "postgresql://postgres@127.0.0.1:5432/refunds"
     http_port: int = 8080
     log_level: str = "INFO"

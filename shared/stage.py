@@ -34,6 +34,7 @@ from cloudevents.core.v1.event import CloudEvent
 from shared import topics
 from shared.envelope import InvalidEnvelope, Outgoing, decode, encode
 from shared.events import DeadLetter
+from shared.kafka_auth import KafkaAuth
 from shared.metrics import MESSAGES_DEAD_LETTERED
 from shared.periodic import every
 from shared.safe_errors import error_text
@@ -102,12 +103,14 @@ class Stage:
         # Outbox rows the broker has acked, deleted by the next transaction.
         self._published: list[int] = []
 
-    async def start(self, pool: asyncpg.Pool, bootstrap_servers: str, client_id: str, linger_ms: int) -> None:
+    async def start(self, pool: asyncpg.Pool, bootstrap_servers: str, client_id: str, linger_ms: int,
+                    auth: KafkaAuth | None = None) -> None:
         # The outbox publishes through a plain idempotent producer: the records are
         # already encoded, so FastStream's per-publish middleware chain is pure overhead.
         self.pool = pool
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, client_id=client_id,
-                                         acks="all", enable_idempotence=True, linger_ms=linger_ms)
+                                         acks="all", enable_idempotence=True, linger_ms=linger_ms,
+                                         **(auth or KafkaAuth()).client_options())
         await self.producer.start()
 
     async def stop(self) -> None:

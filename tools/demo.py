@@ -231,7 +231,7 @@ def main(
 
     stack = Stack(run_dir=Path(os.environ.get("REFUND_RUN_DIR", ".run/dev")))
     stack.up()
-    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = stack.bootstrap
+    os.environ.update(stack.env())  # the address and the demo platform's Kafka credentials
     raise typer.Exit(asyncio.run(_run(count, rate, deadline, seed, stack.service_url("approval"),
                                       stack.gateway_routes())))
 

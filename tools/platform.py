@@ -1,6 +1,9 @@
 """What a platform does with the pipeline: publish refund requests, follow `refunds.status`.
 
-Used by the demo and the end-to-end tests; it only touches the public contract.
+Used by the demo and the end-to-end tests; it only touches the public contract. Every client
+authenticates as given (`auth`), by default as the platform `eval "$(python -m devstack env)"` exports
+(KAFKA_SASL_USERNAME/PASSWORD; nothing exported = PLAINTEXT): a platform may write only
+refunds.requested and read only refunds.status.
 """
 
 import asyncio
@@ -15,6 +18,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared import topics
+from shared.kafka_auth import KafkaAuth
 from shared.lifecycle import TERMINAL_STATUSES
 
 
@@ -30,9 +34,13 @@ def requested_record(source: str, data: object, *, binary: bool = False,
     return orjson.dumps(envelope), [("content-type", b"application/cloudevents+json")]
 
 
-async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
+def _options(auth: KafkaAuth | None) -> dict[str, object]:
+    return (auth or KafkaAuth.from_env()).client_options()
+
+
+async def partitions_of(bootstrap: str, topic: str, auth: KafkaAuth | None = None) -> list[TopicPartition]:
     """The topic's partitions, from the cluster's metadata."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **_options(auth))
     await producer.start()
     try:
         return [TopicPartition(topic, p) for p in sorted(await producer.partitions_for(topic))]
@@ -40,10 +48,11 @@ async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
         await producer.stop()
 
 
-async def consumer_at_end(bootstrap: str, *topic_names: str) -> AIOKafkaConsumer:
+async def consumer_at_end(bootstrap: str, *topic_names: str, auth: KafkaAuth | None = None) -> AIOKafkaConsumer:
     """A started consumer (no group) on every partition of the topics, positioned at their current end."""
-    partitions = [tp for topic in topic_names for tp in await partitions_of(bootstrap, topic)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    partitions = [tp for topic in topic_names for tp in await partitions_of(bootstrap, topic, auth)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                                **_options(auth))
     await consumer.start()
     consumer.assign(partitions)
     await consumer.seek_to_end(*partitions)
@@ -52,8 +61,8 @@ async def consumer_at_end(bootstrap: str, *topic_names: str) -> AIOKafkaConsumer
     return consumer
 
 
-async def start_producer(bootstrap: str) -> AIOKafkaProducer:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+async def start_producer(bootstrap: str, auth: KafkaAuth | None = None) -> AIOKafkaProducer:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **_options(auth))
     await producer.start()
     return producer
 
@@ -68,6 +77,7 @@ class StatusFollower:
     """
 
     bootstrap: str
+    auth: KafkaAuth | None = None
     latest: dict[str, dict] = field(default_factory=dict)
     history: dict[str, list[str]] = field(default_factory=dict)
     terminal_at: dict[str, float] = field(default_factory=dict)
@@ -78,7 +88,7 @@ class StatusFollower:
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self, from_beginning: bool = False) -> None:
-        self._consumer = await consumer_at_end(self.bootstrap, topics.STATUS)
+        self._consumer = await consumer_at_end(self.bootstrap, topics.STATUS, auth=self.auth)
         if from_beginning:
             await self._consumer.seek_to_beginning()
         self._task = asyncio.create_task(self._follow())

@@ -25,6 +25,7 @@ How the inputs were fetched for the vendored files (all from package registries)
     # `mvn dependency:copy-dependencies -DoutputDirectory=libs`, then
     java -cp 'libs/*' io.strimzi.crdgenerator.CrdGenerator --yaml --crd-api-version v1 \
         --api-versions v1beta2 --storage-version v1beta2 io.strimzi.api.kafka.model.topic.KafkaTopic=kafkatopic.yaml
+    # (and io.strimzi.api.kafka.model.user.KafkaUser=$PWD/kafkauser.yaml: an absolute path, or it fails)
     go mod download github.com/compose-spec/compose-go/v2@v2.9.0   # schema/compose-spec.json, copied as is
 """
 
@@ -37,7 +38,7 @@ import yaml
 OUT = Path(__file__).parent / "schemas"
 K8S_KINDS = ("deployment-apps-v1", "service-v1", "serviceaccount-v1", "configmap-v1", "job-batch-v1",
              "poddisruptionbudget-policy-v1", "networkpolicy-networking-v1", "namespace-v1")
-CRD_KINDS = {"KafkaTopic", "ScaledObject", "ServiceMonitor", "PrometheusRule"}
+CRD_KINDS = {"KafkaTopic", "KafkaUser", "ScaledObject", "ServiceMonitor", "PrometheusRule"}
 
 
 def _refs(node: object) -> set[str]:

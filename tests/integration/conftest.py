@@ -18,6 +18,7 @@ from tests.integration import helpers
 from tools.platform import GatewayPayments, StatusFollower, start_producer
 
 ROOT = Path(__file__).resolve().parents[2]
+PLATFORM = "platform-shop-test"  # the Kafka principal of the tests' platform (source shop-test)
 
 
 def _docker_engine() -> bool:
@@ -42,10 +43,18 @@ def stack():
     os.environ.setdefault("PAYOUT_RECLAIM_AFTER_SECONDS", "3")
     test_stack = Stack(run_dir=ROOT / ".run" / "test")
     test_stack.up()
+    # As `eval "$(python -m devstack env)"` would: tools.platform clients authenticate as the tests'
+    # platform (KAFKA_SASL_*), TopicTail as the read-only operator (KAFKA_OPS_*). Services never see
+    # these: devstack gives each its own principal.
+    saved = dict(os.environ)
+    os.environ.update({k: v for k, v in test_stack.env().items() if k.startswith("KAFKA_OPS_")})
+    os.environ.update(test_stack.kafka_auth(PLATFORM).env())
     helpers.gateway_payments = GatewayPayments(test_stack.gateway_routes())
     try:
         yield test_stack
     finally:
+        os.environ.clear()
+        os.environ.update(saved)
         test_stack.down()
         for container in containers:
             container.stop()
@@ -61,7 +70,8 @@ async def status_feed(stack):
 
 @pytest.fixture
 async def producer(stack):
-    producer = await start_producer(stack.bootstrap)
+    # Devstack's admin: tests also forge events of every stage (the platform may write only refunds.requested).
+    producer = await start_producer(stack.bootstrap, auth=stack.kafka_auth("admin"))
     yield producer
     await producer.stop()
 

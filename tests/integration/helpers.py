@@ -8,6 +8,7 @@ import orjson
 from gatewaysim.gateway import SimFaults, _in_share
 from shared import topics
 from shared.ids import refund_id_for
+from shared.kafka_auth import KafkaAuth
 from shared.settings import ServiceSettings
 from shared.roles import Role
 from shared.staff import mint_token
@@ -68,13 +69,15 @@ async def publish(producer, data: dict, *, source: str = SOURCE, binary: bool = 
 
 
 class TopicTail:
-    """Reads topics from their end at creation, for asserting on what a stage published."""
+    """Reads topics from their end at creation, for asserting on what a stage published; as the
+    read-only operator (KAFKA_OPS_* exported by the session's stack fixture) unless `auth` says otherwise."""
 
-    def __init__(self, bootstrap: str, *topic_names: str) -> None:
+    def __init__(self, bootstrap: str, *topic_names: str, auth: KafkaAuth | None = None) -> None:
         self.bootstrap, self.topics, self.records = bootstrap, topic_names, []
+        self.auth = auth or KafkaAuth.from_env("KAFKA_OPS_")
 
     async def __aenter__(self):
-        self.consumer = await consumer_at_end(self.bootstrap, *self.topics)
+        self.consumer = await consumer_at_end(self.bootstrap, *self.topics, auth=self.auth)
         return self
 
     async def __aexit__(self, *exc):

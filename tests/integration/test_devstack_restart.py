@@ -76,15 +76,17 @@ async def _rows(dsn: str, table: str) -> list[str]:
         await conn.close()
 
 
-async def _produce_record(bootstrap: str) -> tuple[str, bytes]:
+async def _produce_record(stack: Stack) -> tuple[str, bytes]:
+    """A new topic with one record, made as devstack's admin (the only principal that may create topics)."""
+    bootstrap, auth = stack.bootstrap, stack.kafka_auth("admin").client_options()
     topic, value = f"devstack.restart-{uuid.uuid4().hex[:8]}", uuid.uuid4().bytes
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **auth)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
     finally:
         await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **auth)
     await producer.start()
     try:
         await producer.send_and_wait(topic, value)
@@ -93,9 +95,9 @@ async def _produce_record(bootstrap: str) -> tuple[str, bytes]:
     return topic, value
 
 
-async def _records(bootstrap: str, topic: str) -> list[bytes]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                request_timeout_ms=10000)
+async def _records(stack: Stack, topic: str) -> list[bytes]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=None, enable_auto_commit=False,
+                                request_timeout_ms=10000, **stack.kafka_auth("operator").client_options())
     await consumer.start()
     try:
         partition = TopicPartition(topic, 0)
@@ -108,13 +110,13 @@ async def _records(bootstrap: str, topic: str) -> list[bytes]:
 
 
 async def _saved_data(stack: Stack) -> tuple:
-    return await _save_row(stack.dsn), await _produce_record(stack.bootstrap)
+    return await _save_row(stack.dsn), await _produce_record(stack)
 
 
 async def _assert_data_survived(stack: Stack, saved: tuple) -> None:
     (table, value), (topic, record) = saved
     assert await _rows(stack.dsn, table) == [value], "the table or its row is gone"
-    assert await _records(stack.bootstrap, topic) == [record], "the topic or its record is gone"
+    assert await _records(stack, topic) == [record], "the topic or its record is gone"
 
 
 def _row(stack: Stack, component: str) -> dict:

@@ -441,5 +441,5 @@ async def test_a_platform_that_subscribes_late_still_gets_every_current_status(s
     finally:
         await late.stop()
     # Compaction keeps the latest status per refund_id for such a subscriber, however old the feed.
-    config = describe_topic_configs(stack.bootstrap, [topics.STATUS])[topics.STATUS]
+    config = describe_topic_configs(stack.bootstrap, [topics.STATUS], stack.kafka_auth("operator"))[topics.STATUS]
     assert config["cleanup.policy"] == "compact"

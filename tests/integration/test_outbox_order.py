@@ -53,7 +53,7 @@ async def pool(stack, tmp_path: Path):
 
 async def _stage(stack, pool) -> Stage:
     stage = Stage(schema=SCHEMA, source="test/outbox-order", decide=_status_for)
-    await stage.start(pool, stack.bootstrap, "outbox-order-test", linger_ms=0)
+    await stage.start(pool, stack.bootstrap, "outbox-order-test", linger_ms=0, auth=stack.kafka_auth("admin"))
     return stage
 
 

@@ -8,6 +8,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from devstack.stack import SERVICES
+from shared.kafka_auth import KafkaAuth
 from tests.integration.helpers import publish, refund_of, valid_request, wait_until
 from tests.integration.money_checks import assert_every_refund_terminal_and_paid_at_most_once
 
@@ -26,7 +27,7 @@ def mixed_batch() -> list[dict]:
 
 async def members_with_partitions(bootstrap: str, group: str) -> list[int]:
     """How many partitions each member of `group` holds right now."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **KafkaAuth.from_env("KAFKA_OPS_").client_options())
     await admin.start()
     try:
         (response,) = await admin.describe_consumer_groups([group])
