@@ -439,7 +439,7 @@ class Stack:
             routes[account] = route
         return routes
 
-    def _simulator_accounts(self) -> dict[str, dict]:
+    def simulator_accounts(self) -> dict[str, dict]:
         """SIM_ACCOUNTS: the same accounts and credentials, each posting its webhooks to payout."""
         payout, keys = self.service_url("payout"), self._secrets()["gateways"]
         accounts = {}
@@ -478,10 +478,13 @@ class Stack:
 
     def _process_env(self, name: str) -> dict[str, str]:
         if self.service_of(name) == GATEWAYSIM:
-            return {"DATABASE_URL": self.dsn_of(name), "SIM_ACCOUNTS": json.dumps(self._simulator_accounts()),
+            # SIM_ACCOUNTS / GATEWAY_ROUTES given in the environment replace the local ones (tests add accounts).
+            return {"DATABASE_URL": self.dsn_of(name),
+                    "SIM_ACCOUNTS": os.environ.get("SIM_ACCOUNTS") or json.dumps(self.simulator_accounts()),
                     "SIM_SEED_PAYMENTS": json.dumps([DRILL_PAYMENT])}
         return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "DATABASE_URL": self.dsn_of(name),
-                "ENVIRONMENT": "local", "GATEWAY_ROUTES": json.dumps(self.gateway_routes()),
+                "ENVIRONMENT": "local",
+                "GATEWAY_ROUTES": os.environ.get("GATEWAY_ROUTES") or json.dumps(self.gateway_routes()),
                 # The simulator closes report data every few seconds; a laptop need not wait a minute.
                 "RECONCILE_REPORT_PULL_SECONDS": "1"}
 
