@@ -26,7 +26,8 @@ WATCH_PAYOUT_WRITES = """
 CREATE SCHEMA IF NOT EXISTS test_watch;
 CREATE TABLE IF NOT EXISTS test_watch.payout_writes (
     refund_id text, old_status text, new_status text, old_attempts int, new_attempts int);
-CREATE OR REPLACE FUNCTION test_watch.record_payout_write() RETURNS trigger LANGUAGE plpgsql AS $$
+-- SECURITY DEFINER: payout's own role has no grant on the test's schema.
+CREATE OR REPLACE FUNCTION test_watch.record_payout_write() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
     INSERT INTO test_watch.payout_writes VALUES (OLD.refund_id, OLD.status, NEW.status, OLD.attempts, NEW.attempts);
     RETURN NEW;
