@@ -53,7 +53,10 @@ def _route(simulator: bool) -> dict:
             "webhook_secret": "whsec_x", "simulator": simulator}
 
 
-def test_production_refuses_a_route_to_the_simulator_and_any_fault_injection():
+def test_production_refuses_a_route_to_the_simulator_and_any_fault_injection(monkeypatch):
+    # pydantic-settings merges a dict setting from the environment into the one given (an integration
+    # session in the same run exports GATEWAY_ROUTES).
+    monkeypatch.delenv("GATEWAY_ROUTES", raising=False)
     assert GatewaySettings(**SAFE, gateway_routes={"stripe": _route(False)}).gateway_routes
     with pytest.raises(ProductionRefused, match="GATEWAY_ROUTES routes 'sim' to the gateway simulator"):
         GatewaySettings(**SAFE, gateway_routes={"stripe": _route(False), "sim": _route(True)})
