@@ -152,8 +152,9 @@ def test_selectors_pdb_network_policy_and_service_monitor_select_the_pods(servic
     policy = objects(docs, "NetworkPolicy")[app]["spec"]
     assert selects(policy["podSelector"]["matchLabels"], labels)
     assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
-    # notify also reaches SMTP (587) and HTTPS (443: SMS provider, platform webhooks) outside the cluster.
-    outside = {587, 443} if name == "notify" else set()
+    # notify also reaches SMTP (587) and HTTPS (443: SMS provider, platform webhooks) outside the cluster;
+    # payout reaches the gateways' APIs over HTTPS.
+    outside = {"notify": {587, 443}, "payout": {443}}.get(name, set())
     assert {port["port"] for rule in policy["egress"] for port in rule["ports"]} == {53, 9092, 5432} | outside
     assert objects(docs, "NetworkPolicy")["default-deny"]["spec"]["podSelector"] == {}
     service_obj = objects(docs, "Service")[app]
