@@ -46,43 +46,43 @@ class SimFaults:
     reverse_after: timedelta = timedelta(seconds=2)
 
 
-def _in_share(payment_id: str, percent: int, fault: str = "") -> bool:
+def in_share(payment_id: str, percent: int, fault: str = "") -> bool:
     # Deterministic per payment, so a retry of the same refund gets the same answer.
     digest = hashlib.sha256((fault + payment_id).encode()).digest()
     return int.from_bytes(digest[:2], "big") % 100 < percent
 
 
-def _has(payment_id: str, fault: str, percent: int) -> bool:
+def has(payment_id: str, fault: str, percent: int) -> bool:
     """The payment carries the fault's token, or falls in its random (fixed per payment) share."""
-    return f"sim-{fault}" in payment_id or _in_share(payment_id, percent, fault)
+    return f"sim-{fault}" in payment_id or in_share(payment_id, percent, fault)
 
 
-def _first_outcome(payment_id: str, channel: str, faults: SimFaults) -> tuple[str, str | None]:
+def first_outcome(payment_id: str, channel: str, faults: SimFaults) -> tuple[str, str | None]:
     if "sim-expired" in payment_id and channel == "card":  # a dead card; a bank transfer still works
         return "failed", "expired_or_canceled_card"
-    if "sim-decline" in payment_id or _in_share(payment_id, faults.decline_percent):
+    if "sim-decline" in payment_id or in_share(payment_id, faults.decline_percent):
         return "failed", "declined"
-    if _has(payment_id, "async", faults.async_percent):
+    if has(payment_id, "async", faults.async_percent):
         return "pending", None
     return "succeeded", None
 
 
 def unavailable(payment_id: str, faults: SimFaults) -> tuple[bool, bool]:
     """(always down, down for the first TRANSIENT_FAILURES calls of a key)."""
-    return "sim-down" in payment_id, _has(payment_id, "5xx", faults.transient_percent)
+    return "sim-down" in payment_id, has(payment_id, "5xx", faults.transient_percent)
 
 
 def answer_lost(payment_id: str, faults: SimFaults) -> bool:
-    return _has(payment_id, "timeout", faults.timeout_percent)
+    return has(payment_id, "timeout", faults.timeout_percent)
 
 
 def will_reverse(payment_id: str, faults: SimFaults) -> bool:
-    return _has(payment_id, "reverse", faults.reverse_percent)
+    return has(payment_id, "reverse", faults.reverse_percent)
 
 
 def fee(payment_id: str, settle_value: int, faults: SimFaults) -> int:
     """The gateway's fee on a refund, in minor units of its settlement currency."""
-    if not _has(payment_id, "fee", faults.fee_percent):
+    if not has(payment_id, "fee", faults.fee_percent):
         return 0
     exact = Decimal(settle_value) * faults.fee_bps / 10_000
     return max(1, int(exact.quantize(Decimal(1), rounding=ROUND_HALF_EVEN)))

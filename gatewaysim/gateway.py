@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import asyncpg
 
 from gatewaysim import ledger, reports
-from gatewaysim.faults import TRANSIENT_FAILURES, SimFaults, _first_outcome, _has, _in_share, answer_lost, unavailable
+from gatewaysim.faults import TRANSIENT_FAILURES, SimFaults, answer_lost, unavailable
+# The names the pipeline's tests import from here.
+from gatewaysim.faults import first_outcome as _first_outcome, has as _has, in_share as _in_share
 from gatewaysim.ledger import MIGRATIONS, SCHEMA, SettlementLine
 
 __all__ = ["MIGRATIONS", "SCHEMA", "TRANSIENT_FAILURES", "GatewayTimeout", "GatewayUnavailable", "SettlementLine",

@@ -65,7 +65,7 @@ async def record_refund(conn: asyncpg.Connection, refund: NewRefund, faults: Sim
 
     The row has `inserted`: whether this call made it.
     """
-    status, reason = fault_rules._first_outcome(refund.payment_id, refund.channel, faults)
+    status, reason = fault_rules.first_outcome(refund.payment_id, refund.channel, faults)
     fee = fault_rules.fee(refund.payment_id, refund.settle_value, faults)
     row = await conn.fetchrow(
         "INSERT INTO gateway_sim.refunds (account, idempotency_key, gateway_ref, payment_id, amount_value, "

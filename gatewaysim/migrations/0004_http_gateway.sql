@@ -28,7 +28,7 @@ ALTER TABLE gateway_sim.settlement_lines
     ADD COLUMN created_at timestamptz GENERATED ALWAYS AS (settled_at) STORED,
     -- Adyen-shaped accounts: the settlement batch (report file) the line was closed into.
     ADD COLUMN batch      int;
-CREATE INDEX settlement_lines_by_time ON gateway_sim.settlement_lines (account, settled_at);
+CREATE INDEX settlement_lines_by_time ON gateway_sim.settlement_lines (account, created_at);
 CREATE INDEX settlement_lines_by_batch ON gateway_sim.settlement_lines (account, batch);
 
 -- Payments exist before they are refunded or verified, as at a real gateway.
