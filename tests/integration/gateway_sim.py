@@ -113,15 +113,25 @@ class Simulator:
         return request
 
 
+_RUNNING: list[Simulator] = []  # the session's one simulator
+
+
 @pytest.fixture(scope="session")
 def gateway_sim(stack):
+    """The session's simulator. Each test module imports this fixture, which makes one definition per module:
+    the first to run starts the simulator (and stops it at the end of the session), the others reuse it."""
+    if _RUNNING:
+        yield _RUNNING[0]
+        return
     simulator = Simulator(stack)
     simulator.start()
+    _RUNNING.append(simulator)
     os.environ.update(simulator.payout_env())
     stack.restart_service("payout")
     try:
         yield simulator
     finally:
+        _RUNNING.clear()
         os.environ.pop("GATEWAY_ROUTES", None)
         simulator.stop()
         stack.restart_service("payout")
