@@ -61,6 +61,9 @@ class AdyenGatewayAdapter:
     def __init__(self, name: str, route: GatewayRoute) -> None:
         self.name = name
         self.merchant_account = route.merchant_account
+        # The simulator's one extension of the refund request: which channel pays (a re-routed refund is no
+        # longer the card's). Only the simulator gets it; Adyen's own API has no such field.
+        self.sends_channel = route.simulator
         self.hmac_key = route.hmac_key.get_secret_value()
         self.http = httpx.AsyncClient(base_url=route.base, timeout=route.timeout_seconds,
                                       headers={"X-API-Key": route.api_key.get_secret_value()})
@@ -68,6 +71,8 @@ class AdyenGatewayAdapter:
     async def refund(self, order: RefundOrder) -> GatewayResult:
         body = {"merchantAccount": self.merchant_account, "reference": order.idempotency_key,
                 "amount": {"value": order.amount_value, "currency": order.currency}}
+        if self.sends_channel:
+            body["channel"] = order.channel
         try:
             response = await self.http.post(f"/v71/payments/{order.payment_id}/refunds", json=body,
                                             headers={"Idempotency-Key": order.idempotency_key})

@@ -143,7 +143,7 @@ async def test_a_webhook_that_never_comes_is_covered_by_a_lookup_after_the_grace
 async def test_late_outcomes_and_reversals_arrive_by_webhook(stack, producer, status_feed, db, gateway_sim, gateway):
     batch = {name: await gateway_sim.pay_for(on_gateway(request_with_payment(token), gateway))
              for name, token in (("paid", "plain"), ("async", "sim-async"), ("reverse", "sim-reverse"),
-                                 ("decline", "sim-decline"))}
+                                 ("decline", "sim-decline"), ("expired", "sim-expired"))}
     ids = {name: refund_of(request) for name, request in batch.items()}
     with service_configured(stack, "payout", **WEBHOOKS_ONLY):
         for request in batch.values():
@@ -161,6 +161,9 @@ async def test_late_outcomes_and_reversals_arrive_by_webhook(stack, producer, st
     row = {name: rows[refund_id] for name, refund_id in ids.items()}
     assert (row["paid"]["status"], row["async"]["status"]) == ("succeeded", "succeeded")
     assert (row["decline"]["status"], row["decline"]["failure_reason"]) == ("failed", "declined")
+    # A dead card: re-routed to a bank transfer under a new key, which pays.
+    expired = row["expired"]
+    assert (expired["status"], expired["channel"], expired["routed_from"]) == ("succeeded", "bank_transfer", "card")
     assert row["reverse"]["reversed_at"] is not None
     # Nothing was asked by key: what was not in the create call's answer came by webhook.
     assert not any(r["recovered_by_lookup"] for r in rows.values())
@@ -169,13 +172,20 @@ async def test_late_outcomes_and_reversals_arrive_by_webhook(stack, producer, st
                                   "WHERE gateway = $1 AND refund_id = ANY($2) GROUP BY 1", gateway, list(ids.values())))
     by_webhook = {name: effects.get(refund_id) for name, refund_id in ids.items()}
     if gateway == "stripe":  # a create call's own answer gets no webhook
-        assert by_webhook == {"paid": None, "async": "paid", "reverse": "reversed", "decline": None}
+        assert by_webhook == {"paid": None, "async": "paid", "reverse": "reversed", "decline": None, "expired": None}
     else:  # Adyen answers `received`: every outcome is a notification
-        assert by_webhook == {"paid": "paid", "async": "paid", "reverse": "paid,reversed", "decline": "failed"}
+        assert by_webhook == {"paid": "paid", "async": "paid", "reverse": "paid,reversed", "decline": "failed",
+                              "expired": "rerouted,paid"}
     assert status_feed.latest[ids["reverse"]]["reason_codes"][0] == "reversed"
-    # Invariant 1 at the gateway: one refund per key, and it is the one payout recorded.
+    # Invariant 1 at the gateway: one refund per key, the one payout recorded; the dead card's stays failed.
+    keys = {row["idempotency_key"] for row in rows.values()}
     at_gateway = await db.fetch("SELECT idempotency_key, gateway_ref, status FROM gateway_sim.refunds "
-                                "WHERE account = $1 AND idempotency_key = ANY($2)", gateway, list(ids.values()))
-    assert Counter(r["idempotency_key"] for r in at_gateway) == Counter(ids.values())
-    assert {r["idempotency_key"]: r["gateway_ref"] for r in at_gateway} == \
-        {refund_id: rows[refund_id]["gateway_ref"] for refund_id in ids.values()}
+                                "WHERE account = $1 AND idempotency_key LIKE ANY($2)", gateway,
+                                [refund_id + "%" for refund_id in ids.values()])
+    assert Counter(r["idempotency_key"] for r in at_gateway) == Counter(keys | {ids["expired"]})
+    assert {r["idempotency_key"]: r["gateway_ref"] for r in at_gateway if r["idempotency_key"] in keys} == \
+        {row["idempotency_key"]: row["gateway_ref"] for row in rows.values()}
+    assert {r["idempotency_key"]: r["status"] for r in at_gateway}[ids["expired"]] == "failed"
+    assert Counter(r["idempotency_key"].split(":")[0] for r in at_gateway if r["status"] in ("succeeded",
+                                                                                               "reversed")) == \
+        Counter({ids[name]: 1 for name in ("paid", "async", "reverse", "expired")})
