@@ -153,9 +153,12 @@ async def unclaimed_with_waiting_events(conn: asyncpg.Connection, refund_ids: Se
                                         ) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
     """Of these payouts, the ones no claim holds, locked for this transaction, and their unapplied events in
     the order they came. A `submitting` row's events keep waiting for its claim's write."""
-    rows = await conn.fetch(
-        "SELECT * FROM payout.payouts WHERE refund_id = ANY($1) AND status <> 'submitting' "
-        "ORDER BY refund_id FOR UPDATE", list(refund_ids))
+    # Lock every named row, whatever its status, and only then leave out the claimed ones: a filter in the
+    # WHERE would skip a row whose claim's write is not yet committed (it still reads `submitting`) without
+    # waiting for it, and the event would be left waiting by both sides.
+    locked = await conn.fetch(
+        "SELECT * FROM payout.payouts WHERE refund_id = ANY($1) ORDER BY refund_id FOR UPDATE", list(refund_ids))
+    rows = [row for row in locked if row["status"] != "submitting"]
     if not rows:
         return [], []
     events = await conn.fetch(
