@@ -11,6 +11,8 @@ from typing import ClassVar, Literal
 from pydantic import ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.gateway_routes import simulator_routes
+
 
 class ProductionRefused(SystemExit):
     """The settings are not safe for production; the process exits with the reasons."""
@@ -92,9 +94,8 @@ class ServiceSettings(BaseSettings):
         problems += [f"{name.upper()} is not set" for name in self.production_required if not getattr(self, name)]
         problems += [f"{name.upper()} is fault injection, never on in production"
                      for name in type(self).model_fields if "fault" in name and getattr(self, name)]
-        routes = getattr(self, "gateway_routes", None) or {}
         problems += [f"GATEWAY_ROUTES routes {gateway!r} to the gateway simulator"
-                     for gateway, route in routes.items() if getattr(route, "simulator", False)]
+                     for gateway in simulator_routes(getattr(self, "gateway_routes", None) or {})]
         if problems:
             raise ValueError("; ".join(problems))
         return self

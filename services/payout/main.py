@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-from pydantic import model_validator
 
 from services.payout.adyen_gateway import AdyenGatewayAdapter
 from services.payout.api import gateway_events_router
@@ -13,7 +12,7 @@ from services.payout.outcomes import OutcomeRules
 from services.payout.stripe_gateway import StripeGatewayAdapter
 from services.payout.webhooks import GatewayEventReceiver
 from shared import topics
-from shared.gateway_routes import GatewayRoute, GatewayRoutes, simulator_routes
+from shared.gateway_routes import GatewayRoute, GatewayRoutes
 from shared.metrics import backlog_query, read_backlog, sweep_forever
 from shared.service import make_app, make_broker, subscribe_stage
 from shared.settings import ServiceSettings
@@ -22,8 +21,6 @@ from shared.stage import Stage
 
 class PayoutSettings(ServiceSettings):
     service_name: str = "payout"
-    # `production` refuses routes to the gateway simulator.
-    environment: str = "local"
     payout_sla_seconds: float = 120.0
     # The claim lease: a `submitting` intent whose claim was not renewed for this long is presumed
     # orphaned by a crash and re-claimed. A live worker renews its claim every third of it while the
@@ -45,12 +42,6 @@ class PayoutSettings(ServiceSettings):
     gateway_routes: GatewayRoutes = {}
     # Fault injection (tests only): SIGKILL after the gateway answered for this payment id.
     payout_fault_kill_after_gateway_for: str | None = None
-
-    @model_validator(mode="after")
-    def _no_simulator_in_production(self) -> "PayoutSettings":
-        if self.environment == "production" and (names := simulator_routes(self.gateway_routes)):
-            raise ValueError(f"routes to the gateway simulator in production: {', '.join(names)}")
-        return self
 
 
 def adapter(name: str, route: GatewayRoute) -> Gateway:
