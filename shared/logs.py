@@ -32,4 +32,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Both log every HTTP call at INFO: two lines per gateway call, the busiest log lines a service would
+    # write. Failures still reach the log through the callers' own warnings and errors.
+    for chatty in ("httpx", "stripe"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     structlog.contextvars.bind_contextvars(service=service)

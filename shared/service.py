@@ -1,28 +1,27 @@
-"""Wiring every service shares: broker with an explicit ack policy, pool, HTTP app.
+"""Wiring every service shares: consume loop, pool, HTTP app.
 
-A service's `main` builds its `Stage`, calls `make_broker`, subscribes with
-`subscribe_stage`, and serves `make_app(...)` with uvicorn. The HTTP app gives
+A service's `main` builds its `Stage`, its consume loop with `subscribe_stage`, and
+serves `make_app(...)` with uvicorn. FastStream's broker gives the app its broker
+connection check and middlewares; consuming is the runtime's own loop
+(shared/consume.py), which costs no sleep and no round trip between batches. The HTTP app gives
 `/metrics`, `/healthz` (the process is alive and its consumers not stalled for
 long) and `/readyz` (database and broker reachable, consumers started and
 fetching), plus whatever routes the service adds.
 """
 
 import asyncio
-import os
 import contextlib
-import dataclasses
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import structlog
-from aiokafka import ConsumerRecord
 from fastapi import FastAPI, Response
-from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from shared.consume import StageConsumer
 from shared.consumer_health import ConsumerHealth
 from shared.db import apply_migrations, create_pool
 from shared.http_limits import BodySizeLimit
@@ -36,7 +35,8 @@ log = structlog.get_logger()
 
 
 def make_broker(settings: ServiceSettings) -> KafkaBroker:
-    # The broker only consumes: stages publish through their outbox's own producer.
+    # The broker neither consumes nor publishes (the consume loop and the outbox have their own clients):
+    # it is the connection readyz pings.
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=settings.service_name,
@@ -46,36 +46,12 @@ def make_broker(settings: ServiceSettings) -> KafkaBroker:
     )
 
 
-async def _safe_parser(records: tuple[ConsumerRecord, ...], original: Callable) -> object:
-    # FastStream's parser decodes every header as UTF-8 and would raise on a
-    # binary header, before our handler could dead-letter the record: a poison
-    # message. Parse sanitised copies, keep the untouched records.
-    safe = tuple(
-        dataclasses.replace(r, headers=[(k, v.decode(errors="replace").encode()) for k, v in r.headers])
-        for r in records
-    )
-    message = await original(safe)
-    message.raw_message = records
-    return message
-
-
-async def _raw_decoder(message: object) -> None:
-    return None  # the stage decodes records itself; FastStream must not guess a body type
-
-
-def subscribe_stage(broker: KafkaBroker, stage: Stage, *topics: str, group_id: str, max_records: int) -> None:
-    """Consume `topics` in batches; commit offsets only after the stage has saved its work.
-
-    AckPolicy.NACK_ON_ERROR: success commits, an exception seeks back so the
-    batch is redelivered (at-least-once; the inbox makes that effectively once).
-    """
-    @broker.subscriber(
-        *topics, group_id=group_id, batch=True, max_records=max_records, batch_timeout_ms=50,
-        auto_offset_reset="earliest", ack_policy=AckPolicy.NACK_ON_ERROR,
-        parser=_safe_parser, decoder=_raw_decoder,
-    )
-    async def on_batch(message: KafkaMessage) -> None:
-        await stage.process(message.raw_message)
+def subscribe_stage(stage: Stage, *topics: str, group_id: str, max_records: int,
+                    fetch_max_wait_ms: int = 100) -> StageConsumer:
+    """The consume loop (shared/consume.py) feeding `stage` from `topics`: offsets are committed only
+    after the stage has saved the batch (at-least-once; the inbox makes that effectively once)."""
+    return StageConsumer(stage, topics, group_id=group_id, max_records=max_records,
+                         fetch_max_wait_ms=fetch_max_wait_ms)
 
 
 def make_app(
@@ -83,6 +59,7 @@ def make_app(
     *,
     broker: KafkaBroker,
     stage: Stage,
+    consumers: Sequence[StageConsumer],
     migrations: Path,
     background: Sequence[Callable[[], Awaitable[None]]] = (),
     title: str,
@@ -90,8 +67,8 @@ def make_app(
 ) -> FastAPI:
     """The service process: lifespan starts pool, migrations, broker and background loops."""
     state = {"ready": False}
-    consumers = ConsumerHealth(list(broker.subscribers), settings.consumer_ready_within_seconds,
-                               settings.consumer_live_within_seconds)
+    health = ConsumerHealth(list(consumers), settings.consumer_ready_within_seconds,
+                            settings.consumer_live_within_seconds)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -106,13 +83,15 @@ def make_app(
                           auth=auth)
         app.state.pool = pool
         await broker.start()
-        tasks = [asyncio.create_task(stage.relay_forever()), asyncio.create_task(consumers.export_forever())]
+        for consumer in consumers:
+            await consumer.start(settings.kafka_bootstrap_servers, settings.service_name, auth=auth)
+        tasks = [asyncio.create_task(stage.relay_forever()), asyncio.create_task(health.export_forever())]
         tasks += [asyncio.create_task(job()) for job in background]
         if settings.consumer_lag_interval_seconds > 0:
             tasks += [asyncio.create_task(lag_forever(settings.kafka_bootstrap_servers, subscriber.group_id,
                                                       list(subscriber.topic_names),
                                                       settings.consumer_lag_interval_seconds, auth=auth))
-                      for subscriber in broker.subscribers]
+                      for subscriber in consumers]
         state["ready"] = True
         log.info("service_started", port=settings.http_port)
         try:
@@ -121,6 +100,8 @@ def make_app(
             state["ready"] = False
             log.info("service_stopping")
             # Stops consuming, lets the batch in hand finish within graceful_timeout, commits.
+            for consumer in consumers:
+                await consumer.stop(settings.graceful_timeout_seconds)
             await broker.stop()
             for task in tasks:
                 task.cancel()
@@ -137,9 +118,9 @@ def make_app(
     async def healthz(response: Response) -> dict:
         # Alive = not stuck: a consumer that stopped fetching for longer than the live bound gets the
         # process restarted (the broker being down for that long does too; a fresh start reconnects).
-        if state["ready"] and not consumers.live():
+        if state["ready"] and not health.live():
             response.status_code = 503
-            return {"status": "stalled", "consumer_last_poll_age_seconds": consumers.ages()}
+            return {"status": "stalled", "consumer_last_poll_age_seconds": health.ages()}
         return {"status": "ok"}
 
     @app.get("/readyz", include_in_schema=False)
@@ -153,7 +134,7 @@ def make_app(
             except Exception:
                 checks["database"] = False
             checks["kafka"] = await broker.ping(timeout=2)
-            checks["consuming"] = consumers.ready()
+            checks["consuming"] = health.ready()
         ok = all(checks.values()) and len(checks) == 4
         response.status_code = 200 if ok else 503
         # The pid lets a supervisor tell its own process from another one answering on the port.

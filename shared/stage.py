@@ -1,39 +1,49 @@
-"""How a stage consumes: one Kafka poll = one database transaction, with inbox and outbox.
+"""How a stage consumes: one Kafka batch = one database transaction, with inbox and outbox.
 
 FastStream's Kafka subscriber is at-most-once by default (ACK_FIRST) and has no
-dead-letter queue and no transactions, so every stage runs this loop instead:
+dead-letter queue and no transactions, so every stage runs this loop instead
+(fed by shared/consume.py):
 
-1. decode each record; bytes that are not a CloudEvent become a dead letter;
+1. decode each record; bytes that are not a CloudEvent become a dead letter, and so
+   does an event from a source its topic does not trust, or (for a handler that asks
+   for it) data that breaks its contract model -- each validated once, here;
 2. in ONE PostgreSQL transaction: claim each event in the stage's `inbox`
-   (source, id) -- a redelivered event is skipped -- let the stage decide and
-   save, and write whatever it publishes to the stage's `outbox`;
-3. after commit, publish the outbox rows; once the broker has acked them they
-   are deleted in the next transaction (or by the relay), saving a commit per
-   batch. The relay republishes rows a crash left behind, so publishing is
+   (source, id) -- a redelivered event goes to `redelivered`, if the stage has one --
+   give each handler the batch's events of its types at once (set-based SQL), and
+   write whatever they emit to the stage's `outbox`;
+3. after commit, send the outbox rows without waiting: the broker's acks arrive while
+   the next batch is saved, and acked rows are deleted by the next transaction (or by
+   the relay). The relay republishes rows a crash left behind, so publishing is
    at-least-once and consumers dedupe by event id;
-4. return, and the subscriber (AckPolicy.NACK_ON_ERROR) commits the offsets.
+4. return, and the consume loop commits the offsets in the background.
 
 If the batch transaction fails for a reason other than the database being
 unreachable, the records are retried one per transaction, and one that still
 fails is dead-lettered with its error, so a poison message never blocks its
-partition. Unreachable database: the batch is nacked and redelivered.
+partition. Unreachable database: the loop fetches the batch again.
+
+Work outside the consume loop (HTTP handlers, sweeps, gateway results) uses the same
+unit of work: `async with stage.unit_of_work() as uow: ...; uow.emit(event)` saves and
+writes the outbox in one transaction, then sends after commit.
 """
 
 import asyncio
 import base64
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from cloudevents.core.v1.event import CloudEvent
+from pydantic import ValidationError
 
 from shared import topics
 from shared.envelope import InvalidEnvelope, Outgoing, decode, encode
-from shared.events import DeadLetter
+from shared.events import EVENT_TYPES, DeadLetter
 from shared.kafka_auth import KafkaAuth
 from shared.metrics import MESSAGES_DEAD_LETTERED
 from shared.periodic import every
@@ -49,10 +59,48 @@ class Inbound:
     record: ConsumerRecord
     event: CloudEvent | None
     invalid: InvalidEnvelope | None = None
+    # The event's data validated into its contract model, for a handler that asks for it.
+    data: Any = None
 
 
 # A stage's decision for one event: save state on `conn`, return what to publish.
 Decide = Callable[[asyncpg.Connection, Inbound], Awaitable[list[Outgoing]]]
+# A stage's decision for a batch's events of some types, in the order they were consumed.
+DecideBatch = Callable[[asyncpg.Connection, list[Inbound]], Awaitable[list[Outgoing]]]
+
+
+@dataclass(frozen=True)
+class Handler:
+    """What a stage does with the events of the types it is registered for: `decide` gets all of a
+    batch's at once. `validated`: the runtime validates each event's data into the type's contract
+    model first (`Inbound.data`), and dead-letters one that does not fit, naming the fields."""
+
+    decide: DecideBatch
+    validated: bool = True
+
+
+def one_at_a_time(decide: Decide) -> DecideBatch:
+    """A per-event decision as a batch handler (for decisions not worth a set-based rewrite)."""
+
+    async def each(conn: asyncpg.Connection, items: list[Inbound]) -> list[Outgoing]:
+        outgoing: list[Outgoing] = []
+        for item in items:
+            outgoing += await decide(conn, item)
+        return outgoing
+
+    return each
+
+
+class UnitOfWork:
+    """One transaction's work: its connection, and the events to send once it has committed."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.emitted: list[Outgoing] = []
+
+    def emit(self, *events: Outgoing) -> None:
+        """Write to the outbox with this transaction; sent after commit."""
+        self.emitted += events
 
 TRANSIENT_DB_ERRORS = (
     OSError,
@@ -82,19 +130,26 @@ def dead_letter(record: ConsumerRecord, error: str, *, source: str) -> Outgoing:
 
 
 class Stage:
-    """The consume loop of one service: inbox, decision, outbox, publish."""
+    """The consume loop of one service: inbox, decision, outbox, send."""
 
-    def __init__(self, *, schema: str, source: str, decide: Decide, redelivered: Decide | None = None,
+    def __init__(self, *, schema: str, source: str, decide: Decide | None = None,
+                 handlers: Mapping[str, Handler] | None = None, redelivered: Decide | DecideBatch | None = None,
+                 on_invalid_envelope: Decide | None = None,
                  answers_invalid_envelopes_on: frozenset[str] = frozenset(),
-                 trusted: Mapping[str, frozenset[str]] | None = None) -> None:
+                 trusted: Mapping[str, frozenset[str]] | None = None, max_unacked: int = 20_000) -> None:
         self.schema = schema
         self.source = source
+        # Event type -> handler; `decide` is the one handler for every type a stage that has no registry
+        # consumes (one event at a time, raw data).
+        self.handlers: dict[str, Handler] = dict(handlers or {})
         self.decide = decide
-        # Called instead of `decide` for an event the inbox has seen (most stages: nothing).
+        # Called instead of the handler for events the inbox has seen (most stages: nothing). A batch
+        # handler when `handlers` is given, else per event.
         self.redelivered = redelivered
         # Only intake answers a malformed envelope (on refunds.requested) with a rejection; elsewhere it
-        # is a dead letter.
+        # is a dead letter. `on_invalid_envelope` is that answer (default: `decide`).
         self.answers_invalid_envelopes_on = answers_invalid_envelopes_on
+        self.on_invalid_envelope = on_invalid_envelope or decide
         # Per consumed topic, the sources whose events it acts on (the contract's, unless a test narrows it).
         self.trusted = topics.TRUSTED_SOURCES if trusted is None else trusted
         self.pool: asyncpg.Pool | None = None
@@ -102,6 +157,9 @@ class Stage:
         self.committed = asyncio.Event()
         # Outbox rows the broker has acked, deleted by the next transaction.
         self._published: list[int] = []
+        # Sends not acked yet; past `max_unacked` a send waits for the oldest (backpressure).
+        self._unacked: set[asyncio.Future] = set()
+        self.max_unacked = max_unacked
 
     async def start(self, pool: asyncpg.Pool, bootstrap_servers: str, client_id: str, linger_ms: int,
                     auth: KafkaAuth | None = None) -> None:
@@ -115,20 +173,28 @@ class Stage:
 
     async def stop(self) -> None:
         if self.producer is not None:
+            await self.acked()
             await self.producer.stop()
+
+    async def acked(self) -> None:
+        """Wait until every record sent so far has been acked (or failed: its row stays for the relay)."""
+        if self._unacked:
+            await asyncio.gather(*list(self._unacked), return_exceptions=True)
+
+    # -- the consume step -------------------------------------------------------------------------
 
     async def process(self, records: Sequence[ConsumerRecord]) -> None:
         inbound = [self._read(record) for record in records]
         try:
             pending = await self._in_transaction(inbound)
         except TRANSIENT_DB_ERRORS:
-            await asyncio.sleep(1.0)  # back off before the nack redelivers the batch
+            await asyncio.sleep(1.0)  # back off before the batch is fetched again
             raise
         except Exception:
             log.exception("batch_failed_retrying_one_by_one", size=len(inbound))
             pending = await self._one_by_one(inbound)
         self.committed.set()
-        await self._publish(pending)
+        await self._send_committed(pending)
 
     def _read(self, record: ConsumerRecord) -> Inbound:
         try:
@@ -142,13 +208,77 @@ class Stage:
         letters: list[str] = []  # dead-letter reasons, counted only once the transaction has committed
         async with self.pool.acquire() as conn, self._forgetting_published(conn) as forget, conn.transaction():
             await forget()
-            fresh = await self._claim(conn, [item.event for item in inbound if item.event is not None])
-            outgoing: list[Outgoing] = []
-            for item in inbound:
-                outgoing += await self._handle(conn, item, fresh, letters)
+            outgoing = await self._decide_all(conn, inbound, letters)
             pending = await self._write_outbox(conn, outgoing)
         self._count_dead_letters(letters)
         return pending
+
+    async def _decide_all(self, conn: asyncpg.Connection, inbound: Sequence[Inbound],
+                          letters: list[str]) -> list[Outgoing]:
+        outgoing: list[Outgoing] = []
+        usable: list[Inbound] = []
+        for item in inbound:
+            letter = self._unusable(item, letters)
+            if letter is not None:
+                outgoing.append(letter)
+            elif item.event is None:
+                outgoing += await self.on_invalid_envelope(conn, item)  # intake answers it
+            else:
+                usable.append(item)
+        fresh = await self._claim(conn, [item.event for item in usable])
+        first_time: list[Inbound] = []
+        seen: list[Inbound] = []
+        for item in usable:
+            key = (item.event.get_source(), item.event.get_id())
+            if key in fresh:
+                fresh.discard(key)
+                first_time.append(item)
+            else:  # redelivered, or twice in this batch: its effects are already saved
+                seen.append(item)
+        if seen and self.redelivered is not None:
+            if self.handlers:
+                outgoing += await self.redelivered(conn, seen)
+            else:
+                outgoing += await one_at_a_time(self.redelivered)(conn, seen)
+        for decide, items in self._by_handler(first_time, letters, outgoing):
+            outgoing += await decide(conn, items)
+        return outgoing
+
+    def _by_handler(self, items: Iterable[Inbound], letters: list[str],
+                    outgoing: list[Outgoing]) -> list[tuple[DecideBatch, list[Inbound]]]:
+        """The batch's events per handler, each handler's in consumption order; validated where asked."""
+        if not self.handlers:
+            items = list(items)
+            return [(one_at_a_time(self.decide), items)] if items else []
+        groups: dict[int, tuple[DecideBatch, list[Inbound]]] = {}
+        for item in items:
+            handler = self.handlers.get(item.event.get_type())
+            if handler is None:
+                continue  # a type this stage has nothing to do with
+            if handler.validated:
+                try:
+                    item = _validated(item)
+                except ValidationError as error:
+                    letters.append("invalid_data")
+                    outgoing.append(dead_letter(item.record, f"invalid {item.event.get_type()} data: "
+                                                f"{error_text(error)}", source=self.source))
+                    continue
+            groups.setdefault(id(handler), (handler.decide, []))[1].append(item)
+        return list(groups.values())
+
+    def _unusable(self, item: Inbound, letters: list[str]) -> Outgoing | None:
+        """The dead letter for a record no handler may see: unreadable, invalid, or from an untrusted source."""
+        if item.event is None and not (item.invalid and item.record.topic in self.answers_invalid_envelopes_on):
+            error = str(item.invalid) if item.invalid else "not a CloudEvent (not JSON, or not an object)"
+            letters.append("invalid_envelope" if item.invalid else "unreadable")
+            return dead_letter(item.record, error, source=self.source)
+        if item.event is not None and not self._trusted(item):
+            letters.append("untrusted_source")
+            log.warning("untrusted_source", topic=item.record.topic, source=item.event.get_source(),
+                        event_type=item.event.get_type(), offset=item.record.offset)
+            return dead_letter(item.record, f"untrusted_source: {item.record.topic} accepts events only from "
+                               f"{', '.join(sorted(self.trusted[item.record.topic]))}", source=self.source)
+        return None
 
     async def _one_by_one(self, inbound: Sequence[Inbound]) -> list[tuple[int, Outgoing]]:
         ids: list[tuple[int, Outgoing]] = []
@@ -171,26 +301,6 @@ class Stage:
         for reason in reasons:
             MESSAGES_DEAD_LETTERED.labels(self.schema, reason).inc()
 
-    async def _handle(self, conn: asyncpg.Connection, item: Inbound, fresh: set[tuple[str, str]],
-                      letters: list[str]) -> list[Outgoing]:
-        if item.event is None and not (item.invalid and item.record.topic in self.answers_invalid_envelopes_on):
-            error = str(item.invalid) if item.invalid else "not a CloudEvent (not JSON, or not an object)"
-            letters.append("invalid_envelope" if item.invalid else "unreadable")
-            return [dead_letter(item.record, error, source=self.source)]
-        if item.event is not None and not self._trusted(item):
-            letters.append("untrusted_source")
-            log.warning("untrusted_source", topic=item.record.topic, source=item.event.get_source(),
-                        event_type=item.event.get_type(), offset=item.record.offset)
-            return [dead_letter(item.record, f"untrusted_source: {item.record.topic} accepts events only from "
-                                f"{', '.join(sorted(self.trusted[item.record.topic]))}", source=self.source)]
-        if item.event is not None:
-            key = (item.event.get_source(), item.event.get_id())
-            if key not in fresh:
-                # Redelivered (or twice in this batch): its effects are already saved.
-                return await self.redelivered(conn, item) if self.redelivered else []
-            fresh.discard(key)
-        return await self.decide(conn, item)
-
     def _trusted(self, item: Inbound) -> bool:
         allowed = self.trusted.get(item.record.topic)
         return allowed is None or item.event.get_source() in allowed
@@ -204,6 +314,8 @@ class Stage:
             "SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING RETURNING source, event_id",
             [e.get_source() for e in events], [e.get_id() for e in events])
         return {(row["source"], row["event_id"]) for row in rows}
+
+    # -- the outbox -------------------------------------------------------------------------------
 
     async def _write_outbox(self, conn: asyncpg.Connection,
                             outgoing: Sequence[Outgoing]) -> list[tuple[int, Outgoing]]:
@@ -222,22 +334,42 @@ class Stage:
             # On a compacted topic the last record per key is all a late reader gets, so an older
             # snapshot still in the outbox (its publish unconfirmed, or its deletion rolled back) must
             # never be relayed after this one: it goes now. A relay sending it holds its row lock,
-            # so this waits until that send is acked, and this row is published after it.
+            # so this waits until that send is acked, and this row is published after it. (A row this
+            # process sent and is still waiting on an ack for may go too: the producer keeps a
+            # partition's order, so its record reaches the topic before this one.)
             await conn.execute(
                 f"DELETE FROM {self.schema}.outbox o USING unnest($1::text[], $2::text[], $3::bigint[]) "
                 "AS n(topic, key, id) WHERE o.topic = n.topic AND o.key = n.key AND o.id < n.id",
                 [t for t, _ in newest], [k for _, k in newest], list(newest.values()))
         return pending
 
-    async def _publish(self, pending: Sequence[tuple[int, Outgoing]]) -> None:
-        """Publish committed outbox rows and wait for the broker's acks; deletion comes later."""
-        if not pending:
-            return
-        await self._send([item for _, item in pending])
-        self._published += [row_id for row_id, _ in pending]
+    async def _send(self, pending: Sequence[tuple[int, Outgoing]]) -> None:
+        """Send committed outbox rows in order (one producer keeps a partition's order) without waiting
+        for the acks: an acked row is deleted by the next transaction, an unacked one stays for the relay."""
+        for row_id, item in pending:
+            if len(self._unacked) >= self.max_unacked:
+                await asyncio.wait(self._unacked, return_when=asyncio.FIRST_COMPLETED)
+            ack = await self.producer.send(item.topic, item.value, key=item.key.encode() if item.key else None,
+                                           headers=list(item.headers.items()))
+            self._unacked.add(ack)
+            ack.add_done_callback(lambda done, row_id=row_id: self._on_ack(done, row_id))
 
-    async def _send(self, outgoing: Sequence[Outgoing]) -> None:
-        """Send in order (one producer keeps a partition's order) and wait for every ack."""
+    async def _send_committed(self, pending: Sequence[tuple[int, Outgoing]]) -> None:
+        try:
+            await self._send(pending)
+        except Exception:
+            # Committed: the relay sends what is left; the caller's work is done.
+            log.exception("outbox_send_deferred_to_relay", rows=len(pending))
+
+    def _on_ack(self, ack: asyncio.Future, row_id: int) -> None:
+        self._unacked.discard(ack)
+        if not ack.cancelled() and ack.exception() is None:
+            self._published.append(row_id)
+        elif not ack.cancelled():
+            log.warning("outbox_send_failed_left_for_relay", row_id=row_id, error=type(ack.exception()).__name__)
+
+    async def _send_and_wait(self, outgoing: Sequence[Outgoing]) -> None:
+        """Send in order and wait for every ack (the relay, which deletes what it sent itself)."""
         sends = [
             await self.producer.send(item.topic, item.value, key=item.key.encode() if item.key else None,
                                      headers=list(item.headers.items()))
@@ -261,13 +393,21 @@ class Stage:
             self._published = acked + self._published
             raise
 
-    async def publish(self, conn: asyncpg.Connection, outgoing: Sequence[Outgoing]) -> list[tuple[int, Outgoing]]:
-        """For work outside the consume loop (sweeps, gateways): outbox rows on `conn`'s transaction."""
-        return await self._write_outbox(conn, outgoing)
+    # -- work outside the consume loop ------------------------------------------------------------
 
-    async def flush(self, pending: Sequence[tuple[int, Outgoing]]) -> None:
-        """Publish what `publish` wrote, once its transaction has committed."""
-        await self._publish(pending)
+    @contextlib.asynccontextmanager
+    async def unit_of_work(self, conn: asyncpg.Connection | None = None):
+        """One transaction that saves state and writes what it emits to the outbox, then sends it after
+        commit. On a connection the caller holds (`conn`), or on one from the pool."""
+        async with contextlib.AsyncExitStack() as stack:
+            if conn is None:
+                conn = await stack.enter_async_context(self.pool.acquire())
+            uow = UnitOfWork(conn)
+            async with self._forgetting_published(conn) as forget, conn.transaction():
+                await forget()
+                yield uow
+                pending = await self._write_outbox(conn, uow.emitted)
+        await self._send_committed(pending)
 
     async def relay_forever(self, interval: float = 2.0, older_than_seconds: float = 10.0) -> None:
         """Republish rows a crash left between commit and publish."""
@@ -286,9 +426,14 @@ class Stage:
                     "FOR UPDATE SKIP LOCKED", older_than_seconds)
                 if not rows:
                     return
-                await self._send([Outgoing(topic=r["topic"], key=r["key"], value=r["value"],
-                                           headers={k: v.encode() for k, v in r["headers"].items()},
-                                           event_id="") for r in rows])
+                await self._send_and_wait([Outgoing(topic=r["topic"], key=r["key"], value=r["value"],
+                                                    headers={k: v.encode() for k, v in r["headers"].items()},
+                                                    event_id="") for r in rows])
                 await conn.execute(f"DELETE FROM {self.schema}.outbox WHERE id = ANY($1::bigint[])",
                                    [r["id"] for r in rows])
         log.warning("outbox_relayed", rows=len(rows))
+
+
+def _validated(item: Inbound) -> Inbound:
+    model, _ = EVENT_TYPES[item.event.get_type()]
+    return Inbound(item.record, item.event, item.invalid, model.model_validate(item.event.get_data()))

@@ -179,7 +179,7 @@ class ReviewDesk:
     async def decide(self, refund_id: str, user: StaffUser, action: str, reason: str) -> dict:
         """Apply one reviewer's action; raises domain.ReviewRefused, or LookupError if no such review."""
         async with self.stage.pool.acquire() as conn:
-            async with conn.transaction():
+            async with self.stage.unit_of_work(conn) as uow:
                 locked = await store.lock_review(conn, refund_id)
                 if locked is None:
                     raise LookupError(refund_id)
@@ -188,9 +188,7 @@ class ReviewDesk:
                 effect = domain.check_decision(review, action, user.user_id, frozenset(roles))
                 await store.audit(conn, refund_id, user.user_id, action, reason, roles,
                                   {"kind": review.kind, "approvals_before": list(review.approvers)})
-                outgoing = await self._apply(conn, row, review, effect, user.user_id)
-                pending = await self.stage.publish(conn, outgoing)
-            await self.stage.flush(pending)
+                uow.emit(*await self._apply(conn, row, review, effect, user.user_id))
             self.stage.committed.set()  # wake the verifier for an approval just parked
             return await self.view(conn, refund_id)
 
@@ -234,13 +232,11 @@ class ReviewDesk:
 
     async def tick(self) -> int:
         """Escalate reviews and holds past their SLA; apply `on_expiry` to those past expiry."""
-        async with self.stage.pool.acquire() as conn:
-            async with conn.transaction():
-                outgoing = [await self._escalate(conn, row) for row in await store.overdue_reviews(conn)]
-                for row in await store.expired_reviews(conn):
-                    outgoing += await self._expire(conn, row)
-                pending = await self.stage.publish(conn, outgoing)
-            await self.stage.flush(pending)
+        async with self.stage.unit_of_work() as uow:
+            outgoing = [await self._escalate(uow.conn, row) for row in await store.overdue_reviews(uow.conn)]
+            for row in await store.expired_reviews(uow.conn):
+                outgoing += await self._expire(uow.conn, row)
+            uow.emit(*outgoing)
         self.stage.committed.set()
         return len(outgoing)
 

@@ -52,7 +52,7 @@ broker = make_broker(settings)
 payments = GatewayPayments.from_routes(settings.gateway_routes)
 decisions = Decisions(policy, payments)
 stage = Stage(schema="approval", source=SOURCE, decide=ApprovalStep(decisions, settings.approval_sla_seconds))
-subscribe_stage(broker, stage, topics.ACCEPTED, group_id="refund-approval", max_records=settings.batch_max_records)
+consumer = subscribe_stage(stage, topics.ACCEPTED, group_id="refund-approval", max_records=settings.batch_max_records)
 desk = ReviewDesk(stage, decisions)
 verifier = PaymentVerifier(stage, decisions, payments, claim_size=settings.approval_verify_concurrency,
                            lease_seconds=settings.approval_verify_lease_seconds,
@@ -69,6 +69,7 @@ async def sweep_backlog() -> None:
                         settings.sweep_interval_seconds)
 
 
-app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
+app = make_app(settings, broker=broker, stage=stage, consumers=[consumer],
+               migrations=Path(__file__).parent / "migrations",
                background=[review_clock, sweep_backlog, verifier.run_forever], title="Refund approval")
 app.include_router(review_router(desk, StaffAuth(StaffVerifier.from_settings(settings))))

@@ -90,11 +90,8 @@ class PaymentVerifier:
             return 0
         try:
             readings = await asyncio.gather(*(self._read(row) for row in rows))
-            async with self.stage.pool.acquire() as conn:
-                async with conn.transaction():
-                    outgoing = await self._settle(conn, list(zip(rows, readings, strict=True)))
-                    pending = await self.stage.publish(conn, outgoing)
-                await self.stage.flush(pending)
+            async with self.stage.unit_of_work() as uow:
+                uow.emit(*await self._settle(uow.conn, list(zip(rows, readings, strict=True))))
         except asyncio.CancelledError:
             # Shutting down: what this round did not settle is due again at once, not after the lease.
             await store.release_claim(self.stage.pool, rows[0]["claim"])

@@ -122,24 +122,19 @@ async def _decide(intake: Intake, stage: Stage, *, source: str, request_id: str,
     # first, our ticket insert violates the key: run again and read its outcome.
     for attempt in (1, 2):
         try:
-            async with stage.pool.acquire() as conn:
-                async with conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            async with stage.unit_of_work() as uow:
+                await uow.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                                        refund_id_for(source, request_id))
-                    decision = await intake.decide_request(conn, source=source, request_id=request_id,
-                                                           event_type=domain.REQUESTED_TYPE, **request)
-                    pending = await stage.publish(conn, [] if decision.reused_key else [decision.event])
-            break
+                decision = await intake.decide_request(uow.conn, source=source, request_id=request_id,
+                                                       event_type=domain.REQUESTED_TYPE, **request)
+                if not decision.reused_key:
+                    uow.emit(decision.event)
+            return decision
         except asyncpg.UniqueViolationError:
             if attempt == 2:
                 raise
             log.info("ticket_saved_concurrently_reading_it", source=source, request_id=request_id)
-    try:
-        await stage.flush(pending)
-    except Exception:
-        # Committed: the outbox relay publishes it later; the platform gets its answer now.
-        log.exception("outcome_publish_deferred_to_relay", refund_id=decision.event.key)
-    return decision
+    raise AssertionError("unreachable")
 
 
 def _response(decision: Decision, refund_id: str) -> JSONResponse:

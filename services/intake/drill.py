@@ -27,9 +27,8 @@ DRILL_INTERVAL = Gauge("refund_drill_interval_seconds", "Seconds between schedul
 async def send_drill(stage: Stage, payment: domain.DrillPayment) -> str:
     request = domain.drill_request(uuid.uuid4().hex[:16], datetime.now(UTC), payment)
     outgoing = encode(request, source=domain.DRILL_SOURCE, key=request.request_id)
-    async with stage.pool.acquire() as conn, conn.transaction():
-        pending = await stage.publish(conn, [outgoing])
-    await stage.flush(pending)
+    async with stage.unit_of_work() as uow:
+        uow.emit(outgoing)
     log.info("drill_sent", request_id=request.request_id)
     return request.request_id
 

@@ -30,7 +30,7 @@ stage = Stage(schema="intake", source=SOURCE, decide=intake.decide,
               answers_invalid_envelopes_on=frozenset({topics.REQUESTED}))
 # One group for requests and the events that end a refund: a group that first subscribes to the latter
 # starts at their earliest retained offset, so refunds ended before intake consumed them are released too.
-subscribe_stage(broker, stage, topics.REQUESTED, *release.TOPICS, group_id="refund-intake",
+consumer = subscribe_stage(stage, topics.REQUESTED, *release.TOPICS, group_id="refund-intake",
                 max_records=settings.batch_max_records)
 
 
@@ -45,7 +45,8 @@ async def drills() -> None:
         await drill_forever(stage, settings.drill_interval_seconds, settings.drill_off_peak_hours_utc, payment)
 
 
-app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
+app = make_app(settings, broker=broker, stage=stage, consumers=[consumer],
+               migrations=Path(__file__).parent / "migrations",
                background=[sweep_backlog, drills], title="Refund intake")
 app.include_router(api.refunds_router(
     intake, stage, RateLimit("intake_refunds_per_key", settings.intake_rate_limit, settings.rate_limit_storage_uri)))

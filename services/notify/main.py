@@ -87,7 +87,7 @@ projection = Projection(Audience(email=bool(settings.smtp_host), sms=bool(settin
                                   webhook_urls=settings.webhook_urls), contact_key)
 
 stage = CausalStage(schema="notify", source=SOURCE, decide=projection.project, redelivered=republish)
-subscribe_stage(broker, stage, *topics.LIFECYCLE, group_id="refund-notify", max_records=settings.batch_max_records)
+consumer = subscribe_stage(stage, *topics.LIFECYCLE, group_id="refund-notify", max_records=settings.batch_max_records)
 
 
 def customer_link(refund_id: str) -> str:
@@ -126,7 +126,8 @@ async def sweep_backlog() -> None:
                         settings.sweep_interval_seconds)
 
 
-app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
+app = make_app(settings, broker=broker, stage=stage, consumers=[consumer],
+               migrations=Path(__file__).parent / "migrations",
                background=[send_notifications, sweep_backlog, sweep_stage_watch], title="Refund notify")
 app.include_router(tracking_api(lambda: app.state.pool, tracking_access(
     settings.tracking_api_keys, StaffVerifier.from_settings(settings),

@@ -196,13 +196,11 @@ class PayoutExecutor:
                     ) -> tuple[set[str], list[tuple[asyncpg.Record, Outcome]]]:
         """Write the outcomes the claim still holds, with their events, then the webhook outcomes that waited
         for them; return the refunds written and what the waiting events made of them."""
-        async with self.stage.pool.acquire() as conn, conn.transaction():
-            written = await store.write_outcomes(conn, claim, [outcome.write for outcome in outcomes.values()])
-            after_events = await apply_waiting(conn, self.rules, sorted(written))
-            events = [event for r, outcome in outcomes.items() if r in written for event in outcome.events]
-            events += [event for _, outcome in after_events for event in outcome.events]
-            pending = await self.stage.publish(conn, events)
-        await self.stage.flush(pending)
+        async with self.stage.unit_of_work() as uow:
+            written = await store.write_outcomes(uow.conn, claim, [outcome.write for outcome in outcomes.values()])
+            after_events = await apply_waiting(uow.conn, self.rules, sorted(written))
+            uow.emit(*(event for r, outcome in outcomes.items() if r in written for event in outcome.events))
+            uow.emit(*(event for _, outcome in after_events for event in outcome.events))
         return written, after_events
 
     async def _attempts_under_lease(self, claim: store.Claim) -> dict[str, Attempt]:

@@ -60,7 +60,7 @@ policy = PayoutPolicy(
 )
 broker = make_broker(settings)
 stage = Stage(schema="payout", source=SOURCE, decide=IntentRecorder(policy))
-subscribe_stage(broker, stage, topics.APPROVED, group_id="refund-payout", max_records=settings.batch_max_records)
+consumer = subscribe_stage(stage, topics.APPROVED, group_id="refund-payout", max_records=settings.batch_max_records)
 gateways = {name: adapter(name, route) for name, route in settings.gateway_routes.items()}
 receiver = GatewayEventReceiver(stage, OutcomeRules(policy), sla_seconds=settings.payout_sla_seconds)
 
@@ -80,6 +80,7 @@ async def sweep_backlog() -> None:
                         settings.sweep_interval_seconds)
 
 
-app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
+app = make_app(settings, broker=broker, stage=stage, consumers=[consumer],
+               migrations=Path(__file__).parent / "migrations",
                background=[run_executor, sweep_backlog], title="Refund payout")
 app.include_router(gateway_events_router(gateways, receiver))

@@ -90,13 +90,13 @@ class GatewayEventReceiver:
 
     async def receive(self, gateway: str, events: list[GatewayEvent]) -> int:
         """Record and apply; returns how many of the events were new (the rest are replays)."""
-        async with self.stage.pool.acquire() as conn, conn.transaction():
-            fresh = await store.record_events(conn, gateway, events)
+        async with self.stage.unit_of_work() as uow:
+            fresh = await store.record_events(uow.conn, gateway, events)
             orphans = [(gateway, event["event_id"], "no_payout") for event in fresh if event["refund_id"] is None]
-            await store.mark_applied(conn, orphans)
-            changed = await apply_waiting(conn, self.rules, sorted({e["refund_id"] for e in fresh if e["refund_id"]}))
-            pending = await self.stage.publish(conn, [event for _, outcome in changed for event in outcome.events])
-        await self.stage.flush(pending)
+            await store.mark_applied(uow.conn, orphans)
+            changed = await apply_waiting(uow.conn, self.rules,
+                                          sorted({e["refund_id"] for e in fresh if e["refund_id"]}))
+            uow.emit(*(event for _, outcome in changed for event in outcome.events))
         for _, event_id, _ in orphans:
             log.warning("gateway_event_for_no_payout", gateway=gateway, event_id=event_id)
             EVENTS.labels(gateway, "no_payout").inc()

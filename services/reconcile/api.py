@@ -57,7 +57,8 @@ def settlement_router(stage: Stage, auth: StaffAuth) -> APIRouter:
     async def resolve(discrepancy_id: int, resolution: Resolution, user: Annotated[StaffUser, finance]) -> dict:
         """Close an open discrepancy with a reason; audited. A paid refund's money then counts as resolved."""
         now = datetime.now(UTC)
-        async with stage.pool.acquire() as conn, conn.transaction():
+        async with stage.unit_of_work() as uow:
+            conn = uow.conn
             row = await conn.fetchrow(
                 "UPDATE reconcile.discrepancies SET status = 'resolved', closed_at = $2, resolved_by = $3, "
                 "resolution = $4 WHERE id = $1 AND status = 'open' RETURNING *",
@@ -81,8 +82,7 @@ def settlement_router(stage: Stage, auth: StaffAuth) -> APIRouter:
                                     currency=row["settled_currency"] or payout["expected_currency"])
                     outgoing = [refund_event(payout, Match("matched", "resolved"), settled, now,
                                               reason_codes=[f"resolved:{row['category']}"])]
-            pending = await stage.publish(conn, outgoing)
-        await stage.flush(pending)
+            uow.emit(*outgoing)
         return dict(row)
 
     @router.get("/ledger")

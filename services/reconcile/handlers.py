@@ -85,16 +85,15 @@ class Matcher:
                 await asyncio.sleep(1.0)
 
     async def match_once(self, batch: int = 1000) -> int:
-        async with self.stage.pool.acquire() as conn, conn.transaction():
+        async with self.stage.unit_of_work() as uow:
+            conn = uow.conn
             lines = await conn.fetch(
                 "SELECT l.* FROM reconcile.settlement_lines l WHERE l.state = 'unmatched' AND EXISTS "
                 f"(SELECT 1 FROM reconcile.payouts p WHERE {_SAME_REF}) "
                 "ORDER BY l.id LIMIT $1 FOR UPDATE SKIP LOCKED", batch)
-            outgoing = [event for line in lines for event in await self._settle(conn, line)]
-            outgoing += await self._missing_in_report(conn)
+            uow.emit(*[event for line in lines for event in await self._settle(conn, line)])
+            uow.emit(*await self._missing_in_report(conn))
             await self._missing_internally(conn)
-            pending = await self.stage.publish(conn, outgoing)
-        await self.stage.flush(pending)
         return len(lines)
 
     async def _settle(self, conn: asyncpg.Connection, line: asyncpg.Record) -> list[Outgoing]:

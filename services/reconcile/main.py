@@ -41,7 +41,7 @@ class ReconcileSettings(ServiceSettings):
 settings = ReconcileSettings()
 broker = make_broker(settings)
 stage = Stage(schema="reconcile", source=SOURCE, decide=record_paid)
-subscribe_stage(broker, stage, topics.PAID, group_id="refund-reconcile", max_records=settings.batch_max_records)
+consumer = subscribe_stage(stage, topics.PAID, group_id="refund-reconcile", max_records=settings.batch_max_records)
 
 
 async def match_settlements() -> None:
@@ -75,7 +75,8 @@ async def sweep_backlog() -> None:
                         settings.sweep_interval_seconds)
 
 
-app = make_app(settings, broker=broker, stage=stage, migrations=Path(__file__).parent / "migrations",
+app = make_app(settings, broker=broker, stage=stage, consumers=[consumer],
+               migrations=Path(__file__).parent / "migrations",
                background=[match_settlements, pull_reports, watch_ledger, sweep_backlog], title="Refund reconcile",
                body_limits={"/v1/settlements": settings.reconcile_max_upload_bytes})
 app.include_router(settlement_router(stage, StaffAuth(StaffVerifier.from_settings(settings))))

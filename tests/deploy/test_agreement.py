@@ -180,7 +180,7 @@ def test_scaled_object_scales_on_the_services_own_consumer_group_up_to_its_parti
     name, main = service
     docs = rendered[overlay]
     scaled = objects(docs, "ScaledObject")[f"refund-{name}"]
-    (subscriber,) = main.broker.subscribers
+    subscriber = main.consumer
     consumed = list(subscriber.topic_names)
     assert scaled["spec"]["scaleTargetRef"]["name"] in objects(docs, "Deployment")
     (trigger,) = scaled["spec"]["triggers"]

@@ -91,6 +91,7 @@ async def test_acked_rows_are_deleted_even_when_the_batch_that_should_delete_the
     stage = await _stage(stack, pool)
     try:
         await stage.process([_record(refund_id, "succeeded", 1)])
+        await stage.acked()  # sends are not waited for; their acks come while the next batch is saved
 
         async def fail(conn, item):
             raise OSError("database went away mid-batch")
@@ -100,6 +101,7 @@ async def test_acked_rows_are_deleted_even_when_the_batch_that_should_delete_the
             await stage.process([_record(f"{refund_id}-other", "accepted", 2)])
         stage.decide = _status_for
         await stage.process([_record(f"{refund_id}-other", "accepted", 3)])
+        await stage.acked()
         await stage.process([_record(f"{refund_id}-third", "accepted", 4)])  # deletes what the last one published
 
         left = await pool.fetch(f"SELECT key FROM {SCHEMA}.outbox WHERE key <> $1", f"{refund_id}-third")
