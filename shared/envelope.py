@@ -10,10 +10,17 @@ from datetime import UTC, datetime
 
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.exceptions import CloudEventValidationError
+from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import BaseModel
 
 from shared.events import EVENT_TYPES, TYPE_OF
+
+SPEC_VERSION = "1.0"
+# The Kafka `content-type` header of a structured-mode record (the SDK's JSON format sets it).
+STRUCTURED_CONTENT_TYPE = JSONFormat.CONTENT_TYPE
+# The `datacontenttype` of every event: `data` is JSON (in binary mode, the `content-type` header).
+DATA_CONTENT_TYPE = "application/json"
 
 
 class UnreadableMessage(Exception):
@@ -49,9 +56,9 @@ def encode(payload: BaseModel, *, source: str, key: str | None, event_id: str | 
             "id": event_id,
             "source": source,
             "type": event_type,
-            "specversion": "1.0",
+            "specversion": SPEC_VERSION,
             "time": datetime.now(UTC),
-            "datacontenttype": "application/json",
+            "datacontenttype": DATA_CONTENT_TYPE,
         },
         data=payload.model_dump(mode="json"),
     )

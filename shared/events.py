@@ -172,6 +172,8 @@ class RefundAccepted(RefundEvent):
 
 
 class FieldError(ContractModel):
+    """One broken rule of a rejected request: the field's path, a code (`missing`, `invalid`, …), a message."""
+
     field: str
     code: str
     message: str
@@ -197,6 +199,8 @@ class RefundApproved(RefundAccepted):
 
 
 class RefundDenied(RefundEvent):
+    """`refund.denied.v1`: policy, a reviewer or an expired review or hold denied the refund; reason_codes say why."""
+
     policy_version: str
     denied_at: datetime
 
@@ -226,6 +230,8 @@ class RefundReviewEscalated(RefundEvent):
 
 
 class PayoutSubmitted(RefundEvent):
+    """`refund.payout-submitted.v1`: payout recorded its intent to pay; the gateway is asked next."""
+
     gateway: str
     payout_id: str
     submitted_at: datetime
@@ -234,6 +240,8 @@ class PayoutSubmitted(RefundEvent):
 
 
 class RefundPaid(RefundEvent):
+    """`refund.paid.v1`: the gateway paid the refund; gateway_ref is its reference for reconciliation."""
+
     gateway: str
     payout_id: str
     gateway_ref: str
@@ -244,6 +252,9 @@ class RefundPaid(RefundEvent):
 
 
 class PayoutFailed(RefundEvent):
+    """`refund.payout-failed.v1`: the payout failed, or, with a failure_reason starting with
+    shared/lifecycle.py's REVERSAL_REASON, the gateway returned a paid refund's money."""
+
     gateway: str
     payout_id: str
     failure_reason: str
@@ -251,12 +262,16 @@ class PayoutFailed(RefundEvent):
 
 
 class RefundReconciled(RefundEvent):
+    """`refund.reconciled.v1`: the gateway's settlement report matches the payout."""
+
     gateway_ref: str
     settled_amount: Money
     reconciled_at: datetime
 
 
 class RefundDiscrepancy(RefundEvent):
+    """`refund.discrepancy.v1`: the payout and the gateway's settlement reports do not match; category says how."""
+
     gateway_ref: str
     category: str
     settled_amount: Money | None = None
@@ -282,7 +297,8 @@ class RefundStatus(ContractModel):
 
 
 class DeadLetter(ContractModel):
-    """`refund.dead-lettered.v1` on `refunds.dlq`: bytes nobody could read, with origin."""
+    """`refund.dead-lettered.v1` on `refunds.dlq`: a record a stage could not use (not a CloudEvent, from an
+    untrusted source, or failing every retry), with its raw bytes, the error and where it was."""
 
     topic: str
     partition: int

@@ -21,6 +21,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from shared import asyncapi
 from shared.consume import StageConsumer
 from shared.consumer_health import ConsumerHealth
 from shared.db import apply_migrations, create_pool
@@ -113,6 +114,7 @@ def make_app(
     app = FastAPI(title=title, lifespan=lifespan)
     # `body_limits`: path prefix -> bytes, for routes that take more (a settlement file upload).
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes, per_path=body_limits)
+    app.include_router(asyncapi.router(settings.service_name))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz(response: Response) -> dict:

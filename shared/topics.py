@@ -78,3 +78,14 @@ TRUSTED_SOURCES: dict[str, frozenset[str]] = {
 # Every lifecycle topic notify projects into the status feed.
 LIFECYCLE = (ACCEPTED, REJECTED, APPROVED, DENIED, HELD, PAYOUT_SUBMITTED, PAID,
              PAYOUT_FAILED, RECONCILED, DISCREPANCY)
+
+# The Kafka key of each topic's records: the first of these `data` fields that is set (SPEC.md: the
+# refund_id, so one refund's events stay ordered on one partition; on refunds.requested the request_id).
+RECORD_KEY_FIELDS: dict[str, tuple[str, ...]] = {
+    **{spec.name: ("refund_id",) for spec in TOPICS if spec.name != DLQ},
+    REQUESTED: ("request_id",),
+    # A request too broken to derive a refund id from is rejected under its request_id.
+    REJECTED: ("refund_id", "request_id"),
+}
+# A dead letter is keyed by where the record it carries was (shared/stage.py `dead_letter`).
+DLQ_KEY = "{topic}/{partition}/{offset}"

@@ -27,6 +27,8 @@ How the inputs were fetched for the vendored files (all from package registries)
         --api-versions v1beta2 --storage-version v1beta2 io.strimzi.api.kafka.model.topic.KafkaTopic=kafkatopic.yaml
     # (and io.strimzi.api.kafka.model.user.KafkaUser=$PWD/kafkauser.yaml: an absolute path, or it fails)
     go mod download github.com/compose-spec/compose-go/v2@v2.9.0   # schema/compose-spec.json, copied as is
+    npm pack @asyncapi/specs@6.11.1   # package/schemas/3.0.0.json, copied as is to asyncapi-3.0.0.json
+                                      # (the official AsyncAPI 3.0.0 schema; tests/unit/test_asyncapi.py)
 """
 
 import json
