@@ -27,13 +27,16 @@ from typing import Any
 
 import httpx
 
+from shared import lifecycle
+
 from . import kafka, postgres, prometheus, roles
 from .processes import (
     StackError, console, file_lock, free_port, free_ports, own_port, pid_matches, pinned_port, port_from_env,
     run_sync, spawn, terminate, wait_ready, wait_exit,
 )
 
-SERVICES = ("intake", "approval", "payout", "reconcile", "notify")
+# One service per stage of the lifecycle.
+SERVICES = lifecycle.STAGES
 # The gateway simulator: an external system the stack also runs locally (never in production).
 GATEWAYSIM = "gatewaysim"
 # What `up` runs, in start order: the simulator first, so the services' gateway routes answer.

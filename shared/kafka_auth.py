@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shared import topics
+from shared import lifecycle, topics
 
 SCRAM = "SCRAM-SHA-512"
 
@@ -107,7 +107,7 @@ SERVICE_READS: dict[str, frozenset[str]] = {
     "approval": frozenset({topics.ACCEPTED}),
     "payout": frozenset({topics.APPROVED}),
     "reconcile": frozenset({topics.PAID}),
-    "notify": frozenset(topics.LIFECYCLE),
+    "notify": frozenset(lifecycle.TOPICS),
 }
 SERVICE_SOURCES = {"intake": topics.INTAKE_SOURCE, "approval": topics.APPROVAL_SOURCE,
                    "payout": topics.PAYOUT_SOURCE, "reconcile": topics.RECONCILE_SOURCE,

@@ -1,13 +1,20 @@
-"""The refund lifecycle in one table: which event puts a refund in which status, how the statuses
-order, which end the refund, how far along each is, and which give the amount back to the payment.
+"""The refund lifecycle in one place: the stages in order; each lifecycle event with the stage that
+emits it, its topic, the status it puts a refund in and the stage the refund is in after it; how the
+statuses order, which end the refund, how far along each is, and which give the amount back.
 
-Every service derives what it needs from here (notify's projection, intake's balance release,
-the tools and tests), so a status is described once.
+Every service derives what it needs from here (notify's projection and stuck-stage watch, intake's
+balance release, the SLA stages, the topics notify follows, the processes devstack runs, the tools
+and tests), so a stage, an event or a status is described once.
 """
 
 from dataclasses import dataclass
 
-from shared.events import Status
+from shared.events import EVENT_TYPES, Status
+
+# The ticket's stages, in the order a refund passes them; each is one service.
+STAGES = ("intake", "approval", "payout", "reconcile", "notify")
+# The stage of a refund that has left the stages that act on it (notify only tells).
+DONE = "done"
 
 # payout's `failure_reason` for a paid refund whose money the gateway returned ("…:<gateway reason>").
 REVERSAL_REASON = "reversed_after_success"
@@ -47,20 +54,43 @@ RELEASES_BALANCE = frozenset(status for status, facts in LIFECYCLE.items() if fa
 # Ended with no money at the customer: no ETA to show.
 ENDED_WITHOUT_MONEY = RELEASES_BALANCE
 
-# The status each lifecycle event type puts a refund in (payout-failed: see `status_of`).
-STATUS_OF_TYPE = {
-    "refund.accepted.v1": Status.ACCEPTED,
-    "refund.rejected.v1": Status.REJECTED,
-    "refund.held.v1": Status.ON_HOLD,
-    "refund.review-requested.v1": Status.PENDING_REVIEW,
-    "refund.approved.v1": Status.APPROVED,
-    "refund.denied.v1": Status.DENIED,
-    "refund.payout-submitted.v1": Status.PROCESSING,
-    "refund.paid.v1": Status.SUCCEEDED,
-    "refund.payout-failed.v1": Status.FAILED,
-    "refund.discrepancy.v1": Status.DISCREPANCY,
-    "refund.reconciled.v1": Status.RECONCILED,
-}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One lifecycle event: the stage that emits it, the status it puts a refund in (payout-failed: see
+    `status_of`), and the stage the refund is in once it happened (a later stage never moves back)."""
+
+    event_type: str
+    emitted_by: str
+    status: Status
+    stage_after: str
+
+    @property
+    def topic(self) -> str:
+        return EVENT_TYPES[self.event_type][1]
+
+
+STEPS: tuple[Step, ...] = (
+    Step("refund.accepted.v1", "intake", Status.ACCEPTED, "approval"),
+    Step("refund.rejected.v1", "intake", Status.REJECTED, DONE),
+    Step("refund.held.v1", "approval", Status.ON_HOLD, "approval"),
+    Step("refund.review-requested.v1", "approval", Status.PENDING_REVIEW, "approval"),
+    Step("refund.approved.v1", "approval", Status.APPROVED, "payout"),
+    Step("refund.denied.v1", "approval", Status.DENIED, DONE),
+    Step("refund.payout-submitted.v1", "payout", Status.PROCESSING, "payout"),
+    Step("refund.paid.v1", "payout", Status.SUCCEEDED, "reconcile"),
+    Step("refund.payout-failed.v1", "payout", Status.FAILED, DONE),
+    Step("refund.discrepancy.v1", "reconcile", Status.DISCREPANCY, DONE),
+    Step("refund.reconciled.v1", "reconcile", Status.RECONCILED, DONE),
+)
+
+STATUS_OF_TYPE = {step.event_type: step.status for step in STEPS}
+STAGE_AFTER = {step.event_type: step.stage_after for step in STEPS}
+# The topics of the lifecycle events (what notify projects into the status feed), in stage order.
+TOPICS = tuple(dict.fromkeys(step.topic for step in STEPS))
+# The stages a refund waits in (and can be stuck in), in order: those some event leaves it in.
+WAITING_STAGES = tuple(stage for stage in STAGES if stage in set(STAGE_AFTER.values()))
 
 
 def is_reversal(failure_reason: str | None) -> bool:

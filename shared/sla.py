@@ -14,8 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from shared.events import Channel, Country
 
-# The ticket's stages, in the order a refund passes them.
-STAGES = ("intake", "approval", "payout", "reconcile", "notify")
+from shared.lifecycle import STAGES
 
 _DURATION = re.compile(r"(\d+)\s*([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

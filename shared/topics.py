@@ -75,10 +75,6 @@ TRUSTED_SOURCES: dict[str, frozenset[str]] = {
     STATUS: frozenset({NOTIFY_SOURCE}),
 }
 
-# Every lifecycle topic notify projects into the status feed.
-LIFECYCLE = (ACCEPTED, REJECTED, APPROVED, DENIED, HELD, PAYOUT_SUBMITTED, PAID,
-             PAYOUT_FAILED, RECONCILED, DISCREPANCY)
-
 # The Kafka key of each topic's records: the first of these `data` fields that is set (SPEC.md: the
 # refund_id, so one refund's events stay ordered on one partition; on refunds.requested the request_id).
 RECORD_KEY_FIELDS: dict[str, tuple[str, ...]] = {

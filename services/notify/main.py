@@ -11,7 +11,7 @@ from services.notify.delivery import EmailChannel, Sender, SmsChannel, WebhookCh
 from services.notify.handlers import SOURCE, Audience, CausalStage, Projection, republish
 from services.notify.signing import sign_link
 from services.notify.web import customer_pages, tracking_access, tracking_api
-from shared import contact_seal, topics
+from shared import contact_seal, lifecycle
 from shared.http_limits import RateLimit
 from shared.metrics import backlog_query, read_backlog, sweep_forever
 from shared.periodic import every
@@ -87,7 +87,8 @@ projection = Projection(Audience(email=bool(settings.smtp_host), sms=bool(settin
                                   webhook_urls=settings.webhook_urls), contact_key)
 
 stage = CausalStage(schema="notify", source=SOURCE, decide=projection.project, redelivered=republish)
-consumer = subscribe_stage(stage, *topics.LIFECYCLE, group_id="refund-notify", max_records=settings.batch_max_records)
+consumer = subscribe_stage(stage, *lifecycle.TOPICS, group_id="refund-notify",
+                           max_records=settings.batch_max_records)
 
 
 def customer_link(refund_id: str) -> str:

@@ -10,6 +10,7 @@ import structlog
 from prometheus_client import Gauge, Histogram
 
 from services.notify import domain
+from shared import lifecycle
 from shared.metrics import StageBacklog, set_backlog
 
 log = structlog.get_logger()
@@ -22,23 +23,11 @@ TIME_TO_FUNDS = Histogram(
     "refund_time_to_funds_seconds", "From the accepted request to the money at the customer (gateway ETA), drills excluded",
     ["channel"], buckets=(3600, 6 * 3600, 12 * 3600, _DAY, 2 * _DAY, 3 * _DAY, 5 * _DAY, 7 * _DAY, 10 * _DAY, 14 * _DAY))
 
-WATCHED = ("approval", "payout", "reconcile")
-DONE = "done"
+WATCHED = lifecycle.WAITING_STAGES
+DONE = lifecycle.DONE
 # The stage a refund is in after each event (its status row's `stage`); a later stage never moves back.
-STAGE_AFTER = {
-    "refund.accepted.v1": "approval",
-    "refund.held.v1": "approval",
-    "refund.review-requested.v1": "approval",
-    "refund.approved.v1": "payout",
-    "refund.payout-submitted.v1": "payout",
-    "refund.paid.v1": "reconcile",
-    "refund.reconciled.v1": DONE,
-    "refund.discrepancy.v1": DONE,
-    "refund.denied.v1": DONE,
-    "refund.rejected.v1": DONE,
-    "refund.payout-failed.v1": DONE,
-}
-RANK = {"approval": 1, "payout": 2, "reconcile": 3, DONE: 4}
+STAGE_AFTER = lifecycle.STAGE_AFTER
+RANK = {stage: rank for rank, stage in enumerate((*WATCHED, DONE), start=1)}
 
 _BACKLOG = (
     "SELECT stage, count(*) AS inflight, "
