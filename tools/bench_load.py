@@ -28,14 +28,10 @@ class Schedule:
 
 
 async def send_open_loop(producer: AIOKafkaProducer, topic: str, records: Sequence[Record], rate: float,
-                         partitions: int | None = None, tick: float = 0.005) -> Schedule:
+                         tick: float = 0.005) -> Schedule:
     """Send record i at start + i/rate whatever the answers (open loop: a slow system under test does not
     slow the offered load down), then wait for the broker's acks. Latencies are measured from `due`, so a
-    sender that slips does not hide the wait (no coordinated omission); `worst_slip` says if it did.
-
-    With `partitions`, record i goes to partition i % partitions and each tick's records are handed to
-    the producer as one batch per partition: a cheaper sender, for rates where sending one by one would
-    make the load generator the bottleneck on a small machine."""
+    sender that slips does not hide the wait (no coordinated omission); `worst_slip` says if it did."""
     start = time.monotonic() + 0.05
     due = [start + i / rate for i in range(len(records))]
     acks, worst, i = [], 0.0, 0
@@ -45,33 +41,12 @@ async def send_open_loop(producer: AIOKafkaProducer, topic: str, records: Sequen
             await asyncio.sleep(min(due[i] - now, tick))
             continue
         worst = max(worst, now - due[i])
-        first = i
         while i < len(records) and due[i] <= now:
+            key, value, headers = records[i]
+            acks.append(await producer.send(topic, value, key=key, headers=headers))
             i += 1
-        if partitions:
-            acks += await _send_batches(producer, topic, records, range(first, i), partitions)
-        else:
-            for index in range(first, i):
-                key, value, headers = records[index]
-                acks.append(await producer.send(topic, value, key=key, headers=headers))
     await asyncio.gather(*acks)
     return Schedule(due, worst)
-
-
-async def _send_batches(producer: AIOKafkaProducer, topic: str, records: Sequence[Record], indexes: range,
-                        partitions: int) -> list[asyncio.Future]:
-    acks = []
-    for partition in range(partitions):
-        batch = producer.create_batch()
-        for index in range(indexes.start + (partition - indexes.start) % partitions, indexes.stop, partitions):
-            key, value, headers = records[index]
-            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:  # full
-                acks.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None, headers=headers)
-        if batch.record_count():
-            acks.append(await producer.send_batch(batch, topic, partition=partition))
-    return acks
 
 
 class LagProbe:

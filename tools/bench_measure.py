@@ -69,8 +69,9 @@ def read_processes(proc: Path = PROC) -> dict[int, ProcStat]:
     return stats
 
 
-def tree_ticks(root: int, stats: Mapping[int, ProcStat]) -> int:
-    """CPU ticks of `root` and all its descendants, with what each has reaped; 0 if root is gone."""
+def tree_ticks(root: int, stats: Mapping[int, ProcStat], exclude: frozenset[int] = frozenset()) -> int:
+    """CPU ticks of `root` and all its descendants, with what each has reaped; 0 if root is gone.
+    The subtrees of `exclude` are left out (processes counted under their own name)."""
     if root not in stats:
         return 0
     children: dict[int, list[int]] = {}
@@ -80,7 +81,7 @@ def tree_ticks(root: int, stats: Mapping[int, ProcStat]) -> int:
     while todo:
         pid = todo.pop()
         total += stats[pid].ticks + stats[pid].child_ticks
-        todo.extend(children.get(pid, ()))
+        todo.extend(child for child in children.get(pid, ()) if child not in exclude)
     return total
 
 
@@ -115,8 +116,9 @@ class CpuSample:
 
     @classmethod
     def take(cls, roots: Mapping[str, int]) -> CpuSample:
-        stats = read_processes()
-        return cls({name: tree_ticks(pid, stats) for name, pid in roots.items()}, read_machine_cpu())
+        stats, named = read_processes(), frozenset(roots.values())
+        # A named process under another (the relays under the bench that started them) counts once, as itself.
+        return cls({name: tree_ticks(pid, stats, named - {pid}) for name, pid in roots.items()}, read_machine_cpu())
 
 
 def cpu_ms_between(before: CpuSample, after: CpuSample) -> dict[str, float]:

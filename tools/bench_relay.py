@@ -80,9 +80,9 @@ def _serve(run: str, hop: int) -> None:
 
 @dataclass
 class Sink:
-    """Notes when each record reaches the last hop; records are `<step>:<index>:` + padding."""
+    """Notes when each record reaches the last hop, by step and index; records are `<step>:<index>:` + padding."""
 
-    arrived: dict[tuple[int, int], float] = field(default_factory=dict)
+    arrived: dict[int, dict[int, float]] = field(default_factory=dict)
     _consumer: AIOKafkaConsumer | None = None
     _task: asyncio.Task | None = None
 
@@ -97,7 +97,7 @@ class Sink:
             for records in batches.values():
                 for record in records:
                     step, index, _ = record.value.split(b":", 2)
-                    self.arrived.setdefault((int(step), int(index)), now)
+                    self.arrived.setdefault(int(step), {}).setdefault(int(index), now)
 
     async def wait_for(self, condition: Callable[[], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -168,14 +168,14 @@ class Relay:
 
     async def warm_up(self, timeout: float = 90.0) -> bool:
         """A few records through all hops: every relay has joined its group and is fetching."""
-        await send_open_loop(self.producer, topic(0), RelayRecords(-1, 60), rate=200, partitions=DEFAULT_PARTITIONS)
-        return await self.sink.wait_for(lambda: sum(s == -1 for s, _ in self.sink.arrived) >= 60, timeout)
+        await send_open_loop(self.producer, topic(0), RelayRecords(-1, 60), rate=200)
+        return await self.sink.wait_for(lambda: len(self.arrivals(-1)) >= 60, timeout)
 
     async def send(self, step: int, count: int, rate: float) -> Schedule:
-        return await send_open_loop(self.producer, topic(0), RelayRecords(step, count), rate, partitions=DEFAULT_PARTITIONS)
+        return await send_open_loop(self.producer, topic(0), RelayRecords(step, count), rate)
 
     def arrivals(self, step: int) -> dict[int, float]:
-        return {index: at for (s, index), at in self.sink.arrived.items() if s == step}
+        return self.sink.arrived.get(step, {})
 
     async def stop(self) -> None:
         if self.producer:

@@ -54,6 +54,7 @@ def test_a_process_tree_counts_its_live_descendants_and_what_they_reaped():
         _stat(20, "java", 1, 900, 100),
     ])}
     assert tree_ticks(10, stats) == 150 + 30 + 10 + 33 + 2
+    assert tree_ticks(10, stats, exclude=frozenset({12})) == 150 + 30 + 10  # 12 and its child count as 12
     assert tree_ticks(99, stats) == 0
 
 
