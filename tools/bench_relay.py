@@ -166,10 +166,11 @@ class Relay:
                                          linger_ms=5, **self.bench.client_options())
         await self.producer.start()
 
-    async def warm_up(self, timeout: float = 90.0) -> bool:
-        """A few records through all hops: every relay has joined its group and is fetching."""
-        await send_open_loop(self.producer, topic(0), RelayRecords(-1, 60), rate=200)
-        return await self.sink.wait_for(lambda: len(self.arrivals(-1)) >= 60, timeout)
+    async def warm_up(self, count: int = 600, timeout: float = 90.0) -> bool:
+        """Three seconds of records through all hops before anything is measured: every relay has joined
+        its group, and its start-up (imports, first connections, metadata) is behind it."""
+        await send_open_loop(self.producer, topic(0), RelayRecords(-1, count), rate=200)
+        return await self.sink.wait_for(lambda: len(self.arrivals(-1)) >= count, timeout)
 
     async def send(self, step: int, count: int, rate: float) -> Schedule:
         return await send_open_loop(self.producer, topic(0), RelayRecords(step, count), rate)
