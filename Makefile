@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 export REFUND_RUN_DIR ?= $(CURDIR)/.run/dev
 
-.PHONY: setup up down status demo test test-unit test-deploy lint clean
+.PHONY: setup up down status demo bench test test-unit test-deploy lint clean
 
 .venv/.synced: pyproject.toml uv.lock scripts/bootstrap.sh
 	scripts/bootstrap.sh
@@ -21,6 +21,11 @@ status: setup
 
 demo: setup
 	$(PY) -m tools.demo $(DEMO_ARGS)
+
+# Open-loop rate steps through the pipeline plus a raw Kafka 5-hop relay on the same broker (issue 14);
+# e.g. make bench BENCH_ARGS="--rates 20,40 --duration 10 --skip-relay".
+bench: setup
+	$(PY) -m tools.bench $(BENCH_ARGS)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -36,7 +36,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 from aiokafka.protocol.admin import CreateAclsRequest
 
-from shared.kafka_auth import ACCESS, ADMIN, OPERATOR, SCRAM, KafkaAuth, acl_rules
+from shared.kafka_auth import ACCESS, ADMIN, OPERATOR, SCRAM, AclRule, KafkaAuth, acl_rules
 
 from . import processes
 from .processes import StackError, console, file_lock, run_sync, spawn, terminate
@@ -112,10 +112,17 @@ def _cluster_id() -> str:
             return cid
 
 
+# The local stack's own principal for `make bench`'s raw Kafka relay (tools/bench_relay.py): topics and
+# consumer groups named `bench.*` only, none of the contract's. Not in shared ACCESS: no deployment has it.
+BENCH = "bench"
+BENCH_RULES = sorted([AclRule("topic", "bench.", "prefix", op) for op in ("Read", "Write", "Describe")]
+                     + [AclRule("group", "bench.", "prefix", op) for op in ("Read", "Describe")])
+
+
 def new_credentials() -> dict[str, str]:
-    """A password for devstack's admin and for every principal of the ACL table (hex: safe in
-    `--add-scram` and JAAS quoting)."""
-    return {name: secrets.token_hex(16) for name in (ADMIN, *ACCESS)}
+    """A password for devstack's admin, for every principal of the ACL table and for the bench (hex: safe
+    in `--add-scram` and JAAS quoting)."""
+    return {name: secrets.token_hex(16) for name in (ADMIN, *ACCESS, BENCH)}
 
 
 def missing_users(credentials: dict[str, str]) -> dict[str, str]:
@@ -368,8 +375,9 @@ async def _create_acls(bootstrap: str, auth: KafkaAuth, grants: dict[str, list])
 
 
 def ensure_acls(bootstrap: str, admin: KafkaAuth) -> int:
-    """Grant every principal of the ACL table its rights (idempotent); returns the number of rules."""
-    return run_sync(_create_acls(bootstrap, admin, {name: acl_rules(access) for name, access in ACCESS.items()}))
+    """Grant every principal of the ACL table, and the bench, its rights (idempotent); returns the number of rules."""
+    grants = {name: acl_rules(access) for name, access in ACCESS.items()} | {BENCH: BENCH_RULES}
+    return run_sync(_create_acls(bootstrap, admin, grants))
 
 
 def add_scram_users(libs: Path, bootstrap: str, admin_password: str, users: dict[str, str], kafka_dir: Path) -> None:

@@ -110,6 +110,7 @@ class StatusFollower:
                     self.latest[refund_id] = data
                     if data["status"] in TERMINAL_STATUSES:
                         self.terminal_at.setdefault(refund_id, now)
+                    self.applied(refund_id, data, now)
             if batches:
                 self._changed.set()
 
@@ -126,6 +127,10 @@ class StatusFollower:
             except TimeoutError:
                 pass
         return True
+
+    def applied(self, refund_id: str, data: dict, received_at: float) -> None:
+        """Called for every record applied (not dropped as stale), with when it was received; a subclass
+        may note more than the latest status (e.g. when each status was first reached)."""
 
     def status_of(self, refund_id: str) -> str | None:
         data = self.latest.get(refund_id)
