@@ -8,7 +8,9 @@ one batch and the next fetch. Here:
   aiokafka's fetcher prefetches the next records while the stage works on these;
 - offsets are committed in the background once the stage's transaction has committed (the outbox
   already holds what the batch publishes, so nothing is lost if the process dies before the
-  commit: the batch is redelivered and the inbox skips it), at most one commit in flight;
+  commit: the batch is redelivered and the inbox skips it), at most one commit in flight and at
+  most one per `commit_interval_seconds` (each is a broker request; a busy stage saves many
+  batches a second);
 - a batch the stage raises on (the database unreachable) is sought back to and fetched again
   after a pause; a poison record never gets here (the stage dead-letters it);
 - on a rebalance, the batch in hand finishes and its offsets are committed before the
@@ -55,13 +57,16 @@ class StageConsumer:
     health (shared/consumer_health.py) and the deploy checks read."""
 
     def __init__(self, stage: Stage, topic_names: Sequence[str], *, group_id: str, max_records: int,
-                 fetch_max_wait_ms: int = 100, retry_after_seconds: float = 1.0) -> None:
+                 fetch_max_wait_ms: int = 100, retry_after_seconds: float = 1.0,
+                 commit_interval_seconds: float = 0.2) -> None:
         self.stage = stage
         self.topic_names = tuple(topic_names)
         self.group_id = group_id
         self.max_records = max_records
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.retry_after_seconds = retry_after_seconds
+        self.commit_interval_seconds = commit_interval_seconds
+        self._last_commit = 0.0
         self.consumer: AIOKafkaConsumer | None = None
         self.working = asyncio.Lock()  # held while a batch is being saved
         self._uncommitted: dict[TopicPartition, int] = {}
@@ -128,6 +133,7 @@ class StageConsumer:
     async def _commit_soon(self) -> None:
         # One commit in flight; whatever the next batches saved meanwhile goes in the next one.
         while self._uncommitted:
+            await asyncio.sleep(max(0.0, self._last_commit + self.commit_interval_seconds - time.monotonic()))
             await self._commit_offsets()
 
     async def commit_now(self) -> None:
@@ -137,6 +143,7 @@ class StageConsumer:
 
     async def _commit_offsets(self) -> None:
         offsets, self._uncommitted = self._uncommitted, {}
+        self._last_commit = time.monotonic()
         assigned = self.consumer.assignment()
         offsets = {tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items() if tp in assigned}
         if not offsets:

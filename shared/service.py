@@ -86,7 +86,8 @@ def make_app(
         await broker.start()
         for consumer in consumers:
             await consumer.start(settings.kafka_bootstrap_servers, settings.service_name, auth=auth)
-        tasks = [asyncio.create_task(stage.relay_forever()), asyncio.create_task(health.export_forever())]
+        tasks = [asyncio.create_task(stage.relay_forever()), asyncio.create_task(health.export_forever()),
+                 asyncio.create_task(stage.prune_inbox_forever(settings.inbox_retention_days))]
         tasks += [asyncio.create_task(job()) for job in background]
         if settings.consumer_lag_interval_seconds > 0:
             tasks += [asyncio.create_task(lag_forever(settings.kafka_bootstrap_servers, subscriber.group_id,

@@ -46,6 +46,9 @@ class ServiceSettings(BaseSettings):
     batch_max_records: int = 500
     # Producer batching: a few ms of latency per hop buys far fewer broker requests.
     kafka_linger_ms: int = 10
+    # How long the inbox remembers an event id: longer than the topics keep records (7 days), so a
+    # redelivery is always recognised, without the table growing forever.
+    inbox_retention_days: float = 8.0
     db_pool_min: int = 1
     db_pool_max: int = 8
     # How often the stage sweep refreshes the inflight/overdue gauges.

@@ -409,6 +409,22 @@ class Stage:
                 pending = await self._write_outbox(conn, uow.emitted)
         await self._send_committed(pending)
 
+    async def prune_inbox_forever(self, retention_days: float, interval: float = 3600.0) -> None:
+        await every(interval, lambda: self.prune_inbox(retention_days), name="inbox_prune")
+
+    async def prune_inbox(self, retention_days: float, chunk: int = 10_000) -> int:
+        """Forget event ids older than `retention_days` (no topic still holds their records), a chunk per
+        statement so pruning never holds many locks at once."""
+        pruned = 0
+        while True:
+            done = await self.pool.execute(
+                f"DELETE FROM {self.schema}.inbox WHERE ctid = ANY(ARRAY(SELECT ctid FROM {self.schema}.inbox "
+                "WHERE received_at < now() - make_interval(secs => $1) LIMIT $2))", retention_days * 86400, chunk)
+            count = int(done.split()[-1])
+            pruned += count
+            if count < chunk:
+                return pruned
+
     async def relay_forever(self, interval: float = 2.0, older_than_seconds: float = 10.0) -> None:
         """Republish rows a crash left between commit and publish."""
         await every(interval, lambda: self.relay_once(older_than_seconds), name="outbox_relay")

@@ -108,3 +108,18 @@ async def test_acked_rows_are_deleted_even_when_the_batch_that_should_delete_the
         assert [row["key"] for row in left] == [], "acked rows stay behind for the relay to publish again"
     finally:
         await stage.stop()
+
+
+async def test_the_inbox_forgets_event_ids_past_retention_and_remembers_the_rest(stack, pool):
+    stage = await _stage(stack, pool)
+    try:
+        old, recent = f"old-{uuid.uuid4().hex[:8]}", f"recent-{uuid.uuid4().hex[:8]}"
+        await pool.execute(
+            f"INSERT INTO {SCHEMA}.inbox (source, event_id, received_at) VALUES "
+            "('test/prune', $1, now() - interval '9 days'), ('test/prune', $2, now() - interval '1 day')",
+            old, recent)
+        assert await stage.prune_inbox(retention_days=8, chunk=1) >= 1
+        left = await pool.fetch(f"SELECT event_id FROM {SCHEMA}.inbox WHERE source = 'test/prune'")
+        assert [row["event_id"] for row in left] == [recent]
+    finally:
+        await stage.stop()
