@@ -31,7 +31,7 @@ import structlog
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from cloudevents.core.v1.event import CloudEvent
 
-from shared import topics
+from shared import topics, tracing
 from shared.envelope import InvalidEnvelope, Outgoing, decode, encode
 from shared.events import DeadLetter
 from shared.kafka_auth import KafkaAuth
@@ -119,14 +119,18 @@ class Stage:
 
     async def process(self, records: Sequence[ConsumerRecord]) -> None:
         inbound = [self._read(record) for record in records]
+        with tracing.consume(inbound) as spans:  # tracing: a CONSUMER span per event, ended after the batch
+            await self._process(inbound, spans)
+
+    async def _process(self, inbound: Sequence[Inbound], spans: tracing.Spans) -> None:
         try:
-            pending = await self._in_transaction(inbound)
+            pending = await self._in_transaction(inbound, spans)
         except TRANSIENT_DB_ERRORS:
             await asyncio.sleep(1.0)  # back off before the nack redelivers the batch
             raise
         except Exception:
             log.exception("batch_failed_retrying_one_by_one", size=len(inbound))
-            pending = await self._one_by_one(inbound)
+            pending = await self._one_by_one(inbound, spans)
         self.committed.set()
         await self._publish(pending)
 
@@ -138,7 +142,7 @@ class Stage:
         except Exception:  # UnreadableMessage, or anything the SDK throws at odd bytes
             return Inbound(record, None)
 
-    async def _in_transaction(self, inbound: Sequence[Inbound]) -> list[tuple[int, Outgoing]]:
+    async def _in_transaction(self, inbound: Sequence[Inbound], spans: tracing.Spans) -> list[tuple[int, Outgoing]]:
         letters: list[str] = []  # dead-letter reasons, counted only once the transaction has committed
         async with self.pool.acquire() as conn, self._forgetting_published(conn) as forget, conn.transaction():
             await forget()
@@ -146,15 +150,16 @@ class Stage:
             outgoing: list[Outgoing] = []
             for item in inbound:
                 outgoing += await self._handle(conn, item, fresh, letters)
+            outgoing = tracing.stamp(outgoing, spans)  # tracing: each continues its inbound event's trace
             pending = await self._write_outbox(conn, outgoing)
         self._count_dead_letters(letters)
         return pending
 
-    async def _one_by_one(self, inbound: Sequence[Inbound]) -> list[tuple[int, Outgoing]]:
+    async def _one_by_one(self, inbound: Sequence[Inbound], spans: tracing.Spans) -> list[tuple[int, Outgoing]]:
         ids: list[tuple[int, Outgoing]] = []
         for item in inbound:
             try:
-                ids += await self._in_transaction([item])
+                ids += await self._in_transaction([item], spans)
             except TRANSIENT_DB_ERRORS:
                 raise
             except Exception as error:
@@ -162,6 +167,7 @@ class Stage:
                               partition=item.record.partition, offset=item.record.offset)
                 # Paths and error types only: a ValidationError's own text quotes the customer's data.
                 letter = dead_letter(item.record, error_text(error), source=self.source)
+                [letter] = tracing.stamp([letter], spans)  # tracing
                 async with self.pool.acquire() as conn, conn.transaction():
                     ids += await self._write_outbox(conn, [letter])
                 self._count_dead_letters([type(error).__name__])
