@@ -2,8 +2,10 @@
 
 Out: structured mode JSON (`content-type: application/cloudevents+json`).
 In: structured or binary mode (`ce_*` headers), detected per message.
+Trace context rides as the distributed-tracing extension `traceparent` (shared/tracing.py).
 """
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,6 +16,7 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import BaseModel
 
+from shared import tracing
 from shared.events import EVENT_TYPES, TYPE_OF
 
 SPEC_VERSION = "1.0"
@@ -44,26 +47,48 @@ class Outgoing:
     value: bytes
     headers: dict[str, bytes]
     event_id: str
+    # The `traceparent` in `value`, if encode() put one there; None also for a record rebuilt from stored
+    # bytes, which may carry an older one (`with_traceparent` replaces it).
+    traceparent: str | None = None
+
+    def with_traceparent(self, traceparent: str) -> "Outgoing":
+        """The same record continuing the trace `traceparent`: its structured value re-rendered."""
+        if tracing.valid(traceparent) and self.value.startswith(b'{"') and b'"traceparent"' not in self.value:
+            # The common case, without parsing: a JSON object with no such member gets it first (a valid
+            # traceparent is hex and dashes: nothing to escape).
+            value = b'{"traceparent":"' + traceparent.encode() + b'",' + self.value[1:]
+            return Outgoing(self.topic, self.key, value, self.headers, self.event_id, traceparent)
+        # It has one (an older trace, on a stored event published again): replace it. The standard library,
+        # not orjson, so that no integer of the data is read as a float.
+        envelope = json.loads(self.value)
+        envelope["traceparent"] = traceparent
+        value = json.dumps(envelope).encode()
+        return Outgoing(self.topic, self.key, value, self.headers, self.event_id, traceparent)
 
 
-def encode(payload: BaseModel, *, source: str, key: str | None, event_id: str | None = None) -> Outgoing:
-    """Wrap a contract payload in a structured-mode CloudEvent bound for its topic."""
+def encode(payload: BaseModel, *, source: str, key: str | None, event_id: str | None = None,
+           traceparent: str | None = None) -> Outgoing:
+    """Wrap a contract payload in a structured-mode CloudEvent bound for its topic.
+
+    `traceparent` defaults to the current span's (none inside a consumed batch: the runtime stamps those).
+    """
     event_type = TYPE_OF[type(payload)]
     topic = EVENT_TYPES[event_type][1]
     event_id = event_id or str(uuid.uuid4())
-    event = CloudEvent(
-        attributes={
-            "id": event_id,
-            "source": source,
-            "type": event_type,
-            "specversion": SPEC_VERSION,
-            "time": datetime.now(UTC),
-            "datacontenttype": DATA_CONTENT_TYPE,
-        },
-        data=payload.model_dump(mode="json"),
-    )
+    attributes = {
+        "id": event_id,
+        "source": source,
+        "type": event_type,
+        "specversion": SPEC_VERSION,
+        "time": datetime.now(UTC),
+        "datacontenttype": DATA_CONTENT_TYPE,
+    }
+    if traceparent := tracing.valid(traceparent) or tracing.current_traceparent():
+        attributes["traceparent"] = traceparent
+    event = CloudEvent(attributes=attributes, data=payload.model_dump(mode="json"))
     record = ce_kafka.to_structured_event(event)
-    return Outgoing(topic=topic, key=key, value=record.value, headers=dict(record.headers), event_id=event_id)
+    return Outgoing(topic=topic, key=key, value=record.value, headers=dict(record.headers), event_id=event_id,
+                    traceparent=traceparent)
 
 
 def decode(value: bytes | None, headers: list[tuple[str, bytes]] | tuple) -> CloudEvent:

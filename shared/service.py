@@ -21,7 +21,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from shared import asyncapi
+from shared import asyncapi, tracing
 from shared.consume import StageConsumer
 from shared.consumer_health import ConsumerHealth
 from shared.db import apply_migrations, create_pool
@@ -110,9 +110,11 @@ def make_app(
             await asyncio.gather(*tasks, return_exceptions=True)
             await stage.stop()
             await pool.close()
+            tracing.shutdown()  # tracing: export the spans still buffered
             log.info("service_stopped")
 
     app = FastAPI(title=title, lifespan=lifespan)
+    tracing.configure(settings, app)  # tracing: off unless OTEL_EXPORTER_OTLP_ENDPOINT is set
     # `body_limits`: path prefix -> bytes, for routes that take more (a settlement file upload).
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes, per_path=body_limits)
     app.include_router(asyncapi.router(settings.service_name))

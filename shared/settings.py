@@ -73,6 +73,10 @@ class ServiceSettings(BaseSettings):
     staff_token_audience: str = "refund-pipeline"
     staff_roles_claim: str = "roles"
     staff_token_secret: str = "local-dev-staff-secret-change-me"
+    # Traces (shared/tracing.py), off while empty: the OTLP/HTTP collector's base URL (spans go to
+    # <endpoint>/v1/traces), and the milliseconds a span waits in the batch before export.
+    otel_exporter_otlp_endpoint: str = ""
+    otel_bsp_schedule_delay: int = 5000
 
     def __init__(self, **values) -> None:
         try:

@@ -41,7 +41,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import ValidationError
 
-from shared import topics
+from shared import topics, tracing
 from shared.envelope import InvalidEnvelope, Outgoing, decode, encode
 from shared.events import EVENT_TYPES, DeadLetter
 from shared.kafka_auth import KafkaAuth
@@ -185,14 +185,18 @@ class Stage:
 
     async def process(self, records: Sequence[ConsumerRecord]) -> None:
         inbound = [self._read(record) for record in records]
+        with tracing.consume(inbound) as spans:  # tracing: a CONSUMER span per event, ended after the batch
+            await self._process(inbound, spans)
+
+    async def _process(self, inbound: Sequence[Inbound], spans: "tracing.Spans") -> None:
         try:
-            pending = await self._in_transaction(inbound)
+            pending = await self._in_transaction(inbound, spans)
         except TRANSIENT_DB_ERRORS:
             await asyncio.sleep(1.0)  # back off before the batch is fetched again
             raise
         except Exception:
             log.exception("batch_failed_retrying_one_by_one", size=len(inbound))
-            pending = await self._one_by_one(inbound)
+            pending = await self._one_by_one(inbound, spans)
         self.committed.set()
         await self._send_committed(pending)
 
@@ -204,11 +208,12 @@ class Stage:
         except Exception:  # UnreadableMessage, or anything the SDK throws at odd bytes
             return Inbound(record, None)
 
-    async def _in_transaction(self, inbound: Sequence[Inbound]) -> list[tuple[int, Outgoing]]:
+    async def _in_transaction(self, inbound: Sequence[Inbound], spans: "tracing.Spans") -> list[tuple[int, Outgoing]]:
         letters: list[str] = []  # dead-letter reasons, counted only once the transaction has committed
         async with self.pool.acquire() as conn, self._forgetting_published(conn) as forget, conn.transaction():
             await forget()
             outgoing = await self._decide_all(conn, inbound, letters)
+            outgoing = tracing.stamp(outgoing, spans)  # tracing: each continues its inbound event's trace
             pending = await self._write_outbox(conn, outgoing)
         self._count_dead_letters(letters)
         return pending
@@ -280,11 +285,11 @@ class Stage:
                                f"{', '.join(sorted(self.trusted[item.record.topic]))}", source=self.source)
         return None
 
-    async def _one_by_one(self, inbound: Sequence[Inbound]) -> list[tuple[int, Outgoing]]:
+    async def _one_by_one(self, inbound: Sequence[Inbound], spans: "tracing.Spans") -> list[tuple[int, Outgoing]]:
         ids: list[tuple[int, Outgoing]] = []
         for item in inbound:
             try:
-                ids += await self._in_transaction([item])
+                ids += await self._in_transaction([item], spans)
             except TRANSIENT_DB_ERRORS:
                 raise
             except Exception as error:
@@ -292,6 +297,7 @@ class Stage:
                               partition=item.record.partition, offset=item.record.offset)
                 # Paths and error types only: a ValidationError's own text quotes the customer's data.
                 letter = dead_letter(item.record, error_text(error), source=self.source)
+                [letter] = tracing.stamp([letter], spans)  # tracing
                 async with self.pool.acquire() as conn, conn.transaction():
                     ids += await self._write_outbox(conn, [letter])
                 self._count_dead_letters([type(error).__name__])

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from services.approval.domain import CustomerHistory, OpenReview, Verdict
+from shared import tracing
 from shared.events import RefundAccepted
 from shared.roles import Role
 
@@ -178,12 +179,13 @@ async def park_for_verification(conn: asyncpg.Connection, parked: AwaitingVerifi
     refund, review = parked.refund, parked.review
     await conn.execute(
         "INSERT INTO approval.verifications (refund_id, refund, gateway, payment_id, policy_version, reason_codes, "
-        "decided_by, sla_seconds, acknowledged, on_mismatch, review) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (refund_id) DO NOTHING",
+        "decided_by, sla_seconds, acknowledged, on_mismatch, review, traceparent) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (refund_id) DO NOTHING",
         refund.refund_id, refund.model_dump(mode="json"), refund.payment.gateway, refund.payment.id,
         parked.policy_version, parked.reason_codes, parked.decided_by, parked.sla_seconds,
         sorted(parked.acknowledged), parked.on_mismatch,
-        review and {"approvals": review.approvals, "roles": [str(role) for role in review.roles]})
+        review and {"approvals": review.approvals, "roles": [str(role) for role in review.roles]},
+        tracing.traceparent_for(refund.refund_id))  # tracing: the verifier continues this trace
 
 
 def awaiting_verification(row: asyncpg.Record) -> AwaitingVerification:

@@ -27,6 +27,7 @@ import structlog
 from services.approval import domain, store
 from services.approval.handlers import PAYMENT_CHECKS, SYSTEM, Decisions, record_decision
 from services.approval.payments import GatewayPayments, GatewayUnanswered
+from shared import tracing
 from shared.envelope import Outgoing
 from shared.stage import Stage
 
@@ -88,10 +89,15 @@ class PaymentVerifier:
                                                sorted(self.payments.readers))
         if not rows:
             return 0
+        # tracing: one span per row, continuing the trace its decision came in; the read under it
+        spans = tracing.resume({row["refund_id"]: row["traceparent"] for row in rows}, "payment verification")
         try:
-            readings = await asyncio.gather(*(self._read(row) for row in rows))
-            async with self.stage.unit_of_work() as uow:
-                uow.emit(*await self._settle(uow.conn, list(zip(rows, readings, strict=True))))
+            with spans:
+                readings = await asyncio.gather(*(asyncio.create_task(self._read(row), context=spans.context(
+                    row["refund_id"])) for row in rows))
+                async with self.stage.unit_of_work() as uow:
+                    outgoing = await self._settle(uow.conn, list(zip(rows, readings, strict=True)))
+                    uow.emit(*tracing.stamp(outgoing, spans))
         except asyncio.CancelledError:
             # Shutting down: what this round did not settle is due again at once, not after the lease.
             await store.release_claim(self.stage.pool, rows[0]["claim"])

@@ -33,6 +33,7 @@ from services.payout import domain, store
 from services.payout.gateway import Gateway, GatewayError, GatewayResult, RefundOrder
 from services.payout.outcomes import SOURCE, Outcome, OutcomeRules, PayoutPolicy, observe, ref_fields
 from services.payout.webhooks import apply_waiting
+from shared import tracing
 from shared.envelope import Outgoing, encode
 from shared.events import PayoutSubmitted, RefundApproved
 from shared.money import currency_exponent
@@ -64,11 +65,12 @@ class IntentRecorder:
         inserted = await conn.execute(
             "INSERT INTO payout.payouts (refund_id, payout_id, idempotency_key, status, gateway, payment_id, "
             "amount_value, currency, channel, refund, approved_at, eta, settlement_value, settlement_currency, "
-            "fx_rate, fx_source) VALUES ($1, $2, $1, 'pending', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
+            "fx_rate, fx_source, traceparent) "
+            "VALUES ($1, $2, $1, 'pending', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
             "ON CONFLICT (refund_id) DO NOTHING",
             refund.refund_id, payout_id, refund.payment.gateway, refund.payment.id, refund.amount.value,
             refund.amount.currency, refund.channel.value, refund.model_dump(mode="json"), refund.approved_at,
-            eta, *fx)
+            eta, *fx, tracing.traceparent_for(refund.refund_id))
         if inserted.endswith("0"):
             return []
         submitted = PayoutSubmitted(**ref_fields(refund), gateway=refund.payment.gateway, payout_id=payout_id,
@@ -163,9 +165,11 @@ class PayoutExecutor:
         claim = await store.claim_due(self.stage.pool, self.claim_size, self.lease_seconds)
         if not claim.rows:
             return 0
-        attempts = await self._attempts_under_lease(claim)
-        outcomes = self._outcomes(claim.rows, attempts)
-        written, after_events = await self._save(claim, outcomes)
+        # tracing: one span per payout, continuing the trace its approval came in
+        with tracing.resume({row["refund_id"]: row["traceparent"] for row in claim.rows}, "payout attempt") as spans:
+            attempts = await self._attempts_under_lease(claim, spans)
+            outcomes = self._outcomes(claim.rows, attempts)
+            written, after_events = await self._save(claim, outcomes, spans)
         for row in claim.rows:
             if row["refund_id"] in written:
                 observe(row, outcomes[row["refund_id"]], self.sla_seconds)
@@ -192,20 +196,22 @@ class PayoutExecutor:
                 ABANDONED.labels("unrecordable").inc()
         return outcomes
 
-    async def _save(self, claim: store.Claim, outcomes: dict[str, Outcome]
+    async def _save(self, claim: store.Claim, outcomes: dict[str, Outcome], spans: tracing.Spans
                     ) -> tuple[set[str], list[tuple[asyncpg.Record, Outcome]]]:
         """Write the outcomes the claim still holds, with their events, then the webhook outcomes that waited
         for them; return the refunds written and what the waiting events made of them."""
         async with self.stage.unit_of_work() as uow:
             written = await store.write_outcomes(uow.conn, claim, [outcome.write for outcome in outcomes.values()])
             after_events = await apply_waiting(uow.conn, self.rules, sorted(written))
-            uow.emit(*(event for r, outcome in outcomes.items() if r in written for event in outcome.events))
-            uow.emit(*(event for _, outcome in after_events for event in outcome.events))
+            events = [event for r, outcome in outcomes.items() if r in written for event in outcome.events]
+            events += [event for _, outcome in after_events for event in outcome.events]
+            uow.emit(*tracing.stamp(events, spans))
         return written, after_events
 
-    async def _attempts_under_lease(self, claim: store.Claim) -> dict[str, Attempt]:
+    async def _attempts_under_lease(self, claim: store.Claim, spans: tracing.Spans) -> dict[str, Attempt]:
         """Each row's attempt, renewing the claim while calls run; rows it lost, or whose call broke, are left out."""
-        calls = {row["refund_id"]: asyncio.create_task(self._attempt(row)) for row in claim.rows}
+        calls = {row["refund_id"]: asyncio.create_task(self._attempt(row), context=spans.context(row["refund_id"]))
+                 for row in claim.rows}  # tracing: the gateway call under its payout's span
         try:
             await self._renew_while_running(claim, calls)
         finally:  # nothing outlives the claim, whatever stopped it (a failed renewal, shutdown)

@@ -15,6 +15,7 @@ import structlog
 from prometheus_client import Gauge
 
 from services.reconcile import domain, store
+from shared import tracing
 from shared.envelope import Outgoing, encode
 from shared.events import RefundDiscrepancy, RefundPaid, RefundReconciled
 from shared.metrics import observe_completion
@@ -39,10 +40,12 @@ async def record_paid(conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]
     expected = paid.settlement_amount or paid.amount  # the report is in the merchant's settlement currency
     await conn.execute(
         "INSERT INTO reconcile.payouts (refund_id, gateway, gateway_ref, amount_value, currency, channel, "
-        "refund, paid_at, expected_value, expected_currency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+        "refund, paid_at, expected_value, expected_currency, traceparent) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
         "ON CONFLICT (refund_id) DO NOTHING",
         paid.refund_id, paid.gateway, paid.gateway_ref, paid.amount.value, paid.amount.currency,
-        paid.channel.value, paid.model_dump(mode="json"), paid.paid_at, expected.value, expected.currency)
+        paid.channel.value, paid.model_dump(mode="json"), paid.paid_at, expected.value, expected.currency,
+        tracing.traceparent_for(paid.refund_id))
     return []  # the matcher publishes once the settlement line is there
 
 
@@ -57,7 +60,8 @@ def refund_event(payout: asyncpg.Record, result: domain.Match, settled: Money | 
     else:
         payload = RefundDiscrepancy(**common, category=result.category, settled_amount=settled,
                                     reason_codes=[result.category], detected_at=now)
-    return encode(payload, source=SOURCE, key=payout["refund_id"])
+    # tracing: the paid event's trace, stored with the payout; the matcher runs outside any
+    return encode(payload, source=SOURCE, key=payout["refund_id"], traceparent=payout["traceparent"])
 
 
 class Matcher:
