@@ -4,6 +4,8 @@ Tracing off (the default) a stage passes each inbound event's `traceparent` on u
 events a stage emits carry the span of the inbound event they came from.
 """
 
+import asyncio
+
 import orjson
 import pytest
 from aiokafka import ConsumerRecord
@@ -98,10 +100,9 @@ class _Producer:
 
     async def send(self, topic, value, key=None, headers=None):
         self.sent.append((topic, key, value))
-
-        async def acked():
-            return None
-        return acked()
+        acked = asyncio.get_running_loop().create_future()  # as aiokafka's: a future the broker's ack resolves
+        acked.set_result(None)
+        return acked
 
 
 def _record(topic: str, key: str, value: bytes, headers: list, offset: int) -> ConsumerRecord:
