@@ -18,6 +18,7 @@ from tests.deploy.conftest import (
     AHEAD_OF_THE_SERVICES, GATEWAY_CLIENTS, ROOT, SCHEMAS, assert_routes_reach_the_simulator_accounts, require_setting,
     settings_env_names, simulator_env_names,
 )
+from tests.deploy.dockerfile import DOCKERFILE, build
 
 COMPOSE_DIR = ROOT / "deploy/compose"
 # Built from this repository (not pinned third-party images): the services and the gateway simulator.
@@ -38,11 +39,18 @@ def test_compose_file_is_valid_against_the_compose_specification(compose):
         jsonschema.Draft7Validator(schema).validate(broken)
 
 
+def built_image(service: dict):
+    """What the service's `build:` makes of the one Dockerfile (its target and build args)."""
+    spec = service["build"]
+    assert (COMPOSE_DIR / spec["context"]).resolve() == ROOT
+    assert ROOT / spec["dockerfile"] == DOCKERFILE
+    return build(spec.get("target"), **spec.get("args", {}))
+
+
 @pytest.mark.parametrize("name", SERVICES)
-def test_each_service_is_built_from_its_dockerfile_with_env_it_reads(compose, name):
+def test_each_service_is_built_from_the_dockerfile_with_env_it_reads(compose, name):
     service = compose["services"][name]
-    assert (COMPOSE_DIR / service["build"]["context"]).resolve() == ROOT
-    assert service["build"]["dockerfile"] == f"services/{name}/Dockerfile"
+    assert built_image(service).app == f"services.{name}.main:app"
     assert service["image"] == f"refund-{name}:dev"  # the tag the local Kubernetes overlay runs
     env = service["environment"]
     fields = settings_env_names(name)
@@ -81,8 +89,7 @@ def owned_schemas(compose: dict) -> dict[str, str]:
 
 def test_the_gateway_simulator_runs_as_its_own_process_role_and_schema(compose):
     sim = compose["services"]["gatewaysim"]
-    assert (COMPOSE_DIR / sim["build"]["context"]).resolve() == ROOT
-    assert sim["build"]["dockerfile"] == "gatewaysim/Dockerfile"
+    assert built_image(sim).app == "gatewaysim.main:app"
     assert sim["image"] == "gatewaysim:dev"  # the tag the local Kubernetes overlay runs
     env = sim["environment"]
     assert set(env) <= simulator_env_names(), set(env) - simulator_env_names()
