@@ -2,6 +2,7 @@
 
 import importlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from shared.topics import TOPICS
 from tests.deploy.conftest import (
     AHEAD_OF_THE_SERVICES, GATEWAY_CLIENTS, ROOT, require_setting, settings_env_names, simulator_env_names,
 )
+from tests.deploy.dockerfile import DOCKERFILE, service_image, simulator_image
 from tools import k8s_monitoring
 
 PARTITIONS = {topic.name: topic.partitions for topic in TOPICS}
@@ -19,22 +21,6 @@ PARTITIONS = {topic.name: topic.partitions for topic in TOPICS}
 
 def objects(docs: list[dict], kind: str) -> dict[str, dict]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
-
-
-def dockerfile(service: str) -> dict:
-    return parse_dockerfile(ROOT / "services" / service / "Dockerfile")
-
-
-def parse_dockerfile(path: Path) -> dict:
-    text = path.read_text()
-    cmd = json.loads(re.findall(r"^CMD (\[.*\])$", text, re.M)[-1])
-    return {"text": text, "cmd": cmd, "froms": re.findall(r"^FROM (\S+)", text, re.M),
-            "user": re.findall(r"^USER (\S+)", text, re.M)[-1],
-            "expose": [int(p) for p in re.findall(r"^EXPOSE (\d+)", text, re.M)]}
-
-
-def option(cmd: list[str], name: str) -> str:
-    return cmd[cmd.index(name) + 1]
 
 
 def container(deployment: dict) -> dict:
@@ -64,15 +50,15 @@ def test_images_ports_probes_and_env_match_the_service(overlay, service, rendere
     docs = rendered[overlay]
     deployment = objects(docs, "Deployment")[f"refund-{name}"]
     spec = container(deployment)
-    image = dockerfile(name)
+    image = service_image(name)
 
-    # Image: the one the service's Dockerfile builds, running that service's app.
+    # Image: the one deploy/Dockerfile builds with SERVICE=<name>, running that service's app.
     assert spec["image"].split(":")[0].rsplit("/", 1)[-1] == f"refund-{name}"
-    assert option(image["cmd"], "uvicorn") == f"services.{name}.main:app"
+    assert image.app == f"services.{name}.main:app"
     # Ports: container port == the port uvicorn listens on == EXPOSE == HTTP_PORT.
-    port = int(option(image["cmd"], "--port"))
+    port = int(image.option("--port"))
     assert [p["containerPort"] for p in spec["ports"] if p["name"] == "http"] == [port]
-    assert image["expose"] == [port]
+    assert image.expose == [port]
     env = env_names(deployment, objects(docs, "ConfigMap"))
     assert env["HTTP_PORT"] == str(port)
     # Probes: on the named port, at paths the service's app really serves.
@@ -126,25 +112,48 @@ def test_pod_is_hardened_and_shuts_down_inside_its_grace_period(service, rendere
     deployment = objects(docs, "Deployment")[f"refund-{name}"]
     pod = deployment["spec"]["template"]["spec"]
     assert_pod_hardened(pod, docs)
-    image = dockerfile(name)
-    assert image["user"] not in ("root", "0") and int(image["user"]) == pod["securityContext"]["runAsUser"]
+    image = service_image(name)
+    assert image.user not in ("root", "0") and int(image.user) == pod["securityContext"]["runAsUser"]
     # Grace period > preStop pause + uvicorn's HTTP drain + the consumer's graceful timeout.
     env = env_names(deployment, objects(docs, "ConfigMap"))
     pre_stop = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
-    http_drain = float(option(image["cmd"], "--timeout-graceful-shutdown"))
+    http_drain = float(image.option("--timeout-graceful-shutdown"))
     consumer = float(env["GRACEFUL_TIMEOUT_SECONDS"])
     assert pod["terminationGracePeriodSeconds"] > pre_stop + http_drain + consumer
 
 
-def test_dockerfile_is_multi_stage_pinned_and_ships_only_its_service(service):
-    name, _ = service
-    image = dockerfile(name)
-    assert len(image["froms"]) >= 2
-    for base in image["froms"]:
+def assert_multi_stage_pinned_locked_and_non_root(image) -> None:
+    assert len(image.bases) >= 2
+    for base in image.bases:
         assert re.search(r":\d+\.\d+\.\d+", base) or "@sha256:" in base, f"unpinned base image {base}"
-    copied = set(re.findall(r"^COPY (?:--from=\S+ )?(services/\S+?)/? ", image["text"], re.M))
-    assert copied == {"services/__init__.py", f"services/{name}"}, copied
-    assert "COPY shared/ shared/" in image["text"]
+    assert {"pyproject.toml", "uv.lock", "shared/"} <= image.copied
+    assert any(run.startswith("uv sync --frozen") for run in image.runs)
+    assert image.user not in ("root", "0")
+
+
+def test_the_one_dockerfile_builds_each_service_with_only_its_own_package(service):
+    name, main = service
+    image = service_image(name)
+    assert_multi_stage_pinned_locked_and_non_root(image)
+    assert {source for source in image.copied if source.startswith("services/")} == {
+        "services/__init__.py", f"services/{name}/"}
+    # Fails closed: the image says production (shared/settings.py refuses public defaults there).
+    assert image.env["ENVIRONMENT"] == "production" and image.env["SERVICE_NAME"] == name
+    # The files the service reads by default (intake's SLA table, approval's policy) are in its image.
+    for setting, info in type(main.settings).model_fields.items():
+        default = info.default
+        if isinstance(default, Path) and default.is_relative_to(ROOT):
+            wanted = default.relative_to(ROOT).as_posix()
+            assert any(wanted == source.rstrip("/") or wanted.startswith(source) for source in image.copied), (
+                setting, wanted)
+
+
+def test_no_other_dockerfile_is_left():
+    found = []
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(folder, f).relative_to(ROOT).as_posix() for f in files if f.startswith("Dockerfile")]
+    assert sorted(found) == [DOCKERFILE.relative_to(ROOT).as_posix(), "deploy/Dockerfile.dockerignore"]
 
 
 def test_selectors_pdb_network_policy_and_service_monitor_select_the_pods(service, rendered):
@@ -295,14 +304,14 @@ def test_the_local_overlay_runs_the_simulator_from_its_dockerfile(rendered):
     deployment = objects(docs, "Deployment")["gatewaysim"]
     pod = deployment["spec"]["template"]["spec"]
     spec = container(deployment)
-    image = parse_dockerfile(ROOT / "gatewaysim/Dockerfile")
+    image = simulator_image()
     main = importlib.import_module("gatewaysim.main")
 
     assert spec["image"] == "gatewaysim:dev"  # the tag compose builds
-    assert option(image["cmd"], "uvicorn") == "gatewaysim.main:app"
-    assert option(image["cmd"], "--host") == "0.0.0.0"
-    port = int(option(image["cmd"], "--port"))
-    assert [p["containerPort"] for p in spec["ports"] if p["name"] == "http"] == [port] and image["expose"] == [port]
+    assert image.app == "gatewaysim.main:app"
+    assert image.option("--host") == "0.0.0.0"
+    port = int(image.option("--port"))
+    assert [p["containerPort"] for p in spec["ports"] if p["name"] == "http"] == [port] and image.expose == [port]
     env = env_names(deployment, objects(docs, "ConfigMap"))
     assert set(env) <= simulator_env_names(), set(env) - simulator_env_names()
     assert env["SIM_HTTP_PORT"] == str(port)
@@ -312,21 +321,15 @@ def test_the_local_overlay_runs_the_simulator_from_its_dockerfile(rendered):
     assert {spec[probe]["httpGet"]["path"] for probe in ("startupProbe", "livenessProbe", "readinessProbe")} <= routes
     assert spec["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert_pod_hardened(pod, docs)
-    assert int(image["user"]) == pod["securityContext"]["runAsUser"]
+    assert int(image.user) == pod["securityContext"]["runAsUser"]
     pre_stop = spec["lifecycle"]["preStop"]["sleep"]["seconds"]
-    assert pod["terminationGracePeriodSeconds"] > pre_stop + float(option(image["cmd"], "--timeout-graceful-shutdown"))
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + float(image.option("--timeout-graceful-shutdown"))
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert objects(docs, "Service")["gatewaysim"]["spec"]["selector"].items() <= labels.items()
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
-def test_simulator_dockerfile_is_multi_stage_pinned_and_ships_only_the_simulator():
-    image = parse_dockerfile(ROOT / "gatewaysim/Dockerfile")
-    assert len(image["froms"]) >= 2
-    for base in image["froms"]:
-        assert re.search(r":\d+\.\d+\.\d+", base) or "@sha256:" in base, f"unpinned base image {base}"
-    copied = {source for line in re.findall(r"^COPY (?!--from=)(.+)$", image["text"], re.M)
-              for source in line.split()[:-1]}
-    assert copied == {"pyproject.toml", "uv.lock", "shared/", "gatewaysim/"}, copied
-    assert "uv sync --frozen" in image["text"]
-    assert image["user"] not in ("root", "0")
+def test_the_simulator_target_ships_only_the_simulator():
+    image = simulator_image()
+    assert_multi_stage_pinned_locked_and_non_root(image)
+    assert image.copied == {"pyproject.toml", "uv.lock", "shared/", "gatewaysim/"}, image.copied

@@ -1,13 +1,5 @@
-#!/bin/sh
-# Creates the contract topics (shared/topics.py) in the compose Kafka; tests/deploy
-# checks this list against shared/topics.py.
-set -eu
-create() {
-    topic=$1 partitions=$2
-    shift 2
-    /opt/kafka/bin/kafka-topics.sh --bootstrap-server "${BOOTSTRAP:-kafka:9092}" --create --if-not-exists \
-        --topic "$topic" --partitions "$partitions" --replication-factor 1 "$@"
-}
+# The contract topics (shared/topics.py), as `create` calls of init.sh, which sources this;
+# tests/deploy checks this list against shared/topics.py.
 create refunds.requested 6
 create refunds.accepted 6
 create refunds.rejected 6
