@@ -24,21 +24,9 @@ TIME_TO_FUNDS = Histogram(
 
 WATCHED = ("approval", "payout", "reconcile")
 DONE = "done"
-# The stage a refund is in after each event (its status row's `stage`); a later stage never moves back.
-STAGE_AFTER = {
-    "refund.accepted.v1": "approval",
-    "refund.held.v1": "approval",
-    "refund.review-requested.v1": "approval",
-    "refund.approved.v1": "payout",
-    "refund.payout-submitted.v1": "payout",
-    "refund.paid.v1": "reconcile",
-    "refund.reconciled.v1": DONE,
-    "refund.discrepancy.v1": DONE,
-    "refund.denied.v1": DONE,
-    "refund.rejected.v1": DONE,
-    "refund.payout-failed.v1": DONE,
-}
-RANK = {"approval": 1, "payout": 2, "reconcile": 3, DONE: 4}
+# The stage a refund is in after each event (its status row's `stage`), and their order: domain.py's.
+STAGE_AFTER = domain.STAGE_AFTER
+RANK = domain.STAGE_RANK
 
 _BACKLOG = (
     "SELECT stage, count(*) AS inflight, "
@@ -52,14 +40,13 @@ _LAST_DRILL = (
 )
 
 
-def observe_time_to_funds(event_type: str, data: dict, row: asyncpg.Record) -> None:
-    """KPI time to funds: from the accepted request to when the customer has the money (the gateway's ETA).
-
-    `row` is the refund's status row after `event_type` was folded into it.
-    """
-    if event_type == "refund.paid.v1" and row["accepted_at"] and data.get("eta") and not row["drill"]:
+def observe_time_to_funds(folded: domain.Folded) -> None:
+    """KPI time to funds: from the accepted request to when the customer has the money (the gateway's ETA),
+    per event folded (`folded.row` is the refund's status row right after it)."""
+    data, row = folded.event.data, folded.row
+    if folded.event.type == "refund.paid.v1" and row.accepted_at and data.get("eta") and not row.drill:
         TIME_TO_FUNDS.labels(data.get("channel") or "unknown").observe(
-            max((domain.instant(data["eta"]) - row["accepted_at"]).total_seconds(), 0.0))
+            max((domain.instant(data["eta"]) - row.accepted_at).total_seconds(), 0.0))
 
 
 async def read_backlogs(pool: asyncpg.Pool) -> dict[str, StageBacklog]:
