@@ -1,12 +1,16 @@
 """The status projection's and the notifications' rules. Pure: no I/O.
 
 A status never goes backwards: an event moves a refund only to a later stage,
-and nothing moves a refund out of a terminal status.
+and nothing moves a refund out of a terminal status. A batch's events are folded
+here, per refund and in order, onto the rows store.py locked; store.py writes them back.
 """
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from shared import lifecycle
 from shared.events import Status
 from shared.lifecycle import ENDED_WITHOUT_MONEY, PROGRESS, RANK, advances, status_of  # noqa: F401 (re-exported)
 
@@ -79,3 +83,156 @@ def timeline(stages: dict[str, str]) -> list[dict[str, str]]:
     """Stage timestamps in pipeline order (not arrival order)."""
     known = [(name, at) for name, at in stages.items() if name in Status.__members__.values()]
     return [{"status": name, "at": at} for name, at in sorted(known, key=lambda s: (RANK[Status(s[0])], s[1]))]
+
+
+# -- the status projection ----------------------------------------------------------------------
+
+# The stage a refund is in after each event (the stuck-stage watch, watch.py); a later stage never
+# moves back. `done` = left the pipeline.
+STAGE_AFTER = lifecycle.STAGE_AFTER
+STAGE_RANK = {stage: rank for rank, stage in enumerate((*lifecycle.WAITING_STAGES, lifecycle.DONE), start=1)}
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    """A refund's row in the status projection (notify.refund_status). `status` None: no row yet."""
+
+    refund_id: str
+    status: Status | None = None
+    request_id: str | None = None
+    source: str | None = None
+    order_id: str | None = None
+    amount: dict | None = None
+    channel: str | None = None
+    reason_codes: list[str] = field(default_factory=list)
+    eta: datetime | None = None
+    # Status -> when notify saw it (ISO 8601): an advancing event sets its entry, a late one only fills a gap.
+    timeline: dict[str, str] = field(default_factory=dict)
+    updated_at: datetime | None = None
+    customer: dict | None = None
+    drill: bool = False
+    deadlines: dict | None = None
+    stage: str | None = None
+    stage_rank: int | None = None
+    entered_at: datetime | None = None
+    accepted_at: datetime | None = None
+    # One more per event folded: the status feed's `sequence`.
+    sequence: int = 0
+
+
+@dataclass(frozen=True)
+class LifecycleEvent:
+    """A lifecycle event as the projection reads it: its type, raw data, and the customer as notify
+    keeps it (contact opened, seal dropped; None when the event carries none)."""
+
+    type: str
+    data: Mapping
+    customer: dict | None = None
+
+    @property
+    def refund_id(self) -> str:
+        return self.data["refund_id"]
+
+    @property
+    def status(self) -> Status:
+        return status_of(self.type, self.data)
+
+
+@dataclass(frozen=True)
+class Folded:
+    """One event folded: the row right after it, and the milestone it reached (None: no news)."""
+
+    event: LifecycleEvent
+    row: StatusRow
+    milestone: Milestone | None = None
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A message to queue: a refund's milestone, for one recipient on one channel."""
+
+    refund_id: str
+    milestone: Milestone
+    channel: str
+    recipient: str
+    locale: str
+    # What the message says, as the row stood when the milestone was reached.
+    context: dict
+
+
+def notifications(step: Folded, recipients: Iterable[tuple[str, str]]) -> list[Notification]:
+    """The messages announcing `step`'s milestone to each (channel, recipient); none if it reached none."""
+    row = step.row
+    if step.milestone is None:
+        return []
+    context = {"status": row.status.value, "eta": row.eta.isoformat() if row.eta else None,
+               "reason_codes": list(row.reason_codes), "sequence": row.sequence}
+    locale = customer_locale((row.customer or {}).get("locale"))
+    return [Notification(row.refund_id, step.milestone, channel, recipient, locale, context)
+            for channel, recipient in recipients]
+
+
+def refund_of(event_type: str, data: object) -> str | None:
+    """The refund whose status the event moves; None for anything else (e.g. a rejection nobody can be
+    told about, or an event that moves no status)."""
+    if status_of(event_type, data) is None or not isinstance(data, dict) or not data.get("refund_id"):
+        return None
+    return data["refund_id"]
+
+
+def fold(row: StatusRow, event: LifecycleEvent, now: datetime) -> Folded:
+    """The row after `event`, seen at `now`. An event that does not advance the status (late or
+    repeated) still counts in `sequence`, merges the stage, deadlines, drill and customer, and
+    remembers when its status happened if nothing did yet."""
+    data, new = event.data, event.status
+    stage = STAGE_AFTER[event.type]
+    enters = STAGE_RANK[stage] > (row.stage_rank or 0)
+    merged = replace(
+        row, sequence=row.sequence + 1, deadlines=_first(row.deadlines, data.get("deadlines")),
+        drill=row.drill or bool(data.get("drill")), stage=stage if enters else row.stage,
+        entered_at=now if enters else row.entered_at, stage_rank=max(row.stage_rank or 0, STAGE_RANK[stage]),
+        accepted_at=_first(row.accepted_at, instant(data.get("accepted_at"))))
+    if not advances(row.status, new):
+        customer = row.customer if event.customer is None else {**(row.customer or {}), **event.customer}
+        return Folded(event, replace(merged, timeline={new.value: now.isoformat(), **row.timeline},
+                                     customer=customer))
+    first = row.status is None
+    channel = data.get("channel") or row.channel
+    return Folded(event, replace(
+        merged, status=new, updated_at=now, timeline={**row.timeline, new.value: now.isoformat()},
+        reason_codes=data.get("reason_codes") or [e["code"] for e in data.get("errors", [])],
+        eta=eta(new, channel, now, announced=instant(data.get("eta")), previous=row.eta),
+        source=data.get("source") if first else row.source,
+        request_id=_first(row.request_id, data.get("request_id")), order_id=_first(row.order_id, data.get("order_id")),
+        amount=_first(row.amount, data.get("amount")), channel=_first(row.channel, data.get("channel")),
+        customer=event.customer if first else {**(row.customer or {}), **(event.customer or {})},
+    ), MILESTONE_OF_STATUS.get(new))
+
+
+def fold_all(row: StatusRow, events: Iterable[LifecycleEvent], now: datetime) -> list[Folded]:
+    """One refund's events folded in order, each step as `fold` returns it (the last has the row to save)."""
+    steps: list[Folded] = []
+    for event in events:
+        steps.append(fold(row, event, now))
+        row = steps[-1].row
+    return steps
+
+
+def per_refund(events: Iterable[LifecycleEvent]) -> dict[str, list[LifecycleEvent]]:
+    """The events grouped by refund, each refund's in the order given (refunds in order of first event)."""
+    grouped: dict[str, list[LifecycleEvent]] = {}
+    for event in events:
+        grouped.setdefault(event.refund_id, []).append(event)
+    return grouped
+
+
+def fold_batch(rows: Mapping[str, StatusRow], by_refund: Mapping[str, Iterable[LifecycleEvent]],
+               now: datetime) -> dict[str, list[Folded]]:
+    """Each refund's events folded onto its row (`rows`; a refund without one starts a row)."""
+    return {refund_id: fold_all(rows.get(refund_id) or StatusRow(refund_id), events, now)
+            for refund_id, events in by_refund.items()}
+
+
+def _first(kept, given):
+    """The value already kept, else the one given (SQL COALESCE: only None counts as missing)."""
+    return kept if kept is not None else given

@@ -8,7 +8,7 @@ from pydantic import model_validator
 
 from services.notify import watch
 from services.notify.delivery import EmailChannel, Sender, SmsChannel, WebhookChannel
-from services.notify.handlers import SOURCE, Audience, CausalStage, Projection, republish
+from services.notify.handlers import SOURCE, Audience, CausalStage, Projection, lifecycle_handlers, republish
 from services.notify.signing import sign_link
 from services.notify.web import customer_pages, tracking_access, tracking_api
 from shared import contact_seal, lifecycle
@@ -86,7 +86,7 @@ except ValueError as error:
 projection = Projection(Audience(email=bool(settings.smtp_host), sms=bool(settings.sms_provider_url),
                                   webhook_urls=settings.webhook_urls), contact_key)
 
-stage = CausalStage(schema="notify", source=SOURCE, decide=projection.project, redelivered=republish)
+stage = CausalStage(schema="notify", source=SOURCE, handlers=lifecycle_handlers(projection), redelivered=republish)
 consumer = subscribe_stage(stage, *lifecycle.TOPICS, group_id="refund-notify",
                            max_records=settings.batch_max_records)
 

@@ -1,23 +1,72 @@
-"""Notify's tables: the notification queue (durable send state) and opt-outs."""
+"""Notify's tables: the status projection, the notification queue (durable send state) and opt-outs."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 import asyncpg
+import orjson
 
-from services.notify.domain import Milestone
+from services.notify.domain import Notification, StatusRow
+from shared.events import Status
 
 
-async def enqueue(conn: asyncpg.Connection, refund_id: str, milestone: Milestone,
-                  recipients: Sequence[tuple[str, str]], locale: str, context: dict) -> int:
-    """Queue one notification per (channel, recipient); a (refund, milestone, channel) queued before stays as is."""
-    if not recipients:
+# The status projection's columns (as domain.StatusRow names them) and their types. reason_codes
+# travel as JSON text: a text[][] is no array of arrays to unnest (and asyncpg reads lists as dimensions).
+_COLUMNS = {
+    "refund_id": "text", "status": "text", "request_id": "text", "source": "text", "order_id": "text",
+    "amount": "jsonb", "channel": "text", "reason_codes": "text", "eta": "timestamptz", "timeline": "jsonb",
+    "updated_at": "timestamptz", "customer": "jsonb", "drill": "boolean", "deadlines": "jsonb", "stage": "text",
+    "stage_rank": "int", "entered_at": "timestamptz", "accepted_at": "timestamptz", "sequence": "bigint",
+}
+_NAMES = ", ".join(_COLUMNS)
+_LOCK = f"SELECT {_NAMES} FROM notify.refund_status WHERE refund_id = ANY($1::text[]) ORDER BY refund_id FOR UPDATE"
+_READ = f"SELECT {_NAMES} FROM notify.refund_status WHERE refund_id = ANY($1::text[])"
+_VALUES = ", ".join("ARRAY(SELECT jsonb_array_elements_text(n.reason_codes::jsonb))" if name == "reason_codes"
+                    else f"n.{name}" for name in _COLUMNS)
+_ARRAYS = ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(_COLUMNS.values(), 1))
+# A row that exists but was not locked (another replica inserted it after the lock) is left as it is.
+_SAVE = (
+    f"INSERT INTO notify.refund_status ({_NAMES}) SELECT {_VALUES} FROM unnest({_ARRAYS}) AS n({_NAMES}) "
+    f"ON CONFLICT (refund_id) DO UPDATE SET {', '.join(f'{name} = EXCLUDED.{name}' for name in list(_COLUMNS)[1:])} "
+    f"WHERE refund_status.refund_id = ANY(${len(_COLUMNS) + 1}::text[]) RETURNING refund_id"
+)
+
+
+def _row(record: asyncpg.Record) -> StatusRow:
+    return StatusRow(**{**record, "status": Status(record["status"]), "reason_codes": list(record["reason_codes"])})
+
+
+async def lock_statuses(conn: asyncpg.Connection, refund_ids: Sequence[str]) -> dict[str, StatusRow]:
+    """The refunds' status rows that exist, locked until the transaction ends (in refund_id order, so
+    two replicas locking overlapping batches never deadlock on them)."""
+    return {record["refund_id"]: _row(record) for record in await conn.fetch(_LOCK, list(refund_ids))}
+
+
+async def save_statuses(conn: asyncpg.Connection, rows: Sequence[StatusRow], locked: Iterable[str]) -> set[str]:
+    """Write the rows in one statement; return the refunds written. A refund that had no row when `locked`
+    was taken but has one now (a concurrent insert) is not written: fold it again on the row it has."""
+    rows = sorted(rows, key=lambda row: row.refund_id)  # inserts, too, take their locks in one order
+    columns = {name: [getattr(row, name) for row in rows] for name in _COLUMNS}
+    columns["reason_codes"] = [orjson.dumps(codes).decode() for codes in columns["reason_codes"]]
+    written = await conn.fetch(_SAVE, *columns.values(), list(locked))
+    return {record["refund_id"] for record in written}
+
+
+async def statuses(conn: asyncpg.Connection, refund_ids: Sequence[str]) -> list[StatusRow]:
+    """The refunds' current status rows (those that exist)."""
+    return [_row(record) for record in await conn.fetch(_READ, list(refund_ids))]
+
+
+async def enqueue(conn: asyncpg.Connection, notifications: Sequence[Notification]) -> int:
+    """Queue the notifications in one statement; a (refund, milestone, channel) queued before stays as is."""
+    if not notifications:
         return 0
     rows = await conn.fetch(
         "INSERT INTO notify.notifications (refund_id, milestone, channel, recipient, locale, context) "
-        "SELECT $1, $2, channel, recipient, $3, $4 FROM unnest($5::text[], $6::text[]) AS r(channel, recipient) "
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[]) "
         "ON CONFLICT (refund_id, milestone, channel) DO NOTHING RETURNING id",
-        refund_id, milestone.value, locale, context, [c for c, _ in recipients], [r for _, r in recipients])
+        *([getattr(n, c) for n in notifications]
+          for c in ("refund_id", "milestone", "channel", "recipient", "locale", "context")))
     return len(rows)
 
 

@@ -25,9 +25,9 @@ TIME_TO_FUNDS = Histogram(
 
 WATCHED = lifecycle.WAITING_STAGES
 DONE = lifecycle.DONE
-# The stage a refund is in after each event (its status row's `stage`); a later stage never moves back.
-STAGE_AFTER = lifecycle.STAGE_AFTER
-RANK = {stage: rank for rank, stage in enumerate((*WATCHED, DONE), start=1)}
+# The stage a refund is in after each event (its status row's `stage`), and their order: domain.py's.
+STAGE_AFTER = domain.STAGE_AFTER
+RANK = domain.STAGE_RANK
 
 _BACKLOG = (
     "SELECT stage, count(*) AS inflight, "
@@ -41,14 +41,13 @@ _LAST_DRILL = (
 )
 
 
-def observe_time_to_funds(event_type: str, data: dict, row: asyncpg.Record) -> None:
-    """KPI time to funds: from the accepted request to when the customer has the money (the gateway's ETA).
-
-    `row` is the refund's status row after `event_type` was folded into it.
-    """
-    if event_type == "refund.paid.v1" and row["accepted_at"] and data.get("eta") and not row["drill"]:
+def observe_time_to_funds(folded: domain.Folded) -> None:
+    """KPI time to funds: from the accepted request to when the customer has the money (the gateway's ETA),
+    per event folded (`folded.row` is the refund's status row right after it)."""
+    data, row = folded.event.data, folded.row
+    if folded.event.type == "refund.paid.v1" and row.accepted_at and data.get("eta") and not row.drill:
         TIME_TO_FUNDS.labels(data.get("channel") or "unknown").observe(
-            max((domain.instant(data["eta"]) - row["accepted_at"]).total_seconds(), 0.0))
+            max((domain.instant(data["eta"]) - row.accepted_at).total_seconds(), 0.0))
 
 
 async def read_backlogs(pool: asyncpg.Pool) -> dict[str, StageBacklog]:

@@ -57,19 +57,16 @@ def test_timeline_is_in_pipeline_order_whatever_the_arrival_order():
     assert [s["status"] for s in domain.timeline(stages)] == ["accepted", "approved", "succeeded", "reconciled"]
 
 
-class _Row(dict):
-    pass
-
-
 @pytest.mark.parametrize(("drill", "channels"), [(False, ["email", "sms", "webhook"]), (True, ["webhook"])])
 def test_drills_reach_the_platform_but_never_a_customer(drill, channels):
     audience = Audience(email=True, sms=True, webhook_urls={"shop-eu": "https://shop.example/hooks"})
-    row = _Row(source="shop-eu", drill=drill, customer={"email": "a@example.com", "phone": "+4915112345678"})
+    row = domain.StatusRow("rf_1", source="shop-eu", drill=drill,
+                           customer={"email": "a@example.com", "phone": "+4915112345678"})
     assert [c for c, _ in audience.recipients(row)] == channels
 
 
 def test_channels_without_configuration_are_not_queued():
-    row = _Row(source="shop-eu", drill=False, customer={"email": "a@example.com", "phone": "+4915112345678"})
+    row = domain.StatusRow("rf_1", source="shop-eu", customer={"email": "a@example.com", "phone": "+4915112345678"})
     assert Audience().recipients(row) == []
 
 
