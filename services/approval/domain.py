@@ -8,7 +8,9 @@ first (`check_payment`); a disagreement holds it as `payment-mismatch`.
 """
 
 import statistics
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from services.approval.policy import Condition, Policy
@@ -27,6 +29,74 @@ class CustomerHistory:
 
     refunds_in_velocity_window: int = 0
     past_amounts: tuple[int, ...] = ()  # minor units, same currency as the refund
+
+
+# A customer's latest refunds the risk rules look at (the velocity count and the amount median).
+HISTORY_DEPTH = 200
+
+
+@dataclass(frozen=True)
+class PastRefund:
+    """A refund approval has recorded for a customer."""
+
+    refund_id: str
+    currency: str
+    amount_value: int
+    accepted_at: datetime
+
+
+def customer_key(refund: RefundAccepted) -> str:
+    """Whose history a refund belongs to: customer ids are per platform."""
+    return f"{refund.source}/{refund.customer.id}"
+
+
+def first_sightings(refund_ids: Sequence[str], decided: Set[str]) -> list[int]:
+    """Positions of the refunds to decide: not decided before, and each refund once (its first event)."""
+    taken = set(decided)
+    positions = []
+    for n, refund_id in enumerate(refund_ids):
+        if refund_id not in taken:
+            taken.add(refund_id)
+            positions.append(n)
+    return positions
+
+
+def customer_histories(refunds: Sequence[RefundAccepted], velocity_since: Sequence[datetime | None],
+                       recorded: Mapping[str, Sequence[PastRefund]],
+                       already_recorded: Set[str]) -> list[CustomerHistory]:
+    """Each refund's history as if the batch were decided one refund after another, in its order.
+
+    `recorded`: each customer's latest HISTORY_DEPTH + 1 refunds recorded before the batch (by
+    customer_key; one more than a history holds, as a refund never counts in its own);
+    `already_recorded`: the batch's refund ids recorded before, whose row stands. Every other refund of
+    the batch is recorded as it is decided, so it counts in the history of the customer's later refunds
+    in the batch. `velocity_since[n]`: the start of refund n's velocity window (None: no velocity rule).
+    """
+    latest = {key: _newest_first(rows) for key, rows in recorded.items()}
+    histories = []
+    for refund, since in zip(refunds, velocity_since, strict=True):
+        rows = latest.setdefault(customer_key(refund), [])
+        histories.append(history_of(refund, rows, since))
+        if refund.refund_id not in already_recorded:
+            rows.append(PastRefund(refund.refund_id, refund.amount.currency, refund.amount.value, refund.accepted_at))
+            # Older ones are never among a later refund's latest HISTORY_DEPTH.
+            rows[:] = _newest_first(rows)[:HISTORY_DEPTH + 1]
+    return histories
+
+
+def history_of(refund: RefundAccepted, recorded: Iterable[PastRefund],
+               velocity_since: datetime | None) -> CustomerHistory:
+    """The customer's latest HISTORY_DEPTH recorded refunds other than this one: how many were accepted
+    after `velocity_since` (whenever that is: a later-accepted refund counts too), and the amounts of
+    those in the refund's currency."""
+    latest = _newest_first(row for row in recorded if row.refund_id != refund.refund_id)[:HISTORY_DEPTH]
+    recent = 0 if velocity_since is None else sum(row.accepted_at > velocity_since for row in latest)
+    amounts = tuple(row.amount_value for row in latest if row.currency == refund.amount.currency)
+    return CustomerHistory(recent, amounts)
+
+
+def _newest_first(rows: Iterable[PastRefund]) -> list[PastRefund]:
+    return sorted(rows, key=lambda row: (row.accepted_at, row.refund_id), reverse=True)
 
 
 @dataclass(frozen=True)

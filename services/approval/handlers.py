@@ -38,22 +38,42 @@ PAYMENT_CHECKS = Counter(
 
 
 class ApprovalStep:
-    """The consume step: one accepted refund -> approved (once verified), denied, pending_review or on_hold."""
+    """The consume step: a batch of accepted refunds -> each approved (once verified), denied,
+    pending_review or on_hold. A constant number of statements per batch: what approval holds of the
+    refunds, their customers' histories and their payments' disputes are read once; each refund is
+    decided in memory, in consumption order; the outcomes are written set-based."""
 
     def __init__(self, decisions: "Decisions", sla_seconds: float) -> None:
         self.decisions = decisions
         self.policy = decisions.policy
         self.sla_seconds = sla_seconds
 
-    async def __call__(self, conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]:
-        refund = RefundAccepted.model_validate(item.event.get_data())
-        if await store.already_seen(conn, refund.refund_id):
-            return []  # decided (or parked) before under another event id
+    async def __call__(self, conn: asyncpg.Connection, items: list[Inbound]) -> list[Outgoing]:
+        refunds: list[RefundAccepted] = [item.data for item in items]
         velocity = self.policy.risk.velocity
-        history = await store.customer_history(conn, refund, velocity.window if velocity else None)
-        disputed = await store.dispute_open(conn, refund.payment.gateway, refund.payment.id)
-        verdict = domain.decide(self.policy, refund, history, disputed)
-        return await self.decisions.apply(conn, refund, verdict, decided_by="policy", sla_seconds=self.sla_seconds)
+        window = velocity.window if velocity else None
+        seen = await store.seen_before(conn, refunds, window)
+        # A refund decided (or parked) before under another event id, or twice in this batch, is done.
+        fresh = domain.first_sightings([refund.refund_id for refund in refunds],
+                                       {r.refund_id for r, s in zip(refunds, seen, strict=True) if s.decided})
+        if not fresh:
+            return []
+        batch = [refunds[n] for n in fresh]
+        recorded = await store.latest_customer_refunds(conn, map(domain.customer_key, batch))
+        histories = domain.customer_histories(
+            batch, [seen[n].velocity_since if window else None for n in fresh], recorded,
+            {refunds[n].refund_id for n in fresh if seen[n].recorded})
+        disputed = await store.open_disputes(conn, [(r.payment.gateway, r.payment.id) for r in batch])
+        outcomes = store.Outcomes()
+        outgoing: list[Outgoing] = []
+        for refund, history in zip(batch, histories, strict=True):
+            dispute_open = (refund.payment.gateway, refund.payment.id) in disputed
+            verdict = domain.decide(self.policy, refund, history, dispute_open)
+            outgoing += self.decisions.apply(outcomes, refund, verdict, decided_by="policy",
+                                             sla_seconds=self.sla_seconds)
+        await store.record_customer_refunds(conn, batch)
+        await outcomes.save(conn)
+        return outgoing
 
 
 class Decisions:
@@ -66,71 +86,70 @@ class Decisions:
         self.policy = policy
         self.payments = payments
 
-    async def apply(self, conn: asyncpg.Connection, refund: RefundAccepted, verdict: domain.Verdict, *,
-                    decided_by: str, sla_seconds: float | None = None,
-                    acknowledged: frozenset[str] = frozenset()) -> list[Outgoing]:
+    def apply(self, outcomes: store.Outcomes, refund: RefundAccepted, verdict: domain.Verdict, *,
+              decided_by: str, sla_seconds: float | None = None,
+              acknowledged: frozenset[str] = frozenset()) -> list[Outgoing]:
         """Record a verdict: an approval or review once the payment is verified, a denial, or a hold."""
         if verdict.action in ("approve", "review"):
-            return await self.after_verification(conn, store.AwaitingVerification(
+            return self.after_verification(outcomes, store.AwaitingVerification(
                 refund, self.policy.version, list(verdict.rule_ids), decided_by, sla_seconds, acknowledged,
                 review=verdict if verdict.action == "review" else None))
         if verdict.action == "deny":
-            return [await record_decision(conn, self.policy.version, refund, "deny", list(verdict.rule_ids),
-                                          decided_by=decided_by, sla_seconds=sla_seconds)]
-        return [await self.open_waiting(conn, refund, verdict, decided_by=decided_by, acknowledged=acknowledged)]
+            return [record_decision(outcomes, self.policy.version, refund, "deny", list(verdict.rule_ids),
+                                    decided_by=decided_by, sla_seconds=sla_seconds)]
+        return [self.open_waiting(outcomes, refund, verdict, decided_by=decided_by, acknowledged=acknowledged)]
 
-    async def after_verification(self, conn: asyncpg.Connection,
-                                 awaiting: store.AwaitingVerification) -> list[Outgoing]:
+    def after_verification(self, outcomes: store.Outcomes, awaiting: store.AwaitingVerification) -> list[Outgoing]:
         """Park the decision until the verifier has read the payment; nothing is published yet."""
         refund = awaiting.refund
         if not self.payments.reaches(refund.payment.gateway):
             # Nothing to verify against: payout never pays an unrouted gateway (`gateway_not_configured`).
             PAYMENT_CHECKS.labels("-", "unrouted").inc()
-            return [await self.take_effect(conn, awaiting)]
-        await store.park_for_verification(conn, awaiting)
+            return [self.take_effect(outcomes, awaiting)]
+        outcomes.park(awaiting)
         log.info("decision_awaits_payment_verification", refund_id=refund.refund_id,
                  gateway=refund.payment.gateway, decided_by=awaiting.decided_by,
                  then="review" if awaiting.review else "approve")
         return []
 
-    async def take_effect(self, conn: asyncpg.Connection, awaiting: store.AwaitingVerification, *,
-                          released: bool = False) -> Outgoing:
+    def take_effect(self, outcomes: store.Outcomes, awaiting: store.AwaitingVerification, *,
+                    released: bool = False) -> Outgoing:
         """The payment agrees (`released`: only in ways people released), or it cannot be verified."""
         codes = awaiting.reason_codes
         if released and domain.PAYMENT_MISMATCH_RELEASED not in codes:
             codes = codes + [domain.PAYMENT_MISMATCH_RELEASED]
         if awaiting.review:
-            return await self.open_waiting(conn, awaiting.refund, replace(awaiting.review, rule_ids=tuple(codes)),
-                                           decided_by=awaiting.decided_by, policy_version=awaiting.policy_version,
-                                           acknowledged=awaiting.acknowledged)
-        return await record_decision(conn, awaiting.policy_version, awaiting.refund, "approve", codes,
-                                     decided_by=awaiting.decided_by, sla_seconds=awaiting.sla_seconds)
+            return self.open_waiting(outcomes, awaiting.refund, replace(awaiting.review, rule_ids=tuple(codes)),
+                                     decided_by=awaiting.decided_by, policy_version=awaiting.policy_version,
+                                     acknowledged=awaiting.acknowledged)
+        return record_decision(outcomes, awaiting.policy_version, awaiting.refund, "approve", codes,
+                               decided_by=awaiting.decided_by, sla_seconds=awaiting.sla_seconds)
 
-    async def hold_mismatch(self, conn: asyncpg.Connection, awaiting: store.AwaitingVerification,
-                            mismatch: tuple[str, ...], detail: dict) -> Outgoing:
+    def hold_mismatch(self, outcomes: store.Outcomes, awaiting: store.AwaitingVerification,
+                      mismatch: tuple[str, ...], detail: dict) -> Outgoing:
         """The gateway's payment disagrees: `on_hold` until a person releases or denies it. Released, an
         approval goes ahead and a review opens, each verified again: only what that person saw no longer
         holds it."""
         verdict = domain.Verdict("hold", mismatch, roles=tuple(self.policy.risk.release_roles))
-        return await self.open_waiting(conn, awaiting.refund, verdict, decided_by=SYSTEM,
-                                       policy_version=awaiting.policy_version,
-                                       release_codes=None if awaiting.review else awaiting.reason_codes,
-                                       acknowledged=awaiting.acknowledged,
-                                       why="the gateway's payment disagrees with the refund", detail=detail)
+        return self.open_waiting(outcomes, awaiting.refund, verdict, decided_by=SYSTEM,
+                                 policy_version=awaiting.policy_version,
+                                 release_codes=None if awaiting.review else awaiting.reason_codes,
+                                 acknowledged=awaiting.acknowledged,
+                                 why="the gateway's payment disagrees with the refund", detail=detail)
 
-    async def open_waiting(self, conn: asyncpg.Connection, refund: RefundAccepted, verdict: domain.Verdict, *,
-                           decided_by: str, policy_version: str | None = None,
-                           release_codes: list[str] | None = None, acknowledged: frozenset[str] = frozenset(),
-                           why: str = "policy", detail: dict | None = None) -> Outgoing:
+    def open_waiting(self, outcomes: store.Outcomes, refund: RefundAccepted, verdict: domain.Verdict, *,
+                     decided_by: str, policy_version: str | None = None,
+                     release_codes: list[str] | None = None, acknowledged: frozenset[str] = frozenset(),
+                     why: str = "policy", detail: dict | None = None) -> Outgoing:
         """Park a refund for people: a review, or a hold; and build its event."""
         now = datetime.now(UTC)
         version = policy_version or self.policy.version
         waiting = self.policy.hold if verdict.action == "hold" else self.policy.review
         due_at, expires_at = now + waiting.sla, now + waiting.expire_after
-        await store.open_review(conn, refund, verdict, version, now, due_at, expires_at, release_codes, acknowledged)
+        outcomes.open_review(refund, verdict, version, now, due_at, expires_at, release_codes, acknowledged)
         kind = "hold" if verdict.action == "hold" else "review"
-        await store.audit(conn, refund.refund_id, decided_by, f"opened_{kind}", why,
-                          detail={"rule_ids": list(verdict.rule_ids), "policy_version": version, **(detail or {})})
+        outcomes.audit(refund.refund_id, decided_by, f"opened_{kind}", why,
+                       detail={"rule_ids": list(verdict.rule_ids), "policy_version": version, **(detail or {})})
         log.info("refund_parked", refund_id=refund.refund_id, kind=verdict.action, rule_ids=verdict.rule_ids)
         common = carried(refund, list(verdict.rule_ids))
         if verdict.action == "hold":
@@ -147,14 +166,14 @@ def carried(refund: RefundAccepted, reason_codes: list[str]) -> dict:
     return dict(refund.model_dump(exclude={"reason_codes"}), reason_codes=reason_codes)
 
 
-async def record_decision(conn: asyncpg.Connection, policy_version: str, refund: RefundAccepted, decision: str,
-                          reason_codes: list[str], *, decided_by: str, sla_seconds: float | None) -> Outgoing:
+def record_decision(outcomes: store.Outcomes, policy_version: str, refund: RefundAccepted, decision: str,
+                    reason_codes: list[str], *, decided_by: str, sla_seconds: float | None) -> Outgoing:
     """Approved or denied, final: stored once with the policy version and rules, then published.
 
     Only `Decisions.take_effect` approves through here: once the payment is verified, or unroutable."""
     now = datetime.now(UTC)
     outcome = "approved" if decision == "approve" else "denied"
-    await store.save_decision(conn, refund, outcome, policy_version, reason_codes, decided_by)
+    outcomes.decide(refund, outcome, policy_version, reason_codes, decided_by)
     waited = (now - refund.accepted_at).total_seconds()
     observe_completion("approval", outcome, refund.channel.value, waited,
                        overdue=sla_seconds is not None and waited > sla_seconds, drill=refund.drill)
@@ -188,12 +207,14 @@ class ReviewDesk:
                 effect = domain.check_decision(review, action, user.user_id, frozenset(roles))
                 await store.audit(conn, refund_id, user.user_id, action, reason, roles,
                                   {"kind": review.kind, "approvals_before": list(review.approvers)})
-                uow.emit(*await self._apply(conn, row, review, effect, user.user_id))
+                outcomes = store.Outcomes()
+                uow.emit(*await self._apply(conn, outcomes, row, review, effect, user.user_id))
+                await outcomes.save(conn)
             self.stage.committed.set()  # wake the verifier for an approval just parked
             return await self.view(conn, refund_id)
 
-    async def _apply(self, conn: asyncpg.Connection, row: asyncpg.Record, review: domain.OpenReview, effect: str,
-                     user_id: str) -> list[Outgoing]:
+    async def _apply(self, conn: asyncpg.Connection, outcomes: store.Outcomes, row: asyncpg.Record,
+                     review: domain.OpenReview, effect: str, user_id: str) -> list[Outgoing]:
         refund = RefundAccepted.model_validate(row["refund"])
         if effect == "approval_recorded":
             await store.add_approval(conn, refund.refund_id, review.kind, user_id)
@@ -204,21 +225,21 @@ class ReviewDesk:
             # The payment is verified once more; the disagreements this person saw no longer hold it.
             acknowledged |= domain.mismatch_codes(row["rule_ids"])
             if row["release_codes"] is not None:  # a payment-mismatch hold on an approval: it goes ahead
-                return await self.decisions.after_verification(conn, store.AwaitingVerification(
+                return self.decisions.after_verification(outcomes, store.AwaitingVerification(
                     refund, row["policy_version"], list(row["release_codes"]), user_id, acknowledged=acknowledged))
             # A risk hold (or a mismatch found before a review) is lifted; the policy decides as if it had
             # not fired.
             verdict = domain.apply_rules(self.policy, refund)
-            return await self.decisions.apply(conn, refund, verdict, decided_by=user_id, acknowledged=acknowledged)
+            return self.decisions.apply(outcomes, refund, verdict, decided_by=user_id, acknowledged=acknowledged)
         if effect == "approve":
             await store.add_approval(conn, refund.refund_id, review.kind, user_id)
         await store.close_review(conn, refund.refund_id, "approved" if effect == "approve" else "denied")
         codes = list(row["rule_ids"]) + [f"review-{'approved' if effect == 'approve' else 'denied'}"]
         if effect == "approve":
-            return await self.decisions.after_verification(conn, store.AwaitingVerification(
+            return self.decisions.after_verification(outcomes, store.AwaitingVerification(
                 refund, row["policy_version"], codes, user_id, acknowledged=acknowledged))
-        return [await record_decision(conn, row["policy_version"], refund, effect, codes,
-                                      decided_by=user_id, sla_seconds=None)]
+        return [record_decision(outcomes, row["policy_version"], refund, effect, codes,
+                                decided_by=user_id, sla_seconds=None)]
 
     async def view(self, conn: asyncpg.Connection, refund_id: str) -> dict:
         row = await store.review(conn, refund_id)
@@ -234,8 +255,10 @@ class ReviewDesk:
         """Escalate reviews and holds past their SLA; apply `on_expiry` to those past expiry."""
         async with self.stage.unit_of_work() as uow:
             outgoing = [await self._escalate(uow.conn, row) for row in await store.overdue_reviews(uow.conn)]
+            outcomes = store.Outcomes()
             for row in await store.expired_reviews(uow.conn):
-                outgoing += await self._expire(uow.conn, row)
+                outgoing += await self._expire(uow.conn, outcomes, row)
+            await outcomes.save(uow.conn)
             uow.emit(*outgoing)
         self.stage.committed.set()
         return len(outgoing)
@@ -251,7 +274,8 @@ class ReviewDesk:
             waiting_since=row["opened_at"], due_at=row["due_at"], escalated_at=datetime.now(UTC))
         return encode(payload, source=SOURCE, key=refund.refund_id)
 
-    async def _expire(self, conn: asyncpg.Connection, row: asyncpg.Record) -> list[Outgoing]:
+    async def _expire(self, conn: asyncpg.Connection, outcomes: store.Outcomes,
+                      row: asyncpg.Record) -> list[Outgoing]:
         refund = RefundAccepted.model_validate(row["refund"])
         waiting: Waiting = self.policy.hold if row["kind"] == "hold" else self.policy.review
         effect = "approve" if waiting.on_expiry == "approve" else "deny"
@@ -259,12 +283,12 @@ class ReviewDesk:
         await store.audit(conn, refund.refund_id, SYSTEM, effect, f"{row['kind']} expired unanswered",
                           detail={"expires_at": row["expires_at"].isoformat()})
         if effect == "deny":
-            return [await record_decision(conn, row["policy_version"], refund, "deny",
-                                          list(row["rule_ids"]) + [f"{row['kind']}-expired"],
-                                          decided_by=SYSTEM, sla_seconds=None)]
+            return [record_decision(outcomes, row["policy_version"], refund, "deny",
+                                    list(row["rule_ids"]) + [f"{row['kind']}-expired"],
+                                    decided_by=SYSTEM, sla_seconds=None)]
         # Nobody is left to release a new hold: a payment that still disagrees is denied instead.
         codes = list(row["release_codes"] if row["release_codes"] is not None else row["rule_ids"])
-        return await self.decisions.after_verification(conn, store.AwaitingVerification(
+        return self.decisions.after_verification(outcomes, store.AwaitingVerification(
             refund, row["policy_version"], codes + [f"{row['kind']}-expired"], SYSTEM,
             acknowledged=frozenset(row["acknowledged"]), on_mismatch="deny"))
 

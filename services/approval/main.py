@@ -12,12 +12,13 @@ from services.approval.policy import PolicyError, load_policy
 from services.approval.store import BACKLOG
 from services.approval.verification import PaymentVerifier
 from shared import topics
+from shared.events import TYPE_OF, RefundAccepted
 from shared.gateway_routes import GatewayRoutes
 from shared.metrics import read_backlog, sweep_forever
 from shared.periodic import every
 from shared.service import make_app, make_broker, subscribe_stage
 from shared.settings import ServiceSettings
-from shared.stage import Stage
+from shared.stage import Handler, Stage
 from shared.staff import StaffAuth, StaffVerifier
 
 DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "deploy" / "policy" / "refund-policy.yaml"
@@ -51,7 +52,8 @@ except PolicyError as invalid:
 broker = make_broker(settings)
 payments = GatewayPayments.from_routes(settings.gateway_routes)
 decisions = Decisions(policy, payments)
-stage = Stage(schema="approval", source=SOURCE, decide=ApprovalStep(decisions, settings.approval_sla_seconds))
+stage = Stage(schema="approval", source=SOURCE,
+              handlers={TYPE_OF[RefundAccepted]: Handler(ApprovalStep(decisions, settings.approval_sla_seconds))})
 consumer = subscribe_stage(stage, topics.ACCEPTED, group_id="refund-approval", max_records=settings.batch_max_records)
 desk = ReviewDesk(stage, decisions)
 verifier = PaymentVerifier(stage, decisions, payments, claim_size=settings.approval_verify_concurrency,

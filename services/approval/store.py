@@ -1,48 +1,76 @@
 """Approval's PostgreSQL store (schema `approval`)."""
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import asyncpg
 
-from services.approval.domain import CustomerHistory, OpenReview, Verdict
+from services.approval.domain import HISTORY_DEPTH, OpenReview, PastRefund, Verdict, customer_key
 from shared import tracing
 from shared.events import RefundAccepted
 from shared.roles import Role
 
 
-def customer_key(refund: RefundAccepted) -> str:
-    return f"{refund.source}/{refund.customer.id}"
+@dataclass(frozen=True)
+class SeenBefore:
+    """What approval already holds of an accepted refund, read before deciding a batch."""
+
+    decided: bool  # decided, parked for people or waiting for its payment: under another event id
+    recorded: bool  # in the customer history already
+    velocity_since: datetime  # the start of its velocity window, as PostgreSQL reckons the interval
 
 
-async def already_seen(conn: asyncpg.Connection, refund_id: str) -> bool:
-    return await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM approval.decisions WHERE refund_id = $1) "
-        "OR EXISTS (SELECT 1 FROM approval.reviews WHERE refund_id = $1) "
-        "OR EXISTS (SELECT 1 FROM approval.verifications WHERE refund_id = $1)", refund_id)
+async def seen_before(conn: asyncpg.Connection, refunds: Sequence[RefundAccepted],
+                      velocity_window: timedelta | None) -> list[SeenBefore]:
+    """One per refund, in order."""
+    rows = await conn.fetch(
+        "SELECT EXISTS (SELECT 1 FROM approval.decisions d WHERE d.refund_id = r.refund_id) "
+        "    OR EXISTS (SELECT 1 FROM approval.reviews v WHERE v.refund_id = r.refund_id) "
+        "    OR EXISTS (SELECT 1 FROM approval.verifications w WHERE w.refund_id = r.refund_id) AS decided, "
+        "  EXISTS (SELECT 1 FROM approval.customer_refunds c WHERE c.refund_id = r.refund_id) AS recorded, "
+        "  r.accepted_at - $3::interval AS velocity_since "
+        "FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS r(refund_id, accepted_at, n) ORDER BY r.n",
+        [refund.refund_id for refund in refunds], [refund.accepted_at for refund in refunds],
+        velocity_window or timedelta(0))
+    return [SeenBefore(row["decided"], row["recorded"], row["velocity_since"]) for row in rows]
 
 
-async def customer_history(conn: asyncpg.Connection, refund: RefundAccepted,
-                           velocity_window: timedelta | None) -> CustomerHistory:
-    """The customer's earlier refunds; records this one for the next look-up."""
-    key = customer_key(refund)
-    row = await conn.fetchrow(
-        "SELECT count(*) FILTER (WHERE accepted_at > $3::timestamptz - $4::interval) AS recent, "
-        "       coalesce(array_agg(amount_value) FILTER (WHERE currency = $5), '{}') AS amounts "
-        "FROM (SELECT * FROM approval.customer_refunds WHERE customer_key = $1 AND refund_id <> $2 "
-        "      ORDER BY accepted_at DESC LIMIT 200) recent_refunds",
-        key, refund.refund_id, refund.accepted_at, velocity_window or timedelta(0), refund.amount.currency)
+async def latest_customer_refunds(conn: asyncpg.Connection,
+                                  customer_keys: Iterable[str]) -> dict[str, list[PastRefund]]:
+    """Each customer's latest HISTORY_DEPTH + 1 recorded refunds (domain.customer_histories)."""
+    rows = await conn.fetch(
+        "SELECT k.customer_key, c.refund_id, c.currency, c.amount_value, c.accepted_at "
+        "FROM unnest($1::text[]) AS k(customer_key) CROSS JOIN LATERAL ("
+        "  SELECT refund_id, currency, amount_value, accepted_at FROM approval.customer_refunds "
+        "  WHERE customer_key = k.customer_key ORDER BY accepted_at DESC LIMIT $2) c",
+        sorted(set(customer_keys)), HISTORY_DEPTH + 1)
+    latest: dict[str, list[PastRefund]] = {}
+    for row in rows:
+        latest.setdefault(row["customer_key"], []).append(
+            PastRefund(row["refund_id"], row["currency"], row["amount_value"], row["accepted_at"]))
+    return latest
+
+
+async def record_customer_refunds(conn: asyncpg.Connection, refunds: Sequence[RefundAccepted]) -> None:
+    """Add the refunds to their customers' histories (a refund recorded before keeps its row)."""
     await conn.execute(
         "INSERT INTO approval.customer_refunds (refund_id, customer_key, currency, amount_value, accepted_at) "
-        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (refund_id) DO NOTHING",
-        refund.refund_id, key, refund.amount.currency, refund.amount.value, refund.accepted_at)
-    return CustomerHistory(row["recent"] if velocity_window else 0, tuple(row["amounts"]))
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[]) "
+        "ON CONFLICT (refund_id) DO NOTHING",
+        [r.refund_id for r in refunds], [customer_key(r) for r in refunds], [r.amount.currency for r in refunds],
+        [r.amount.value for r in refunds], [r.accepted_at for r in refunds])
 
 
-async def dispute_open(conn: asyncpg.Connection, gateway: str, payment_id: str) -> bool:
-    return bool(await conn.fetchval(
-        "SELECT open FROM approval.disputes WHERE gateway = $1 AND payment_id = $2", gateway, payment_id))
+async def open_disputes(conn: asyncpg.Connection, payments: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The (gateway, payment id) pairs among `payments` with an open dispute."""
+    pairs = sorted(set(payments))
+    rows = await conn.fetch(
+        "SELECT d.gateway, d.payment_id FROM approval.disputes d "
+        "JOIN unnest($1::text[], $2::text[]) AS p(gateway, payment_id) USING (gateway, payment_id) WHERE d.open",
+        [gateway for gateway, _ in pairs], [payment_id for _, payment_id in pairs])
+    return {(row["gateway"], row["payment_id"]) for row in rows}
 
 
 async def set_dispute(conn: asyncpg.Connection, gateway: str, payment_id: str, is_open: bool,
@@ -51,37 +79,6 @@ async def set_dispute(conn: asyncpg.Connection, gateway: str, payment_id: str, i
         "INSERT INTO approval.disputes (gateway, payment_id, open, reason, updated_by) VALUES ($1, $2, $3, $4, $5) "
         "ON CONFLICT (gateway, payment_id) DO UPDATE SET open = $3, reason = $4, updated_by = $5, updated_at = now()",
         gateway, payment_id, is_open, reason, user_id)
-
-
-async def save_decision(conn: asyncpg.Connection, refund: RefundAccepted, decision: str, policy_version: str,
-                        rule_ids: list[str], decided_by: str) -> None:
-    await conn.execute(
-        "INSERT INTO approval.decisions (refund_id, decision, policy_version, rule_ids, channel, accepted_at, "
-        "decided_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        refund.refund_id, decision, policy_version, rule_ids, refund.channel.value, refund.accepted_at, decided_by)
-
-
-async def open_review(conn: asyncpg.Connection, refund: RefundAccepted, verdict: Verdict, policy_version: str,
-                      now: datetime, due_at: datetime, expires_at: datetime,
-                      release_codes: list[str] | None = None, acknowledged: frozenset[str] = frozenset()) -> None:
-    """Open (or, for a released hold, turn into a review) the refund's row for people to decide.
-
-    `release_codes`: a `payment-mismatch` hold's; releasing it approves with them. `acknowledged`: the
-    mismatch codes people released on this refund so far.
-    """
-    await conn.execute(
-        "INSERT INTO approval.reviews (refund_id, kind, state, required_approvals, roles, rule_ids, policy_version, "
-        "refund, amount_value, currency, channel, region, opened_at, due_at, expires_at, release_codes, acknowledged) "
-        "VALUES ($1, $2, 'open', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) "
-        "ON CONFLICT (refund_id) DO UPDATE SET kind = EXCLUDED.kind, state = 'open', "
-        "required_approvals = EXCLUDED.required_approvals, roles = EXCLUDED.roles, rule_ids = EXCLUDED.rule_ids, "
-        "opened_at = EXCLUDED.opened_at, due_at = EXCLUDED.due_at, expires_at = EXCLUDED.expires_at, "
-        "escalated_at = NULL, closed_at = NULL, release_codes = EXCLUDED.release_codes, "
-        "acknowledged = EXCLUDED.acknowledged",
-        refund.refund_id, "hold" if verdict.action == "hold" else "review", max(verdict.approvals, 1),
-        [str(role) for role in verdict.roles], list(verdict.rule_ids), policy_version,
-        refund.model_dump(mode="json"), refund.amount.value, refund.amount.currency, refund.channel.value,
-        refund.region, now, due_at, expires_at, release_codes, sorted(acknowledged))
 
 
 async def lock_review(conn: asyncpg.Connection, refund_id: str) -> tuple[asyncpg.Record, OpenReview] | None:
@@ -105,11 +102,13 @@ async def close_review(conn: asyncpg.Connection, refund_id: str, state: str) -> 
                        refund_id, state)
 
 
+_AUDIT = ("INSERT INTO approval.audit (refund_id, actor, roles, action, reason, detail) "
+          "VALUES ($1, $2, $3, $4, $5, $6)")
+
+
 async def audit(conn: asyncpg.Connection, refund_id: str, actor: str, action: str, reason: str,
                 roles: list[str] | None = None, detail: dict | None = None) -> None:
-    await conn.execute(
-        "INSERT INTO approval.audit (refund_id, actor, roles, action, reason, detail) VALUES ($1, $2, $3, $4, $5, $6)",
-        refund_id, actor, roles or [], action, reason, detail or {})
+    await conn.execute(_AUDIT, refund_id, actor, roles or [], action, reason, detail or {})
 
 
 async def overdue_reviews(conn: asyncpg.Connection, limit: int = 100) -> list[asyncpg.Record]:
@@ -175,17 +174,73 @@ class AwaitingVerification:
     review: Verdict | None = None
 
 
-async def park_for_verification(conn: asyncpg.Connection, parked: AwaitingVerification) -> None:
-    refund, review = parked.refund, parked.review
-    await conn.execute(
-        "INSERT INTO approval.verifications (refund_id, refund, gateway, payment_id, policy_version, reason_codes, "
-        "decided_by, sla_seconds, acknowledged, on_mismatch, review, traceparent) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (refund_id) DO NOTHING",
-        refund.refund_id, refund.model_dump(mode="json"), refund.payment.gateway, refund.payment.id,
-        parked.policy_version, parked.reason_codes, parked.decided_by, parked.sla_seconds,
-        sorted(parked.acknowledged), parked.on_mismatch,
-        review and {"approvals": review.approvals, "roles": [str(role) for role in review.roles]},
-        tracing.traceparent_for(refund.refund_id))  # tracing: the verifier continues this trace
+@dataclass
+class Outcomes:
+    """What decisions save -- decisions, reviews and holds opened, audit entries, decisions parked for
+    payment verification -- written by `save` with one statement per table, however many there are."""
+
+    decisions: list[tuple] = field(default_factory=list)
+    reviews: list[tuple] = field(default_factory=list)
+    audits: list[tuple] = field(default_factory=list)
+    parked: list[tuple] = field(default_factory=list)
+
+    def decide(self, refund: RefundAccepted, decision: str, policy_version: str, rule_ids: list[str],
+               decided_by: str) -> None:
+        """Approved or denied, final."""
+        self.decisions.append((refund.refund_id, decision, policy_version, rule_ids, refund.channel.value,
+                               refund.accepted_at, decided_by))
+
+    def open_review(self, refund: RefundAccepted, verdict: Verdict, policy_version: str, now: datetime,
+                    due_at: datetime, expires_at: datetime, release_codes: list[str] | None = None,
+                    acknowledged: frozenset[str] = frozenset()) -> None:
+        """Open (or, for a released hold, turn into a review) the refund's row for people to decide.
+
+        `release_codes`: a `payment-mismatch` hold's; releasing it approves with them. `acknowledged`: the
+        mismatch codes people released on this refund so far.
+        """
+        self.reviews.append((
+            refund.refund_id, "hold" if verdict.action == "hold" else "review", max(verdict.approvals, 1),
+            [str(role) for role in verdict.roles], list(verdict.rule_ids), policy_version,
+            refund.model_dump(mode="json"), refund.amount.value, refund.amount.currency, refund.channel.value,
+            refund.region, now, due_at, expires_at, release_codes, sorted(acknowledged)))
+
+    def audit(self, refund_id: str, actor: str, action: str, reason: str, detail: dict | None = None) -> None:
+        self.audits.append((refund_id, actor, [], action, reason, detail or {}))
+
+    def park(self, parked: AwaitingVerification) -> None:
+        """Wait for the verifier to read the refund's payment (a refund parked already stays as it is)."""
+        refund, review = parked.refund, parked.review
+        self.parked.append((
+            refund.refund_id, refund.model_dump(mode="json"), refund.payment.gateway, refund.payment.id,
+            parked.policy_version, parked.reason_codes, parked.decided_by, parked.sla_seconds,
+            sorted(parked.acknowledged), parked.on_mismatch,
+            review and {"approvals": review.approvals, "roles": [str(role) for role in review.roles]},
+            tracing.traceparent_for(refund.refund_id)))  # tracing: the verifier continues this trace
+
+    async def save(self, conn: asyncpg.Connection) -> None:
+        for statement, rows in ((_DECISION, self.decisions), (_REVIEW, self.reviews), (_AUDIT, self.audits),
+                                (_PARK, self.parked)):
+            if rows:
+                await conn.executemany(statement, rows)
+            rows.clear()
+
+
+_DECISION = (
+    "INSERT INTO approval.decisions (refund_id, decision, policy_version, rule_ids, channel, accepted_at, "
+    "decided_by) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+_REVIEW = (
+    "INSERT INTO approval.reviews (refund_id, kind, state, required_approvals, roles, rule_ids, policy_version, "
+    "refund, amount_value, currency, channel, region, opened_at, due_at, expires_at, release_codes, acknowledged) "
+    "VALUES ($1, $2, 'open', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) "
+    "ON CONFLICT (refund_id) DO UPDATE SET kind = EXCLUDED.kind, state = 'open', "
+    "required_approvals = EXCLUDED.required_approvals, roles = EXCLUDED.roles, rule_ids = EXCLUDED.rule_ids, "
+    "opened_at = EXCLUDED.opened_at, due_at = EXCLUDED.due_at, expires_at = EXCLUDED.expires_at, "
+    "escalated_at = NULL, closed_at = NULL, release_codes = EXCLUDED.release_codes, "
+    "acknowledged = EXCLUDED.acknowledged")
+_PARK = (
+    "INSERT INTO approval.verifications (refund_id, refund, gateway, payment_id, policy_version, reason_codes, "
+    "decided_by, sla_seconds, acknowledged, on_mismatch, review, traceparent) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (refund_id) DO NOTHING")
 
 
 def awaiting_verification(row: asyncpg.Record) -> AwaitingVerification:

@@ -124,26 +124,26 @@ class PaymentVerifier:
                         reason=reason, attempts=row["attempts"] + 1, next_in_seconds=delay)
         answered = [(row, reading) for row, reading in read if not reading.unanswered]
         taken = await store.take_verified(conn, [row for row, _ in answered])
-        outgoing = []
-        for row, reading in answered:
-            if row["refund_id"] in taken:  # else another round settled it after this claim's lease ran out
-                outgoing.append(await self._conclude(conn, store.awaiting_verification(row), reading))
+        outcomes = store.Outcomes()
+        outgoing = [self._conclude(outcomes, store.awaiting_verification(row), reading) for row, reading in answered
+                    if row["refund_id"] in taken]  # else another round settled it after this claim's lease ran out
+        await outcomes.save(conn)
         return outgoing
 
     def _delay(self, row: asyncpg.Record) -> float:
         return domain.recheck_delay(row["attempts"] + 1, self.retry_base_seconds, self.retry_cap_seconds)
 
-    async def _conclude(self, conn: asyncpg.Connection, parked: store.AwaitingVerification, reading: Reading) -> Outgoing:
+    def _conclude(self, outcomes: store.Outcomes, parked: store.AwaitingVerification, reading: Reading) -> Outgoing:
         refund = parked.refund
         gateway = refund.payment.gateway
         if not reading.routed:
             PAYMENT_CHECKS.labels("-", "unrouted").inc()
-            return await self.decisions.take_effect(conn, parked)
+            return self.decisions.take_effect(outcomes, parked)
         check = domain.check_payment(refund, reading.payment, parked.acknowledged)
         if check.approves:
             PAYMENT_CHECKS.labels(gateway, "released" if check.released else "matched").inc()
             log.info("payment_verified", refund_id=refund.refund_id, gateway=gateway, released=check.released)
-            return await self.decisions.take_effect(conn, parked, released=check.released)
+            return self.decisions.take_effect(outcomes, parked, released=check.released)
         PAYMENT_CHECKS.labels(gateway, "unknown" if reading.payment is None else "mismatch").inc()
         log.warning("payment_mismatch", refund_id=refund.refund_id, gateway=gateway, codes=check.mismatch)
         seen = reading.payment
@@ -151,8 +151,8 @@ class PaymentVerifier:
                   "at_gateway": seen and {"currency": seen.currency, "captured": seen.captured,
                                           "refunded": seen.refunded}}
         if parked.on_mismatch == "hold":
-            return await self.decisions.hold_mismatch(conn, parked, check.mismatch, detail)
-        await store.audit(conn, refund.refund_id, SYSTEM, "deny", "the gateway's payment disagrees with the refund",
-                          detail={"rule_ids": list(check.mismatch), **detail})
-        return await record_decision(conn, parked.policy_version, refund, "deny",
-                                     parked.reason_codes + list(check.mismatch), decided_by=SYSTEM, sla_seconds=None)
+            return self.decisions.hold_mismatch(outcomes, parked, check.mismatch, detail)
+        outcomes.audit(refund.refund_id, SYSTEM, "deny", "the gateway's payment disagrees with the refund",
+                       detail={"rule_ids": list(check.mismatch), **detail})
+        return record_decision(outcomes, parked.policy_version, refund, "deny",
+                               parked.reason_codes + list(check.mismatch), decided_by=SYSTEM, sla_seconds=None)
