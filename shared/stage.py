@@ -133,7 +133,8 @@ class Stage:
     """The consume loop of one service: inbox, decision, outbox, send."""
 
     def __init__(self, *, schema: str, source: str, decide: Decide | None = None,
-                 handlers: Mapping[str, Handler] | None = None, redelivered: Decide | DecideBatch | None = None,
+                 handlers: Mapping[str, Handler] | None = None, default: Handler | None = None,
+                 redelivered: Decide | DecideBatch | None = None,
                  on_invalid_envelope: Decide | None = None,
                  answers_invalid_envelopes_on: frozenset[str] = frozenset(),
                  trusted: Mapping[str, frozenset[str]] | None = None, max_unacked: int = 20_000) -> None:
@@ -142,6 +143,10 @@ class Stage:
         # Event type -> handler; `decide` is the one handler for every type a stage that has no registry
         # consumes (one event at a time, raw data).
         self.handlers: dict[str, Handler] = dict(handlers or {})
+        # For the types no handler is registered for (intake answers every request, whatever its type).
+        # Without one, a contract type the stage has no handler for is not its business (skipped), and a
+        # type outside the contract is a dead letter (`unknown_type`: a producer ahead of this consumer).
+        self.default = default
         self.decide = decide
         # Called instead of the handler for events the inbox has seen (most stages: nothing). A batch
         # handler when `handlers` is given, else per event.
@@ -241,7 +246,7 @@ class Stage:
             else:  # redelivered, or twice in this batch: its effects are already saved
                 seen.append(item)
         if seen and self.redelivered is not None:
-            if self.handlers:
+            if self.handlers or self.default is not None:
                 outgoing += await self.redelivered(conn, seen)
             else:
                 outgoing += await one_at_a_time(self.redelivered)(conn, seen)
@@ -252,15 +257,19 @@ class Stage:
     def _by_handler(self, items: Iterable[Inbound], letters: list[str],
                     outgoing: list[Outgoing]) -> list[tuple[DecideBatch, list[Inbound]]]:
         """The batch's events per handler, each handler's in consumption order; validated where asked."""
-        if not self.handlers:
+        if not self.handlers and self.default is None:
             items = list(items)
             return [(one_at_a_time(self.decide), items)] if items else []
         groups: dict[int, tuple[DecideBatch, list[Inbound]]] = {}
         for item in items:
-            handler = self.handlers.get(item.event.get_type())
+            handler = self.handlers.get(item.event.get_type(), self.default)
             if handler is None:
-                continue  # a type this stage has nothing to do with
-            if handler.validated:
+                if item.event.get_type() not in EVENT_TYPES:
+                    letters.append("unknown_type")
+                    outgoing.append(dead_letter(item.record, f"unknown_type: {item.event.get_type()} is not a "
+                                                "contract event type", source=self.source))
+                continue
+            if handler.validated and item.event.get_type() in EVENT_TYPES:
                 try:
                     item = _validated(item)
                 except ValidationError as error:
