@@ -5,12 +5,15 @@ Pure: no I/O. Errors use the contract's codes (SPEC.md "Outcomes").
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from dataclasses import dataclass
+from functools import cached_property
 
 from pydantic import ValidationError
 
 from shared.events import Customer, FieldError, RefundRequested
+from shared.ids import refund_id_for
 from shared.money import Money
 
 REQUESTED_TYPE = "refund.requested.v1"
@@ -92,6 +95,10 @@ class PaymentBalance:
     def refundable(self) -> int:
         return self.captured - self.refunded
 
+    def reserved(self, value: int) -> "PaymentBalance":
+        """The balance once `value` more is accepted for refund."""
+        return replace(self, refunded=self.refunded + value)
+
 
 def balance_errors(balance: PaymentBalance, request: RefundRequested) -> list[FieldError]:
     """Whether this payment can still cover the request (invariant 2: never over-refund)."""
@@ -106,6 +113,129 @@ def balance_errors(balance: PaymentBalance, request: RefundRequested) -> list[Fi
         return [FieldError(field="amount.value", code="exceeds_refundable",
                            message=f"only {remaining.format()} of this payment is still refundable")]
     return []
+
+
+# A payment as the balance ledger keys it: (gateway, payment id).
+PaymentKey = tuple[str, str]
+
+
+def payment_key(request: RefundRequested) -> PaymentKey:
+    return request.payment.gateway, request.payment.id
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One refund request as it reached intake (off Kafka or over HTTP), not decided yet."""
+
+    source: str | None
+    request_id: str | None  # where it could be read
+    event_type: str
+    data: object
+    received_at: datetime
+    # Problems the way in found itself (HTTP: a body request_id that is not the Idempotency-Key).
+    errors: tuple[FieldError, ...] = ()
+
+    @property
+    def refund_id(self) -> str | None:
+        """The refund (source, request_id) is, when both can be read; None: no ticket, no dedupe."""
+        return refund_id_for(self.source, self.request_id) if self.source and self.request_id else None
+
+    @cached_property
+    def body_hash(self) -> str:
+        return request_hash(self.data)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    request: RefundRequested
+
+
+@dataclass(frozen=True)
+class Rejected:
+    errors: list[FieldError]
+    request: RefundRequested | None = None  # when the body itself was valid
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A request whose (source, request_id) was seen before: it gets that one's outcome again."""
+
+    # Index in the batch of the first request with the key; None: decided before this batch.
+    earlier: int | None
+    # Its body differs from the first one's (the key was reused).
+    reused_key: bool = False
+
+
+Verdict = Accepted | Rejected | Duplicate
+# A request screened but not settled: a verdict already, or a valid new request the balance decides.
+Screened = Verdict | RefundRequested
+
+
+def screen(submissions: Sequence[Submission], stored_hashes: Mapping[str, str | None]) -> list[Screened]:
+    """Dedupe and validate a batch in consumption order. `stored_hashes`: refund_id -> body hash of the
+    requests decided before (None for tickets older than hashes, taken as the same body). A key twice
+    in the batch: the second is a duplicate of the first, as if the first had been decided alone."""
+    first_index: dict[str, int] = {}
+    screened: list[Screened] = []
+    for index, submission in enumerate(submissions):
+        refund_id = submission.refund_id
+        if refund_id is not None and refund_id in stored_hashes:
+            screened.append(Duplicate(None, stored_hashes[refund_id] not in (None, submission.body_hash)))
+        elif refund_id is not None and refund_id in first_index:
+            first = submissions[first_index[refund_id]]
+            screened.append(Duplicate(first_index[refund_id], first.body_hash != submission.body_hash))
+        else:
+            if refund_id is not None:
+                first_index[refund_id] = index
+            screened.append(_checked(submission))
+    return screened
+
+
+def _checked(submission: Submission) -> Rejected | RefundRequested:
+    checked = validate_request(submission.event_type, submission.data)
+    if isinstance(checked, list):
+        return Rejected([*submission.errors, *checked])
+    if submission.errors:
+        return Rejected(list(submission.errors), checked)
+    return checked
+
+
+def payments_to_lock(screened: Sequence[Screened]) -> dict[PaymentKey, Money]:
+    """The payments the batch's valid new requests refund, each with the captured amount its first
+    request gives (a payment seen for the first time is created with it)."""
+    captured: dict[PaymentKey, Money] = {}
+    for item in screened:
+        if isinstance(item, RefundRequested):
+            captured.setdefault(payment_key(item), item.payment.captured)
+    return captured
+
+
+def settle(screened: Sequence[Screened], balances: Mapping[PaymentKey, PaymentBalance]) -> list[Verdict]:
+    """Each valid new request against its payment's balance, in consumption order: a request sees
+    what the ones before it in the batch reserved (invariant 2)."""
+    ledger = dict(balances)
+    verdicts: list[Verdict] = []
+    for item in screened:
+        if not isinstance(item, RefundRequested):
+            verdicts.append(item)
+            continue
+        balance = ledger[payment_key(item)]
+        if problems := balance_errors(balance, item):
+            verdicts.append(Rejected(problems, item))
+        else:
+            ledger[payment_key(item)] = balance.reserved(item.amount.value)
+            verdicts.append(Accepted(item))
+    return verdicts
+
+
+def reservations(verdicts: Sequence[Verdict]) -> dict[PaymentKey, int]:
+    """What the accepted requests add to each payment's refunded amount, in minor units."""
+    added: dict[PaymentKey, int] = {}
+    for verdict in verdicts:
+        if isinstance(verdict, Accepted):
+            key = payment_key(verdict.request)
+            added[key] = added.get(key, 0) + verdict.request.amount.value
+    return added
 
 
 def onward_customer(customer: Customer, contact_sealed: str | None) -> Customer:

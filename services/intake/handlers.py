@@ -1,14 +1,16 @@
-"""Intake's decision for one refund request: load, decide, save, publish.
+"""Intake's decision for refund requests: load, decide, save, publish -- a batch at a time.
 
-One code path for both ways in -- the `refunds.requested` consumer (`Intake.decide`,
-the stage's step) and `POST /v1/refunds` (services/intake/api.py) -- so a request
-gets the same outcome whichever way it arrives. The same step takes the events that
-end a refund without money moving (services/intake/release.py).
+One code path for both ways in -- the `refunds.requested` consumer (`Intake.decide_batch`,
+the stage's step, a whole batch in a constant number of statements) and `POST /v1/refunds`
+(services/intake/api.py, `decide_request`: the same path with a batch of one) -- so a request
+gets the same outcome whichever way it arrives. The same step takes the events that end a
+refund without money moving (services/intake/release.py).
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import groupby
 
 import asyncpg
 import structlog
@@ -37,6 +39,24 @@ class Decision:
     reused_key: bool = False
 
 
+@dataclass(frozen=True)
+class _Completion:
+    """The stage metrics of one request accepted or rejected, recorded once its ticket is saved."""
+
+    outcome: str
+    channel: str
+    seconds: float
+    overdue: bool
+    drill: bool
+    codes: tuple[str, ...] = ()
+
+    def record(self) -> None:
+        observe_completion("intake", self.outcome, self.channel, self.seconds, overdue=self.overdue,
+                           drill=self.drill)
+        if self.outcome == "rejected":
+            count_rejections("intake", list(self.codes), drill=self.drill)
+
+
 class Intake:
     """Validates, dedupes, guards the refundable balance and opens the ticket with its SLA deadlines."""
 
@@ -47,51 +67,93 @@ class Intake:
         # Who may mark a refund as a drill: the drill scheduler, and the sources the settings allow.
         self.drill_sources = frozenset({domain.DRILL_SOURCE, *drill_sources})
 
-    async def decide(self, conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]:
-        """The consume step for one record: a refund request, or an event that may end a refund."""
-        if item.record.topic in release.TOPICS:
-            return await release.release_ended_refund(conn, item)
-        received_at = datetime.fromtimestamp(item.record.timestamp / 1000, UTC)
-        if item.event is None:  # JSON, but not a valid CloudEvent
-            source, request_id = domain.readable_ids(item.invalid.raw)
-            if previous := await _stored_outcome(conn, source, request_id):
-                log.info("duplicate_request", source=source, request_id=request_id)
-                return [previous.event]  # a re-sent broken envelope gets the very answer it got first
-            errors = [FieldError(field="envelope", code="invalid", message=str(item.invalid)[:500])]
-            rejected = await self._reject(conn, source, request_id, errors, received_at,
-                                          domain.request_hash(item.invalid.raw))
-            return [rejected.event]
-        source, raw = item.event.get_source(), item.event.get_data()
-        decision = await self.decide_request(
-            conn, source=source, request_id=domain.readable_ids({"source": source, "data": raw})[1],
-            event_type=item.event.get_type(), data=raw, received_at=received_at)
-        if decision.reused_key:
-            log.warning("request_id_reused_with_another_body", source=source, refund_id=decision.event.key)
+    async def decide_batch(self, conn: asyncpg.Connection, items: list[Inbound]) -> list[Outgoing]:
+        """The consume step for a batch's events: refund requests, and events that may end a refund.
+        Taken in runs of one kind in consumption order, so a request after a release in the batch sees
+        the balance it gave back, as it would one event at a time."""
+        outgoing: list[Outgoing] = []
+        for releasing, run in groupby(items, key=lambda item: item.record.topic in release.TOPICS):
+            if releasing:
+                outgoing += await release.release_ended_refunds(conn, list(run))
+            else:
+                outgoing += await self._answer_requests(conn, list(run))
+        return outgoing
+
+    async def _answer_requests(self, conn: asyncpg.Connection, items: list[Inbound]) -> list[Outgoing]:
+        submissions = [_submission(item) for item in items]
+        decisions = await self.decide_requests(conn, submissions)
+        for submission, decision in zip(submissions, decisions, strict=True):
+            if decision.reused_key:
+                log.warning("request_id_reused_with_another_body", source=submission.source,
+                            refund_id=decision.event.key)
+        return [decision.event for decision in decisions]
+
+    async def answer_invalid_envelope(self, conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]:
+        """A record on `refunds.requested` that is JSON but not a valid CloudEvent: rejected, naming the
+        envelope; a re-sent one gets the very answer it got first."""
+        source, request_id = domain.readable_ids(item.invalid.raw)
+        submission = domain.Submission(source, request_id, "", item.invalid.raw, _received_at(item))
+        stored = await store.stored_outcomes(conn, [submission.refund_id] if submission.refund_id else [])
+        if submission.refund_id in stored:
+            log.info("duplicate_request", source=source, request_id=request_id)
+            return [stored[submission.refund_id].event]
+        errors = [FieldError(field="envelope", code="invalid", message=str(item.invalid)[:500])]
+        decision, ticket, completion = self._reject(submission, errors)
+        await store.save_tickets(conn, [ticket] if ticket else [])
+        completion.record()
         return [decision.event]
 
     async def decide_request(self, conn: asyncpg.Connection, *, source: str, request_id: str | None,
                              event_type: str, data: object, received_at: datetime,
                              errors: Sequence[FieldError] = ()) -> Decision:
-        """Accept, reject (every problem, plus `errors` the caller found) or recognise a duplicate."""
-        body_hash = domain.request_hash(data)
-        if previous := await _stored_outcome(conn, source, request_id):
-            log.info("duplicate_request", source=source, request_id=request_id)
-            reused = previous.request_hash not in (None, body_hash)
-            return Decision("duplicate", previous.event, reused_key=reused)
+        """Accept, reject (every problem, plus `errors` the caller found) or recognise a duplicate: one
+        request, as a batch of one."""
+        submission = domain.Submission(source, request_id, event_type, data, received_at, tuple(errors))
+        [decision] = await self.decide_requests(conn, [submission])
+        return decision
 
-        checked = domain.validate_request(event_type, data)
-        if isinstance(checked, list) or errors:
-            problems = [*errors, *(checked if isinstance(checked, list) else [])]
-            request = checked if isinstance(checked, RefundRequested) else None
-            return await self._reject(conn, source, request_id, problems, received_at, body_hash, request)
-        balance = await store.lock_balance(conn, checked)
-        if problems := domain.balance_errors(balance, checked):
-            return await self._reject(conn, source, request_id, problems, received_at, body_hash, checked)
-        await store.reserve(conn, checked)
-        return await self._accept(conn, source, checked, received_at, body_hash)
+    async def decide_requests(self, conn: asyncpg.Connection,
+                              submissions: Sequence[domain.Submission]) -> list[Decision]:
+        """Each request's decision, in order, as if decided one after the other, in four statements
+        whatever the number: read the stored outcomes, lock the payments' balances, reserve, save the
+        tickets. A request whose key came earlier in the batch gets that one's outcome."""
+        stored = await store.stored_outcomes(conn, [s.refund_id for s in submissions if s.refund_id])
+        screened = domain.screen(submissions, {refund_id: o.request_hash for refund_id, o in stored.items()})
+        balances = await store.lock_balances(conn, domain.payments_to_lock(screened))
+        verdicts = domain.settle(screened, balances)
+        decisions, tickets, completions = self._outcomes(submissions, verdicts, stored)
+        await store.reserve(conn, domain.reservations(verdicts))
+        await store.save_tickets(conn, tickets)
+        for completion in completions:
+            completion.record()
+        return decisions
 
-    async def _accept(self, conn: asyncpg.Connection, source: str, request: RefundRequested,
-                      received_at: datetime, body_hash: str) -> Decision:
+    def _outcomes(self, submissions: Sequence[domain.Submission], verdicts: Sequence[domain.Verdict],
+                  stored: dict[str, store.StoredOutcome]
+                  ) -> tuple[list[Decision], list[store.Ticket], list[_Completion]]:
+        """The outcome events of the verdicts, the tickets to save and the metrics to record."""
+        decisions: list[Decision] = []
+        tickets: list[store.Ticket] = []
+        completions: list[_Completion] = []
+        for submission, verdict in zip(submissions, verdicts, strict=True):
+            if isinstance(verdict, domain.Duplicate):
+                log.info("duplicate_request", source=submission.source, request_id=submission.request_id)
+                first = (stored[submission.refund_id].event if verdict.earlier is None
+                         else decisions[verdict.earlier].event)
+                decisions.append(Decision("duplicate", first, reused_key=verdict.reused_key))
+                continue
+            if isinstance(verdict, domain.Accepted):
+                decision, ticket, completion = self._accept(submission, verdict.request)
+            else:
+                decision, ticket, completion = self._reject(submission, verdict.errors, verdict.request)
+            decisions.append(decision)
+            tickets += [ticket] if ticket else []
+            completions.append(completion)
+        return decisions, tickets, completions
+
+    def _accept(self, submission: domain.Submission,
+                request: RefundRequested) -> tuple[Decision, store.Ticket, _Completion]:
+        source, received_at = submission.source, submission.received_at
         refund_id = refund_id_for(source, request.request_id)
         now = datetime.now(UTC)
         channel = request.payment.channel.value
@@ -105,33 +167,32 @@ class Intake:
             metadata=request.metadata, deadlines=deadlines, drill=self._is_drill(request, source),
         )
         event = encode(accepted, source=SOURCE, key=refund_id)
-        await store.save_ticket(conn, refund_id=refund_id, source=source, request_id=request.request_id,
-                                outcome="accepted", request=request, event=event, received_at=received_at,
-                                request_hash=body_hash, deadlines=deadlines)
-        observe_completion("intake", "accepted", channel, (now - received_at).total_seconds(),
-                           overdue=now > deadlines["intake"], drill=accepted.drill)
-        return Decision("accepted", event)
+        ticket = store.Ticket(refund_id=refund_id, source=source, request_id=request.request_id,
+                              outcome="accepted", request=request, event=event, received_at=received_at,
+                              request_hash=submission.body_hash, deadlines=deadlines)
+        completion = _Completion("accepted", channel, (now - received_at).total_seconds(),
+                                 overdue=now > deadlines["intake"], drill=accepted.drill)
+        return Decision("accepted", event), ticket, completion
 
-    async def _reject(self, conn: asyncpg.Connection, source: str | None, request_id: str | None,
-                      errors: list[FieldError], received_at: datetime, body_hash: str,
-                      request: RefundRequested | None = None) -> Decision:
-        refund_id = refund_id_for(source, request_id) if source and request_id else None
+    def _reject(self, submission: domain.Submission, errors: list[FieldError],
+                request: RefundRequested | None = None) -> tuple[Decision, store.Ticket | None, _Completion]:
+        source, request_id, refund_id = submission.source, submission.request_id, submission.refund_id
         rejected = RefundRejected(
             refund_id=refund_id, request_id=request_id, source=source,
             order_id=request.order_id if request else None, amount=request.amount if request else None,
             errors=errors, rejected_at=datetime.now(UTC),
         )
         event = encode(rejected, source=SOURCE, key=refund_id or request_id)
-        if refund_id is not None:
-            await store.save_ticket(conn, refund_id=refund_id, source=source, request_id=request_id,
-                                    outcome="rejected", request=request, event=event,
-                                    received_at=received_at, request_hash=body_hash)
+        ticket = None if refund_id is None else store.Ticket(
+            refund_id=refund_id, source=source, request_id=request_id, outcome="rejected", request=request,
+            event=event, received_at=submission.received_at, request_hash=submission.body_hash)
         drill = request is not None and self._is_drill(request, source)
-        observe_completion("intake", "rejected", request.payment.channel.value if request else "unknown",
-                           (datetime.now(UTC) - received_at).total_seconds(), overdue=False, drill=drill)
-        count_rejections("intake", [e.code for e in errors], drill=drill)
-        log.info("request_rejected", source=source, request_id=request_id, codes=[e.code for e in errors])
-        return Decision("rejected", event)
+        codes = tuple(e.code for e in errors)
+        completion = _Completion("rejected", request.payment.channel.value if request else "unknown",
+                                 (datetime.now(UTC) - submission.received_at).total_seconds(), overdue=False,
+                                 drill=drill, codes=codes)
+        log.info("request_rejected", source=source, request_id=request_id, codes=list(codes))
+        return Decision("rejected", event), ticket, completion
 
     def _onward_customer(self, request: RefundRequested, refund_id: str):
         contact = domain.contact_of(request.customer)
@@ -145,9 +206,11 @@ class Intake:
         return drill
 
 
-async def _stored_outcome(conn: asyncpg.Connection, source: str | None,
-                          request_id: str | None) -> store.StoredOutcome | None:
-    """What (source, request_id) got before, if both can be read and it was seen."""
-    if source is None or request_id is None:
-        return None
-    return await store.stored_outcome(conn, refund_id_for(source, request_id))
+def _received_at(item: Inbound) -> datetime:
+    return datetime.fromtimestamp(item.record.timestamp / 1000, UTC)
+
+
+def _submission(item: Inbound) -> domain.Submission:
+    source, raw = item.event.get_source(), item.event.get_data()
+    return domain.Submission(source=source, request_id=domain.readable_ids({"source": source, "data": raw})[1],
+                             event_type=item.event.get_type(), data=raw, received_at=_received_at(item))

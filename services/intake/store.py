@@ -1,15 +1,17 @@
 """Intake's PostgreSQL store (schema `intake`)."""
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
 from services.intake import credentials
-from services.intake.domain import PaymentBalance
+from services.intake.domain import PaymentBalance, PaymentKey
 from shared import topics
 from shared.envelope import Outgoing
 from shared.events import RefundRequested
+from shared.money import Money
 
 
 @dataclass(frozen=True)
@@ -20,77 +22,121 @@ class StoredOutcome:
     request_hash: str | None
 
 
-async def stored_outcome(conn: asyncpg.Connection, refund_id: str) -> StoredOutcome | None:
-    """The outcome of (source, request_id), if it was seen before."""
-    row = await conn.fetchrow(
-        "SELECT outcome_topic, outcome_key, outcome_value, outcome_headers, request_hash "
-        "FROM intake.tickets WHERE refund_id = $1", refund_id)
-    if row is None:
-        return None
-    event = Outgoing(topic=row["outcome_topic"], key=row["outcome_key"], value=row["outcome_value"],
-                     headers={k: v.encode() for k, v in row["outcome_headers"].items()}, event_id="")
-    return StoredOutcome(event=event, request_hash=row["request_hash"])
+async def stored_outcomes(conn: asyncpg.Connection, refund_ids: Sequence[str]) -> dict[str, StoredOutcome]:
+    """refund_id -> the outcome of the requests among `refund_ids` seen before."""
+    if not refund_ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT refund_id, outcome_topic, outcome_key, outcome_value, outcome_headers, request_hash "
+        "FROM intake.tickets WHERE refund_id = ANY($1::text[])", list(refund_ids))
+    return {row["refund_id"]: StoredOutcome(
+        event=Outgoing(topic=row["outcome_topic"], key=row["outcome_key"], value=row["outcome_value"],
+                       headers={k: v.encode() for k, v in row["outcome_headers"].items()}, event_id=""),
+        request_hash=row["request_hash"]) for row in rows}
 
 
-async def lock_balance(conn: asyncpg.Connection, request: RefundRequested) -> PaymentBalance:
-    """The payment's balance row, created on first sight and locked for this transaction."""
-    # DO UPDATE (a no-op) instead of DO NOTHING so the existing row is returned and locked.
-    row = await conn.fetchrow(
+async def lock_balances(conn: asyncpg.Connection,
+                        captured: Mapping[PaymentKey, Money]) -> dict[PaymentKey, PaymentBalance]:
+    """The payments' balance rows, each created on first sight (with its `captured`) and locked for this
+    transaction, in (gateway, payment_id) order: every transaction that locks several takes them in one
+    order, so two replicas' batches (and the HTTP path's one row) wait for each other, never deadlock."""
+    if not captured:
+        return {}
+    # DO UPDATE (a no-op) instead of DO NOTHING so the existing rows are returned and locked.
+    rows = await conn.fetch(
         "INSERT INTO intake.payment_balances (gateway, payment_id, currency, captured) "
-        "VALUES ($1, $2, $3, $4) ON CONFLICT (gateway, payment_id) "
-        "DO UPDATE SET gateway = EXCLUDED.gateway RETURNING currency, captured, refunded",
-        request.payment.gateway, request.payment.id,
-        request.payment.captured.currency, request.payment.captured.value)
-    return PaymentBalance(row["currency"], row["captured"], row["refunded"])
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) "
+        "AS p(gateway, payment_id, currency, captured) ORDER BY p.gateway, p.payment_id "
+        "ON CONFLICT (gateway, payment_id) DO UPDATE SET gateway = EXCLUDED.gateway "
+        "RETURNING gateway, payment_id, currency, captured, refunded",
+        [gateway for gateway, _ in captured], [payment_id for _, payment_id in captured],
+        [money.currency for money in captured.values()], [money.value for money in captured.values()])
+    return {(row["gateway"], row["payment_id"]): PaymentBalance(row["currency"], row["captured"], row["refunded"])
+            for row in rows}
 
 
-async def reserve(conn: asyncpg.Connection, request: RefundRequested) -> None:
+async def reserve(conn: asyncpg.Connection, added: Mapping[PaymentKey, int]) -> None:
+    """Add each payment's newly accepted refunds to its refunded amount (rows locked by `lock_balances`)."""
+    if not added:
+        return
     await conn.execute(
-        "UPDATE intake.payment_balances SET refunded = refunded + $3 "
-        "WHERE gateway = $1 AND payment_id = $2",
-        request.payment.gateway, request.payment.id, request.amount.value)
+        "UPDATE intake.payment_balances b SET refunded = b.refunded + r.value "
+        "FROM unnest($1::text[], $2::text[], $3::bigint[]) AS r(gateway, payment_id, value) "
+        "WHERE b.gateway = r.gateway AND b.payment_id = r.payment_id",
+        [gateway for gateway, _ in added], [payment_id for _, payment_id in added], list(added.values()))
 
 
-async def release(conn: asyncpg.Connection, refund_id: str, status: str) -> int | None:
-    """Give an accepted ticket's amount back to its payment's balance and mark the ticket released as
-    `status`, in this transaction; the amount, or None when there is nothing to give back (no
-    accepted ticket of intake's, or released before)."""
-    # The balance row first, as the accept path locks it before it writes a ticket.
-    payment = await conn.fetchrow(
-        "SELECT b.gateway, b.payment_id FROM intake.tickets t JOIN intake.payment_balances b "
+async def release(conn: asyncpg.Connection, endings: Mapping[str, str]) -> dict[str, int]:
+    """Give accepted tickets' amounts back to their payments' balances and mark each ticket released as
+    its status in `endings` (refund_id -> status), in this transaction; refund_id -> the amount given
+    back, for the tickets that had one to give (accepted by intake, not released before)."""
+    if not endings:
+        return {}
+    refund_ids, statuses = list(endings), list(endings.values())
+    # The balance rows first, in the order the accept path locks them, before any ticket is written.
+    await conn.execute(
+        "SELECT 1 FROM intake.tickets t JOIN intake.payment_balances b "
         "ON b.gateway = t.payment_gateway AND b.payment_id = t.payment_id "
-        "WHERE t.refund_id = $1 AND t.outcome = 'accepted' AND t.released_at IS NULL FOR UPDATE OF b", refund_id)
-    if payment is None:
-        return None
-    # `released_at IS NULL` again: a concurrent release of this ticket may have committed meanwhile.
-    return await conn.fetchval(
-        "WITH released AS (UPDATE intake.tickets SET released_at = now(), released_as = $4 "
-        "WHERE refund_id = $1 AND released_at IS NULL RETURNING amount_value) "
-        "UPDATE intake.payment_balances b SET refunded = b.refunded - r.amount_value FROM released r "
-        "WHERE b.gateway = $2 AND b.payment_id = $3 RETURNING r.amount_value",
-        refund_id, payment["gateway"], payment["payment_id"], status)
+        "WHERE t.refund_id = ANY($1::text[]) AND t.outcome = 'accepted' AND t.released_at IS NULL "
+        "ORDER BY b.gateway, b.payment_id FOR UPDATE OF b", refund_ids)
+    # `released_at IS NULL` again: a concurrent release of a ticket may have committed meanwhile.
+    rows = await conn.fetch(
+        "WITH released AS (UPDATE intake.tickets t SET released_at = now(), released_as = e.status "
+        "FROM unnest($1::text[], $2::text[]) AS e(refund_id, status), intake.payment_balances b "
+        "WHERE t.refund_id = e.refund_id AND t.outcome = 'accepted' AND t.released_at IS NULL "
+        "AND b.gateway = t.payment_gateway AND b.payment_id = t.payment_id "
+        "RETURNING t.refund_id, t.payment_gateway, t.payment_id, t.amount_value), "
+        "given_back AS (UPDATE intake.payment_balances b SET refunded = b.refunded - r.value "
+        "FROM (SELECT payment_gateway, payment_id, sum(amount_value)::bigint AS value FROM released "
+        "GROUP BY payment_gateway, payment_id) r "
+        "WHERE b.gateway = r.payment_gateway AND b.payment_id = r.payment_id) "
+        "SELECT refund_id, amount_value FROM released", refund_ids, statuses)
+    return {row["refund_id"]: row["amount_value"] for row in rows}
 
 
-async def save_ticket(conn: asyncpg.Connection, *, refund_id: str, source: str, request_id: str,
-                      outcome: str, request: RefundRequested | None, event: Outgoing,
-                      received_at: datetime, request_hash: str,
-                      deadlines: dict[str, datetime] | None = None) -> None:
+@dataclass(frozen=True)
+class Ticket:
+    """One decided request as intake keeps it: the dedupe record, the outcome to answer a re-send with,
+    and for an accepted refund what it reserved on which payment."""
+
+    refund_id: str
+    source: str
+    request_id: str
+    outcome: str  # accepted | rejected
+    request: RefundRequested | None
+    event: Outgoing
+    received_at: datetime
+    request_hash: str
+    deadlines: dict[str, datetime] | None = None
+
+
+async def save_tickets(conn: asyncpg.Connection, tickets: Sequence[Ticket]) -> None:
+    if not tickets:
+        return
+    # In refund_id order: two transactions inserting some of the same keys wait, never deadlock.
+    tickets = sorted(tickets, key=lambda ticket: ticket.refund_id)
+    requests = [ticket.request for ticket in tickets]
     await conn.execute(
         "INSERT INTO intake.tickets (refund_id, source, request_id, outcome, payment_key, payment_gateway, "
         "payment_id, amount_value, currency, channel, region, outcome_topic, outcome_key, outcome_value, "
         "outcome_headers, received_at, request_hash, deadlines) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
-        refund_id, source, request_id, outcome,
-        f"{request.payment.gateway}/{request.payment.id}" if request else None,
-        request.payment.gateway if request else None,
-        request.payment.id if request else None,
-        request.amount.value if request else None,
-        request.amount.currency if request else None,
-        request.payment.channel.value if request else None,
-        request.region if request else None,
-        event.topic, event.key, event.value,
-        {k: v.decode() for k, v in event.headers.items()}, received_at, request_hash,
-        {stage: due.isoformat() for stage, due in deadlines.items()} if deadlines else None)
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
+        "$7::text[], $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], "
+        "$14::bytea[], $15::jsonb[], $16::timestamptz[], $17::text[], $18::jsonb[])",
+        [t.refund_id for t in tickets], [t.source for t in tickets], [t.request_id for t in tickets],
+        [t.outcome for t in tickets],
+        [f"{r.payment.gateway}/{r.payment.id}" if r else None for r in requests],
+        [r.payment.gateway if r else None for r in requests],
+        [r.payment.id if r else None for r in requests],
+        [r.amount.value if r else None for r in requests],
+        [r.amount.currency if r else None for r in requests],
+        [r.payment.channel.value if r else None for r in requests],
+        [r.region if r else None for r in requests],
+        [t.event.topic for t in tickets], [t.event.key for t in tickets], [t.event.value for t in tickets],
+        [{k: v.decode() for k, v in t.event.headers.items()} for t in tickets],
+        [t.received_at for t in tickets], [t.request_hash for t in tickets],
+        [{stage: due.isoformat() for stage, due in t.deadlines.items()} if t.deadlines else None
+         for t in tickets])
 
 
 async def create_api_key(conn: asyncpg.Connection, source: str, *, label: str | None = None,

@@ -75,3 +75,14 @@ async def test_a_drill_marker_from_a_platform_is_ignored_unless_the_source_is_al
     with service_configured(stack, "intake", DRILL_SOURCES='["shop-rehearsal"]'):
         assert (await accepted_drill_flag(stack, producer, "shop-rehearsal"))[0] is True
         assert (await accepted_drill_flag(stack, producer, SOURCE))[0] is False
+
+
+async def test_another_contract_type_on_the_request_topic_is_rejected_naming_type(stack, producer):
+    data = valid_request()
+    envelope = orjson.dumps({"specversion": "1.0", "id": str(uuid.uuid4()), "source": SOURCE,
+                             "type": "refund.denied.v1", "time": "2026-12-01T10:00:00Z", "data": data})
+    async with OutcomeTail(stack.bootstrap) as outcomes:
+        await producer.send_and_wait(topics.REQUESTED, envelope, key=data["request_id"].encode(), headers=CE_JSON)
+        [event] = (await outcomes.wait_for_outcomes([refund_of(data)]))[refund_of(data)]
+    assert event["type"] == "refund.rejected.v1"
+    assert ("type", "invalid") in [(e["field"], e["code"]) for e in event["data"]["errors"]]
