@@ -8,7 +8,6 @@ from services.intake.drill import drill_forever
 from services.intake.handlers import SOURCE, Intake
 from services.intake.settings import IntakeSettings
 from shared import contact_seal, sla, topics
-from shared.events import EVENT_TYPES
 from shared.http_limits import RateLimit
 from shared.metrics import export_sla, read_backlog, sweep_forever
 from shared.service import make_app, make_broker, subscribe_stage
@@ -27,18 +26,17 @@ except ValueError as error:
     raise SystemExit(f"intake cannot start: CONTACT_PUBLIC_KEY is not an X25519 public key: {error}") from None
 intake = Intake(sla_table, contact_key, drill_sources=settings.drill_sources)
 broker = make_broker(settings)
-# One step for every contract type, answering by topic: on refunds.requested each gets an outcome (one that
-# is not a request is rejected, naming `type`); on the release topics only the ending events act. A type
-# outside the contract reaches no handler (the runtime skips it). Raw data (validated=False): intake
-# rejects an invalid request naming every field error itself.
-consume = Handler(intake.decide_batch, validated=False)
-stage = Stage(schema="intake", source=SOURCE, handlers=dict.fromkeys(EVENT_TYPES, consume),
+# One step for every event, whatever its type, answering by topic: on refunds.requested each gets an
+# outcome (one that is not a request, or of a type outside the contract, is rejected naming `type`); on the
+# release topics only the ending events act. Raw data (validated=False): intake rejects an invalid request
+# naming every field error itself.
+stage = Stage(schema="intake", source=SOURCE, default=Handler(intake.decide_batch, validated=False),
               on_invalid_envelope=intake.answer_invalid_envelope,
               answers_invalid_envelopes_on=frozenset({topics.REQUESTED}))
 # One group for requests and the events that end a refund: a group that first subscribes to the latter
 # starts at their earliest retained offset, so refunds ended before intake consumed them are released too.
 consumer = subscribe_stage(stage, topics.REQUESTED, *release.TOPICS, group_id="refund-intake",
-                max_records=settings.batch_max_records)
+                           max_records=settings.batch_max_records)
 
 
 async def sweep_backlog() -> None:

@@ -1,0 +1,121 @@
+"""The stage runtime's handler registry (shared/stage.py), without a broker or database: each handler gets
+a batch's events of its types at once, validated once; what no handler may take is a dead letter."""
+
+import asyncio
+
+import orjson
+from aiokafka import ConsumerRecord
+
+from shared import topics
+from shared.events import RefundApproved
+from shared.stage import Handler, Stage
+
+
+class _Conn:
+    """Just enough of an asyncpg connection for the inbox and outbox statements."""
+
+    def __init__(self) -> None:
+        self.next_id = 0
+        self.outbox: list[tuple[str, bytes]] = []
+
+    def transaction(self):
+        return self
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        return False
+
+    async def execute(self, sql, *args):
+        return "OK"
+
+    async def fetch(self, sql, *args):
+        if "inbox" in sql:  # every event is new
+            return [{"source": source, "event_id": event_id} for source, event_id in zip(*args, strict=True)]
+        self.outbox += list(zip(args[0], args[2], strict=True))
+        self.next_id += len(args[0])
+        return [{"id": self.next_id - n} for n in range(len(args[0]))]
+
+
+class _Pool:
+    def __init__(self) -> None:
+        self.conn = _Conn()
+
+    def acquire(self):
+        return self.conn
+
+
+class _Producer:
+    async def send(self, topic, value, key=None, headers=None):
+        acked = asyncio.get_running_loop().create_future()
+        acked.set_result(None)
+        return acked
+
+
+def _record(offset: int, event_type: str, data: dict) -> ConsumerRecord:
+    envelope = {"id": f"e{offset}", "source": "refund-pipeline/approval", "type": event_type, "specversion": "1.0",
+                "datacontenttype": "application/json", "data": data}
+    value = orjson.dumps(envelope)
+    return ConsumerRecord(topics.APPROVED, 0, offset, 0, 0, b"k", value, None, 1, len(value),
+                          [("content-type", b"application/cloudevents+json")])
+
+
+def _stage(**options) -> Stage:
+    stage = Stage(schema="test", source="refund-pipeline/test", **options)
+    stage.pool, stage.producer = _Pool(), _Producer()
+    return stage
+
+
+def _letters(stage: Stage) -> list[str]:
+    return [orjson.loads(value)["data"]["error"] for topic, value in stage.pool.conn.outbox if topic == topics.DLQ]
+
+
+def _approved(refund_id: str) -> dict:
+    return {"refund_id": refund_id, "request_id": f"req-{refund_id}", "source": "shop-eu", "order_id": "ord-1",
+            "amount": {"value": 2500, "currency": "EUR"}, "channel": "card", "region": "DE",
+            "payment": {"id": f"pay-{refund_id}", "gateway": "sim", "channel": "card",
+                        "captured": {"value": 2500, "currency": "EUR"}},
+            "customer": {"id": "cus-1"}, "reason": "damaged", "requested_at": "2026-11-25T10:00:00Z",
+            "accepted_at": "2026-11-25T10:00:00Z", "policy_version": "v1", "approved_at": "2026-11-25T10:00:01Z"}
+
+
+async def test_a_handler_gets_the_batchs_events_of_its_type_at_once_validated_in_order():
+    calls = []
+
+    async def decide(conn, items):
+        calls.append([item.data for item in items])
+        return []
+
+    stage = _stage(handlers={"refund.approved.v1": Handler(decide)})
+    await stage.process([_record(1, "refund.approved.v1", _approved("rf_1")),
+                         _record(2, "refund.approved.v1", {"refund_id": "rf_broken"}),
+                         _record(3, "refund.approved.v1", _approved("rf_3"))])
+    assert len(calls) == 1
+    assert all(isinstance(data, RefundApproved) for data in calls[0])
+    assert [data.refund_id for data in calls[0]] == ["rf_1", "rf_3"]
+    (letter,) = _letters(stage)
+    assert letter.startswith("invalid refund.approved.v1 data:") and "rf_broken" not in letter
+
+
+async def test_an_unknown_type_is_a_dead_letter_and_a_contract_type_nobody_handles_is_skipped():
+    async def decide(conn, items):
+        return []
+
+    stage = _stage(handlers={"refund.approved.v1": Handler(decide)})
+    await stage.process([_record(1, "refund.approved.v2", _approved("rf_1")),
+                         _record(2, "refund.denied.v1", {"refund_id": "rf_2"})])
+    assert _letters(stage) == ["unknown_type: refund.approved.v2 is not a contract event type"]
+
+
+async def test_a_default_handler_takes_every_type_no_handler_is_registered_for():
+    seen = []
+
+    async def everything(conn, items):
+        seen.extend(item.event.get_type() for item in items)
+        return []
+
+    stage = _stage(default=Handler(everything, validated=False))
+    await stage.process([_record(1, "refund.approved.v2", {}), _record(2, "refund.denied.v1", {})])
+    assert seen == ["refund.approved.v2", "refund.denied.v1"]
+    assert _letters(stage) == []
