@@ -39,7 +39,9 @@ class ApprovalSettings(ServiceSettings):
     approval_verify_retry_cap_seconds: float = Field(60.0, gt=0)
     # Payment reads in flight per verifier round; a round's rows are held for the lease (longer than a read's
     # timeout, the route's `timeout_seconds`): a crashed replica's rows are read again after it.
-    approval_verify_concurrency: int = Field(16, ge=1)
+    approval_verify_concurrency: int = Field(32, ge=1)
+    # Verifier rounds in flight per gateway (each claims its own rows).
+    approval_verify_rounds: int = Field(2, ge=1)
     approval_verify_lease_seconds: float = Field(30.0, gt=0)
 
 
@@ -59,7 +61,8 @@ desk = ReviewDesk(stage, decisions)
 verifier = PaymentVerifier(stage, decisions, payments, claim_size=settings.approval_verify_concurrency,
                            lease_seconds=settings.approval_verify_lease_seconds,
                            retry_base_seconds=settings.approval_verify_retry_base_seconds,
-                           retry_cap_seconds=settings.approval_verify_retry_cap_seconds)
+                           retry_cap_seconds=settings.approval_verify_retry_cap_seconds,
+                           rounds_per_gateway=settings.approval_verify_rounds)
 
 
 async def review_clock() -> None:

@@ -46,7 +46,7 @@ class Reading:
 class PaymentVerifier:
     def __init__(self, stage: Stage, decisions: Decisions, payments: GatewayPayments, *, claim_size: int = 16,
                  lease_seconds: float = 30.0, retry_base_seconds: float = 1.0,
-                 retry_cap_seconds: float = 60.0) -> None:
+                 retry_cap_seconds: float = 60.0, rounds_per_gateway: int = 1) -> None:
         self.stage = stage
         self.decisions = decisions
         self.payments = payments
@@ -54,11 +54,15 @@ class PaymentVerifier:
         self.lease_seconds = lease_seconds
         self.retry_base_seconds = retry_base_seconds
         self.retry_cap_seconds = retry_cap_seconds
+        # Rounds in flight per gateway: while one waits on its reads, the next claims and reads (claims
+        # skip each other's rows, as two replicas' do), so a gateway's latency does not cap throughput.
+        self.rounds_per_gateway = rounds_per_gateway
 
     async def run_forever(self) -> None:
-        """One loop per routed gateway, so one that does not answer delays only its own refunds; one more
+        """Loops per routed gateway, so one that does not answer delays only its own refunds; one more
         for refunds whose gateway lost its route since they were parked."""
-        lanes: list[str | None] = [*sorted(self.payments.readers), None]
+        lanes: list[str | None] = [gateway for gateway in sorted(self.payments.readers)
+                                   for _ in range(self.rounds_per_gateway)] + [None]
         wakes = [asyncio.Event() for _ in lanes]
 
         async def wake_on_commit() -> None:  # a committed batch or decision may have parked something
