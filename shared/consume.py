@@ -57,13 +57,12 @@ class StageConsumer:
     health (shared/consumer_health.py) and the deploy checks read."""
 
     def __init__(self, stage: Stage, topic_names: Sequence[str], *, group_id: str, max_records: int,
-                 fetch_max_wait_ms: int = 100, retry_after_seconds: float = 1.0,
+                 retry_after_seconds: float = 1.0,
                  commit_interval_seconds: float = 0.2) -> None:
         self.stage = stage
         self.topic_names = tuple(topic_names)
         self.group_id = group_id
         self.max_records = max_records
-        self.fetch_max_wait_ms = fetch_max_wait_ms
         self.retry_after_seconds = retry_after_seconds
         self.commit_interval_seconds = commit_interval_seconds
         self._last_commit = 0.0
@@ -74,10 +73,12 @@ class StageConsumer:
         self._task: asyncio.Task | None = None
         self._stopping = False
 
-    async def start(self, bootstrap_servers: str, client_id: str, auth: KafkaAuth | None = None) -> None:
+    async def start(self, bootstrap_servers: str, client_id: str, auth: KafkaAuth | None = None, *,
+                    fetch_min_bytes: int = 1, fetch_max_wait_ms: int = 100) -> None:
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers, client_id=client_id, group_id=self.group_id,
-            enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=self.fetch_max_wait_ms,
+            enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=fetch_max_wait_ms,
+            fetch_min_bytes=fetch_min_bytes,
             max_poll_records=self.max_records, **(auth or KafkaAuth()).client_options())
         await self.consumer.start()
         self.consumer.subscribe(list(self.topic_names), listener=_Rebalance(self))

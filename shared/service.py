@@ -47,12 +47,10 @@ def make_broker(settings: ServiceSettings) -> KafkaBroker:
     )
 
 
-def subscribe_stage(stage: Stage, *topics: str, group_id: str, max_records: int,
-                    fetch_max_wait_ms: int = 100) -> StageConsumer:
+def subscribe_stage(stage: Stage, *topics: str, group_id: str, max_records: int) -> StageConsumer:
     """The consume loop (shared/consume.py) feeding `stage` from `topics`: offsets are committed only
     after the stage has saved the batch (at-least-once; the inbox makes that effectively once)."""
-    return StageConsumer(stage, topics, group_id=group_id, max_records=max_records,
-                         fetch_max_wait_ms=fetch_max_wait_ms)
+    return StageConsumer(stage, topics, group_id=group_id, max_records=max_records)
 
 
 def make_app(
@@ -85,7 +83,9 @@ def make_app(
         app.state.pool = pool
         await broker.start()
         for consumer in consumers:
-            await consumer.start(settings.kafka_bootstrap_servers, settings.service_name, auth=auth)
+            await consumer.start(settings.kafka_bootstrap_servers, settings.service_name, auth=auth,
+                                 fetch_min_bytes=settings.kafka_fetch_min_bytes,
+                                 fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
         tasks = [asyncio.create_task(stage.relay_forever()), asyncio.create_task(health.export_forever()),
                  asyncio.create_task(stage.prune_inbox_forever(settings.inbox_retention_days))]
         tasks += [asyncio.create_task(job()) for job in background]

@@ -46,6 +46,10 @@ class ServiceSettings(BaseSettings):
     batch_max_records: int = 500
     # Producer batching: a few ms of latency per hop buys far fewer broker requests.
     kafka_linger_ms: int = 10
+    # Consumer fetches: the broker answers once it has `min_bytes` for us or `max_wait_ms` passed. A
+    # fetch per record trickling in costs the broker far more than the record; waiting a little batches.
+    kafka_fetch_min_bytes: int = 1
+    kafka_fetch_max_wait_ms: int = 100
     # How long the inbox remembers an event id: longer than the topics keep records (7 days), so a
     # redelivery is always recognised, without the table growing forever.
     inbox_retention_days: float = 8.0
