@@ -144,8 +144,9 @@ class Stage:
         # consumes (one event at a time, raw data).
         self.handlers: dict[str, Handler] = dict(handlers or {})
         # For the types no handler is registered for (intake answers every request, whatever its type).
-        # Without one, a contract type the stage has no handler for is not its business (skipped), and a
-        # type outside the contract is a dead letter (`unknown_type`: a producer ahead of this consumer).
+        # Without one, a contract type on its own topic that the stage has no handler for is not its
+        # business (skipped); one on another topic is a dead letter (`wrong_topic`), and so is a type
+        # outside the contract (`unknown_type`: a producer ahead of this consumer).
         self.default = default
         self.decide = decide
         # Called instead of the handler for events the inbox has seen (most stages: nothing). A batch
@@ -262,13 +263,18 @@ class Stage:
             return [(one_at_a_time(self.decide), items)] if items else []
         groups: dict[int, tuple[DecideBatch, list[Inbound]]] = {}
         for item in items:
-            handler = self.handlers.get(item.event.get_type(), self.default)
+            event_type = item.event.get_type()
+            handler = self.handlers.get(event_type, self.default)
             if handler is None:
-                if item.event.get_type() not in EVENT_TYPES:
+                if event_type not in EVENT_TYPES:
                     letters.append("unknown_type")
-                    outgoing.append(dead_letter(item.record, f"unknown_type: {item.event.get_type()} is not a "
+                    outgoing.append(dead_letter(item.record, f"unknown_type: {event_type} is not a "
                                                 "contract event type", source=self.source))
-                continue
+                elif EVENT_TYPES[event_type][1] != item.record.topic:
+                    letters.append("wrong_topic")
+                    outgoing.append(dead_letter(item.record, f"wrong_topic: {event_type} belongs on "
+                                                f"{EVENT_TYPES[event_type][1]}", source=self.source))
+                continue  # a contract event on its own topic that this stage does not act on
             if handler.validated and item.event.get_type() in EVENT_TYPES:
                 try:
                     item = _validated(item)

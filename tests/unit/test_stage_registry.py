@@ -98,14 +98,16 @@ async def test_a_handler_gets_the_batchs_events_of_its_type_at_once_validated_in
     assert letter.startswith("invalid refund.approved.v1 data:") and "rf_broken" not in letter
 
 
-async def test_an_unknown_type_is_a_dead_letter_and_a_contract_type_nobody_handles_is_skipped():
+async def test_an_unknown_type_or_one_off_its_topic_is_a_dead_letter_and_the_rest_nobody_handles_is_skipped():
     async def decide(conn, items):
         return []
 
-    stage = _stage(handlers={"refund.approved.v1": Handler(decide)})
+    stage = _stage(handlers={"refund.accepted.v1": Handler(decide)})
     await stage.process([_record(1, "refund.approved.v2", _approved("rf_1")),
-                         _record(2, "refund.denied.v1", {"refund_id": "rf_2"})])
-    assert _letters(stage) == ["unknown_type: refund.approved.v2 is not a contract event type"]
+                         _record(2, "refund.denied.v1", {"refund_id": "rf_2"}),
+                         _record(3, "refund.approved.v1", _approved("rf_3"))])  # on its topic: not this stage's
+    assert _letters(stage) == ["unknown_type: refund.approved.v2 is not a contract event type",
+                               "wrong_topic: refund.denied.v1 belongs on refunds.denied"]
 
 
 async def test_a_default_handler_takes_every_type_no_handler_is_registered_for():
