@@ -1,6 +1,7 @@
 """Payout decisions: retry schedule, error classification, routing, ETA, FX. Pure: no I/O."""
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -82,6 +83,17 @@ class FxQuote:
     rate: Decimal
     source: str
     as_of: date
+
+    @property
+    def provenance(self) -> str:
+        """Where the rate came from, as the payout row records it (`source@as_of`)."""
+        return f"{self.source}@{self.as_of.isoformat()}"
+
+
+def settlement_currency(settles_in: Mapping[str, str], platform: str, currency: str) -> str | None:
+    """The merchant's settlement currency for a refund in `currency`, or None if it settles as it is paid."""
+    target = settles_in.get(platform)
+    return target if target and target != currency else None
 
 
 def convert(value: int, base_exponent: int, quote_exponent: int, rate: Decimal) -> int:

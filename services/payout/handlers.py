@@ -51,47 +51,49 @@ NOT_CONFIGURED = "gateway_not_configured"
 
 
 class IntentRecorder:
-    """The stage's decision: one intent row per approved refund, with its ETA and FX."""
+    """The stage's decision for a batch of approved refunds: one intent row each, with its ETA and FX,
+    recorded in one statement; `payout-submitted` for each intent recorded now (not for a redelivery)."""
 
     def __init__(self, policy: PayoutPolicy) -> None:
         self.policy = policy
 
-    async def __call__(self, conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]:
-        refund = RefundApproved.model_validate(item.event.get_data())
-        payout_id = "po_" + refund.refund_id.removeprefix("rf_")
+    async def __call__(self, conn: asyncpg.Connection, items: list[Inbound]) -> list[Outgoing]:
+        refunds: dict[str, RefundApproved] = {}
+        for item in items:  # a refund approved twice in one batch: its first approval stands, as one at a time
+            refunds.setdefault(item.data.refund_id, item.data)
+        targets = {refund_id: target for refund_id, refund in refunds.items() if (target := domain.settlement_currency(
+            self.policy.settlement_currency or {}, refund.source, refund.amount.currency))}
+        rates = await store.latest_fx_rates(conn, {(refunds[r].amount.currency, t) for r, t in targets.items()})
         now = datetime.now(UTC)
-        eta = domain.funds_eta(now, refund.channel.value, refund.region)
-        fx = await self._settlement_amount(conn, refund)
-        inserted = await conn.execute(
-            "INSERT INTO payout.payouts (refund_id, payout_id, idempotency_key, status, gateway, payment_id, "
-            "amount_value, currency, channel, refund, approved_at, eta, settlement_value, settlement_currency, "
-            "fx_rate, fx_source, traceparent) "
-            "VALUES ($1, $2, $1, 'pending', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
-            "ON CONFLICT (refund_id) DO NOTHING",
-            refund.refund_id, payout_id, refund.payment.gateway, refund.payment.id, refund.amount.value,
-            refund.amount.currency, refund.channel.value, refund.model_dump(mode="json"), refund.approved_at,
-            eta, *fx, tracing.traceparent_for(refund.refund_id))
-        if inserted.endswith("0"):
-            return []
-        submitted = PayoutSubmitted(**ref_fields(refund), gateway=refund.payment.gateway, payout_id=payout_id,
-                                    submitted_at=now, eta=eta)
-        return [encode(submitted, source=SOURCE, key=refund.refund_id)]
+        intents = [self._intent(refund, now, targets.get(refund.refund_id), rates) for refund in refunds.values()]
+        recorded = await store.record_intents(conn, intents)
+        return [encode(PayoutSubmitted(**ref_fields(refund), gateway=intent.gateway, payout_id=intent.payout_id,
+                                       submitted_at=now, eta=intent.eta), source=SOURCE, key=intent.refund_id)
+                for refund, intent in zip(refunds.values(), intents, strict=True) if intent.refund_id in recorded]
 
-    async def _settlement_amount(self, conn: asyncpg.Connection, refund: RefundApproved) -> tuple:
-        """(value, currency, rate, source) in the merchant's settlement currency, or Nones if it is the same."""
-        target = (self.policy.settlement_currency or {}).get(refund.source)
-        if not target or target == refund.amount.currency:
-            return None, None, None, None
-        rate = await conn.fetchrow(
-            "SELECT rate, source, as_of FROM payout.fx_rates WHERE base = $1 AND quote = $2 "
-            "ORDER BY as_of DESC LIMIT 1", refund.amount.currency, target)
-        if rate is None:
-            # Paying the customer does not wait on treasury data; finance sees the gap.
-            log.warning("fx_rate_missing", refund_id=refund.refund_id, base=refund.amount.currency, quote=target)
-            return None, target, None, None
-        value = domain.convert(refund.amount.value, currency_exponent(refund.amount.currency),
-                               currency_exponent(target), rate["rate"])
-        return value, target, rate["rate"], f"{rate['source']}@{rate['as_of'].isoformat()}"
+    @staticmethod
+    def _intent(refund: RefundApproved, now: datetime, target: str | None,
+                rates: Mapping[tuple[str, str], domain.FxQuote]) -> store.Intent:
+        return store.Intent(
+            refund.refund_id, "po_" + refund.refund_id.removeprefix("rf_"), refund.payment.gateway, refund.payment.id,
+            refund.amount.value, refund.amount.currency, refund.channel.value, refund.model_dump(mode="json"),
+            refund.approved_at, domain.funds_eta(now, refund.channel.value, refund.region),
+            *_settlement_amount(refund, target, rates), tracing.traceparent_for(refund.refund_id))
+
+
+def _settlement_amount(refund: RefundApproved, target: str | None,
+                       rates: Mapping[tuple[str, str], domain.FxQuote]) -> tuple:
+    """(value, currency, rate, source) in the merchant's settlement currency `target`, or Nones if it is the same."""
+    if target is None:
+        return None, None, None, None
+    rate = rates.get((refund.amount.currency, target))
+    if rate is None:
+        # Paying the customer does not wait on treasury data; finance sees the gap.
+        log.warning("fx_rate_missing", refund_id=refund.refund_id, base=refund.amount.currency, quote=target)
+        return None, target, None, None
+    value = domain.convert(refund.amount.value, currency_exponent(refund.amount.currency),
+                           currency_exponent(target), rate.rate)
+    return value, target, rate.rate, rate.provenance
 
 
 @dataclass(frozen=True)
@@ -151,8 +153,10 @@ class PayoutExecutor:
     async def run_forever(self) -> None:
         while True:
             try:
+                # Cleared before the claim, not after an empty one: a commit while run_once runs (after its
+                # claim read the table) would otherwise be cleared unseen, and its intents wait a whole timeout.
+                self.stage.committed.clear()
                 if not await self.run_once():
-                    self.stage.committed.clear()
                     try:
                         await asyncio.wait_for(self.stage.committed.wait(), timeout=1.0)
                     except TimeoutError:

@@ -12,11 +12,12 @@ from services.payout.outcomes import OutcomeRules
 from services.payout.stripe_gateway import StripeGatewayAdapter
 from services.payout.webhooks import GatewayEventReceiver
 from shared import topics
+from shared.events import TYPE_OF, RefundApproved
 from shared.gateway_routes import GatewayRoute, GatewayRoutes
 from shared.metrics import backlog_query, read_backlog, sweep_forever
 from shared.service import make_app, make_broker, subscribe_stage
 from shared.settings import ServiceSettings
-from shared.stage import Stage
+from shared.stage import Handler, Stage
 
 
 class PayoutSettings(ServiceSettings):
@@ -59,7 +60,7 @@ policy = PayoutPolicy(
     kill_after_gateway_for=settings.payout_fault_kill_after_gateway_for,
 )
 broker = make_broker(settings)
-stage = Stage(schema="payout", source=SOURCE, decide=IntentRecorder(policy))
+stage = Stage(schema="payout", source=SOURCE, handlers={TYPE_OF[RefundApproved]: Handler(IntentRecorder(policy))})
 consumer = subscribe_stage(stage, topics.APPROVED, group_id="refund-payout", max_records=settings.batch_max_records)
 gateways = {name: adapter(name, route) for name, route in settings.gateway_routes.items()}
 receiver = GatewayEventReceiver(stage, OutcomeRules(policy), sla_seconds=settings.payout_sla_seconds)

@@ -1,4 +1,7 @@
-"""Payout's claims on its intents: a claim holds its rows for a lease, and only the holder writes them.
+"""Payout's intents, and the claims on them: a claim holds its rows for a lease, and only the holder writes them.
+
+Intents are recorded a consumed batch at a time (`record_intents`: one INSERT, a refund's
+first intent stands); the FX rates they need are read with one query (`latest_fx_rates`).
 
 A claim stamps its rows `submitting` with its own token and `claimed_at`; a row
 whose lease (`claimed_at` + `lease_seconds`) has run out may be claimed again by
@@ -7,11 +10,14 @@ worker that lost its rows cannot change them, whatever it still has in memory.
 """
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 import asyncpg
+
+from services.payout.domain import FxQuote
 
 # The rows a claim still holds (alias `p`; $1 the claim's token, $2 its lease in seconds).
 _HELD = ("p.claim_token = $1 AND p.status = 'submitting' "
@@ -66,6 +72,68 @@ _COLUMNS = {"refund_id": "text", "status": "text", "channel": "text", "routed_fr
             "finished_at": "timestamptz", "eta": "timestamptz", "recovered_by_lookup": "bool",
             "reversed_at": "timestamptz"}
 WEBHOOK_ONLY = float("inf")
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A payout intent as recorded for an approved refund: `pending`, due now, keyed by its refund."""
+
+    refund_id: str
+    payout_id: str
+    gateway: str
+    payment_id: str
+    amount_value: int
+    currency: str
+    channel: str
+    refund: dict
+    approved_at: datetime
+    eta: datetime
+    # In the merchant's settlement currency, when it is not the refund's (Nones otherwise; a missing rate
+    # leaves only the currency).
+    settlement_value: int | None
+    settlement_currency: str | None
+    fx_rate: Decimal | None
+    fx_source: str | None
+    # The trace the approval came in, continued by the executor's gateway call (shared/runtime tracing).
+    traceparent: str | None = None
+
+
+_INTENT_COLUMNS = {"refund_id": "text", "payout_id": "text", "gateway": "text", "payment_id": "text",
+                   "amount_value": "bigint", "currency": "text", "channel": "text", "refund": "jsonb",
+                   "approved_at": "timestamptz", "eta": "timestamptz", "settlement_value": "bigint",
+                   "settlement_currency": "text", "fx_rate": "numeric", "fx_source": "text", "traceparent": "text"}
+_RECORD_INTENTS = (
+    f"INSERT INTO payout.payouts (idempotency_key, status, {', '.join(_INTENT_COLUMNS)}) "
+    f"SELECT i.refund_id, 'pending', i.* "
+    f"FROM unnest({', '.join(f'${n}::{kind}[]' for n, kind in enumerate(_INTENT_COLUMNS.values(), start=1))}) "
+    f"AS i({', '.join(_INTENT_COLUMNS)}) "
+    "ON CONFLICT (refund_id) DO NOTHING RETURNING refund_id")
+
+
+async def record_intents(conn: asyncpg.Connection, intents: Sequence[Intent]) -> set[str]:
+    """Record the intents in one statement; return the refunds recorded now (the rest had one already).
+
+    The idempotency key is the refund's: a redelivered approval can never make a second payout.
+    """
+    if not intents:
+        return set()
+    rows = await conn.fetch(_RECORD_INTENTS, *([getattr(i, name) for i in intents] for name in _INTENT_COLUMNS))
+    return {row["refund_id"] for row in rows}
+
+
+async def latest_fx_rates(conn: asyncpg.Connection, pairs: Iterable[tuple[str, str]]
+                          ) -> dict[tuple[str, str], FxQuote]:
+    """The newest recorded rate of each (base, quote) pair, in one query; a pair with none is left out."""
+    pairs = sorted(set(pairs))
+    if not pairs:
+        return {}
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (r.base, r.quote) r.base, r.quote, r.rate, r.source, r.as_of "
+        "FROM payout.fx_rates r JOIN unnest($1::text[], $2::text[]) AS p(base, quote) "
+        "  ON r.base = p.base AND r.quote = p.quote "
+        "ORDER BY r.base, r.quote, r.as_of DESC", [b for b, _ in pairs], [q for _, q in pairs])
+    return {(r["base"], r["quote"]): FxQuote(r["base"], r["quote"], r["rate"], r["source"], r["as_of"])
+            for r in rows}
 
 
 def _update(first_param: int, guard: str) -> str:

@@ -1,6 +1,6 @@
 """Matching settlement lines to paid refunds, and the ledger invariant. Pure: no I/O."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -76,6 +76,66 @@ def classify_line(kind: str, payout_state: str, payout_category: str | None, pai
     if result.state == "matched" and fee_value > share(settled_value, max_fee_bps):
         return Match("discrepancy", "fee_mismatch")
     return result
+
+
+def rounds(refs: Sequence[GatewayRef]) -> list[list[int]]:
+    """A batch's lines (by position, given their references in order) in rounds that hold at most one line of
+    each reference: the k-th line of every reference is in round k. Lines of different references touch
+    different rows, so a round's lines can be settled by the same statements at once; rounds in order give
+    each reference's lines in order, as one at a time would."""
+    taken: dict[GatewayRef, int] = {}
+    out: list[list[int]] = []
+    for position, ref in enumerate(refs):
+        k = taken[ref] = taken.get(ref, -1) + 1
+        if k == len(out):
+            out.append([])
+        out[k].append(position)
+    return out
+
+
+def payout_after(state: tuple[str, str | None], result: Match) -> tuple[str, str | None]:
+    """A payout's (state, category) after one of its lines: a duplicate leaves it as it was."""
+    return state if result.category == "duplicate" else (result.state, result.category)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What one settlement line does to the books, given what it was found to be (`result`)."""
+
+    line_id: int
+    ref: GatewayRef
+    refund_id: str  # the paid refund with the line's reference
+    result: Match
+    expected: tuple[int, str]  # what payout paid, in the settlement currency it expected
+    settled: tuple[int, str]  # what the line says
+    # Open discrepancies of `ref` the line explains, each (category, why); auto-resolved before `opens`.
+    closes: tuple[tuple[str, str], ...]
+    opens: str | None  # the category of the discrepancy the line opens, if any
+
+    @property
+    def duplicate(self) -> bool:
+        """A line for a refund already accounted for: a discrepancy of its own; the payout is left as it was."""
+        return self.result.category == "duplicate"
+
+    @property
+    def reverses(self) -> bool:
+        """The money came back: the line, and the refund's matched line, are `reversed`."""
+        return self.result.category == "reversed"
+
+
+def settlement(line: Mapping, payout: Mapping, result: Match) -> Settlement:
+    """A line with a paid refund always explains a missing-internally alarm raised before the refund arrived;
+    a reversal supersedes every discrepancy about the refund, a match closes its missing-line alarm, and any
+    other outcome opens a discrepancy of its category."""
+    closes = [("missing_internally", f"paid refund {payout['refund_id']} arrived")]
+    if result.category == "reversed":
+        closes += [(category, "superseded by a reversal") for category in sorted(PAYOUT_CATEGORIES)]
+    if result.state == "matched":
+        closes.append(("missing_in_report", f"late settlement line {line['txn_id']}"))
+    return Settlement(line["id"], GatewayRef.of(line), payout["refund_id"], result,
+                      (payout["expected_value"], payout["expected_currency"]),
+                      (line["amount_value"], line["currency"]), tuple(closes),
+                      None if result.state == "matched" else result.category)
 
 
 @dataclass(frozen=True)

@@ -35,18 +35,20 @@ OPEN_DISCREPANCIES = Gauge("refund_discrepancies_open", "Open discrepancies by c
 _SAME_REF = "p.gateway = l.gateway AND p.gateway_ref = l.gateway_ref"
 
 
-async def record_paid(conn: asyncpg.Connection, item: Inbound) -> list[Outgoing]:
-    paid = RefundPaid.model_validate(item.event.get_data())
-    expected = paid.settlement_amount or paid.amount  # the report is in the merchant's settlement currency
-    await conn.execute(
-        "INSERT INTO reconcile.payouts (refund_id, gateway, gateway_ref, amount_value, currency, channel, "
-        "refund, paid_at, expected_value, expected_currency, traceparent) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
-        "ON CONFLICT (refund_id) DO NOTHING",
-        paid.refund_id, paid.gateway, paid.gateway_ref, paid.amount.value, paid.amount.currency,
-        paid.channel.value, paid.model_dump(mode="json"), paid.paid_at, expected.value, expected.currency,
-        tracing.traceparent_for(paid.refund_id))
+async def record_paid(conn: asyncpg.Connection, items: list[Inbound]) -> list[Outgoing]:
+    """A batch's paid refunds, recorded in one statement to wait for their settlement lines."""
+    paid: dict[str, RefundPaid] = {}
+    for item in items:  # a refund paid twice in one batch: the first event stands, as one at a time
+        paid.setdefault(item.data.refund_id, item.data)
+    await store.record_paid(conn, [_paid_row(refund) for refund in paid.values()])
     return []  # the matcher publishes once the settlement line is there
+
+
+def _paid_row(paid: RefundPaid) -> tuple:
+    expected = paid.settlement_amount or paid.amount  # the report is in the merchant's settlement currency
+    return (paid.refund_id, paid.gateway, paid.gateway_ref, paid.amount.value, paid.amount.currency,
+            paid.channel.value, paid.model_dump(mode="json"), paid.paid_at, expected.value, expected.currency,
+            tracing.traceparent_for(paid.refund_id))
 
 
 def refund_event(payout: asyncpg.Record, result: domain.Match, settled: Money | None, now: datetime,
@@ -78,7 +80,7 @@ class Matcher:
     async def run_forever(self) -> None:
         while True:
             try:
-                self.stage.committed.clear()
+                self.stage.committed.clear()  # before the pass: a commit during it wakes the wait below
                 if not await self.match_once():
                     try:
                         await asyncio.wait_for(self.stage.committed.wait(), timeout=0.5)
@@ -95,56 +97,49 @@ class Matcher:
                 "SELECT l.* FROM reconcile.settlement_lines l WHERE l.state = 'unmatched' AND EXISTS "
                 f"(SELECT 1 FROM reconcile.payouts p WHERE {_SAME_REF}) "
                 "ORDER BY l.id LIMIT $1 FOR UPDATE SKIP LOCKED", batch)
-            uow.emit(*[event for line in lines for event in await self._settle(conn, line)])
+            uow.emit(*await self._settle(conn, lines))
             uow.emit(*await self._missing_in_report(conn))
             await self._missing_internally(conn)
         return len(lines)
 
-    async def _settle(self, conn: asyncpg.Connection, line: asyncpg.Record) -> list[Outgoing]:
-        ref = domain.GatewayRef.of(line)  # the line's report says which gateway it is from
-        payout = await conn.fetchrow(
-            "SELECT * FROM reconcile.payouts WHERE gateway = $1 AND gateway_ref = $2 FOR UPDATE", *ref)
+    async def _settle(self, conn: asyncpg.Connection, lines: list[asyncpg.Record]) -> list[Outgoing]:
+        """Settle the lines in id order, a round of set-based statements at a time (domain.rounds): each line
+        against its payout as the line before it of the same reference left it."""
+        if not lines:
+            return []
+        refs = [domain.GatewayRef.of(line) for line in lines]  # the line's report says which gateway it is from
+        payouts = await store.lock_payouts(conn, refs)
+        state = {ref: (payout["state"], payout["category"]) for ref, payout in payouts.items()}
+        now = datetime.now(UTC)
+        settled: dict[int, domain.Settlement] = {}
+        for positions in domain.rounds(refs):
+            settlements = []
+            for position in positions:
+                line, payout = lines[position], payouts[refs[position]]
+                result = self._classify(line, payout, *state[refs[position]])
+                state[refs[position]] = domain.payout_after(state[refs[position]], result)
+                settlements.append(domain.settlement(line, payout, result))
+            await store.settle(conn, settlements, now)
+            settled.update((position, s) for position, s in zip(positions, settlements, strict=True))
+        outgoing = []
+        for position in sorted(settled):  # events in line order, as one line at a time
+            s, payout = settled[position], payouts[refs[position]]
+            if s.duplicate:
+                continue
+            took = (now - payout["paid_at"]).total_seconds()
+            observe_completion("reconcile", s.result.state, payout["channel"], took,
+                               overdue=took > self.sla_seconds, drill=bool(payout["refund"].get("drill")))
+            outgoing.append(refund_event(payout, s.result, Money(value=s.settled[0], currency=s.settled[1]), now))
+        return outgoing
+
+    def _classify(self, line: asyncpg.Record, payout: asyncpg.Record, state: str, category: str | None
+                  ) -> domain.Match:
         # Converted by the gateway at its own rate: payout's expected amount is an estimate.
         cross_currency = payout["currency"] != payout["expected_currency"]
-        result = domain.classify_line(line["kind"], payout["state"], payout["category"], payout["expected_value"],
-                                      payout["expected_currency"], line["amount_value"], line["currency"],
-                                      line["fee_value"], self.max_fee_bps,
-                                      fx_tolerance_bps=self.fx_tolerance_bps if cross_currency else 0)
-        now = datetime.now(UTC)
-        settled = Money(value=line["amount_value"], currency=line["currency"])
-        paid = (payout["expected_value"], payout["expected_currency"])
-        # A line explains a missing-internally alarm raised before its payout arrived.
-        await store.close_automatically(conn, ref=ref, categories=["missing_internally"],
-                                        why=f"paid refund {payout['refund_id']} arrived")
-        if result.category == "duplicate":
-            await conn.execute("UPDATE reconcile.settlement_lines SET state = 'discrepancy' WHERE id = $1", line["id"])
-            await store.open_discrepancy(conn, "duplicate", ref=ref, refund_id=None, line_id=line["id"],
-                                         expected=None, settled=(line["amount_value"], line["currency"]))
-            return []
-        if result.category == "reversed":
-            # The money came back: the matched refund line no longer accounts for the payout.
-            await conn.execute("UPDATE reconcile.settlement_lines SET state = 'reversed' "
-                               "WHERE gateway = $1 AND gateway_ref = $2 AND (id = $3 OR state = 'matched')",
-                               *ref, line["id"])
-            await store.close_automatically(conn, ref=ref, categories=list(domain.PAYOUT_CATEGORIES),
-                                            why="superseded by a reversal")
-        else:
-            await conn.execute("UPDATE reconcile.settlement_lines SET state = $2, fx_difference = $3 WHERE id = $1",
-                               line["id"], result.state, result.fx_difference)
-        if result.state == "matched":
-            await store.close_automatically(conn, ref=ref, categories=["missing_in_report"],
-                                            why=f"late settlement line {line['txn_id']}")
-        else:
-            await store.open_discrepancy(conn, result.category, ref=ref, refund_id=payout["refund_id"],
-                                         line_id=line["id"], expected=paid,
-                                         settled=(line["amount_value"], line["currency"]))
-        await conn.execute(
-            "UPDATE reconcile.payouts SET state = $2, category = $3, settled_at = $4 WHERE refund_id = $1",
-            payout["refund_id"], result.state, result.category, now)
-        took = (now - payout["paid_at"]).total_seconds()
-        observe_completion("reconcile", result.state, payout["channel"], took, overdue=took > self.sla_seconds,
-                           drill=bool(payout["refund"].get("drill")))
-        return [refund_event(payout, result, settled, now)]
+        return domain.classify_line(line["kind"], state, category, payout["expected_value"],
+                                    payout["expected_currency"], line["amount_value"], line["currency"],
+                                    line["fee_value"], self.max_fee_bps,
+                                    fx_tolerance_bps=self.fx_tolerance_bps if cross_currency else 0)
 
     async def _missing_in_report(self, conn: asyncpg.Connection) -> list[Outgoing]:
         overdue = await conn.fetch(
@@ -153,11 +148,10 @@ class Matcher:
             "  AND paid_at < now() - make_interval(secs => $1) LIMIT 1000 FOR UPDATE SKIP LOCKED) RETURNING *",
             self.sla_seconds)
         now = datetime.now(UTC)
+        await store.open_discrepancies(conn, [
+            store.Opening("missing_in_report", payout["refund_id"], domain.GatewayRef.of(payout), None,
+                          (payout["expected_value"], payout["expected_currency"]), None) for payout in overdue])
         for payout in overdue:
-            await store.open_discrepancy(conn, "missing_in_report", ref=domain.GatewayRef.of(payout),
-                                         refund_id=payout["refund_id"], line_id=None,
-                                         expected=(payout["expected_value"], payout["expected_currency"]),
-                                         settled=None)
             observe_completion("reconcile", "discrepancy", payout["channel"], self.sla_seconds, overdue=True,
                                drill=bool(payout["refund"].get("drill")))
         return [refund_event(p, domain.Match("discrepancy", "missing_in_report"), None, now) for p in overdue]
@@ -169,10 +163,9 @@ class Matcher:
             f"AND NOT EXISTS (SELECT 1 FROM reconcile.payouts p WHERE {_SAME_REF}) "
             "AND NOT EXISTS (SELECT 1 FROM reconcile.discrepancies d WHERE d.line_id = l.id) "  # resolved stays resolved
             "LIMIT 1000", self.missing_internally_after_seconds)
-        for line in orphans:
-            await store.open_discrepancy(conn, "missing_internally", ref=domain.GatewayRef.of(line), refund_id=None,
-                                         line_id=line["id"], expected=None,
-                                         settled=(line["amount_value"], line["currency"]))
+        await store.open_discrepancies(conn, [
+            store.Opening("missing_internally", None, domain.GatewayRef.of(line), line["id"], None,
+                          (line["amount_value"], line["currency"])) for line in orphans])
 
 
 async def check_ledger(pool: asyncpg.Pool) -> None:

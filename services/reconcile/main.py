@@ -8,12 +8,13 @@ from services.reconcile.handlers import SOURCE, Matcher, check_ledger, record_pa
 from services.reconcile.pulls import ReportPuller
 from services.reconcile.reports import report_source
 from shared import topics
+from shared.events import TYPE_OF, RefundPaid
 from shared.gateway_routes import GatewayRoutes
 from shared.metrics import backlog_query, read_backlog, sweep_forever
 from shared.periodic import every
 from shared.service import make_app, make_broker, subscribe_stage
 from shared.settings import ServiceSettings
-from shared.stage import Stage
+from shared.stage import Handler, Stage
 from shared.staff import StaffAuth, StaffVerifier
 
 
@@ -40,7 +41,7 @@ class ReconcileSettings(ServiceSettings):
 
 settings = ReconcileSettings()
 broker = make_broker(settings)
-stage = Stage(schema="reconcile", source=SOURCE, decide=record_paid)
+stage = Stage(schema="reconcile", source=SOURCE, handlers={TYPE_OF[RefundPaid]: Handler(record_paid)})
 consumer = subscribe_stage(stage, topics.PAID, group_id="refund-reconcile", max_records=settings.batch_max_records)
 
 

@@ -1,7 +1,10 @@
 """Reconcile's tables: settlement reports and lines, the discrepancy queue, the ledger."""
 
 import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
+from datetime import datetime
+from typing import NamedTuple
 
 import asyncpg
 
@@ -41,27 +44,104 @@ def _summary(row: asyncpg.Record, *, duplicate_file: bool) -> dict:
             "ignored": row["ignored"], "errors": row["errors"]}
 
 
-async def open_discrepancy(conn: asyncpg.Connection, category: str, *, ref: domain.GatewayRef,
-                           refund_id: str | None, line_id: int | None, expected: tuple | None,
-                           settled: tuple | None) -> int | None:
-    expected, settled = expected or (None, None), settled or (None, None)
-    return await conn.fetchval(
+class Opening(NamedTuple):
+    """A discrepancy to open (nothing if the same one is open already)."""
+
+    category: str
+    refund_id: str | None
+    ref: domain.GatewayRef
+    line_id: int | None
+    expected: tuple[int, str] | None
+    settled: tuple[int, str] | None
+
+
+async def open_discrepancies(conn: asyncpg.Connection, openings: Sequence[Opening]) -> None:
+    """Open the discrepancies in one statement; one already open (same category, reference and line) stays."""
+    if not openings:
+        return
+    expected = [o.expected or (None, None) for o in openings]
+    settled = [o.settled or (None, None) for o in openings]
+    await conn.execute(
         "INSERT INTO reconcile.discrepancies (category, refund_id, gateway, gateway_ref, line_id, expected_value, "
-        "expected_currency, settled_value, settled_currency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
-        "ON CONFLICT DO NOTHING RETURNING id", category, refund_id, *ref, line_id, *expected, *settled)
+        "expected_currency, settled_value, settled_currency) "
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], "
+        "$7::text[], $8::bigint[], $9::text[]) ON CONFLICT DO NOTHING",
+        [o.category for o in openings], [o.refund_id for o in openings], [o.ref.gateway for o in openings],
+        [o.ref.reference for o in openings], [o.line_id for o in openings], [e[0] for e in expected],
+        [e[1] for e in expected], [s[0] for s in settled], [s[1] for s in settled])
 
 
-async def close_automatically(conn: asyncpg.Connection, *, ref: domain.GatewayRef, categories: list[str],
-                              why: str) -> int:
-    """Late data settled these open discrepancies; audited as the matcher's action."""
-    rows = await conn.fetch(
-        "UPDATE reconcile.discrepancies SET status = 'auto_resolved', closed_at = now(), resolution = $4 "
-        "WHERE status = 'open' AND gateway = $1 AND gateway_ref = $2 AND category = ANY($3) RETURNING id",
-        *ref, categories, why)
-    await conn.executemany(
+async def close_automatically(conn: asyncpg.Connection, closes: Sequence[tuple[domain.GatewayRef, str, str]]) -> None:
+    """Late data settled these open discrepancies, each (reference, category, why); audited as the matcher's
+    action, in the same statement. At most one entry per (reference, category)."""
+    if not closes:
+        return
+    await conn.execute(
+        "WITH closed AS ("
+        "  UPDATE reconcile.discrepancies d SET status = 'auto_resolved', closed_at = now(), resolution = c.why "
+        "  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS c(gateway, gateway_ref, category, why) "
+        "  WHERE d.status = 'open' AND d.gateway = c.gateway AND d.gateway_ref = c.gateway_ref "
+        "    AND d.category = c.category RETURNING d.id, c.why) "
         "INSERT INTO reconcile.discrepancy_audit (discrepancy_id, actor, action, reason) "
-        "VALUES ($1, 'reconcile-matcher', 'auto_resolved', $2)", [(r["id"], why) for r in rows])
-    return len(rows)
+        "SELECT id, 'reconcile-matcher', 'auto_resolved', why FROM closed",
+        [ref.gateway for ref, _, _ in closes], [ref.reference for ref, _, _ in closes],
+        [category for _, category, _ in closes], [why for _, _, why in closes])
+
+
+async def lock_payouts(conn: asyncpg.Connection, refs: Iterable[domain.GatewayRef]
+                       ) -> dict[domain.GatewayRef, asyncpg.Record]:
+    """The paid refunds with these references, locked for the transaction (in one order, whoever locks them)."""
+    refs = sorted(set(refs))
+    rows = await conn.fetch(
+        "SELECT p.* FROM reconcile.payouts p JOIN unnest($1::text[], $2::text[]) AS r(gateway, gateway_ref) "
+        "  ON p.gateway = r.gateway AND p.gateway_ref = r.gateway_ref ORDER BY p.refund_id FOR UPDATE OF p",
+        [ref.gateway for ref in refs], [ref.reference for ref in refs])
+    return {domain.GatewayRef.of(row): row for row in rows}
+
+
+async def settle(conn: asyncpg.Connection, settlements: Sequence[domain.Settlement], settled_at: datetime) -> None:
+    """Write one round of settlements -- at most one per reference, so no two touch the same rows -- with one
+    statement per kind of change: discrepancies closed, then opened; lines; payouts."""
+    await close_automatically(conn, [(s.ref, category, why) for s in settlements for category, why in s.closes])
+    await open_discrepancies(conn, [
+        Opening(s.opens, None if s.duplicate else s.refund_id, s.ref, s.line_id, None if s.duplicate else s.expected,
+                s.settled) for s in settlements if s.opens])
+    kept = [s for s in settlements if not s.reverses]
+    if kept:  # a duplicate keeps its line's fx_difference (it is not a match)
+        await conn.execute(
+            "UPDATE reconcile.settlement_lines l SET state = w.state, "
+            "  fx_difference = coalesce(w.fx_difference, l.fx_difference) "
+            "FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS w(id, state, fx_difference) WHERE l.id = w.id",
+            [s.line_id for s in kept], [s.result.state for s in kept],
+            [None if s.duplicate else s.result.fx_difference for s in kept])
+    if reversals := [s for s in settlements if s.reverses]:
+        # The money came back: the matched refund line no longer accounts for the payout.
+        await conn.execute(
+            "UPDATE reconcile.settlement_lines l SET state = 'reversed' "
+            "FROM unnest($1::text[], $2::text[], $3::bigint[]) AS r(gateway, gateway_ref, id) "
+            "WHERE l.gateway = r.gateway AND l.gateway_ref = r.gateway_ref AND (l.id = r.id OR l.state = 'matched')",
+            [s.ref.gateway for s in reversals], [s.ref.reference for s in reversals], [s.line_id for s in reversals])
+    if changed := [s for s in settlements if not s.duplicate]:
+        await conn.execute(
+            "UPDATE reconcile.payouts p SET state = w.state, category = w.category, settled_at = $4 "
+            "FROM unnest($1::text[], $2::text[], $3::text[]) AS w(refund_id, state, category) "
+            "WHERE p.refund_id = w.refund_id",
+            [s.refund_id for s in changed], [s.result.state for s in changed], [s.result.category for s in changed],
+            settled_at)
+
+
+async def record_paid(conn: asyncpg.Connection, rows: Sequence[tuple]) -> None:
+    """Record paid refunds, each (refund_id, gateway, gateway_ref, amount_value, currency, channel, refund,
+    paid_at, expected_value, expected_currency, traceparent), in one statement; one recorded already stays
+    as it is."""
+    if rows:
+        await conn.execute(
+            "INSERT INTO reconcile.payouts (refund_id, gateway, gateway_ref, amount_value, currency, channel, "
+            "refund, paid_at, expected_value, expected_currency, traceparent) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], "
+            "$7::jsonb[], $8::timestamptz[], $9::bigint[], $10::text[], $11::text[]) "
+            "ON CONFLICT (refund_id) DO NOTHING",
+            *map(list, zip(*rows, strict=True)))
 
 
 async def ledger(conn: asyncpg.Connection | asyncpg.Pool) -> list[domain.Ledger]:

@@ -18,8 +18,8 @@ from services.payout.outcomes import OutcomeRules
 from services.payout.webhooks import GatewayEventReceiver
 from shared import topics
 from shared.db import create_pool
-from shared.events import RefundApproved
-from shared.stage import Stage
+from shared.events import TYPE_OF, RefundApproved
+from shared.stage import Handler, Stage
 from tests.integration.helpers import SOURCE as PLATFORM, refund_of, valid_request
 
 pytestmark = pytest.mark.integration
@@ -158,7 +158,8 @@ class RecordingProducer:
 
 
 def recording_stage(pool) -> Stage:
-    stage = Stage(schema="payout", source=SOURCE, decide=IntentRecorder(PayoutPolicy()))
+    stage = Stage(schema="payout", source=SOURCE,
+                  handlers={TYPE_OF[RefundApproved]: Handler(IntentRecorder(PayoutPolicy()))})
     stage.pool, stage.producer = pool, RecordingProducer()
     return stage
 

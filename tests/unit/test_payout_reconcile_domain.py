@@ -116,3 +116,52 @@ def test_simulator_fault_shares_are_fixed_per_payment():
     assert _first_outcome("pay-1-sim-expired", "bank_transfer", nobody) == ("succeeded", None)
     share = sum(_has(f"pay-{n}", "timeout", 20) for n in range(2000)) / 2000
     assert 0.15 < share < 0.25
+
+
+def test_a_refund_settles_in_the_merchants_currency_only_when_it_is_another_one():
+    settles_in = {"shop-us": "USD"}
+    assert payout.settlement_currency(settles_in, "shop-us", "EUR") == "USD"
+    assert payout.settlement_currency(settles_in, "shop-us", "USD") is None
+    assert payout.settlement_currency(settles_in, "shop-eu", "EUR") is None
+    quote = payout.FxQuote("EUR", "USD", Decimal("1.0812"), "seed-snapshot", datetime(2026, 11, 24).date())
+    assert quote.provenance == "seed-snapshot@2026-11-24"
+
+
+def test_a_batch_settles_in_rounds_of_one_line_per_reference_each_reference_in_order():
+    a, b, c = (reconcile.GatewayRef("sim", ref) for ref in ("re_a", "re_b", "re_c"))
+    assert reconcile.rounds([a, b, a, c, a, b]) == [[0, 1, 3], [2, 5], [4]]
+    assert reconcile.rounds([a, b, c]) == [[0, 1, 2]]
+    assert reconcile.rounds([]) == []
+    # The same reference on two gateways is two refunds.
+    assert reconcile.rounds([a, reconcile.GatewayRef("stripe", "re_a")]) == [[0, 1]]
+
+
+LINE = {"id": 7, "gateway": "sim", "gateway_ref": "re_a", "txn_id": "txn_7", "amount_value": 2500, "currency": "EUR"}
+PAID = {"refund_id": "rf_a", "expected_value": 2500, "expected_currency": "EUR"}
+
+
+def test_a_matched_line_closes_the_refunds_missing_alarms_and_opens_nothing():
+    s = reconcile.settlement(LINE, PAID, reconcile.Match("matched", "matched"))
+    assert s.closes == (("missing_internally", "paid refund rf_a arrived"),
+                        ("missing_in_report", "late settlement line txn_7"))
+    assert s.opens is None and not s.duplicate and not s.reverses
+    assert (s.line_id, s.ref, s.expected, s.settled) == (7, ("sim", "re_a"), (2500, "EUR"), (2500, "EUR"))
+
+
+def test_a_reversal_supersedes_every_discrepancy_about_the_refund_and_opens_its_own():
+    s = reconcile.settlement(LINE, PAID, reconcile.Match("discrepancy", "reversed"))
+    assert s.closes[0] == ("missing_internally", "paid refund rf_a arrived")
+    assert {category for category, _ in s.closes[1:]} == reconcile.PAYOUT_CATEGORIES
+    assert s.opens == "reversed" and s.reverses
+
+
+def test_a_duplicate_line_opens_its_own_discrepancy_and_leaves_the_payout_as_it_was():
+    s = reconcile.settlement(LINE, PAID, reconcile.Match("discrepancy", "duplicate"))
+    assert s.closes == (("missing_internally", "paid refund rf_a arrived"),)
+    assert s.opens == "duplicate" and s.duplicate
+    assert reconcile.payout_after(("matched", "matched"), s.result) == ("matched", "matched")
+    mismatch = reconcile.Match("discrepancy", "amount_mismatch")
+    assert reconcile.payout_after(("awaiting", None), mismatch) == ("discrepancy", "amount_mismatch")
+    # What the next line of the same refund is classified against: already accounted for, so a duplicate.
+    assert reconcile.classify_line("refund", "discrepancy", "amount_mismatch", 2500, "EUR", 2500, "EUR").category \
+        == "duplicate"
