@@ -4,7 +4,7 @@ There is no Docker engine on CI machines, so the broker runs as a plain JVM
 process; see /work/shared/LOCAL-STACK.md for the recipe this follows.
 
 Clients connect over SASL_PLAINTEXT with SCRAM-SHA-512, one principal each
-(shared/kafka_auth.py ACCESS), and KRaft's StandardAuthorizer denies whatever
+(shared/runtime/kafka_auth.py ACCESS), and KRaft's StandardAuthorizer denies whatever
 no ACL allows. The SCRAM credentials are written into the metadata log when the
 dir is formatted (`StorageTool format --add-scram`): the broker authenticates
 to itself as `admin` before any client could create a user. The controller
@@ -36,7 +36,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 from aiokafka.protocol.admin import CreateAclsRequest
 
-from shared.kafka_auth import ACCESS, ADMIN, OPERATOR, SCRAM, AclRule, KafkaAuth, acl_rules
+from shared.runtime.kafka_auth import ACCESS, ADMIN, OPERATOR, SCRAM, AclRule, KafkaAuth, acl_rules
 
 from . import processes
 from .processes import StackError, console, file_lock, run_sync, spawn, terminate
@@ -180,7 +180,7 @@ def write_config(kafka_dir: Path, port: int, controller_port: int, admin_passwor
         "share.coordinator.state.topic.min.isr": "1",
         # Tests start consumers and expect them to get partitions immediately.
         "group.initial.rebalance.delay.ms": "0",
-        # Topics are created explicitly (shared.topics); a typo must fail, not create.
+        # Topics are created explicitly (shared.contract.topics); a typo must fail, not create.
         "auto.create.topics.enable": "false",
     }
     path = kafka_dir / "server.properties"

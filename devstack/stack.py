@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from shared import lifecycle
+from shared.contract import lifecycle
 
 from . import kafka, postgres, prometheus, roles
 from .processes import (
@@ -131,7 +131,7 @@ class Stack:
         return dict(self.state.get("kafka_credentials") or {})
 
     def kafka_auth(self, principal: str):
-        """A KafkaAuth (shared/kafka_auth.py) as `principal` ("admin", "operator", "platform-shop-test",
+        """A KafkaAuth (shared/runtime/kafka_auth.py) as `principal` ("admin", "operator", "platform-shop-test",
         a service); PLAINTEXT for an external broker."""
         return kafka.auth_for(self.kafka_credentials(), principal)
 
@@ -382,7 +382,7 @@ class Stack:
 
     # ------------------------------------------------------ topics/migrations
     def _ensure_topics(self) -> None:
-        from shared.topics import TOPICS
+        from shared.contract.topics import TOPICS
 
         admin = self.kafka_auth("admin")
         created = kafka.create_topics(self.bootstrap, TOPICS, admin)
@@ -402,7 +402,7 @@ class Stack:
         """One role per schema (devstack/roles.py), then each service's migrations run as its role, so it
         owns its tables and has no grant on any other schema. (Services also migrate at start; doing it
         here lets tests use the database first.) The simulator migrates its own schema when it starts."""
-        from shared.db import apply_migrations
+        from shared.runtime.db import apply_migrations
 
         run_sync(roles.ensure_roles(self.dsn, self._secrets()["db"]))
         for name in SERVICES:

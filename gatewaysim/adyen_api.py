@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from gatewaysim import idempotency, ledger, objects, refunds, reports
 from gatewaysim.settings import Account
 from gatewaysim.web import Answer, ApiError, SimContext, context, fingerprint, pause
-from shared.money import currency_exponent
+from shared.contract.money import currency_exponent
 
 router = APIRouter()
 _BATCH_FILE = re.compile(r"settlement_detail_report_batch_(\d+)\.csv")

@@ -9,7 +9,7 @@ currency's minor unit.
 from collections.abc import Mapping
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from shared.money import currency_exponent
+from shared.contract.money import currency_exponent
 
 
 def rate(rates: Mapping[str, Decimal], base: str, quote: str) -> Decimal | None:

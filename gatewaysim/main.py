@@ -20,9 +20,9 @@ from gatewaysim import adyen_api, ledger, stripe_api
 from gatewaysim.settings import SimSettings
 from gatewaysim.web import ApiError, SimContext
 from gatewaysim.webhooks import WebhookSender
-from shared.db import apply_migrations, create_pool
-from shared.logs import configure_logging
-from shared.periodic import every
+from shared.runtime.db import apply_migrations, create_pool
+from shared.runtime.logs import configure_logging
+from shared.runtime.periodic import every
 
 log = structlog.get_logger()
 CHANGES = Counter("gatewaysim_ledger_changes_total", "Refunds confirmed or reversed by the passing of time")

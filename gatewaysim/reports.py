@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from shared.money import major_units_text
+from shared.contract.money import major_units_text
 
 if TYPE_CHECKING:
     from gatewaysim.ledger import SettlementLine

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from gatewaysim import idempotency, ledger, objects, refunds, reports
 from gatewaysim.settings import Account
 from gatewaysim.web import Answer, ApiError, SimContext, context, decode_form, fingerprint, pause
-from shared.money import currency_exponent
+from shared.contract.money import currency_exponent
 
 router = APIRouter()
 REPORT_TYPE = "balance_change_from_activity.itemized.1"

@@ -34,11 +34,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shared import topics
-from shared.events import Status
-from shared.ids import refund_id_for
-from shared.kafka_auth import SERVICE_READS, KafkaAuth
-from shared.lifecycle import TERMINAL_STATUSES
+from shared.contract import topics
+from shared.contract.events import Status
+from shared.contract.ids import refund_id_for
+from shared.runtime.kafka_auth import SERVICE_READS, KafkaAuth
+from shared.contract.lifecycle import TERMINAL_STATUSES
 from tools.bench_load import LagProbe, StepWatch, send_open_loop
 from tools.bench_measure import CpuSample, cpu_ms_between, machine_busy_share, output_rate, percentile
 from tools.bench_relay import HOPS, Relay

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from shared.kafka_auth import KafkaAuth
+from shared.runtime.kafka_auth import KafkaAuth
 from tools.bench_measure import group_lag, rss_mb
 
 # (key, value, headers) of one record, built before the timed part.

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.lag import lag_by_topic
+from shared.runtime.lag import lag_by_topic
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PROC = Path("/proc")
@@ -145,5 +145,5 @@ def rss_mb(pid: int, proc: Path = PROC) -> float | None:
 
 
 def group_lag(end: Mapping, committed: Mapping) -> int:
-    """Records on a group's partitions it has not committed (shared/lag.py's rule, summed over topics)."""
+    """Records on a group's partitions it has not committed (shared/runtime/lag.py's rule, summed over topics)."""
     return sum(lag_by_topic(end, committed).values())

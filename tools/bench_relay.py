@@ -26,13 +26,13 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from shared.kafka_auth import KafkaAuth
-from shared.topics import DEFAULT_PARTITIONS, TopicSpec
+from shared.runtime.kafka_auth import KafkaAuth
+from shared.contract.topics import DEFAULT_PARTITIONS, TopicSpec
 from tools.bench_load import Record, Schedule, send_open_loop
 from tools.platform import consumer_at_end
 
 HOPS = 5
-# Like shared/settings.py: batch_max_records 500, kafka_linger_ms 10; shared/service.py: batch_timeout_ms 50.
+# Like shared/runtime/settings.py: batch_max_records 500, kafka_linger_ms 10; shared/runtime/service.py: batch_timeout_ms 50.
 BATCH_MAX_RECORDS, LINGER_MS, BATCH_TIMEOUT_MS = 500, 10, 50
 PAYLOAD = 1000  # bytes: about a refund lifecycle event's CloudEvent
 

@@ -23,9 +23,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shared import topics
-from shared.events import Reason
-from shared.ids import refund_id_for
+from shared.contract import topics
+from shared.contract.events import Reason
+from shared.contract.ids import refund_id_for
 from tools.platform import GatewayPayments, StatusFollower, requested_record, start_producer
 from tools.reviewers import DemoReviewers
 

@@ -17,9 +17,9 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared import topics
-from shared.kafka_auth import KafkaAuth
-from shared.lifecycle import TERMINAL_STATUSES
+from shared.contract import topics
+from shared.runtime.kafka_auth import KafkaAuth
+from shared.contract.lifecycle import TERMINAL_STATUSES
 
 
 def requested_record(source: str, data: object, *, binary: bool = False,

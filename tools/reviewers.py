@@ -11,9 +11,9 @@ from collections import Counter
 
 import httpx
 
-from shared.roles import Role
-from shared.settings import ServiceSettings
-from shared.staff import mint_token
+from shared.runtime.roles import Role
+from shared.runtime.settings import ServiceSettings
+from shared.runtime.staff import mint_token
 
 DESK = (("demo-reviewer", Role.REVIEWER), ("demo-senior", Role.SENIOR_REVIEWER), ("demo-lead", Role.FINANCE_LEAD))
 

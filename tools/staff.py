@@ -5,8 +5,8 @@ from typing import Annotated
 
 import typer
 
-from shared.settings import ServiceSettings
-from shared.staff import Role, mint_token
+from shared.runtime.settings import ServiceSettings
+from shared.runtime.staff import Role, mint_token
 
 
 def main(user: str, role: Annotated[list[Role], typer.Option(help="repeatable")],

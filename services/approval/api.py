@@ -9,8 +9,8 @@ from pydantic import BaseModel, Field
 from services.approval import store
 from services.approval.domain import ReviewRefused
 from services.approval.handlers import ReviewDesk, review_json
-from shared.roles import Role
-from shared.staff import StaffAuth, StaffUser
+from shared.runtime.roles import Role
+from shared.runtime.staff import StaffAuth, StaffUser
 
 
 class Decision(BaseModel):

@@ -14,9 +14,10 @@ from datetime import datetime
 from typing import Literal
 
 from services.approval.policy import Condition, Policy
-from shared.events import RefundAccepted
-from shared.money import Money, currencies_of_country, major_units_text
-from shared.roles import Role
+from shared.contract.events import RefundAccepted
+from services.approval.countries import currencies_of_country
+from shared.contract.money import Money, major_units_text
+from shared.runtime.roles import Role
 
 _STRICTNESS = {"approve": 0, "review": 1, "deny": 2}
 # Suffix of a refund-window rule's reason code when the payment's capture time is unknown.

@@ -17,13 +17,13 @@ from prometheus_client import Counter
 from services.approval import domain, store
 from services.approval.payments import GatewayPayments
 from services.approval.policy import Policy, Waiting
-from shared.envelope import Outgoing, encode
-from shared.events import (
+from shared.contract.envelope import Outgoing, encode
+from shared.contract.events import (
     RefundAccepted, RefundApproved, RefundDenied, RefundHeld, RefundReviewEscalated, RefundReviewRequested,
 )
-from shared.metrics import count_rejections, observe_completion
-from shared.stage import Inbound, Stage
-from shared.staff import StaffUser
+from shared.runtime.metrics import count_rejections, observe_completion
+from shared.runtime.stage import Inbound, Stage
+from shared.runtime.staff import StaffUser
 
 SOURCE = "refund-pipeline/approval"
 SYSTEM = "system"

@@ -11,15 +11,15 @@ from services.approval.payments import GatewayPayments
 from services.approval.policy import PolicyError, load_policy
 from services.approval.store import BACKLOG
 from services.approval.verification import PaymentVerifier
-from shared import topics
-from shared.events import TYPE_OF, RefundAccepted
-from shared.gateway_routes import GatewayRoutes
-from shared.metrics import read_backlog, sweep_forever
-from shared.periodic import every
-from shared.service import make_app, make_broker, subscribe_stage
-from shared.settings import ServiceSettings
-from shared.stage import Handler, Stage
-from shared.staff import StaffAuth, StaffVerifier
+from shared.contract import topics
+from shared.contract.events import TYPE_OF, RefundAccepted
+from shared.runtime.gateway_routes import GatewayRoutes
+from shared.runtime.metrics import read_backlog, sweep_forever
+from shared.runtime.periodic import every
+from shared.runtime.service import make_app, make_broker, subscribe_stage
+from shared.runtime.settings import ServiceSettings
+from shared.runtime.stage import Handler, Stage
+from shared.runtime.staff import StaffAuth, StaffVerifier
 
 DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "deploy" / "policy" / "refund-policy.yaml"
 
@@ -30,7 +30,7 @@ class ApprovalSettings(ServiceSettings):
     # Automatic decisions; a manual review's clock is the policy's review.sla.
     approval_sla_seconds: float = 60.0
     review_clock_interval_seconds: float = 5.0
-    # GATEWAY_ROUTES (JSON, shared/gateway_routes.py), the same routes payout pays through: approval reads
+    # GATEWAY_ROUTES (JSON, shared/runtime/gateway_routes.py), the same routes payout pays through: approval reads
     # each refund's payment there before approving it. A gateway without a route is not verified (payout
     # fails its refunds `gateway_not_configured`).
     gateway_routes: GatewayRoutes = {}

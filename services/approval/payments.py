@@ -1,6 +1,6 @@
 """The payment port: a refund's payment as its gateway holds it, read over the gateway's own API.
 
-One adapter per route in GATEWAY_ROUTES (shared/gateway_routes.py), chosen by the route's `kind`:
+One adapter per route in GATEWAY_ROUTES (shared/runtime/gateway_routes.py), chosen by the route's `kind`:
 
 - Stripe-shaped: the official `stripe` package, `GET /v1/payment_intents/{id}` with the latest charge
   expanded (`ch_`/`py_` ids: `GET /v1/charges/{id}`, as payout refunds them); captured = the charge's
@@ -23,7 +23,7 @@ import httpx
 import stripe
 
 from services.approval.domain import GatewayPayment
-from shared.gateway_routes import GatewayRoute, GatewayRoutes
+from shared.runtime.gateway_routes import GatewayRoute, GatewayRoutes
 
 
 class GatewayUnanswered(Exception):

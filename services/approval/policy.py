@@ -16,9 +16,9 @@ from pydantic import (
     ValidationError, model_validator,
 )
 
-from shared.events import Channel, Country, Reason
-from shared.money import Money
-from shared.roles import Role
+from shared.contract.events import Channel, Country, Reason
+from shared.contract.money import Money
+from shared.runtime.roles import Role
 
 _DURATION = re.compile(r"(\d+)([smhd])")
 _UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}

@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from services.approval.domain import HISTORY_DEPTH, OpenReview, PastRefund, Verdict, customer_key
-from shared import tracing
-from shared.events import RefundAccepted
-from shared.roles import Role
+from shared.runtime import tracing
+from shared.contract.events import RefundAccepted
+from shared.runtime.roles import Role
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ import structlog
 from services.approval import domain, store
 from services.approval.handlers import PAYMENT_CHECKS, SYSTEM, Decisions, record_decision
 from services.approval.payments import GatewayPayments, GatewayUnanswered
-from shared import tracing
-from shared.envelope import Outgoing
-from shared.stage import Stage
+from shared.runtime import tracing
+from shared.contract.envelope import Outgoing
+from shared.runtime.stage import Stage
 
 log = structlog.get_logger()
 

@@ -23,10 +23,10 @@ from pydantic import BaseModel
 
 from services.intake import credentials, domain, store
 from services.intake.handlers import Decision, Intake
-from shared.events import FieldError, RefundRequested
-from shared.http_limits import RateLimit
-from shared.ids import refund_id_for
-from shared.stage import Stage
+from shared.contract.events import FieldError, RefundRequested
+from shared.runtime.http_limits import RateLimit
+from shared.contract.ids import refund_id_for
+from shared.runtime.stage import Stage
 
 log = structlog.get_logger()
 _bearer = HTTPBearer(auto_error=False, description="The platform's API key as a bearer token")

@@ -12,9 +12,9 @@ from functools import cached_property
 
 from pydantic import ValidationError
 
-from shared.events import Customer, FieldError, RefundRequested
-from shared.ids import refund_id_for
-from shared.money import Money
+from shared.contract.events import Customer, FieldError, RefundRequested
+from shared.contract.ids import refund_id_for
+from shared.contract.money import Money
 
 REQUESTED_TYPE = "refund.requested.v1"
 

@@ -15,8 +15,8 @@ import structlog
 from prometheus_client import Gauge
 
 from services.intake import domain
-from shared.envelope import encode
-from shared.stage import Stage
+from shared.contract.envelope import encode
+from shared.runtime.stage import Stage
 
 log = structlog.get_logger()
 

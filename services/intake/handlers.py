@@ -17,13 +17,13 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from services.intake import domain, release, store
-from shared.contact_seal import seal
-from shared.envelope import Outgoing, encode
-from shared.events import FieldError, RefundAccepted, RefundRejected, RefundRequested
-from shared.ids import refund_id_for
-from shared.metrics import count_rejections, observe_completion
-from shared.sla import SlaTable
-from shared.stage import Inbound
+from shared.contract.contact_seal import seal
+from shared.contract.envelope import Outgoing, encode
+from shared.contract.events import FieldError, RefundAccepted, RefundRejected, RefundRequested
+from shared.contract.ids import refund_id_for
+from shared.runtime.metrics import count_rejections, observe_completion
+from services.intake.sla import SlaTable
+from shared.runtime.stage import Inbound
 
 SOURCE = "refund-pipeline/intake"
 log = structlog.get_logger()

@@ -2,16 +2,17 @@
 
 from pathlib import Path
 
-from services.intake import api, release, store
+from services.intake import api, release, sla, store
 from services.intake.domain import DrillPayment
 from services.intake.drill import drill_forever
 from services.intake.handlers import SOURCE, Intake
 from services.intake.settings import IntakeSettings
-from shared import contact_seal, sla, topics
-from shared.http_limits import RateLimit
-from shared.metrics import export_sla, read_backlog, sweep_forever
-from shared.service import make_app, make_broker, subscribe_stage
-from shared.stage import Handler, Stage
+from services.intake import sla
+from shared.contract import contact_seal, topics
+from shared.runtime.http_limits import RateLimit
+from shared.runtime.metrics import read_backlog, sweep_forever
+from shared.runtime.service import make_app, make_broker, subscribe_stage
+from shared.runtime.stage import Handler, Stage
 
 settings = IntakeSettings()
 try:
@@ -19,7 +20,7 @@ try:
 except sla.SlaFileError as error:
     raise SystemExit(f"intake cannot start: bad SLA file (SLA_FILE): {error}") from None
 
-export_sla(sla_table)
+sla.export_sla(sla_table)
 try:
     contact_key = contact_seal.public_key(settings.contact_public_key)
 except ValueError as error:

@@ -14,11 +14,11 @@ import structlog
 from prometheus_client import Counter
 
 from services.intake import store
-from shared import topics
-from shared.envelope import Outgoing
-from shared.events import EVENT_TYPES
-from shared.lifecycle import RELEASES_BALANCE, status_of
-from shared.stage import Inbound
+from shared.contract import topics
+from shared.contract.envelope import Outgoing
+from shared.contract.events import EVENT_TYPES
+from shared.contract.lifecycle import RELEASES_BALANCE, status_of
+from shared.runtime.stage import Inbound
 
 log = structlog.get_logger()
 
@@ -28,7 +28,7 @@ RELEASES = Counter(
     ["status"])
 
 # A forged denial would free a payment's balance for another refund: the stage acts only on these
-# topics' own sources (shared/topics.py TRUSTED_SOURCES) and dead-letters the rest as untrusted_source.
+# topics' own sources (shared/contract/topics.py TRUSTED_SOURCES) and dead-letters the rest as untrusted_source.
 TOPICS = (topics.DENIED, topics.PAYOUT_FAILED)
 
 

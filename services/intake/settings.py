@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from shared.contact_seal import LOCAL_PUBLIC_KEY
-from shared.settings import ServiceSettings
+from shared.contract.contact_seal import LOCAL_PUBLIC_KEY
+from shared.runtime.settings import ServiceSettings
 
 REPO_SLA_FILE = Path(__file__).resolve().parents[2] / "deploy" / "sla.yaml"
 
@@ -14,9 +14,9 @@ class IntakeSettings(ServiceSettings):
 
     service_name: str = "intake"
     # Notify's X25519 public key (PEM or base64 of the raw 32 bytes): the customer's email and phone
-    # travel on sealed with it, readable by notify alone (shared/contact_seal.py).
+    # travel on sealed with it, readable by notify alone (shared/contract/contact_seal.py).
     contact_public_key: str = LOCAL_PUBLIC_KEY
-    # The ticket's stage SLAs (shared/sla.py); a bad file stops start-up.
+    # The ticket's stage SLAs (services/intake/sla.py); a bad file stops start-up.
     sla_file: Path = REPO_SLA_FILE
     # Scheduled drills (services/intake/drill.py): seconds between drill refunds, 0 = off; the UTC
     # hours they may run in (off-peak), empty = any hour.

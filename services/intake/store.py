@@ -8,10 +8,10 @@ import asyncpg
 
 from services.intake import credentials
 from services.intake.domain import PaymentBalance, PaymentKey
-from shared import topics
-from shared.envelope import Outgoing
-from shared.events import RefundRequested
-from shared.money import Money
+from shared.contract import topics
+from shared.contract.envelope import Outgoing
+from shared.contract.events import RefundRequested
+from shared.contract.money import Money
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from standardwebhooks.webhooks import Webhook
 
 from services.notify import domain, signing, store
 from services.notify.messages import Message, render_message
-from shared.metrics import observe_completion
+from shared.runtime.metrics import observe_completion
 
 log = structlog.get_logger()
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from shared import lifecycle
-from shared.events import Status
-from shared.lifecycle import ENDED_WITHOUT_MONEY, PROGRESS, RANK, advances, status_of  # noqa: F401 (re-exported)
+from shared.contract import lifecycle
+from shared.contract.events import Status
+from shared.contract.lifecycle import ENDED_WITHOUT_MONEY, PROGRESS, RANK, advances, status_of  # noqa: F401 (re-exported)
 
 # Calendar days from payout until the money is with the customer, per channel,
 # used only when payout's event carries no ETA of its own.

@@ -12,11 +12,11 @@ from aiokafka import ConsumerRecord
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from services.notify import domain, store, watch
-from shared.contact_seal import SealBroken, open_seal
-from shared.envelope import Outgoing, encode
-from shared.events import RefundStatus
-from shared.money import Money
-from shared.stage import Handler, Inbound, Stage
+from shared.contract.contact_seal import SealBroken, open_seal
+from shared.contract.envelope import Outgoing, encode
+from shared.contract.events import RefundStatus
+from shared.contract.money import Money
+from shared.runtime.stage import Handler, Inbound, Stage
 
 SOURCE = "refund-pipeline/notify"
 log = structlog.get_logger()
@@ -61,7 +61,7 @@ class Audience:
 @dataclass(frozen=True)
 class Projection:
     audience: Audience
-    # Opens the contact intake sealed for notify (shared/contact_seal.py).
+    # Opens the contact intake sealed for notify (shared/contract/contact_seal.py).
     contact_key: X25519PrivateKey
 
     async def fold_batch(self, conn: asyncpg.Connection, items: list[Inbound]) -> list[Outgoing]:

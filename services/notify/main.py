@@ -11,13 +11,13 @@ from services.notify.delivery import EmailChannel, Sender, SmsChannel, WebhookCh
 from services.notify.handlers import SOURCE, Audience, CausalStage, Projection, lifecycle_handlers, republish
 from services.notify.signing import sign_link
 from services.notify.web import customer_pages, tracking_access, tracking_api
-from shared import contact_seal, lifecycle
-from shared.http_limits import RateLimit
-from shared.metrics import backlog_query, read_backlog, sweep_forever
-from shared.periodic import every
-from shared.service import make_app, make_broker, subscribe_stage
-from shared.settings import ServiceSettings
-from shared.staff import StaffVerifier
+from shared.contract import contact_seal, lifecycle
+from shared.runtime.http_limits import RateLimit
+from shared.runtime.metrics import backlog_query, read_backlog, sweep_forever
+from shared.runtime.periodic import every
+from shared.runtime.service import make_app, make_broker, subscribe_stage
+from shared.runtime.settings import ServiceSettings
+from shared.runtime.staff import StaffVerifier
 
 
 class NotifySettings(ServiceSettings):
@@ -37,7 +37,7 @@ class NotifySettings(ServiceSettings):
     customer_page_rate_limit: str = "120/minute"
     customer_link_secret: str = "local-dev-customer-link-secret-change-me"
     # The X25519 private key (PEM or base64 of the raw 32 bytes) that opens the customer contact intake
-    # seals with CONTACT_PUBLIC_KEY (shared/contact_seal.py); the default is the public local-only pair.
+    # seals with CONTACT_PUBLIC_KEY (shared/contract/contact_seal.py); the default is the public local-only pair.
     contact_private_key: str = contact_seal.LOCAL_PRIVATE_KEY
     customer_link_max_age_seconds: int = 30 * 24 * 3600
     feedback_url: str = "https://feedback.example.com/refunds"

@@ -7,8 +7,8 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from services.notify import domain
-from shared.events import Status
-from shared.money import Money
+from shared.contract.events import Status
+from shared.contract.money import Money
 
 TEMPLATES = Path(__file__).parent / "templates"
 _ENV = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined,

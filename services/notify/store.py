@@ -7,7 +7,7 @@ import asyncpg
 import orjson
 
 from services.notify.domain import Notification, StatusRow
-from shared.events import Status
+from shared.contract.events import Status
 
 
 # The status projection's columns (as domain.StatusRow names them) and their types. reason_codes

@@ -10,8 +10,8 @@ import structlog
 from prometheus_client import Gauge, Histogram
 
 from services.notify import domain
-from shared import lifecycle
-from shared.metrics import StageBacklog, set_backlog
+from shared.contract import lifecycle
+from shared.runtime.metrics import StageBacklog, set_backlog
 
 log = structlog.get_logger()
 

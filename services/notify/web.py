@@ -15,10 +15,10 @@ from prometheus_client import Counter
 
 from services.notify import domain, signing, store
 from services.notify.messages import render_page, render_refused
-from shared.http_limits import RateLimit
-from shared.events import Status
-from shared.lifecycle import TERMINAL_STATUSES
-from shared.staff import StaffVerifier
+from shared.runtime.http_limits import RateLimit
+from shared.contract.events import Status
+from shared.contract.lifecycle import TERMINAL_STATUSES
+from shared.runtime.staff import StaffVerifier
 
 LOOKUPS = Counter("refund_tracking_lookups_total", "Refund status look-ups (API and customer page)", ["via"])
 REPEAT_LOOKUPS = Counter(

@@ -22,7 +22,7 @@ from Adyen.util import is_valid_hmac_notification
 
 from services.payout.gateway import Acknowledgement, GatewayError, GatewayEvent, GatewayResult, RefundOrder, \
     WebhookRejected
-from shared.gateway_routes import GatewayRoute
+from shared.runtime.gateway_routes import GatewayRoute
 
 # 401/403: our credentials; 422: the request itself (unknown payment "167", amount "137"): asking again won't help.
 _RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})

@@ -2,7 +2,7 @@
 
 Every adapter reaches its gateway over the gateway's own HTTP API and reads its
 signed webhooks; which adapter serves a payment is explicit configuration
-(`GATEWAY_ROUTES`, shared/gateway_routes.py), never a fallback.
+(`GATEWAY_ROUTES`, shared/runtime/gateway_routes.py), never a fallback.
 """
 
 from collections.abc import Mapping

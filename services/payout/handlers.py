@@ -33,11 +33,11 @@ from services.payout import domain, store
 from services.payout.gateway import Gateway, GatewayError, GatewayResult, RefundOrder
 from services.payout.outcomes import SOURCE, Outcome, OutcomeRules, PayoutPolicy, observe, ref_fields
 from services.payout.webhooks import apply_waiting
-from shared import tracing
-from shared.envelope import Outgoing, encode
-from shared.events import PayoutSubmitted, RefundApproved
-from shared.money import currency_exponent
-from shared.stage import Inbound, Stage
+from shared.runtime import tracing
+from shared.contract.envelope import Outgoing, encode
+from shared.contract.events import PayoutSubmitted, RefundApproved
+from shared.contract.money import currency_exponent
+from shared.runtime.stage import Inbound, Stage
 
 __all__ = ["SOURCE", "IntentRecorder", "PayoutExecutor", "PayoutPolicy"]
 log = structlog.get_logger()

@@ -11,13 +11,13 @@ from services.payout.handlers import SOURCE, IntentRecorder, PayoutExecutor, Pay
 from services.payout.outcomes import OutcomeRules
 from services.payout.stripe_gateway import StripeGatewayAdapter
 from services.payout.webhooks import GatewayEventReceiver
-from shared import topics
-from shared.events import TYPE_OF, RefundApproved
-from shared.gateway_routes import GatewayRoute, GatewayRoutes
-from shared.metrics import backlog_query, read_backlog, sweep_forever
-from shared.service import make_app, make_broker, subscribe_stage
-from shared.settings import ServiceSettings
-from shared.stage import Handler, Stage
+from shared.contract import topics
+from shared.contract.events import TYPE_OF, RefundApproved
+from shared.runtime.gateway_routes import GatewayRoute, GatewayRoutes
+from shared.runtime.metrics import backlog_query, read_backlog, sweep_forever
+from shared.runtime.service import make_app, make_broker, subscribe_stage
+from shared.runtime.settings import ServiceSettings
+from shared.runtime.stage import Handler, Stage
 
 
 class PayoutSettings(ServiceSettings):
@@ -38,7 +38,7 @@ class PayoutSettings(ServiceSettings):
     payout_fallback_from: list[str] = ["card"]
     # Platform source -> the merchant's settlement currency, e.g. {"shop-us": "USD"}.
     payout_settlement_currency: dict[str, str] = {}
-    # GATEWAY_ROUTES (JSON, shared/gateway_routes.py): the gateways payout pays through. A payment on a
+    # GATEWAY_ROUTES (JSON, shared/runtime/gateway_routes.py): the gateways payout pays through. A payment on a
     # gateway without a route is never paid: it fails `gateway_not_configured`.
     gateway_routes: GatewayRoutes = {}
     # Fault injection (tests only): SIGKILL after the gateway answered for this payment id.

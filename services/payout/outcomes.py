@@ -13,11 +13,11 @@ import structlog
 
 from services.payout import domain, store
 from services.payout.gateway import GatewayEvent, GatewayResult
-from shared.envelope import Outgoing, encode
-from shared.events import PayoutFailed, RefundApproved, RefundPaid
-from shared.lifecycle import REVERSAL_REASON
-from shared.metrics import observe_completion
-from shared.money import Money
+from shared.contract.envelope import Outgoing, encode
+from shared.contract.events import PayoutFailed, RefundApproved, RefundPaid
+from shared.contract.lifecycle import REVERSAL_REASON
+from shared.runtime.metrics import observe_completion
+from shared.contract.money import Money
 
 SOURCE = "refund-pipeline/payout"
 log = structlog.get_logger()

@@ -19,7 +19,7 @@ import stripe
 
 from services.payout.gateway import Acknowledgement, GatewayError, GatewayEvent, GatewayResult, RefundOrder, \
     WebhookRejected
-from shared.gateway_routes import GatewayRoute
+from shared.runtime.gateway_routes import GatewayRoute
 
 _STATUS = {"succeeded": "succeeded", "pending": "pending", "requires_action": "pending",
            "failed": "failed", "canceled": "failed"}

@@ -26,7 +26,7 @@ from prometheus_client import Counter
 from services.payout import store
 from services.payout.gateway import GatewayEvent
 from services.payout.outcomes import Outcome, OutcomeRules, observe
-from shared.stage import Stage
+from shared.runtime.stage import Stage
 
 log = structlog.get_logger()
 WEBHOOKS = Counter("refund_payout_webhooks_total", "Gateway webhook requests, by what came of them",

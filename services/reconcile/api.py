@@ -10,9 +10,9 @@ from services.reconcile import store
 from services.reconcile.handlers import refund_event
 from services.reconcile.domain import GatewayRef, Match
 from services.reconcile.settlement_files import FORMATS
-from shared.money import Money
-from shared.stage import Stage
-from shared.staff import Role, StaffAuth, StaffUser
+from shared.contract.money import Money
+from shared.runtime.stage import Stage
+from shared.runtime.staff import Role, StaffAuth, StaffUser
 
 
 class Resolution(BaseModel):

@@ -15,12 +15,12 @@ import structlog
 from prometheus_client import Gauge
 
 from services.reconcile import domain, store
-from shared import tracing
-from shared.envelope import Outgoing, encode
-from shared.events import RefundDiscrepancy, RefundPaid, RefundReconciled
-from shared.metrics import observe_completion
-from shared.money import Money
-from shared.stage import Inbound, Stage
+from shared.runtime import tracing
+from shared.contract.envelope import Outgoing, encode
+from shared.contract.events import RefundDiscrepancy, RefundPaid, RefundReconciled
+from shared.runtime.metrics import observe_completion
+from shared.contract.money import Money
+from shared.runtime.stage import Inbound, Stage
 
 SOURCE = "refund-pipeline/reconcile"
 log = structlog.get_logger()

@@ -7,15 +7,15 @@ from services.reconcile.api import settlement_router
 from services.reconcile.handlers import SOURCE, Matcher, check_ledger, record_paid
 from services.reconcile.pulls import ReportPuller
 from services.reconcile.reports import report_source
-from shared import topics
-from shared.events import TYPE_OF, RefundPaid
-from shared.gateway_routes import GatewayRoutes
-from shared.metrics import backlog_query, read_backlog, sweep_forever
-from shared.periodic import every
-from shared.service import make_app, make_broker, subscribe_stage
-from shared.settings import ServiceSettings
-from shared.stage import Handler, Stage
-from shared.staff import StaffAuth, StaffVerifier
+from shared.contract import topics
+from shared.contract.events import TYPE_OF, RefundPaid
+from shared.runtime.gateway_routes import GatewayRoutes
+from shared.runtime.metrics import backlog_query, read_backlog, sweep_forever
+from shared.runtime.periodic import every
+from shared.runtime.service import make_app, make_broker, subscribe_stage
+from shared.runtime.settings import ServiceSettings
+from shared.runtime.stage import Handler, Stage
+from shared.runtime.staff import StaffAuth, StaffVerifier
 
 
 class ReconcileSettings(ServiceSettings):
@@ -33,7 +33,7 @@ class ReconcileSettings(ServiceSettings):
     # A refund the gateway settled in another currency matches when within this share of the amount
     # payout expected (its own rate); the difference is recorded. Beyond it: amount_mismatch.
     reconcile_fx_tolerance_bps: int = 50
-    # GATEWAY_ROUTES (JSON, shared/gateway_routes.py), the routes payout pays through: every gateway's
+    # GATEWAY_ROUTES (JSON, shared/runtime/gateway_routes.py), the routes payout pays through: every gateway's
     # settlement reports are pulled from its API, each on this schedule, ingested under the route's name.
     gateway_routes: GatewayRoutes = {}
     reconcile_report_pull_seconds: float = 60.0

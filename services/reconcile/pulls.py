@@ -14,7 +14,7 @@ from prometheus_client import Counter, Gauge
 from services.reconcile import store
 from services.reconcile.reports import ReportFile, ReportSource, ReportUnavailable
 from services.reconcile.settlement_files import missing_columns
-from shared.stage import Stage
+from shared.runtime.stage import Stage
 
 log = structlog.get_logger()
 PULL_FAILURES = Counter("refund_reconcile_report_pull_failures",

@@ -19,7 +19,7 @@ from typing import Protocol
 import httpx
 import stripe
 
-from shared.gateway_routes import GatewayRoute
+from shared.runtime.gateway_routes import GatewayRoute
 
 STRIPE_REPORT_TYPE = "balance_change_from_activity.itemized.1"
 # Where Stripe serves file contents (the API host serves only the file object).

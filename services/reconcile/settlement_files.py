@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from shared.money import currency_exponent
+from shared.contract.money import currency_exponent
 
 FORMATS = ("stripe", "adyen")
 _AMOUNT = re.compile(r"-?\d+(\.\d+)?")

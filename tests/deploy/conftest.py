@@ -56,7 +56,7 @@ def assert_routes_reach_the_simulator_accounts(routes_json: str, accounts_json: 
     from pydantic import TypeAdapter
 
     from gatewaysim.settings import Account
-    from shared.gateway_routes import GatewayRoutes
+    from shared.runtime.gateway_routes import GatewayRoutes
 
     routes = TypeAdapter(GatewayRoutes).validate_json(routes_json)
     accounts = TypeAdapter(dict[str, Account]).validate_json(accounts_json)

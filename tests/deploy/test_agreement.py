@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from devstack import SERVICES
-from shared.topics import TOPICS
+from shared.contract.topics import TOPICS
 from tests.deploy.conftest import (
     AHEAD_OF_THE_SERVICES, GATEWAY_CLIENTS, ROOT, require_setting, settings_env_names, simulator_env_names,
 )
@@ -88,7 +88,7 @@ def test_migrations_run_in_an_init_container_before_the_service(service, rendere
     assert [c["name"] for c in init] == ["migrate"]
     assert init[0]["image"] == container(deployment)["image"]
     module, schema, folder = init[0]["command"][2:5]
-    assert init[0]["command"][:2] == ["python", "-m"] and module == "shared.migrate"
+    assert init[0]["command"][:2] == ["python", "-m"] and module == "shared.runtime.migrate"
     assert schema == main.stage.schema and (ROOT / folder).is_dir()
     assert [v for v in init[0]["env"] if v["name"] == "DATABASE_URL"][0]["valueFrom"]["secretKeyRef"]
 
@@ -137,7 +137,7 @@ def test_the_one_dockerfile_builds_each_service_with_only_its_own_package(servic
     assert_multi_stage_pinned_locked_and_non_root(image)
     assert {source for source in image.copied if source.startswith("services/")} == {
         "services/__init__.py", f"services/{name}/"}
-    # Fails closed: the image says production (shared/settings.py refuses public defaults there).
+    # Fails closed: the image says production (shared/runtime/settings.py refuses public defaults there).
     assert image.env["ENVIRONMENT"] == "production" and image.env["SERVICE_NAME"] == name
     # The files the service reads by default (intake's SLA table, approval's policy) are in its image.
     for setting, info in type(main.settings).model_fields.items():

@@ -14,8 +14,8 @@ from pydantic import TypeAdapter
 
 from devstack import SERVICES
 from gatewaysim.settings import Account
-from shared.kafka_auth import ACCESS, ADMIN, SCRAM, AclRule, acl_rules, compose_access_script, password_variable
-from shared.topics import TOPICS
+from shared.runtime.kafka_auth import ACCESS, ADMIN, SCRAM, AclRule, acl_rules, compose_access_script, password_variable
+from shared.contract.topics import TOPICS
 from tests.deploy.conftest import (
     AHEAD_OF_THE_SERVICES, GATEWAY_CLIENTS, ROOT, SCHEMAS, assert_routes_reach_the_simulator_accounts, require_setting,
     settings_env_names, simulator_env_names,
@@ -163,7 +163,7 @@ def test_third_party_images_are_pinned(compose):
             assert re.search(r":v?\d+\.\d+(\.\d+)?(-\w+)?$", service["image"]), f"{name}: unpinned {service['image']}"
 
 
-# Kafka: SCRAM-SHA-512 principals with the ACLs of shared/kafka_auth.py ACCESS (kafka/).
+# Kafka: SCRAM-SHA-512 principals with the ACLs of shared/runtime/kafka_auth.py ACCESS (kafka/).
 
 def broker_config() -> dict[str, str]:
     lines = (KAFKA_DIR / "server.properties").read_text().splitlines()
@@ -266,7 +266,7 @@ def test_kafka_init_creates_every_principal_with_exactly_the_acls_of_the_table(c
 def test_the_access_script_is_current():
     assert (KAFKA_DIR / "access.sh").read_text() == compose_access_script(), (
         "deploy/compose/kafka/access.sh is stale: run "
-        ".venv/bin/python -m shared.kafka_auth compose-acls > deploy/compose/kafka/access.sh")
+        ".venv/bin/python -m shared.runtime.kafka_auth compose-acls > deploy/compose/kafka/access.sh")
 
 
 @pytest.mark.parametrize("name", SERVICES)

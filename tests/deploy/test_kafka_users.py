@@ -1,10 +1,10 @@
 """Kubernetes: every service connects to Kafka as its own Strimzi KafkaUser, whose ACLs are the ones
-devstack's broker enforces (shared/kafka_auth.py ACCESS)."""
+devstack's broker enforces (shared/runtime/kafka_auth.py ACCESS)."""
 
 import pytest
 
 from devstack import SERVICES
-from shared.kafka_auth import ACCESS, OPERATOR, AclRule, acl_rules
+from shared.runtime.kafka_auth import ACCESS, OPERATOR, AclRule, acl_rules
 from tests.deploy.test_agreement import container, objects
 
 PRINCIPALS = (*SERVICES, OPERATOR)

@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from gatewaysim.gateway import SimFaults, _in_share
-from shared import topics
-from shared.ids import refund_id_for
-from shared.kafka_auth import KafkaAuth
-from shared.settings import ServiceSettings
-from shared.roles import Role
-from shared.staff import mint_token
+from shared.contract import topics
+from shared.contract.ids import refund_id_for
+from shared.runtime.kafka_auth import KafkaAuth
+from shared.runtime.settings import ServiceSettings
+from shared.runtime.roles import Role
+from shared.runtime.staff import mint_token
 from tools.platform import GatewayPayments, consumer_at_end, requested_record
 
 SOURCE = "shop-test"

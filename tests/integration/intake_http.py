@@ -7,7 +7,7 @@ import asyncpg
 
 from services.intake import store
 from services.intake.credentials import NewApiKey
-from shared import topics
+from shared.contract import topics
 from tests.integration.helpers import TopicTail
 
 

@@ -1,6 +1,6 @@
 """Assertions on what a batch of refunds ended as, shared by the fault and scaling tests."""
 
-from shared.lifecycle import TERMINAL_STATUSES
+from shared.contract.lifecycle import TERMINAL_STATUSES
 
 TERMINAL = {status.value for status in TERMINAL_STATUSES}
 # Statuses a refund can only reach after payout ran it through the gateway.

@@ -3,11 +3,11 @@
 import uuid
 from datetime import UTC, datetime
 
-from shared import topics
-from shared.envelope import encode
-from shared.events import RefundPaid
-from shared.money import Money
-from shared.roles import Role
+from shared.contract import topics
+from shared.contract.envelope import encode
+from shared.contract.events import RefundPaid
+from shared.contract.money import Money
+from shared.runtime.roles import Role
 from tests.integration.helpers import staff_auth
 
 PAYOUT_SOURCE = "refund-pipeline/payout"  # the only source reconcile trusts on refunds.paid

@@ -12,9 +12,9 @@ import pytest
 from services.approval.handlers import ApprovalStep, Decisions
 from services.approval.payments import GatewayPayments
 from services.approval.policy import load_policy
-from shared.db import create_pool
-from shared.events import RefundAccepted
-from shared.stage import Inbound
+from shared.runtime.db import create_pool
+from shared.contract.events import RefundAccepted
+from shared.runtime.stage import Inbound
 from tests.integration.helpers import publish, refund_of, valid_request
 
 pytestmark = pytest.mark.integration

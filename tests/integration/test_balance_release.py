@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from shared import topics
+from shared.contract import topics
 from tests.integration.helpers import TopicTail, publish, refund_of, valid_request, wait_until
 from tests.integration.intake_http import OutcomeTail, auth, new_api_key
 from tests.integration.scrape import total

@@ -2,7 +2,7 @@
 broker from compose's server.properties (its ports moved to free ones on this machine's loopback), and
 init.sh creates the topics, the SCRAM users and the ACLs with the kafka-topics, kafka-configs and
 kafka-acls commands the compose containers run. Then every principal has exactly the ACLs of
-shared/kafka_auth.py ACCESS, and a service can write its own topics and no other."""
+shared/runtime/kafka_auth.py ACCESS, and a service can write its own topics and no other."""
 
 import re
 import secrets
@@ -19,8 +19,8 @@ from aiokafka.protocol.admin import DescribeAclsRequest
 
 from devstack import kafka
 from devstack.processes import file_lock, free_ports, terminate
-from shared import topics
-from shared.kafka_auth import ACCESS, ADMIN, AclRule, KafkaAuth, acl_rules, password_variable
+from shared.contract import topics
+from shared.runtime.kafka_auth import ACCESS, ADMIN, AclRule, KafkaAuth, acl_rules, password_variable
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from shared.lifecycle import TERMINAL_STATUSES
+from shared.contract.lifecycle import TERMINAL_STATUSES
 from tests.integration.helpers import publish, refund_of, valid_request
 
 pytestmark = pytest.mark.integration

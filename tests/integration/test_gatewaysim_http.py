@@ -34,7 +34,7 @@ import stripe
 from devstack.processes import free_port
 from gatewaysim.gateway import GatewayTimeout, GatewayUnavailable, SimFaults, SimGateway
 from services.reconcile.settlement_files import parse
-from shared.db import create_pool
+from shared.runtime.db import create_pool
 from tests.integration.helpers import wait_until
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
-from shared.ids import refund_id_for
+from shared.contract.ids import refund_id_for
 from tests.integration.helpers import pay_for, publish, valid_request, wait_until
 from tests.integration.intake_http import OutcomeTail, auth, new_api_key
 

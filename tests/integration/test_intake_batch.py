@@ -15,12 +15,13 @@ from aiokafka import ConsumerRecord
 
 from services.intake.handlers import Intake
 from services.intake.settings import REPO_SLA_FILE
-from shared import contact_seal, sla, topics
-from shared.contact_seal import LOCAL_PUBLIC_KEY
-from shared.db import create_pool
-from shared.envelope import decode
-from shared.ids import refund_id_for
-from shared.stage import Inbound
+from services.intake import sla
+from shared.contract import contact_seal, topics
+from shared.contract.contact_seal import LOCAL_PUBLIC_KEY
+from shared.runtime.db import create_pool
+from shared.contract.envelope import decode
+from shared.contract.ids import refund_id_for
+from shared.runtime.stage import Inbound
 from tests.integration.helpers import valid_request
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ import httpx
 import orjson
 import pytest
 
-from shared import topics
+from shared.contract import topics
 from tests.integration.helpers import SOURCE, TopicTail, publish, refund_of, valid_request
 from tests.integration.intake_http import OutcomeTail, auth, new_api_key
 from tests.integration.service_fixtures import request_with_payment, service_configured

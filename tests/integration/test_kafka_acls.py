@@ -7,8 +7,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 
-from shared import topics
-from shared.kafka_auth import KafkaAuth
+from shared.contract import topics
+from shared.runtime.kafka_auth import KafkaAuth
 from tests.integration.conftest import PLATFORM
 from tests.integration.helpers import TopicTail, publish, refund_of, valid_request
 

@@ -1,6 +1,6 @@
 """KPI series move with real traffic: time to funds (notify), rejections and dead letters by reason."""
 
-from shared import topics
+from shared.contract import topics
 from tests.integration.helpers import publish, refund_of, valid_request, wait_until
 from tests.integration.scrape import total
 

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 
 def migrate(dsn: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "shared.migrate", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "shared.runtime.migrate", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, env={"DATABASE_URL": dsn, "PATH": "/usr/bin:/bin"})
 
 
@@ -26,7 +26,7 @@ async def test_init_container_command_migrates_an_empty_database_once(stack, db)
         first = migrate(fresh, "notify", "services/notify/migrations")
         assert first.returncode == 0, first.stderr
         # The shared stage tables plus notify's own files (counted, so a new migration does not break this).
-        expected = len(list((ROOT / "shared/migrations").glob("*.sql"))) + len(list((ROOT / "services/notify/migrations").glob("*.sql")))
+        expected = len(list((ROOT / "shared/runtime/migrations").glob("*.sql"))) + len(list((ROOT / "services/notify/migrations").glob("*.sql")))
         assert f"notify: applied {expected} migration(s)" in first.stdout
         conn = await asyncpg.connect(fresh)
         try:

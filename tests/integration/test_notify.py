@@ -13,11 +13,11 @@ import pytest
 from playwright.async_api import async_playwright
 
 from services.notify.signing import sign_link
-from shared.envelope import encode
+from shared.contract.envelope import encode
 from devstack.kafka import describe_topic_configs
-from shared import topics
-from shared.events import PayoutSubmitted, RefundAccepted
-from shared.roles import Role
+from shared.contract import topics
+from shared.contract.events import PayoutSubmitted, RefundAccepted
+from shared.runtime.roles import Role
 from tools.platform import StatusFollower
 from tests.integration.helpers import TopicTail, pay_for, publish, refund_of, staff_auth, valid_request, wait_until
 from tests.integration.notify_sinks import Sinks

@@ -1,6 +1,6 @@
 """The compacted status feed keeps the current status last, whatever a crash leaves in the outbox.
 
-Drives the shared consume loop (shared/stage.py) itself against the real PostgreSQL and Kafka:
+Drives the shared consume loop (shared/runtime/stage.py) itself against the real PostgreSQL and Kafka:
 a stage publishes a status, "crashes" before deleting its outbox row (a new Stage object has
 none of the old one's memory, as after kill -9), publishes a newer status, and its relay runs.
 """
@@ -14,11 +14,11 @@ import orjson
 import pytest
 from aiokafka import ConsumerRecord
 
-from shared import topics
-from shared.db import apply_migrations, create_pool
-from shared.envelope import encode
-from shared.events import RefundStatus, Status
-from shared.stage import Inbound, Stage
+from shared.contract import topics
+from shared.runtime.db import apply_migrations, create_pool
+from shared.contract.envelope import encode
+from shared.contract.events import RefundStatus, Status
+from shared.runtime.stage import Inbound, Stage
 from tools.platform import consumer_at_end
 
 pytestmark = pytest.mark.integration

@@ -16,10 +16,10 @@ from services.payout.gateway import GatewayEvent, GatewayResult, RefundOrder
 from services.payout.handlers import SOURCE, IntentRecorder, PayoutExecutor, PayoutPolicy
 from services.payout.outcomes import OutcomeRules
 from services.payout.webhooks import GatewayEventReceiver
-from shared import topics
-from shared.db import create_pool
-from shared.events import TYPE_OF, RefundApproved
-from shared.stage import Handler, Stage
+from shared.contract import topics
+from shared.runtime.db import create_pool
+from shared.contract.events import TYPE_OF, RefundApproved
+from shared.runtime.stage import Handler, Stage
 from tests.integration.helpers import SOURCE as PLATFORM, refund_of, valid_request
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from shared import topics
+from shared.contract import topics
 from tests.integration.gateway_sim import gateway_sim  # noqa: F401 (fixture)
 from tests.integration.helpers import TopicTail, publish, refund_of, wait_until
 from tests.integration.service_fixtures import request_with_payment

@@ -10,7 +10,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from shared.roles import Role
+from shared.runtime.roles import Role
 from tests.integration.gateway_sim import gateway_sim  # noqa: F401 (fixture)
 from tests.integration.helpers import publish, refund_of, staff_auth, valid_request, wait_until
 from tests.integration.service_fixtures import request_with_payment, service_configured

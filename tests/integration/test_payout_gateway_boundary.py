@@ -12,7 +12,7 @@ import pytest
 import stripe
 from Adyen.util import generate_notification_sig
 
-from shared import topics
+from shared.contract import topics
 from tests.integration.gateway_sim import MERCHANT, gateway_sim, on_gateway  # noqa: F401 (fixture)
 from tests.integration.helpers import TopicTail, publish, refund_of, valid_request, wait_until
 from tests.integration.service_fixtures import request_with_payment, service_configured

@@ -14,9 +14,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from shared import topics
-from shared.envelope import encode
-from shared.events import RefundAccepted
+from shared.contract import topics
+from shared.contract.envelope import encode
+from shared.contract.events import RefundAccepted
 from tests.integration.helpers import TopicTail, publish, refund_of, valid_request, wait_until
 from tests.integration.notify_sinks import Sinks
 from tests.integration.service_fixtures import service_configured

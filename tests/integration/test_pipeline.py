@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from services.notify.domain import RANK
-from shared import topics
-from shared.events import Status
+from shared.contract import topics
+from shared.contract.events import Status
 from tools.platform import requested_record
 from tests.integration.helpers import TopicTail, pay_for, publish, refund_of, valid_request, wait_until
 

@@ -5,7 +5,7 @@ import uuid
 import httpx
 import pytest
 
-from shared.roles import Role
+from shared.runtime.roles import Role
 from tests.integration.helpers import staff_auth, wait_until
 from tests.integration.service_fixtures import service_configured
 from tests.integration.settlement_reports import (

@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from shared import topics
+from shared.contract import topics
 from tests.integration.helpers import TopicTail, wait_until
 from tests.integration.service_fixtures import service_configured
 from tests.integration.settlement_reports import (

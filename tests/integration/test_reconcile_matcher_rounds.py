@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 import pytest
 
 from services.reconcile.handlers import SOURCE, Matcher, record_paid
-from shared import topics
-from shared.db import create_pool
-from shared.envelope import Outgoing
-from shared.events import TYPE_OF, RefundPaid
-from shared.money import Money
-from shared.stage import Handler, Stage
+from shared.contract import topics
+from shared.runtime.db import create_pool
+from shared.contract.envelope import Outgoing
+from shared.contract.events import TYPE_OF, RefundPaid
+from shared.contract.money import Money
+from shared.runtime.stage import Handler, Stage
 
 pytestmark = pytest.mark.integration
 GATEWAY = "rounds-test"  # a gateway no other test settles on

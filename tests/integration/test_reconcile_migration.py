@@ -8,7 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from shared.db import apply_migrations
+from shared.runtime.db import apply_migrations
 from tests.integration.conftest import ROOT
 
 pytestmark = pytest.mark.integration

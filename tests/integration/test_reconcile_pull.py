@@ -17,8 +17,8 @@ import asyncpg
 import httpx
 import pytest
 
-from shared import topics
-from shared.money import Money
+from shared.contract import topics
+from shared.contract.money import Money
 from tests.integration.gateway_simulator import Accounts, SimulatorClient, SimulatorProcess, sim_settings
 from tests.integration.helpers import TopicTail, wait_until
 from tests.integration.scrape import samples, total

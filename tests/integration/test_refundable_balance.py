@@ -10,7 +10,7 @@ import uuid
 import httpx
 import pytest
 
-from shared.ids import refund_id_for
+from shared.contract.ids import refund_id_for
 from tests.integration.helpers import pay_for, publish, valid_request
 from tests.integration.intake_http import OutcomeTail, auth, new_api_key
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from shared import topics
-from shared.roles import Role
+from shared.contract import topics
+from shared.runtime.roles import Role
 from tests.integration.helpers import TopicTail, publish, refund_of, staff_auth, valid_request
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import topics
+from shared.contract import topics
 from tests.integration.helpers import TopicTail, publish, refund_of, valid_request
 from tests.integration.service_fixtures import service_configured
 

@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from shared.roles import Role
+from shared.runtime.roles import Role
 from tests.integration.helpers import publish, refund_of, staff_auth, valid_request
 
 pytestmark = pytest.mark.integration

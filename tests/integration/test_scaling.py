@@ -8,7 +8,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from devstack.stack import SERVICES
-from shared.kafka_auth import KafkaAuth
+from shared.runtime.kafka_auth import KafkaAuth
 from tests.integration.helpers import publish, refund_of, valid_request, wait_until
 from tests.integration.money_checks import assert_every_refund_terminal_and_paid_at_most_once
 

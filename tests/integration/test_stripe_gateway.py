@@ -8,8 +8,8 @@ import pytest
 
 from services.payout.gateway import GatewayError, RefundOrder
 from services.payout.stripe_gateway import StripeGatewayAdapter
-from shared.gateway_routes import GatewayRoute
-from shared.roles import Role
+from shared.runtime.gateway_routes import GatewayRoute
+from shared.runtime.roles import Role
 from tests.integration.helpers import publish, refund_of, staff_auth, valid_request, wait_until
 from tests.integration.service_fixtures import service_configured
 from tests.integration.stripe_mock import stripe_mock  # noqa: F401 (fixture)

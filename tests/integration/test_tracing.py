@@ -1,5 +1,5 @@
 """One refund, one trace: the five services export OTLP/HTTP to a receiver in this test, and the
-request's `traceparent` is continued from intake to notify (shared/tracing.py).
+request's `traceparent` is continued from intake to notify (shared/runtime/tracing.py).
 
 The test plays the platform: it publishes the request with a traceparent of its own, so the trace id is
 known; every service runs with OTEL_EXPORTER_OTLP_ENDPOINT pointing here and a short export delay.
@@ -17,7 +17,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTraceServiceRequest,
                                                                       ExportTraceServiceResponse)
 
-from shared import topics
+from shared.contract import topics
 from tests.integration.helpers import SOURCE, pay_for, refund_of, valid_request, wait_until
 from tests.integration.service_fixtures import service_configured
 from tools.platform import requested_record

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from services.approval.domain import (
     HISTORY_DEPTH, CustomerHistory, PastRefund, customer_histories, customer_key, first_sightings,
 )
-from shared.events import RefundAccepted
+from shared.contract.events import RefundAccepted
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

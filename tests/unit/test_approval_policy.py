@@ -7,8 +7,8 @@ import pytest
 
 from services.approval.domain import CustomerHistory, apply_rules, decide, is_cross_currency, scope_of
 from services.approval.policy import load_policy
-from shared.events import RefundAccepted
-from shared.roles import Role
+from shared.contract.events import RefundAccepted
+from shared.runtime.roles import Role
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = load_policy(ROOT / "deploy" / "policy" / "refund-policy.yaml")

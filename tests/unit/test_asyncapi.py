@@ -1,4 +1,4 @@
-"""The AsyncAPI document (shared/asyncapi.py): checked in as generated, valid AsyncAPI 3.0.0, complete,
+"""The AsyncAPI document (shared/runtime/asyncapi.py): checked in as generated, valid AsyncAPI 3.0.0, complete,
 true to what the services subscribe to, and describing the records the real encoder writes.
 
 The official AsyncAPI 3.0.0 JSON schema is vendored from the npm package `@asyncapi/specs`
@@ -21,11 +21,12 @@ from fastapi.testclient import TestClient
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-from shared import asyncapi, topics
-from shared.envelope import Outgoing, decode, encode
-from shared.events import EVENT_TYPES
-from shared.kafka_auth import SERVICE_READS, SERVICE_SOURCES
-from shared.stage import dead_letter
+from shared.contract import topics
+from shared.runtime import asyncapi
+from shared.contract.envelope import Outgoing, decode, encode
+from shared.contract.events import EVENT_TYPES
+from shared.runtime.kafka_auth import SERVICE_READS, SERVICE_SOURCES
+from shared.runtime.stage import dead_letter
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKED_IN = ROOT / "docs" / "asyncapi.json"
@@ -88,7 +89,7 @@ def assert_valid(document: dict, pointer: str, instance: object) -> None:
 
 def test_the_checked_in_document_is_the_generated_one():
     assert CHECKED_IN.read_text() == asyncapi.render(), (
-        "docs/asyncapi.json is out of date; regenerate it: .venv/bin/python -m shared.asyncapi > docs/asyncapi.json")
+        "docs/asyncapi.json is out of date; regenerate it: .venv/bin/python -m shared.runtime.asyncapi > docs/asyncapi.json")
 
 
 @pytest.mark.parametrize("view", [None, *asyncapi.VIEWS])

@@ -10,7 +10,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from services.approval.domain import CustomerHistory, decide
 from services.approval.policy import load_policy
-from shared.events import RefundAccepted, RefundRequested
+from shared.contract.events import RefundAccepted, RefundRequested
 from tools.bench import MilestoneFollower, bench_request, cpu_per_unit
 from tools.bench_measure import (
     CLOCK_TICKS, CpuSample, MachineCpu, cpu_ms_between, group_lag, machine_busy_share, output_rate,

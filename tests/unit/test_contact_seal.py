@@ -1,4 +1,4 @@
-"""The contact seal (shared/contact_seal.py), what intake passes on, and error text without values."""
+"""The contact seal (shared/contract/contact_seal.py), what intake passes on, and error text without values."""
 
 import base64
 
@@ -7,10 +7,10 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import ValidationError
 
 from services.intake import domain
-from shared import contact_seal
-from shared.contact_seal import SealBroken, open_seal, seal
-from shared.events import Customer, RefundRequested
-from shared.safe_errors import error_text
+from shared.contract import contact_seal
+from shared.contract.contact_seal import SealBroken, open_seal, seal
+from shared.contract.events import Customer, RefundRequested
+from shared.runtime.safe_errors import error_text
 
 CONTACT = {"email": "ana@example.com", "phone": "+4915112345678"}
 

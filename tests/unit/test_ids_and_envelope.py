@@ -1,10 +1,10 @@
 import orjson
 import pytest
 
-from shared.envelope import InvalidEnvelope, UnreadableMessage, decode, encode
-from shared.events import RefundStatus, Status
-from shared.ids import refund_id_for
-from shared import topics
+from shared.contract.envelope import InvalidEnvelope, UnreadableMessage, decode, encode
+from shared.contract.events import RefundStatus, Status
+from shared.contract.ids import refund_id_for
+from shared.contract import topics
 
 
 def test_refund_id_is_deterministic_per_source_and_request():

@@ -1,7 +1,7 @@
 """Intake's pure rules for a payment's captured amount and for who may mark a drill."""
 
 from services.intake.domain import DRILL_SOURCE, PaymentBalance, balance_errors, is_drill
-from shared.events import RefundRequested
+from shared.contract.events import RefundRequested
 from tests.integration.helpers import valid_request
 
 

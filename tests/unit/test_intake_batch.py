@@ -7,8 +7,8 @@ from services.intake.domain import (
     REQUESTED_TYPE, Accepted, Duplicate, PaymentBalance, Rejected, Submission, payments_to_lock,
     reservations, screen, settle,
 )
-from shared.events import FieldError
-from shared.ids import refund_id_for
+from shared.contract.events import FieldError
+from shared.contract.ids import refund_id_for
 from tests.integration.helpers import valid_request
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)

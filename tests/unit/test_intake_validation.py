@@ -5,7 +5,7 @@ import copy
 import pytest
 
 from services.intake.domain import PaymentBalance, balance_errors, readable_ids, validate_request
-from shared.events import RefundRequested
+from shared.contract.events import RefundRequested
 
 VALID = {
     "request_id": "req-1",

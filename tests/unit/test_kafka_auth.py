@@ -1,8 +1,8 @@
 """The ACL table: platforms write only requests and read only statuses; the operator writes nothing;
 a stage writes only what it is the trusted source of (and dead letters)."""
 
-from shared import topics
-from shared.kafka_auth import ACCESS, OPERATOR, PLATFORMS, KafkaAuth, acl_rules
+from shared.contract import topics
+from shared.runtime.kafka_auth import ACCESS, OPERATOR, PLATFORMS, KafkaAuth, acl_rules
 
 
 def test_a_platform_writes_only_requests_and_reads_only_statuses():

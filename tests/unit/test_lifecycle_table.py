@@ -1,8 +1,10 @@
 """The lifecycle table is the one place stages, lifecycle events and statuses are described."""
 
 import devstack.stack
-from shared import kafka_auth, lifecycle, sla, topics
-from shared.events import EVENT_TYPES, Status
+from services.intake import sla
+from shared.contract import lifecycle, topics
+from shared.runtime import kafka_auth
+from shared.contract.events import EVENT_TYPES, Status
 
 
 def test_every_lifecycle_event_is_a_contract_event_emitted_by_a_stage_that_may_write_its_topic():

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from shared.money import Money, currency_exponent
+from shared.contract.money import Money, currency_exponent
 
 
 @pytest.mark.parametrize(("currency", "exponent"), [("JPY", 0), ("USD", 2), ("EUR", 2), ("CNY", 2), ("KWD", 3)])

@@ -11,7 +11,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from services.notify import delivery, domain, signing
 from services.notify.handlers import Audience, in_production_order
 from services.notify.messages import render_message, render_page, render_refused
-from shared.events import Status
+from shared.contract.events import Status
 
 NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
 MILESTONES = list(domain.Milestone)

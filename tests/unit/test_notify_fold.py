@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 from services.notify import domain
 from services.notify.domain import LifecycleEvent, Milestone, StatusRow
-from shared.events import Status
+from shared.contract.events import Status
 
 NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
 EARLIER = NOW - timedelta(hours=1)

@@ -7,9 +7,9 @@ import yaml
 from devstack.prometheus import fast_rules, write_config
 from services.intake.domain import DRILL_SOURCE, is_drill
 from services.notify.watch import RANK, STAGE_AFTER
-from shared.events import RefundRequested
-from shared.metrics import STAGE_DURATION
-from shared.sla import STAGES, load
+from shared.contract.events import RefundRequested
+from shared.runtime.metrics import STAGE_DURATION
+from services.intake.sla import STAGES, load
 from tests.integration.helpers import valid_request
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +55,7 @@ def test_lag_sums_partitions_and_counts_uncommitted_partitions_whole():
     from aiokafka import TopicPartition
     from aiokafka.structs import OffsetAndMetadata
 
-    from shared.lag import lag_by_topic
+    from shared.runtime.lag import lag_by_topic
 
     end = {TopicPartition("a", 0): 10, TopicPartition("a", 1): 7, TopicPartition("b", 0): 3}
     committed = {TopicPartition("a", 0): OffsetAndMetadata(4, ""), TopicPartition("b", 0): OffsetAndMetadata(3, "")}

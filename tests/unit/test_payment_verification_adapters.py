@@ -9,7 +9,7 @@ from pydantic import TypeAdapter
 
 from services.approval.domain import GatewayPayment
 from services.approval.payments import GatewayPayments, GatewayUnanswered
-from shared.gateway_routes import GatewayRoutes
+from shared.runtime.gateway_routes import GatewayRoutes
 
 INTENT = {"id": "pi_1", "object": "payment_intent", "amount": 10000, "amount_received": 10000, "currency": "eur",
           "status": "succeeded", "latest_charge": {"id": "ch_1", "object": "charge", "amount_captured": 9000,
@@ -111,7 +111,7 @@ def test_only_routed_gateways_are_verified(gateway):
 
 def test_production_refuses_routes_to_the_simulator():
     from services.approval.main import ApprovalSettings
-    from shared.settings import ProductionRefused
+    from shared.runtime.settings import ProductionRefused
 
     route = {"kind": "stripe", "base_url": "http://sim:8090/sim", "api_key": "k", "webhook_secret": "w",
              "simulator": True}

@@ -15,7 +15,7 @@ from services.payout.adyen_gateway import AdyenGatewayAdapter
 from services.payout.domain import after_gateway_event
 from services.payout.gateway import GatewayEvent, WebhookRejected
 from services.payout.stripe_gateway import StripeGatewayAdapter
-from shared.gateway_routes import GatewayRoute
+from shared.runtime.gateway_routes import GatewayRoute
 
 SECRET = "whsec_test_payout"
 HMAC_KEY = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"

@@ -1,12 +1,12 @@
-"""The production checks of shared/settings.py, setting by setting."""
+"""The production checks of shared/runtime/settings.py, setting by setting."""
 
 import pytest
 
 from services.intake.settings import IntakeSettings
 from services.notify.main import NotifySettings
-from shared import contact_seal
-from shared.gateway_routes import GatewayRoutes
-from shared.settings import ProductionRefused, ServiceSettings
+from shared.contract import contact_seal
+from shared.runtime.gateway_routes import GatewayRoutes
+from shared.runtime.settings import ProductionRefused, ServiceSettings
 
 SAFE = {"environment": "production", "staff_jwks_url": "https://idp.example.com/.well-known/jwks.json"}
 CONTACT_PRIVATE, CONTACT_PUBLIC = contact_seal.new_key_pair()

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from services.reconcile.reports import AdyenReports, ReportUnavailable, StripeReports
-from shared.gateway_routes import GatewayRoute
+from shared.runtime.gateway_routes import GatewayRoute
 
 ROOT = Path(__file__).resolve().parents[2]
 CSV = "balance_transaction_id,currency,gross,fee,net,reporting_category,source_id\n"

@@ -8,7 +8,7 @@ import pytest
 
 from services.approval.domain import CustomerHistory, apply_rules, decide
 from services.approval.policy import Policy
-from shared.roles import Role
+from shared.runtime.roles import Role
 from tests.unit.test_approval_policy import POLICY, refund as accepted_refund
 
 CARD_UNKNOWN = "refund-window-card:captured_at_unknown"

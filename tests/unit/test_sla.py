@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import sla
+from services.intake import sla
 
 REPO_FILE = Path(__file__).resolve().parents[2] / "deploy" / "sla.yaml"
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)

@@ -3,7 +3,7 @@ from datetime import timedelta
 import jwt
 import pytest
 
-from shared.staff import Role, mint_token, verify_token
+from shared.runtime.staff import Role, mint_token, verify_token
 
 SECRET = "test-secret-long-enough-for-hs256-keys!"
 

@@ -10,7 +10,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from shared.staff import IdentityProvider, Role, StaffVerifier, mint_token
+from shared.runtime.staff import IdentityProvider, Role, StaffVerifier, mint_token
 
 ISSUER, AUDIENCE = "https://idp.example.com/", "refund-backoffice"
 

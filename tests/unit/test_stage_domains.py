@@ -4,8 +4,8 @@ import pytest
 
 from services.notify.domain import eta
 from services.reconcile.domain import match
-from shared.events import Status
-from shared.lifecycle import RANK, STATUS_OF_TYPE, TERMINAL_STATUSES, advances, status_of
+from shared.contract.events import Status
+from shared.contract.lifecycle import RANK, STATUS_OF_TYPE, TERMINAL_STATUSES, advances, status_of
 
 LIFECYCLE = [Status.ACCEPTED, Status.APPROVED, Status.PROCESSING, Status.SUCCEEDED, Status.RECONCILED]
 

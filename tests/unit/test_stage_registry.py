@@ -1,4 +1,4 @@
-"""The stage runtime's handler registry (shared/stage.py), without a broker or database: each handler gets
+"""The stage runtime's handler registry (shared/runtime/stage.py), without a broker or database: each handler gets
 a batch's events of its types at once, validated once; what no handler may take is a dead letter."""
 
 import asyncio
@@ -6,9 +6,9 @@ import asyncio
 import orjson
 from aiokafka import ConsumerRecord
 
-from shared import topics
-from shared.events import RefundApproved
-from shared.stage import Handler, Stage
+from shared.contract import topics
+from shared.contract.events import RefundApproved
+from shared.runtime.stage import Handler, Stage
 
 
 class _Conn:

@@ -1,4 +1,4 @@
-"""Trace context on the envelope and through a stage (shared/tracing.py), without a broker or database.
+"""Trace context on the envelope and through a stage (shared/runtime/tracing.py), without a broker or database.
 
 Tracing off (the default) a stage passes each inbound event's `traceparent` on unchanged; on, the
 events a stage emits carry the span of the inbound event they came from.
@@ -15,11 +15,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from shared import topics, tracing
-from shared.envelope import decode, encode
-from shared.events import RefundStatus, Status
-from shared.ids import refund_id_for
-from shared.stage import Stage
+from shared.contract import topics
+from shared.runtime import tracing
+from shared.contract.envelope import decode, encode
+from shared.contract.events import RefundStatus, Status
+from shared.contract.ids import refund_id_for
+from shared.runtime.stage import Stage
 
 UPSTREAM = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 OTHER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

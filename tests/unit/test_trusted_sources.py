@@ -5,7 +5,7 @@ from services.intake.handlers import SOURCE as INTAKE
 from services.notify.handlers import SOURCE as NOTIFY
 from services.payout.handlers import SOURCE as PAYOUT
 from services.reconcile.handlers import SOURCE as RECONCILE
-from shared import topics
+from shared.contract import topics
 
 
 def test_each_topic_trusts_exactly_the_stage_that_produces_it():

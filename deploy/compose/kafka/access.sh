@@ -1,5 +1,5 @@
-# Generated from shared/kafka_auth.py ACCESS: do not edit; regenerate with
-#   .venv/bin/python -m shared.kafka_auth compose-acls > deploy/compose/kafka/access.sh
+# Generated from shared/runtime/kafka_auth.py ACCESS: do not edit; regenerate with
+#   .venv/bin/python -m shared.runtime.kafka_auth compose-acls > deploy/compose/kafka/access.sh
 # Sourced by init.sh: `user <principal> <variable holding its password>`,
 # `acl <kafka-acls --add arguments>`.
 user intake KAFKA_PASSWORD_INTAKE

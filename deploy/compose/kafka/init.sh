@@ -1,6 +1,6 @@
 #!/bin/sh
 # compose's kafka-init (one-shot, once the broker is healthy), as the admin: the contract topics
-# (topics.sh), then per principal of shared/kafka_auth.py ACCESS its SCRAM-SHA-512 user and ACLs
+# (topics.sh), then per principal of shared/runtime/kafka_auth.py ACCESS its SCRAM-SHA-512 user and ACLs
 # (access.sh, generated from that table). Each step is idempotent and runs on every `up`: a changed
 # password takes effect; an ACL dropped from the table stays until the broker is recreated.
 set -eu

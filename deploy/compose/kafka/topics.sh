@@ -1,5 +1,5 @@
-# The contract topics (shared/topics.py), as `create` calls of init.sh, which sources this;
-# tests/deploy checks this list against shared/topics.py.
+# The contract topics (shared/contract/topics.py), as `create` calls of init.sh, which sources this;
+# tests/deploy checks this list against shared/contract/topics.py.
 create refunds.requested 6
 create refunds.accepted 6
 create refunds.rejected 6

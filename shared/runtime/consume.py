@@ -28,8 +28,8 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import Histogram
 
-from shared.kafka_auth import KafkaAuth
-from shared.stage import Stage
+from shared.runtime.kafka_auth import KafkaAuth
+from shared.runtime.stage import Stage
 
 log = structlog.get_logger()
 
@@ -54,7 +54,7 @@ class _Rebalance(ConsumerRebalanceListener):
 
 class StageConsumer:
     """One consumer group's loop feeding one stage. `group_id`, `topic_names` and `consumer` are what
-    health (shared/consumer_health.py) and the deploy checks read."""
+    health (shared/runtime/consumer_health.py) and the deploy checks read."""
 
     def __init__(self, stage: Stage, topic_names: Sequence[str], *, group_id: str, max_records: int,
                  retry_after_seconds: float = 1.0,

@@ -1,4 +1,4 @@
-"""`python -m shared.migrate SCHEMA FOLDER`: apply one service's migrations, then exit.
+"""`python -m shared.runtime.migrate SCHEMA FOLDER`: apply one service's migrations, then exit.
 
 Kubernetes runs this as the init container of every service pod, so the schema
 is current before the new version serves (the services then run with
@@ -9,13 +9,13 @@ import asyncio
 import sys
 from pathlib import Path
 
-from shared.db import apply_migrations
-from shared.settings import DatabaseSettings
+from shared.runtime.db import apply_migrations
+from shared.runtime.settings import DatabaseSettings
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m shared.migrate SCHEMA FOLDER", file=sys.stderr)
+        print("usage: python -m shared.runtime.migrate SCHEMA FOLDER", file=sys.stderr)
         return 2
     schema, folder = argv[0], Path(argv[1])
     if not folder.is_dir():

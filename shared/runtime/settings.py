@@ -11,7 +11,7 @@ from typing import ClassVar, Literal
 from pydantic import ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.gateway_routes import simulator_routes
+from shared.runtime.gateway_routes import simulator_routes
 
 
 class ProductionRefused(SystemExit):
@@ -26,13 +26,13 @@ class ServiceSettings(BaseSettings):
     # Settings that hold secrets: in production none may be empty or its (public) default.
     production_secrets: ClassVar[tuple[str, ...]] = ()
     # Settings that must be set in production (empty means something is open, e.g. an API without keys).
-    # Staff tokens in production come only from the identity provider (shared/staff.py).
+    # Staff tokens in production come only from the identity provider (shared/runtime/staff.py).
     production_required: ClassVar[tuple[str, ...]] = ("staff_jwks_url",)
 
     environment: Literal["local", "production"] = "local"
     service_name: str = "refund-service"
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    # The service's own Kafka principal (shared/kafka_auth.py): SASL_PLAINTEXT + SCRAM-SHA-512 locally,
+    # The service's own Kafka principal (shared/runtime/kafka_auth.py): SASL_PLAINTEXT + SCRAM-SHA-512 locally,
     # from the Strimzi KafkaUser's secret on Kubernetes. PLAINTEXT = no authentication.
     kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: str = "SCRAM-SHA-512"
@@ -61,7 +61,7 @@ class ServiceSettings(BaseSettings):
     consumer_lag_interval_seconds: float = 15.0
     # A consumer whose assigned partitions have not been fetched for this long (or that the group
     # left without partitions) makes /readyz fail, and past the second bound /healthz, so Kubernetes
-    # restarts a service that stopped consuming but still answers HTTP (shared/consumer_health.py).
+    # restarts a service that stopped consuming but still answers HTTP (shared/runtime/consumer_health.py).
     consumer_ready_within_seconds: float = 60.0
     consumer_live_within_seconds: float = 300.0
     # Public HTTP: the largest request body accepted (413 above it), and where rate-limit windows are
@@ -70,14 +70,14 @@ class ServiceSettings(BaseSettings):
     rate_limit_storage_uri: str = "memory://"
     # Seconds after shutdown starts before in-hand work is abandoned (uncommitted, redelivered).
     graceful_timeout_seconds: float = 15.0
-    # Staff bearer tokens (shared/staff.py): the identity provider's JWKS, issuer and audience, and
+    # Staff bearer tokens (shared/runtime/staff.py): the identity provider's JWKS, issuer and audience, and
     # the claim listing roles. STAFF_TOKEN_SECRET signs local HS256 tokens, accepted only locally.
     staff_jwks_url: str | None = None
     staff_token_issuer: str = "refund-pipeline"
     staff_token_audience: str = "refund-pipeline"
     staff_roles_claim: str = "roles"
     staff_token_secret: str = "local-dev-staff-secret-change-me"
-    # Traces (shared/tracing.py), off while empty: the OTLP/HTTP collector's base URL (spans go to
+    # Traces (shared/runtime/tracing.py), off while empty: the OTLP/HTTP collector's base URL (spans go to
     # <endpoint>/v1/traces), and the milliseconds a span waits in the batch before export.
     otel_exporter_otlp_endpoint: str = ""
     otel_bsp_schedule_delay: int = 5000

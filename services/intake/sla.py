@@ -12,9 +12,9 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from shared.events import Channel, Country
-
-from shared.lifecycle import STAGES
+from shared.contract.events import Channel, Country
+from shared.contract.lifecycle import STAGES
+from shared.runtime.metrics import SLA_BUDGET
 
 _DURATION = re.compile(r"(\d+)\s*([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -126,3 +126,12 @@ def load(path: Path | str) -> SlaTable:
             for item in invalid.errors(include_url=False)
         )
         raise SlaFileError(f"{path}: {problems}") from None
+
+
+def export_sla(table: SlaTable) -> None:
+    """The SLA table as gauges, so dashboards draw latency against the SLA it is measured by."""
+    for stage, budget in table.default.given().items():
+        SLA_BUDGET.labels(stage, "any", "any").set(budget.total_seconds())
+    for override in table.overrides:
+        for stage, budget in override.stages.given().items():
+            SLA_BUDGET.labels(stage, override.channel or "any", override.region or "any").set(budget.total_seconds())

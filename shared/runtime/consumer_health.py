@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Gauge
 
-from shared.periodic import every
+from shared.runtime.periodic import every
 
 LAST_POLL_AGE = Gauge(
     "refund_consumer_last_poll_age_seconds",

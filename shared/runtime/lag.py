@@ -12,8 +12,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import Gauge
 
-from shared.kafka_auth import KafkaAuth
-from shared.periodic import every
+from shared.runtime.kafka_auth import KafkaAuth
+from shared.runtime.periodic import every
 
 log = structlog.get_logger()
 

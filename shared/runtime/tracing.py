@@ -25,7 +25,6 @@ the loop that picks the row up continues it (`resume`, or encode's `traceparent=
 """
 
 import contextvars
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -35,18 +34,17 @@ from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from shared.ids import refund_id_for
-from shared.topics import REQUESTED
+from shared.contract import envelope
+from shared.contract.ids import refund_id_for
+from shared.contract.topics import REQUESTED
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from shared.envelope import Outgoing
-    from shared.settings import ServiceSettings
-    from shared.stage import Inbound
+    from shared.contract.envelope import Outgoing
+    from shared.runtime.settings import ServiceSettings
+    from shared.runtime.stage import Inbound
 
-_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
-_ZERO_TRACE = "0" * 32
 _propagator = TraceContextTextMapPropagator()
 # The `Spans` of the batch running in this context (set once per batch, not per event): what the batch
 # emits is stamped per event, not from the batch's span, so `current_traceparent()` leaves it to `stamp`.
@@ -111,11 +109,7 @@ class _NoBareClientCalls(Sampler):
 
 
 # ------------------------------------------------------------------ the traceparent of one event
-def valid(traceparent: object) -> str | None:
-    """`traceparent` if it is a W3C traceparent (version-format-valid, non-zero trace id), else None."""
-    if isinstance(traceparent, str) and _TRACEPARENT.fullmatch(traceparent) and traceparent[3:35] != _ZERO_TRACE:
-        return traceparent
-    return None
+valid = envelope.valid_traceparent
 
 
 def traceparent_of(event) -> str | None:
@@ -198,7 +192,7 @@ def _keys(item: "Inbound") -> Iterable[str]:
     record, event = item.record, item.event
     if record.key is not None:
         yield record.key.decode(errors="replace")
-    yield f"{record.topic}/{record.partition}/{record.offset}"  # the key of its dead letter (shared/stage.py)
+    yield f"{record.topic}/{record.partition}/{record.offset}"  # the key of its dead letter (shared/runtime/stage.py)
     data = event.get_data() if event is not None else None
     if isinstance(data, dict):
         if isinstance(refund_id := data.get("refund_id"), str):
@@ -283,3 +277,7 @@ def stamp(outgoing: Sequence["Outgoing"], spans: Spans) -> list["Outgoing"]:
         traceparent = None if record.traceparent else by_key.get(record.key, fallback)
         stamped.append(record.with_traceparent(traceparent) if traceparent else record)
     return stamped
+
+
+# encode() (the contract's) asks the runtime for the current span's traceparent through this hook.
+envelope.current_traceparent = current_traceparent

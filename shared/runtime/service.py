@@ -3,7 +3,7 @@
 A service's `main` builds its `Stage`, its consume loop with `subscribe_stage`, and
 serves `make_app(...)` with uvicorn. FastStream's broker gives the app its broker
 connection check and middlewares; consuming is the runtime's own loop
-(shared/consume.py), which costs no sleep and no round trip between batches. The HTTP app gives
+(shared/runtime/consume.py), which costs no sleep and no round trip between batches. The HTTP app gives
 `/metrics`, `/healthz` (the process is alive and its consumers not stalled for
 long) and `/readyz` (database and broker reachable, consumers started and
 fetching), plus whatever routes the service adds.
@@ -21,16 +21,16 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from shared import asyncapi, tracing
-from shared.consume import StageConsumer
-from shared.consumer_health import ConsumerHealth
-from shared.db import apply_migrations, create_pool
-from shared.http_limits import BodySizeLimit
-from shared.kafka_auth import KafkaAuth
-from shared.lag import lag_forever
-from shared.logs import configure_logging
-from shared.settings import ServiceSettings
-from shared.stage import Stage
+from shared.runtime import asyncapi, tracing
+from shared.runtime.consume import StageConsumer
+from shared.runtime.consumer_health import ConsumerHealth
+from shared.runtime.db import apply_migrations, create_pool
+from shared.runtime.http_limits import BodySizeLimit
+from shared.runtime.kafka_auth import KafkaAuth
+from shared.runtime.lag import lag_forever
+from shared.runtime.logs import configure_logging
+from shared.runtime.settings import ServiceSettings
+from shared.runtime.stage import Stage
 
 log = structlog.get_logger()
 
@@ -48,7 +48,7 @@ def make_broker(settings: ServiceSettings) -> KafkaBroker:
 
 
 def subscribe_stage(stage: Stage, *topics: str, group_id: str, max_records: int) -> StageConsumer:
-    """The consume loop (shared/consume.py) feeding `stage` from `topics`: offsets are committed only
+    """The consume loop (shared/runtime/consume.py) feeding `stage` from `topics`: offsets are committed only
     after the stage has saved the batch (at-least-once; the inbox makes that effectively once)."""
     return StageConsumer(stage, topics, group_id=group_id, max_records=max_records)
 

@@ -2,7 +2,7 @@
 
 FastStream's Kafka subscriber is at-most-once by default (ACK_FIRST) and has no
 dead-letter queue and no transactions, so every stage runs this loop instead
-(fed by shared/consume.py):
+(fed by shared/runtime/consume.py):
 
 1. decode each record; bytes that are not a CloudEvent become a dead letter, and so
    does an event from a source its topic does not trust, or (for a handler that asks
@@ -41,13 +41,14 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import ValidationError
 
-from shared import topics, tracing
-from shared.envelope import InvalidEnvelope, Outgoing, decode, encode
-from shared.events import EVENT_TYPES, DeadLetter
-from shared.kafka_auth import KafkaAuth
-from shared.metrics import MESSAGES_DEAD_LETTERED
-from shared.periodic import every
-from shared.safe_errors import error_text
+from shared.contract import topics
+from shared.runtime import tracing
+from shared.contract.envelope import InvalidEnvelope, Outgoing, decode, encode
+from shared.contract.events import EVENT_TYPES, DeadLetter
+from shared.runtime.kafka_auth import KafkaAuth
+from shared.runtime.metrics import MESSAGES_DEAD_LETTERED
+from shared.runtime.periodic import every
+from shared.runtime.safe_errors import error_text
 
 log = structlog.get_logger()
 

@@ -2,11 +2,13 @@
 
 Out: structured mode JSON (`content-type: application/cloudevents+json`).
 In: structured or binary mode (`ce_*` headers), detected per message.
-Trace context rides as the distributed-tracing extension `traceparent` (shared/tracing.py).
+Trace context rides as the distributed-tracing extension `traceparent` (shared/runtime/tracing.py).
 """
 
 import json
+import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -16,14 +18,33 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import BaseModel
 
-from shared import tracing
-from shared.events import EVENT_TYPES, TYPE_OF
+from shared.contract.events import EVENT_TYPES, TYPE_OF
 
 SPEC_VERSION = "1.0"
 # The Kafka `content-type` header of a structured-mode record (the SDK's JSON format sets it).
 STRUCTURED_CONTENT_TYPE = JSONFormat.CONTENT_TYPE
 # The `datacontenttype` of every event: `data` is JSON (in binary mode, the `content-type` header).
 DATA_CONTENT_TYPE = "application/json"
+
+
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_ZERO_TRACE = "0" * 32
+
+
+def valid_traceparent(traceparent: object) -> str | None:
+    """`traceparent` if it is a W3C traceparent (version-format-valid, non-zero trace id), else None."""
+    if isinstance(traceparent, str) and _TRACEPARENT.fullmatch(traceparent) and traceparent[3:35] != _ZERO_TRACE:
+        return traceparent
+    return None
+
+
+def _no_current_span() -> str | None:
+    return None
+
+
+# The traceparent `encode()` gives an event by default: the current span's, once the runtime's tracing
+# (shared/runtime/tracing.py) installs itself here; none without it.
+current_traceparent: Callable[[], str | None] = _no_current_span
 
 
 class UnreadableMessage(Exception):
@@ -53,7 +74,7 @@ class Outgoing:
 
     def with_traceparent(self, traceparent: str) -> "Outgoing":
         """The same record continuing the trace `traceparent`: its structured value re-rendered."""
-        if tracing.valid(traceparent) and self.value.startswith(b'{"') and b'"traceparent"' not in self.value:
+        if valid_traceparent(traceparent) and self.value.startswith(b'{"') and b'"traceparent"' not in self.value:
             # The common case, without parsing: a JSON object with no such member gets it first (a valid
             # traceparent is hex and dashes: nothing to escape).
             value = b'{"traceparent":"' + traceparent.encode() + b'",' + self.value[1:]
@@ -83,7 +104,7 @@ def encode(payload: BaseModel, *, source: str, key: str | None, event_id: str | 
         "time": datetime.now(UTC),
         "datacontenttype": DATA_CONTENT_TYPE,
     }
-    if traceparent := tracing.valid(traceparent) or tracing.current_traceparent():
+    if traceparent := valid_traceparent(traceparent) or current_traceparent():
         attributes["traceparent"] = traceparent
     event = CloudEvent(attributes=attributes, data=payload.model_dump(mode="json"))
     record = ce_kafka.to_structured_event(event)

@@ -5,7 +5,7 @@ import sys
 
 import structlog
 
-from shared.safe_errors import exception_text
+from shared.runtime.safe_errors import exception_text
 
 # Tracebacks name the fields a ValidationError found broken, never the values (no contact data in logs).
 _render_exceptions = structlog.processors.ExceptionRenderer(exception_text)

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
-from shared.periodic import every
-from shared.sla import SlaTable
+from shared.runtime.periodic import every
 
 log = structlog.get_logger()
 
@@ -63,15 +62,6 @@ def count_rejections(stage: str, reasons: list[str], drill: bool = False) -> Non
     if not drill:
         for reason in sorted(set(reasons)) or ["unspecified"]:
             REJECTIONS.labels(stage, reason).inc()
-
-
-def export_sla(table: SlaTable) -> None:
-    """The SLA table as gauges, so dashboards draw latency against the SLA it is measured by."""
-    for stage, budget in table.default.given().items():
-        SLA_BUDGET.labels(stage, "any", "any").set(budget.total_seconds())
-    for override in table.overrides:
-        for stage, budget in override.stages.given().items():
-            SLA_BUDGET.labels(stage, override.channel or "any", override.region or "any").set(budget.total_seconds())
 
 
 def backlog_query(table: str, since: str, open_rows: str) -> str:

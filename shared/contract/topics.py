@@ -55,7 +55,7 @@ TOPICS: tuple[TopicSpec, ...] = (
 )
 
 # Latest-state topics: the last record per key is what a late reader gets, so the outbox never
-# relays an older record for a key after a newer one (shared/stage.py).
+# relays an older record for a key after a newer one (shared/runtime/stage.py).
 COMPACTED = frozenset(spec.name for spec in TOPICS if spec.config.get("cleanup.policy") == "compact")
 
 # Who may publish on each topic (SPEC.md "Each consumed topic accepts events only from the source that
@@ -83,5 +83,5 @@ RECORD_KEY_FIELDS: dict[str, tuple[str, ...]] = {
     # A request too broken to derive a refund id from is rejected under its request_id.
     REJECTED: ("refund_id", "request_id"),
 }
-# A dead letter is keyed by where the record it carries was (shared/stage.py `dead_letter`).
+# A dead letter is keyed by where the record it carries was (shared/runtime/stage.py `dead_letter`).
 DLQ_KEY = "{topic}/{partition}/{offset}"

@@ -19,7 +19,7 @@ import jwt
 from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from shared.roles import Role
+from shared.runtime.roles import Role
 
 __all__ = ["IdentityProvider", "Role", "StaffAuth", "StaffUser", "StaffVerifier", "mint_token", "verify_token"]
 ISSUER = "refund-pipeline"
@@ -68,7 +68,7 @@ class IdentityProvider:
 
 class StaffVerifier:
     """Verifies a staff token: against the identity provider's keys when one is configured, and as a
-    local HS256 token when `local_secret` is given (never in production: see shared/settings.py)."""
+    local HS256 token when `local_secret` is given (never in production: see shared/runtime/settings.py)."""
 
     def __init__(self, provider: IdentityProvider | None = None, local_secret: str | None = None) -> None:
         if provider is None and local_secret is None:

@@ -11,7 +11,7 @@ five stages, `kafka_auth.platform_access` for the platforms.
 `document(service)` is one service's view (its operations and what they use); every service serves
 its own at `GET /asyncapi.json` (`router`). The whole document is checked in:
 
-    python -m shared.asyncapi > docs/asyncapi.json
+    python -m shared.runtime.asyncapi > docs/asyncapi.json
 """
 
 import inspect
@@ -24,8 +24,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic.json_schema import models_json_schema
 
-from shared import envelope, kafka_auth, lifecycle, topics
-from shared.events import EVENT_TYPES, Status
+from shared.contract import envelope, lifecycle, topics
+from shared.runtime import kafka_auth
+from shared.contract.events import EVENT_TYPES, Status
 
 ASYNCAPI_VERSION = "3.0.0"
 KAFKA_BINDING = "0.5.0"
@@ -89,7 +90,7 @@ def _status_note(event_type: str) -> str:
     status = lifecycle.STATUS_OF_TYPE.get(event_type)
     if status is None:
         return ""
-    note = f"Moves the refund to `{status}` (shared/lifecycle.py)"
+    note = f"Moves the refund to `{status}` (shared/contract/lifecycle.py)"
     if status is Status.FAILED:
         note += f"; `{Status.REVERSED}` when `failure_reason` starts with `{lifecycle.REVERSAL_REASON}`"
     return note + "."
@@ -222,7 +223,7 @@ def _whole() -> dict[str, Any]:
             "title": "Refund pipeline: Kafka contract",
             "version": f"{major}.0.0",
             "description": "Every refund one tracked ticket through intake, approval, payout, reconcile and notify, "
-                           "over Kafka (SPEC.md). Generated from shared/ by `python -m shared.asyncapi`; each "
+                           "over Kafka (SPEC.md). Generated from shared/ by `python -m shared.runtime.asyncapi`; each "
                            "service serves its own view at `GET /asyncapi.json`.",
             "tags": [{"name": actor, **({"description": f"CloudEvents source `{kafka_auth.SERVICE_SOURCES[actor]}`"}
                                         if actor in kafka_auth.SERVICE_SOURCES else {})} for actor in _actors()],
@@ -230,7 +231,7 @@ def _whole() -> dict[str, Any]:
         "defaultContentType": envelope.STRUCTURED_CONTENT_TYPE,
         "servers": {"kafka": {
             "host": "{bootstrap}", "protocol": "kafka",
-            "description": "Every service and platform is its own principal with ACLs (shared/kafka_auth.py).",
+            "description": "Every service and platform is its own principal with ACLs (shared/runtime/kafka_auth.py).",
             "variables": {"bootstrap": {"description": "KAFKA_BOOTSTRAP_SERVERS"}},
             "security": [_ref("components", "securitySchemes", "scram")],
         }},

@@ -9,7 +9,7 @@ and tests), so a stage, an event or a status is described once.
 
 from dataclasses import dataclass
 
-from shared.events import EVENT_TYPES, Status
+from shared.contract.events import EVENT_TYPES, Status
 
 # The ticket's stages, in the order a refund passes them; each is one service.
 STAGES = ("intake", "approval", "payout", "reconcile", "notify")

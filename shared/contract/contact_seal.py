@@ -13,7 +13,7 @@ another refund does not open). Wire format, standard base64 of:
 The key id says which notify key a blob needs, so keys can rotate while old blobs are in flight.
 
 Keys are given as PEM, or as standard base64 of the raw 32 bytes (`contact-keygen` below prints
-a pair). The LOCAL_* pair is public, for local runs only: production refuses it (shared/settings.py).
+a pair). The LOCAL_* pair is public, for local runs only: production refuses it (shared/runtime/settings.py).
 """
 
 import base64
@@ -118,6 +118,6 @@ def new_key_pair() -> tuple[str, str]:
     return base64.b64encode(raw).decode(), base64.b64encode(private.public_key().public_bytes(*_RAW)).decode()
 
 
-if __name__ == "__main__":  # python -m shared.contact_seal: a fresh pair for a deployment
+if __name__ == "__main__":  # python -m shared.contract.contact_seal: a fresh pair for a deployment
     private_text, public_text = new_key_pair()
     print(f"CONTACT_PRIVATE_KEY={private_text}  # notify only, a secret\nCONTACT_PUBLIC_KEY={public_text}  # intake")

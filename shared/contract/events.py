@@ -21,8 +21,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from shared import topics
-from shared.money import Money
+from shared.contract import topics
+from shared.contract.money import Money
 
 
 def _rfc3339_text(value: object) -> object:
@@ -115,7 +115,7 @@ class Payment(ContractModel):
 class Customer(ContractModel):
     """Who the refund is for. On `refund.requested.v1` the platform gives `email`/`phone`; from
     `refund.accepted.v1` on they travel only inside `contact_sealed`, which only notify can open
-    (shared/contact_seal.py), so approval, payout and reconcile see the customer's id, never how to
+    (shared/contract/contact_seal.py), so approval, payout and reconcile see the customer's id, never how to
     reach them. `email`/`phone` stay optional here for v1 compatibility; intake never sends them onward."""
 
     id: Id128
@@ -253,7 +253,7 @@ class RefundPaid(RefundEvent):
 
 class PayoutFailed(RefundEvent):
     """`refund.payout-failed.v1`: the payout failed, or, with a failure_reason starting with
-    shared/lifecycle.py's REVERSAL_REASON, the gateway returned a paid refund's money."""
+    shared/contract/lifecycle.py's REVERSAL_REASON, the gateway returned a paid refund's money."""
 
     gateway: str
     payout_id: str
