@@ -89,7 +89,9 @@ def settlement_router(stage: Stage, auth: StaffAuth) -> APIRouter:
     async def ledger(user: Annotated[StaffUser, finance]) -> list[dict]:
         """The ledger invariant per currency: imbalance must be 0. FX-tolerance matches count at payout's
         expected amount in `matched_settled`; `fx_difference` is what the gateway settled beyond it."""
+        async with stage.pool.acquire() as conn:
+            entries = await store.ledger(conn)
         return [dict(vars(entry), imbalance=entry.imbalance, settled_by_gateway=entry.settled_by_gateway)
-                for entry in await store.ledger(stage.pool)]
+                for entry in entries]
 
     return router

@@ -8,11 +8,14 @@ period (`missing_internally`). Late data re-matches and closes what it explains.
 """
 
 import asyncio
+import math
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
 import structlog
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 from services.reconcile import domain, store
 from shared.runtime import tracing
@@ -168,16 +171,56 @@ class Matcher:
                           (line["amount_value"], line["currency"])) for line in orphans])
 
 
-async def check_ledger(pool: asyncpg.Pool) -> None:
-    """The ledger invariant, exported (run continuously); a non-zero imbalance is logged loudly."""
-    async with pool.acquire() as conn:
-        for entry in await store.ledger(conn):
+LEDGER_DRIFT = Counter("refund_ledger_totals_drift_total",
+                       "Rechecks that found the running ledger totals differ from the tables (then reset)")
+
+
+@dataclass
+class LedgerWatch:
+    """The ledger invariant, exported continuously from the running totals; every `recheck_seconds` the
+    totals are compared with the tables themselves (a drift is logged loudly and the totals reset)."""
+
+    pool: asyncpg.Pool
+    recheck_seconds: float
+    _last_recheck: float = field(default=-math.inf)
+
+    async def start(self) -> None:
+        async with self.pool.acquire() as conn:
+            if await store.sync_ledger_categories(conn, domain.PAYOUT_CATEGORIES):
+                self._last_recheck = -math.inf  # the triggers counted another set so far
+
+    async def check(self) -> None:
+        async with self.pool.acquire() as conn:
+            entries = await store.ledger(conn)
+            if time.monotonic() - self._last_recheck >= self.recheck_seconds:
+                entries = await self._recheck(conn, entries)
+            self._export(entries)
+            for row in await conn.fetch("SELECT c AS category, count(d.id) AS n FROM unnest($1::text[]) c "
+                                        "LEFT JOIN reconcile.discrepancies d ON d.category = c "
+                                        "AND d.status = 'open' GROUP BY c", list(domain.CATEGORIES)):
+                OPEN_DISCREPANCIES.labels(row["category"]).set(row["n"])
+
+    async def _recheck(self, conn: asyncpg.Connection, entries: list[domain.Ledger]) -> list[domain.Ledger]:
+        self._last_recheck = time.monotonic()
+        recomputed = await store.ledger_recomputed(conn)
+        if _nonzero(recomputed) != _nonzero(entries):
+            LEDGER_DRIFT.inc()
+            log.error("ledger_totals_drifted", totals=[vars(e) for e in entries],
+                      recomputed=[vars(e) for e in recomputed])
+            await store.reset_ledger_totals(conn, recomputed)
+            return await store.ledger(conn)
+        return entries
+
+    @staticmethod
+    def _export(entries: list[domain.Ledger]) -> None:
+        for entry in entries:
             LEDGER_IMBALANCE.labels(entry.currency).set(entry.imbalance)
             for term in ("paid", "matched_settled", "open_discrepancies", "resolved", "awaiting", "fx_difference"):
                 LEDGER_TERM.labels(entry.currency, term).set(getattr(entry, term))
             if entry.imbalance:
                 log.error("ledger_invariant_broken", currency=entry.currency, imbalance=entry.imbalance)
-        for row in await conn.fetch("SELECT c AS category, count(d.id) AS n FROM unnest($1::text[]) c "
-                                    "LEFT JOIN reconcile.discrepancies d ON d.category = c "
-                                    "AND d.status = 'open' GROUP BY c", list(domain.CATEGORIES)):
-            OPEN_DISCREPANCIES.labels(row["category"]).set(row["n"])
+
+
+def _nonzero(entries: list[domain.Ledger]) -> list[tuple]:
+    """The ledger as comparable facts (a currency whose terms are all zero is no fact)."""
+    return sorted(tuple(vars(e).values()) for e in entries if any(v for k, v in vars(e).items() if k != "currency"))

@@ -4,7 +4,7 @@ import asyncio
 from pathlib import Path
 
 from services.reconcile.api import settlement_router
-from services.reconcile.handlers import SOURCE, Matcher, check_ledger, record_paid
+from services.reconcile.handlers import SOURCE, LedgerWatch, Matcher, record_paid
 from services.reconcile.pulls import ReportPuller
 from services.reconcile.reports import report_source
 from shared.contract import topics
@@ -27,6 +27,8 @@ class ReconcileSettings(ServiceSettings):
     # A report line with no paid refund after this is `missing_internally` (paid events may lag the report).
     reconcile_missing_internally_after_seconds: float = 60.0
     reconcile_ledger_check_seconds: float = 5.0
+    # How often the running ledger totals are compared with the tables themselves (a full scan).
+    reconcile_ledger_recheck_seconds: float = 3600.0
     # The most a gateway may charge on a refund, in basis points of it (rounded up to a minor unit);
     # more is a fee_mismatch.
     reconcile_max_fee_bps: int = 300
@@ -65,7 +67,9 @@ async def pull_reports() -> None:
 
 
 async def watch_ledger() -> None:
-    await every(settings.reconcile_ledger_check_seconds, lambda: check_ledger(stage.pool), name="ledger_watch")
+    watch = LedgerWatch(stage.pool, settings.reconcile_ledger_recheck_seconds)
+    await watch.start()
+    await every(settings.reconcile_ledger_check_seconds, watch.check, name="ledger_watch")
 
 
 BACKLOG = backlog_query("reconcile.payouts", since="paid_at", open_rows="state = 'awaiting'")

@@ -144,8 +144,58 @@ async def record_paid(conn: asyncpg.Connection, rows: Sequence[tuple]) -> None:
             *map(list, zip(*rows, strict=True)))
 
 
-async def ledger(conn: asyncpg.Connection | asyncpg.Pool) -> list[domain.Ledger]:
-    """Each side of the invariant from its own table: payouts, matched lines, open discrepancies."""
+_TERMS = ("paid", "matched", "open", "resolved", "awaiting", "reversed", "fx_difference")
+
+
+async def ledger(conn: asyncpg.Connection) -> list[domain.Ledger]:
+    """The invariant's terms per currency from the running totals (migration 0008), after folding in what
+    changed since the last look: work proportional to the change, not to the history."""
+    async with conn.transaction():
+        await conn.execute(
+            "WITH moved AS (DELETE FROM reconcile.ledger_deltas RETURNING currency, term, amount) "
+            "INSERT INTO reconcile.ledger_totals (currency, term, amount) "
+            "SELECT currency, term, sum(amount) FROM moved GROUP BY 1, 2 "
+            "ON CONFLICT (currency, term) DO UPDATE SET amount = ledger_totals.amount + EXCLUDED.amount")
+        rows = await conn.fetch("SELECT currency, term, amount::bigint AS amount FROM reconcile.ledger_totals")
+    by_currency: dict[str, dict[str, int]] = {}
+    for row in rows:
+        by_currency.setdefault(row["currency"], dict.fromkeys(_TERMS, 0))[row["term"]] = row["amount"]
+    return [domain.Ledger(currency, t["paid"], t["matched"], t["open"], t["resolved"], t["awaiting"], t["reversed"],
+                          t["fx_difference"])
+            for currency, t in sorted(by_currency.items()) if any(t.values())]
+
+
+async def reset_ledger_totals(conn: asyncpg.Connection, entries: list[domain.Ledger]) -> None:
+    """Replace the running totals with `entries` (recomputed from the tables), writers held off meanwhile."""
+    async with conn.transaction():
+        await conn.execute("LOCK TABLE reconcile.payouts, reconcile.settlement_lines, reconcile.discrepancies "
+                           "IN SHARE MODE")
+        await conn.execute("DELETE FROM reconcile.ledger_deltas")
+        await conn.execute("DELETE FROM reconcile.ledger_totals")
+        await conn.executemany(
+            "INSERT INTO reconcile.ledger_totals (currency, term, amount) VALUES ($1, $2, $3)",
+            [(e.currency, term, value) for e in entries for term, value in (
+                ("paid", e.paid), ("matched", e.matched_settled), ("open", e.open_discrepancies),
+                ("resolved", e.resolved), ("awaiting", e.awaiting), ("reversed", e.reversed),
+                ("fx_difference", e.fx_difference))])
+
+
+async def sync_ledger_categories(conn: asyncpg.Connection, categories: frozenset[str]) -> bool:
+    """Make the triggers count the code's payout-side categories; True if the set changed (recheck now)."""
+    stored = {r["category"] for r in await conn.fetch("SELECT category FROM reconcile.ledger_payout_categories")}
+    if stored == set(categories):
+        return False
+    async with conn.transaction():
+        await conn.execute("DELETE FROM reconcile.ledger_payout_categories WHERE NOT category = ANY($1::text[])",
+                           sorted(categories))
+        await conn.execute("INSERT INTO reconcile.ledger_payout_categories SELECT unnest($1::text[]) "
+                           "ON CONFLICT DO NOTHING", sorted(categories))
+    return True
+
+
+async def ledger_recomputed(conn: asyncpg.Connection | asyncpg.Pool) -> list[domain.Ledger]:
+    """Each side of the invariant summed from its own table: payouts, matched lines, open discrepancies
+    (the whole history: what the running totals are checked against)."""
     rows = await conn.fetch("""
         WITH paid AS (
             SELECT expected_currency AS currency, sum(expected_value) AS paid,

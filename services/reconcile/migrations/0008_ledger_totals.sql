@@ -1,0 +1,154 @@
+-- The ledger invariant's terms as running totals, so the ledger watch costs what changed, not the whole
+-- history (services/reconcile/store.py `ledger`). Statement triggers append each statement's net change
+-- per (currency, term) to ledger_deltas -- an append, so no row is contended by every writer -- and the
+-- watch folds the deltas into ledger_totals. `ledger_recomputed` still sums the tables themselves; the
+-- watch compares both now and then (RECONCILE_LEDGER_RECHECK_SECONDS).
+CREATE TABLE reconcile.ledger_totals (
+    currency text NOT NULL,
+    term     text NOT NULL,
+    amount   numeric NOT NULL DEFAULT 0,
+    PRIMARY KEY (currency, term)
+);
+CREATE TABLE reconcile.ledger_deltas (
+    id       bigserial PRIMARY KEY,
+    currency text NOT NULL,
+    term     text NOT NULL,
+    amount   numeric NOT NULL
+);
+-- Which discrepancy categories hold paid money (domain.PAYOUT_CATEGORIES; the service writes it at start).
+CREATE TABLE reconcile.ledger_payout_categories (category text PRIMARY KEY);
+INSERT INTO reconcile.ledger_payout_categories VALUES
+    ('missing_in_report'), ('amount_mismatch'), ('currency_mismatch'), ('fee_mismatch'), ('reversed');
+
+-- What one row contributes to each term (the same conditions as ledger_recomputed).
+CREATE FUNCTION reconcile.payout_terms(in_currency text, in_value bigint, in_state text)
+RETURNS TABLE (currency text, term text, amount numeric) LANGUAGE sql STABLE AS $$
+    SELECT $1, t.term, t.amount FROM (VALUES ('paid', $2::numeric),
+        ('resolved', CASE WHEN $3 = 'resolved' THEN $2::numeric END),
+        ('awaiting', CASE WHEN $3 = 'awaiting' THEN $2::numeric END)) AS t(term, amount)
+    WHERE t.amount IS NOT NULL AND $1 IS NOT NULL
+$$;
+CREATE FUNCTION reconcile.line_terms(in_currency text, in_value bigint, in_fx_difference bigint, in_state text,
+                                     in_kind text)
+RETURNS TABLE (currency text, term text, amount numeric) LANGUAGE sql STABLE AS $$
+    SELECT $1, t.term, t.amount FROM (VALUES ('matched', ($2 - $3)::numeric), ('fx_difference', $3::numeric))
+        AS t(term, amount)
+    WHERE $4 = 'matched' AND $5 = 'refund'
+$$;
+CREATE FUNCTION reconcile.discrepancy_terms(in_currency text, in_value bigint, in_status text, in_category text,
+                                            in_refund_id text)
+RETURNS TABLE (currency text, term text, amount numeric) LANGUAGE sql STABLE AS $$
+    SELECT $1, t.term, t.amount FROM (VALUES ('open', $2::numeric),
+        ('reversed', CASE WHEN $4 = 'reversed' THEN $2::numeric END)) AS t(term, amount)
+    WHERE t.amount IS NOT NULL AND $1 IS NOT NULL AND $3 = 'open' AND $5 IS NOT NULL
+      AND EXISTS (SELECT 1 FROM reconcile.ledger_payout_categories c WHERE c.category = $4)
+$$;
+
+-- One function per table; the trigger's operation says which transition tables exist.
+CREATE FUNCTION reconcile.ledger_payouts_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO reconcile.ledger_deltas (currency, term, amount)
+        SELECT t.currency, t.term, sum(t.amount) FROM new_rows r,
+            reconcile.payout_terms(r.expected_currency, r.expected_value, r.state) t
+        GROUP BY 1, 2 HAVING sum(t.amount) <> 0;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO reconcile.ledger_deltas (currency, term, amount)
+        SELECT currency, term, sum(amount) FROM (
+            SELECT t.* FROM new_rows r, reconcile.payout_terms(r.expected_currency, r.expected_value, r.state) t
+            UNION ALL
+            SELECT t.currency, t.term, -t.amount FROM old_rows r,
+                reconcile.payout_terms(r.expected_currency, r.expected_value, r.state) t) c
+        GROUP BY 1, 2 HAVING sum(amount) <> 0;
+    ELSE
+        INSERT INTO reconcile.ledger_deltas (currency, term, amount)
+        SELECT t.currency, t.term, -sum(t.amount) FROM old_rows r,
+            reconcile.payout_terms(r.expected_currency, r.expected_value, r.state) t
+        GROUP BY 1, 2 HAVING sum(t.amount) <> 0;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION reconcile.ledger_lines_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO reconcile.ledger_deltas (currency, term, amount)
+        SELECT t.currency, t.term, sum(t.amount) FROM new_rows r,
+            reconcile.line_terms(r.currency, r.amount_value, r.fx_difference, r.state, r.kind) t
+        GROUP BY 1, 2 HAVING sum(t.amount) <> 0;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO reconcile.ledger_deltas (currency, term, amount)
+        SELECT currency, term, sum(amount) FROM (
+            SELECT t.* FROM new_rows r,
+                reconcile.line_terms(r.currency, r.amount_value, r.fx_difference, r.state, r.kind) t
+            UNION ALL
+            SELECT t.currency, t.term, -t.amount FROM old_rows r,
+                reconcile.line_terms(r.currency, r.amount_value, r.fx_difference, r.state, r.kind) t) c
+        GROUP BY 1, 2 HAVING sum(amount) <> 0;
+    ELSE
+        INSERT INTO reconcile.ledger_deltas (currency, term, amount)
+        SELECT t.currency, t.term, -sum(t.amount) FROM old_rows r,
+            reconcile.line_terms(r.currency, r.amount_value, r.fx_difference, r.state, r.kind) t
+        GROUP BY 1, 2 HAVING sum(t.amount) <> 0;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION reconcile.ledger_discrepancies_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO reconcile.ledger_deltas (currency, term, amount)
+        SELECT t.currency, t.term, sum(t.amount) FROM new_rows r,
+            reconcile.discrepancy_terms(r.expected_currency, r.expected_value, r.status, r.category, r.refund_id) t
+        GROUP BY 1, 2 HAVING sum(t.amount) <> 0;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO reconcile.ledger_deltas (currency, term, amount)
+        SELECT currency, term, sum(amount) FROM (
+            SELECT t.* FROM new_rows r,
+                reconcile.discrepancy_terms(r.expected_currency, r.expected_value, r.status, r.category, r.refund_id) t
+            UNION ALL
+            SELECT t.currency, t.term, -t.amount FROM old_rows r,
+                reconcile.discrepancy_terms(r.expected_currency, r.expected_value, r.status, r.category, r.refund_id) t
+        ) c GROUP BY 1, 2 HAVING sum(amount) <> 0;
+    ELSE
+        INSERT INTO reconcile.ledger_deltas (currency, term, amount)
+        SELECT t.currency, t.term, -sum(t.amount) FROM old_rows r,
+            reconcile.discrepancy_terms(r.expected_currency, r.expected_value, r.status, r.category, r.refund_id) t
+        GROUP BY 1, 2 HAVING sum(t.amount) <> 0;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER ledger_inserted AFTER INSERT ON reconcile.payouts REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_payouts_changed();
+CREATE TRIGGER ledger_updated AFTER UPDATE ON reconcile.payouts REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_payouts_changed();
+CREATE TRIGGER ledger_deleted AFTER DELETE ON reconcile.payouts REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_payouts_changed();
+CREATE TRIGGER ledger_inserted AFTER INSERT ON reconcile.settlement_lines REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_lines_changed();
+CREATE TRIGGER ledger_updated AFTER UPDATE ON reconcile.settlement_lines
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_lines_changed();
+CREATE TRIGGER ledger_deleted AFTER DELETE ON reconcile.settlement_lines REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_lines_changed();
+CREATE TRIGGER ledger_inserted AFTER INSERT ON reconcile.discrepancies REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_discrepancies_changed();
+CREATE TRIGGER ledger_updated AFTER UPDATE ON reconcile.discrepancies
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_discrepancies_changed();
+CREATE TRIGGER ledger_deleted AFTER DELETE ON reconcile.discrepancies REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_discrepancies_changed();
+
+-- The totals start from what is there, with writers held off meanwhile (the triggers count from here on).
+LOCK TABLE reconcile.payouts, reconcile.settlement_lines, reconcile.discrepancies IN SHARE MODE;
+INSERT INTO reconcile.ledger_totals (currency, term, amount)
+SELECT currency, term, sum(amount) FROM (
+    SELECT t.* FROM reconcile.payouts r, reconcile.payout_terms(r.expected_currency, r.expected_value, r.state) t
+    UNION ALL
+    SELECT t.* FROM reconcile.settlement_lines r,
+        reconcile.line_terms(r.currency, r.amount_value, r.fx_difference, r.state, r.kind) t
+    UNION ALL
+    SELECT t.* FROM reconcile.discrepancies r,
+        reconcile.discrepancy_terms(r.expected_currency, r.expected_value, r.status, r.category, r.refund_id) t
+) c GROUP BY 1, 2;
