@@ -40,6 +40,7 @@ from shared.contract.ids import refund_id_for
 from shared.runtime.kafka_auth import SERVICE_READS, KafkaAuth
 from shared.contract.lifecycle import TERMINAL_STATUSES
 from tools.bench_load import LagProbe, StepWatch, send_open_loop
+from tools.bench_preload import DEFAULT_CHUNK, preload_sql, seq_scan_deltas, seq_scan_snapshot
 from tools.bench_measure import CpuSample, cpu_ms_between, machine_busy_share, output_rate, percentile
 from tools.bench_relay import HOPS, Relay
 from tools.platform import GatewayPayments, StatusFollower, requested_record, start_producer
@@ -149,6 +150,16 @@ class Bench:
     probe: LagProbe | None = None
     idle_ms_per_s: dict[str, float] = field(default_factory=dict)
 
+    async def seq_scans(self) -> dict[str, tuple[int, int]]:
+        """(seq_scan, seq_tup_read) per table of the pipeline's schemas, as the superuser sees them."""
+        import asyncpg
+
+        conn = await asyncpg.connect(self.stack.dsn)
+        try:
+            return await seq_scan_snapshot(conn)
+        finally:
+            await conn.close()
+
     # ---------------------------------------------------------------- processes
     def processes(self) -> dict[str, int]:
         """Every process of the stack by name (postgres: the postmaster, its backends counted under it)."""
@@ -223,6 +234,7 @@ class Bench:
         payment_s = await make_payments(self.payments, batch.requests)
         ids = set(batch.refund_ids)
         watch = StepWatch(self.probe, self.groups(), self.rss_pids())
+        scans_before = await self.seq_scans()
         before = CpuSample.take(self.processes())
         async with watch.running():
             schedule = await send_open_loop(self.producer, topics.REQUESTED, batch.records, rate)
@@ -230,6 +242,7 @@ class Bench:
             drained = await self.follower.wait_for(lambda: ids <= self.follower.terminal_at.keys(), self.drain)
             drained_at = time.monotonic()
         after = CpuSample.take(self.processes())
+        scans = seq_scan_deltas(scans_before, await self.seq_scans())
         due = dict(zip(batch.refund_ids, schedule.due, strict=True))
         result: dict = {"offered_per_s": rate, "refunds": count, "payments_made_s": round(payment_s, 2),
                         "send_seconds": sent_at - schedule.due[0], "sender_worst_slip_s": schedule.worst_slip,
@@ -249,6 +262,7 @@ class Bench:
         result["cpu_ms"] = cpu
         result["cpu_ms_per_refund"] = cpu_per_unit(cpu, count, result["window_s"], self.idle_ms_per_s)
         result["machine_busy_share"] = machine_busy_share(before, after)
+        result["seq_scans"] = scans  # pg_stat_user_tables deltas over the step (tables scanned only)
         result["behind_because"] = _behind(drained, self.drain, result["outcome"]["per_s"], rate)
         result["kept_up"] = not result["behind_because"]
         return result
@@ -326,6 +340,19 @@ def _print_step(step: dict) -> None:
         + ("" if step["drained"] else " (its backlog is still being worked off)"))
 
 
+def _print_preload_sql(done: dict) -> None:
+    rate = done["loaded"] / done["insert_s"] if done["loaded"] and done["insert_s"] else 0.0
+    console.print(f"[bold]preload-sql[/]: {done['loaded']:,} refunds written ({done['skipped']:,} there already) in "
+                  f"{done['insert_s']:.0f}s ({rate:,.0f}/s), ANALYZE {done['analyze_s']:.0f}s, {done['seconds']:.0f}s in all")
+    table = Table(title="Rows per table after the preload (pg_class.reltuples after ANALYZE)")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    table.add_column("insert s", justify="right")
+    for name, rows in done["row_counts"].items():
+        table.add_row(name, f"{rows:,}", f"{done['per_table_s'].get(name, 0):.1f}" if name in done["per_table_s"] else "")
+    console.print(table)
+
+
 def _print_relay_step(step: dict) -> None:
     console.print(
         f"[bold]relay {step['offered_per_s']:g}/s[/] x {step['messages']}: {step['per_s']:.0f}/s out, "
@@ -372,6 +399,12 @@ def print_summary(report: dict) -> None:
                              [(n, lambda s, n=n: f"{s['cpu_ms_per_refund'].get(n, 0):.2f}") for n in names]
                              + [("machine busy %", lambda s: f"{s['machine_busy_share'] * 100:.0f}")],
                              last=("idle ms/s", idle)))
+        scanned = sorted({t for s in steps for t in s.get("seq_scans", {})},
+                         key=lambda t: -max(s.get("seq_scans", {}).get(t, {}).get("seq_tup_read", 0) for s in steps))
+        if scanned:
+            console.print(_table("Sequential scans during the step (pg_stat_user_tables: scans / rows read)", "table",
+                                 steps, [(t, lambda s, t=t: "{seq_scan} / {seq_tup_read:,}".format(
+                                     **s["seq_scans"].get(t, {"seq_scan": 0, "seq_tup_read": 0}))) for t in scanned]))
         procs = sorted({n for s in steps for n in s["rss_mb"]})
         console.print(_table("Max RSS during the step (MB)", "process", steps,
                              [(n, lambda s, n=n: f"{s['rss_mb'].get(n, 0):.0f}") for n in procs]))
@@ -427,11 +460,16 @@ def summarise(report: dict) -> dict:
 
 # --------------------------------------------------------------------------- main
 async def _run(stack, rates: list[float], relay_rates: list[float], duration: float, drain: float,
-               skip_relay: bool, preload: int, preload_rate: float, idle_s: float) -> dict:
+               skip_relay: bool, preload: int, preload_rate: float, idle_s: float, preload_sql_n: int = 0,
+               preload_chunk: int = DEFAULT_CHUNK) -> dict:
     bench = Bench(stack, duration, drain)
     report: dict = {"started_at": datetime.now(UTC).isoformat(), "run": bench.run, "cpus": os.cpu_count(),
                     "loadavg_at_start": os.getloadavg(), "duration_s": duration, "drain_s": drain,
                     "rates": rates, "report_pull_seconds": bench.report_pull_seconds(), "steps": []}
+    if preload_sql_n:
+        # Before the idle baseline: ANALYZE and the checkpoint after a bulk write are not idle.
+        report["preload_sql"] = await preload_sql(stack.dsn, preload_sql_n, console, preload_chunk)
+        _print_preload_sql(report["preload_sql"])
     await bench.start()
     try:
         report["idle_cpu_ms_per_s"] = await bench.idle(idle_s)
@@ -466,6 +504,9 @@ def main(
     skip_relay: bool = typer.Option(False, "--skip-relay", help="do not run the raw Kafka relay"),
     preload: int = typer.Option(0, help="refunds pushed through the pipeline first (history in the tables)"),
     preload_rate: float = typer.Option(200.0, help="offered refunds/s of the preload"),
+    preload_sql_n: int = typer.Option(0, "--preload-sql", help="reconciled refunds' history bulk-inserted with SQL "
+                                      "first (tools/bench_preload.py; a chunk already there is skipped)"),
+    preload_chunk: int = typer.Option(DEFAULT_CHUNK, help="refunds per --preload-sql transaction"),
     idle: float = typer.Option(5.0, help="seconds of idle CPU baseline before the steps"),
 ) -> None:
     from devstack import Stack
@@ -474,7 +515,7 @@ def main(
     stack.up()
     os.environ.update(stack.env())  # the address, the demo platform's and the operator's Kafka credentials
     report = asyncio.run(_run(stack, _rates(rates), _rates(relay_rates), duration, drain, skip_relay, preload,
-                              preload_rate, idle))
+                              preload_rate, idle, preload_sql_n, preload_chunk))
     print_summary(report)
     out = stack.repo_root / ".run" / "bench" / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -109,3 +109,24 @@ def test_bench_requests_are_valid_and_approved_without_a_person():
     verdict = decide(load_policy(ROOT / "deploy" / "policy" / "refund-policy.yaml"), accepted, CustomerHistory(),
                      dispute_open=False)
     assert (verdict.action, verdict.rule_ids) == ("approve", ("auto-approve-standard",))
+
+
+def test_preload_chunks_cover_the_range_in_whole_reports():
+    from tools.bench_preload import REPORT_LINES, chunks, reports_in
+
+    assert list(chunks(0, 1000)) == []
+    assert list(chunks(1000, 400)) == [(0, 400), (400, 800), (800, 1000)]
+    assert list(chunks(250, 150)) == [(0, 200), (200, 250)]  # rounded up to whole reports
+    assert list(chunks(50, 1)) == [(0, 50)]
+    assert all(lo % REPORT_LINES == 0 for lo, _ in chunks(1_000_000, 200_000))
+    assert reports_in(0, 200) == 2 and reports_in(200, 250) == 1
+
+
+def test_seq_scan_deltas_keep_scanned_tables_most_rows_first():
+    from tools.bench_preload import seq_scan_deltas
+
+    before = {"a.x": (1, 100), "a.y": (5, 10), "a.z": (0, 0)}
+    after = {"a.x": (3, 2_100), "a.y": (5, 10), "a.z": (4, 40), "a.new": (1, 1)}
+    assert list(seq_scan_deltas(before, after).items()) == [
+        ("a.x", {"seq_scan": 2, "seq_tup_read": 2_000}), ("a.z", {"seq_scan": 4, "seq_tup_read": 40}),
+        ("a.new", {"seq_scan": 1, "seq_tup_read": 1})]
