@@ -22,7 +22,7 @@ INSERTs in each services/*/store.py and handlers.py):
   report run per reconcile report (its content is the header only: nothing re-reads it).
 
 Ids cannot collide with live refunds: request ids `preload-<i>`, payments `pi_preload_<i>`, customers
-`cus-preload-<k>`, gateway refs `re_pl…`, refund ids `rf_` + md5 (32 hex, as shared/ids.py's uuid5
+`cus-preload-<k>`, gateway refs `re_pl…`, refund ids `rf_` + md5 (32 hex, as shared/contract/ids.py's uuid5
 hex; uuid5 needs sha1, which PostgreSQL has only as an extension). Customers: N/5 of them, so each has
 ~5 refunds for approval's velocity/history lookups. Currencies USD/EUR/GBP/JPY/CAD with their regions,
 amounts 5.00-499.99 (JPY: 500-49,999 yen). Refund timestamps spread evenly over the last 30 days;
