@@ -47,10 +47,8 @@ def settlement_router(stage: Stage, auth: StaffAuth) -> APIRouter:
         gateway_ref: Annotated[str | None, Query(description="a reference is only unique on its gateway")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> list[dict]:
-        rows = await stage.pool.fetch(
-            "SELECT * FROM reconcile.discrepancies WHERE status = $1 AND ($2::text IS NULL OR category = $2) "
-            "AND ($3::text IS NULL OR gateway = $3) AND ($4::text IS NULL OR gateway_ref = $4) "
-            "ORDER BY id LIMIT $5", status, category, gateway, gateway_ref, limit)
+        rows = await store.discrepancies(stage.pool, status=status, category=category, gateway=gateway,
+                                         gateway_ref=gateway_ref, limit=limit)
         return [dict(row) for row in rows]
 
     @router.post("/discrepancies/{discrepancy_id}/resolve")
@@ -59,24 +57,16 @@ def settlement_router(stage: Stage, auth: StaffAuth) -> APIRouter:
         now = datetime.now(UTC)
         async with stage.unit_of_work() as uow:
             conn = uow.conn
-            row = await conn.fetchrow(
-                "UPDATE reconcile.discrepancies SET status = 'resolved', closed_at = $2, resolved_by = $3, "
-                "resolution = $4 WHERE id = $1 AND status = 'open' RETURNING *",
-                discrepancy_id, now, user.user_id, resolution.reason)
+            row = await store.resolve_discrepancy(conn, discrepancy_id, closed_at=now, resolved_by=user.user_id,
+                                                  reason=resolution.reason)
             if row is None:
-                exists = await conn.fetchval("SELECT status FROM reconcile.discrepancies WHERE id = $1",
-                                             discrepancy_id)
+                exists = await store.discrepancy_status(conn, discrepancy_id)
                 raise HTTPException(404 if exists is None else 409,
                                     "no such discrepancy" if exists is None else f"discrepancy is {exists}")
-            await conn.execute(
-                "INSERT INTO reconcile.discrepancy_audit (discrepancy_id, actor, action, reason) "
-                "VALUES ($1, $2, 'resolved', $3)", discrepancy_id, user.user_id, resolution.reason)
+            await store.audit_resolution(conn, discrepancy_id, actor=user.user_id, reason=resolution.reason)
             outgoing = []
             if row["refund_id"]:
-                payout = await conn.fetchrow(  # the refund the discrepancy is about, on the gateway it names
-                    "UPDATE reconcile.payouts SET state = 'resolved', settled_at = $2 WHERE refund_id = $1 "
-                    "AND gateway = $3 AND gateway_ref = $4 AND state = 'discrepancy' RETURNING *",
-                    row["refund_id"], now, *GatewayRef.of(row))
+                payout = await store.resolve_payout(conn, row["refund_id"], GatewayRef.of(row), settled_at=now)
                 if payout:
                     settled = Money(value=row["settled_value"] or 0,
                                     currency=row["settled_currency"] or payout["expected_currency"])

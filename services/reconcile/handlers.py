@@ -34,8 +34,6 @@ LEDGER_IMBALANCE = Gauge(
 LEDGER_TERM = Gauge("refund_ledger_total_minor", "Each term of the ledger invariant, minor units",
                     ["currency", "term"])
 OPEN_DISCREPANCIES = Gauge("refund_discrepancies_open", "Open discrepancies by category", ["category"])
-# A payout `p` and a settlement line `l` are about the same refund: one gateway, one reference on it.
-_SAME_REF = "p.gateway = l.gateway AND p.gateway_ref = l.gateway_ref"
 
 
 async def record_paid(conn: asyncpg.Connection, items: list[Inbound]) -> list[Outgoing]:
@@ -96,10 +94,7 @@ class Matcher:
     async def match_once(self, batch: int = 1000) -> int:
         async with self.stage.unit_of_work() as uow:
             conn = uow.conn
-            lines = await conn.fetch(
-                "SELECT l.* FROM reconcile.settlement_lines l WHERE l.state = 'unmatched' AND EXISTS "
-                f"(SELECT 1 FROM reconcile.payouts p WHERE {_SAME_REF}) "
-                "ORDER BY l.id LIMIT $1 FOR UPDATE SKIP LOCKED", batch)
+            lines = await store.lines_to_settle(conn, batch)
             uow.emit(*await self._settle(conn, lines))
             uow.emit(*await self._missing_in_report(conn))
             await self._missing_internally(conn)
@@ -145,11 +140,7 @@ class Matcher:
                                     fx_tolerance_bps=self.fx_tolerance_bps if cross_currency else 0)
 
     async def _missing_in_report(self, conn: asyncpg.Connection) -> list[Outgoing]:
-        overdue = await conn.fetch(
-            "UPDATE reconcile.payouts SET state = 'discrepancy', category = 'missing_in_report' "
-            "WHERE refund_id IN (SELECT refund_id FROM reconcile.payouts WHERE state = 'awaiting' "
-            "  AND paid_at < now() - make_interval(secs => $1) LIMIT 1000 FOR UPDATE SKIP LOCKED) RETURNING *",
-            self.sla_seconds)
+        overdue = await store.mark_missing_in_report(conn, self.sla_seconds)
         now = datetime.now(UTC)
         await store.open_discrepancies(conn, [
             store.Opening("missing_in_report", payout["refund_id"], domain.GatewayRef.of(payout), None,
@@ -160,12 +151,7 @@ class Matcher:
         return [refund_event(p, domain.Match("discrepancy", "missing_in_report"), None, now) for p in overdue]
 
     async def _missing_internally(self, conn: asyncpg.Connection) -> None:
-        orphans = await conn.fetch(
-            "SELECT l.* FROM reconcile.settlement_lines l WHERE l.state = 'unmatched' "
-            "AND l.ingested_at < now() - make_interval(secs => $1) "
-            f"AND NOT EXISTS (SELECT 1 FROM reconcile.payouts p WHERE {_SAME_REF}) "
-            "AND NOT EXISTS (SELECT 1 FROM reconcile.discrepancies d WHERE d.line_id = l.id) "  # resolved stays resolved
-            "LIMIT 1000", self.missing_internally_after_seconds)
+        orphans = await store.lines_missing_internally(conn, self.missing_internally_after_seconds)
         await store.open_discrepancies(conn, [
             store.Opening("missing_internally", None, domain.GatewayRef.of(line), line["id"], None,
                           (line["amount_value"], line["currency"])) for line in orphans])
@@ -195,10 +181,8 @@ class LedgerWatch:
             if time.monotonic() - self._last_recheck >= self.recheck_seconds:
                 entries = await self._recheck(conn, entries)
             self._export(entries)
-            for row in await conn.fetch("SELECT c AS category, count(d.id) AS n FROM unnest($1::text[]) c "
-                                        "LEFT JOIN reconcile.discrepancies d ON d.category = c "
-                                        "AND d.status = 'open' GROUP BY c", list(domain.CATEGORIES)):
-                OPEN_DISCREPANCIES.labels(row["category"]).set(row["n"])
+            for category, n in (await store.open_discrepancy_counts(conn, domain.CATEGORIES)).items():
+                OPEN_DISCREPANCIES.labels(category).set(n)
 
     async def _recheck(self, conn: asyncpg.Connection, entries: list[domain.Ledger]) -> list[domain.Ledger]:
         self._last_recheck = time.monotonic()

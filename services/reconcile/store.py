@@ -11,6 +11,9 @@ import asyncpg
 from services.reconcile import domain
 from services.reconcile.settlement_files import parse
 
+# A payout `p` and a settlement line `l` are about the same refund: one gateway, one reference on it.
+_SAME_REF = "p.gateway = l.gateway AND p.gateway_ref = l.gateway_ref"
+
 
 async def ingest_report(conn: asyncpg.Connection, *, gateway: str, fmt: str, text: str,
                         received_from: str) -> dict:
@@ -86,6 +89,36 @@ async def close_automatically(conn: asyncpg.Connection, closes: Sequence[tuple[d
         "SELECT id, 'reconcile-matcher', 'auto_resolved', why FROM closed",
         [ref.gateway for ref, _, _ in closes], [ref.reference for ref, _, _ in closes],
         [category for _, category, _ in closes], [why for _, _, why in closes])
+
+
+async def lines_to_settle(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+    """Up to `limit` unmatched settlement lines that a paid refund's reference accounts for, in line order,
+    locked for the transaction; lines another matcher holds are skipped."""
+    return await conn.fetch(
+        "SELECT l.* FROM reconcile.settlement_lines l WHERE l.state = 'unmatched' AND EXISTS "
+        f"(SELECT 1 FROM reconcile.payouts p WHERE {_SAME_REF}) "
+        "ORDER BY l.id LIMIT $1 FOR UPDATE SKIP LOCKED", limit)
+
+
+async def mark_missing_in_report(conn: asyncpg.Connection, sla_seconds: float) -> list[asyncpg.Record]:
+    """Paid refunds still awaiting their settlement line `sla_seconds` after payment (up to 1000, skipping
+    those another transaction holds), now in discrepancy `missing_in_report`; the payouts as updated."""
+    return await conn.fetch(
+        "UPDATE reconcile.payouts SET state = 'discrepancy', category = 'missing_in_report' "
+        "WHERE refund_id IN (SELECT refund_id FROM reconcile.payouts WHERE state = 'awaiting' "
+        "  AND paid_at < now() - make_interval(secs => $1) LIMIT 1000 FOR UPDATE SKIP LOCKED) RETURNING *",
+        sla_seconds)
+
+
+async def lines_missing_internally(conn: asyncpg.Connection, grace_seconds: float) -> list[asyncpg.Record]:
+    """Up to 1000 unmatched settlement lines ingested more than `grace_seconds` ago that no paid refund
+    accounts for and no discrepancy (open or closed) is about yet."""
+    return await conn.fetch(
+        "SELECT l.* FROM reconcile.settlement_lines l WHERE l.state = 'unmatched' "
+        "AND l.ingested_at < now() - make_interval(secs => $1) "
+        f"AND NOT EXISTS (SELECT 1 FROM reconcile.payouts p WHERE {_SAME_REF}) "
+        "AND NOT EXISTS (SELECT 1 FROM reconcile.discrepancies d WHERE d.line_id = l.id) "  # resolved stays resolved
+        "LIMIT 1000", grace_seconds)
 
 
 async def lock_payouts(conn: asyncpg.Connection, refs: Iterable[domain.GatewayRef]
@@ -243,3 +276,53 @@ async def move_report_cursor(conn: asyncpg.Connection, gateway: str, *, seen: as
         "WHERE gateway = $1 AND kind = $5 AND position = $6", gateway, kind, position, files, seen["kind"],
         seen["position"])
     return moved == "UPDATE 1"
+
+
+async def open_discrepancy_counts(conn: asyncpg.Connection, categories: Iterable[str]) -> dict[str, int]:
+    """How many discrepancies are open in each of `categories` (0 for a category with none)."""
+    rows = await conn.fetch("SELECT c AS category, count(d.id) AS n FROM unnest($1::text[]) c "
+                            "LEFT JOIN reconcile.discrepancies d ON d.category = c "
+                            "AND d.status = 'open' GROUP BY c", list(categories))
+    return {row["category"]: row["n"] for row in rows}
+
+
+async def discrepancies(conn: asyncpg.Connection | asyncpg.Pool, *, status: str, category: str | None,
+                        gateway: str | None, gateway_ref: str | None, limit: int) -> list[asyncpg.Record]:
+    """The discrepancy queue: up to `limit` discrepancies with this status (and category, gateway and
+    reference where given), oldest first."""
+    return await conn.fetch(
+        "SELECT * FROM reconcile.discrepancies WHERE status = $1 AND ($2::text IS NULL OR category = $2) "
+        "AND ($3::text IS NULL OR gateway = $3) AND ($4::text IS NULL OR gateway_ref = $4) "
+        "ORDER BY id LIMIT $5", status, category, gateway, gateway_ref, limit)
+
+
+async def resolve_discrepancy(conn: asyncpg.Connection, discrepancy_id: int, *, closed_at: datetime,
+                              resolved_by: str, reason: str) -> asyncpg.Record | None:
+    """Close an open discrepancy as resolved by staff, with their reason; the discrepancy as closed, or None
+    if no open discrepancy has that id."""
+    return await conn.fetchrow(
+        "UPDATE reconcile.discrepancies SET status = 'resolved', closed_at = $2, resolved_by = $3, "
+        "resolution = $4 WHERE id = $1 AND status = 'open' RETURNING *",
+        discrepancy_id, closed_at, resolved_by, reason)
+
+
+async def discrepancy_status(conn: asyncpg.Connection, discrepancy_id: int) -> str | None:
+    """The discrepancy's status (`open`, `resolved`, `auto_resolved`), or None if there is no such discrepancy."""
+    return await conn.fetchval("SELECT status FROM reconcile.discrepancies WHERE id = $1", discrepancy_id)
+
+
+async def audit_resolution(conn: asyncpg.Connection, discrepancy_id: int, *, actor: str, reason: str) -> None:
+    """Record in the discrepancy's audit trail that `actor` resolved it, and why."""
+    await conn.execute(
+        "INSERT INTO reconcile.discrepancy_audit (discrepancy_id, actor, action, reason) "
+        "VALUES ($1, $2, 'resolved', $3)", discrepancy_id, actor, reason)
+
+
+async def resolve_payout(conn: asyncpg.Connection, refund_id: str, ref: domain.GatewayRef, *,
+                         settled_at: datetime) -> asyncpg.Record | None:
+    """The paid refund a resolved discrepancy is about, on the gateway reference it names, marked resolved
+    (its money counts as resolved); the payout as updated, or None if it is not in discrepancy."""
+    return await conn.fetchrow(
+        "UPDATE reconcile.payouts SET state = 'resolved', settled_at = $2 WHERE refund_id = $1 "
+        "AND gateway = $3 AND gateway_ref = $4 AND state = 'discrepancy' RETURNING *",
+        refund_id, settled_at, *ref)
