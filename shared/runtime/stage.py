@@ -133,30 +133,27 @@ def dead_letter(record: ConsumerRecord, error: str, *, source: str) -> Outgoing:
 class Stage:
     """The consume loop of one service: inbox, decision, outbox, send."""
 
-    def __init__(self, *, schema: str, source: str, decide: Decide | None = None,
+    def __init__(self, *, schema: str, source: str,
                  handlers: Mapping[str, Handler] | None = None, default: Handler | None = None,
-                 redelivered: Decide | DecideBatch | None = None,
+                 redelivered: DecideBatch | None = None,
                  on_invalid_envelope: Decide | None = None,
                  answers_invalid_envelopes_on: frozenset[str] = frozenset(),
                  trusted: Mapping[str, frozenset[str]] | None = None, max_unacked: int = 20_000) -> None:
         self.schema = schema
         self.source = source
-        # Event type -> handler; `decide` is the one handler for every type a stage that has no registry
-        # consumes (one event at a time, raw data).
+        # Event type -> handler.
         self.handlers: dict[str, Handler] = dict(handlers or {})
         # For the types no handler is registered for (intake answers every request, whatever its type).
         # Without one, a contract type on its own topic that the stage has no handler for is not its
         # business (skipped); one on another topic is a dead letter (`wrong_topic`), and so is a type
         # outside the contract (`unknown_type`: a producer ahead of this consumer).
         self.default = default
-        self.decide = decide
-        # Called instead of the handler for events the inbox has seen (most stages: nothing). A batch
-        # handler when `handlers` is given, else per event.
+        # Called instead of the handler with the batch's events the inbox has seen (most stages: none).
         self.redelivered = redelivered
         # Only intake answers a malformed envelope (on refunds.requested) with a rejection; elsewhere it
-        # is a dead letter. `on_invalid_envelope` is that answer (default: `decide`).
+        # is a dead letter. `on_invalid_envelope` is that answer.
         self.answers_invalid_envelopes_on = answers_invalid_envelopes_on
-        self.on_invalid_envelope = on_invalid_envelope or decide
+        self.on_invalid_envelope = on_invalid_envelope
         # Per consumed topic, the sources whose events it acts on (the contract's, unless a test narrows it).
         self.trusted = topics.TRUSTED_SOURCES if trusted is None else trusted
         self.pool: asyncpg.Pool | None = None
@@ -248,10 +245,7 @@ class Stage:
             else:  # redelivered, or twice in this batch: its effects are already saved
                 seen.append(item)
         if seen and self.redelivered is not None:
-            if self.handlers or self.default is not None:
-                outgoing += await self.redelivered(conn, seen)
-            else:
-                outgoing += await one_at_a_time(self.redelivered)(conn, seen)
+            outgoing += await self.redelivered(conn, seen)
         for decide, items in self._by_handler(first_time, letters, outgoing):
             outgoing += await decide(conn, items)
         return outgoing
@@ -259,9 +253,6 @@ class Stage:
     def _by_handler(self, items: Iterable[Inbound], letters: list[str],
                     outgoing: list[Outgoing]) -> list[tuple[DecideBatch, list[Inbound]]]:
         """The batch's events per handler, each handler's in consumption order; validated where asked."""
-        if not self.handlers and self.default is None:
-            items = list(items)
-            return [(one_at_a_time(self.decide), items)] if items else []
         groups: dict[int, tuple[DecideBatch, list[Inbound]]] = {}
         for item in items:
             event_type = item.event.get_type()
@@ -371,8 +362,7 @@ class Stage:
         for row_id, item in pending:
             if len(self._unacked) >= self.max_unacked:
                 await asyncio.wait(self._unacked, return_when=asyncio.FIRST_COMPLETED)
-            ack = await self.producer.send(item.topic, item.value, key=item.key.encode() if item.key else None,
-                                           headers=list(item.headers.items()))
+            ack = await self._send_one(item)
             self._unacked.add(ack)
             ack.add_done_callback(lambda done, row_id=row_id: self._on_ack(done, row_id))
 
@@ -392,12 +382,12 @@ class Stage:
 
     async def _send_and_wait(self, outgoing: Sequence[Outgoing]) -> None:
         """Send in order and wait for every ack (the relay, which deletes what it sent itself)."""
-        sends = [
-            await self.producer.send(item.topic, item.value, key=item.key.encode() if item.key else None,
-                                     headers=list(item.headers.items()))
-            for item in outgoing
-        ]
-        await asyncio.gather(*sends)
+        await asyncio.gather(*[await self._send_one(item) for item in outgoing])
+
+    async def _send_one(self, item: Outgoing) -> asyncio.Future:
+        """Hand one record to the producer; the future resolves with the broker's ack."""
+        return await self.producer.send(item.topic, item.value, key=item.key.encode() if item.key else None,
+                                        headers=list(item.headers.items()))
 
     @contextlib.asynccontextmanager
     async def _forgetting_published(self, conn: asyncpg.Connection):

@@ -18,7 +18,7 @@ from shared.contract import topics
 from shared.runtime.db import apply_migrations, create_pool
 from shared.contract.envelope import encode
 from shared.contract.events import RefundStatus, Status
-from shared.runtime.stage import Inbound, Stage
+from shared.runtime.stage import Handler, Inbound, Stage, one_at_a_time
 from tools.platform import consumer_at_end
 
 pytestmark = pytest.mark.integration
@@ -51,8 +51,12 @@ async def pool(stack, tmp_path: Path):
     await pool.close()
 
 
+def _handler(decide) -> Handler:
+    return Handler(one_at_a_time(decide), validated=False)
+
+
 async def _stage(stack, pool) -> Stage:
-    stage = Stage(schema=SCHEMA, source="test/outbox-order", decide=_status_for)
+    stage = Stage(schema=SCHEMA, source="test/outbox-order", default=_handler(_status_for))
     await stage.start(pool, stack.bootstrap, "outbox-order-test", linger_ms=0, auth=stack.kafka_auth("admin"))
     return stage
 
@@ -96,10 +100,10 @@ async def test_acked_rows_are_deleted_even_when_the_batch_that_should_delete_the
         async def fail(conn, item):
             raise OSError("database went away mid-batch")
 
-        stage.decide = fail
+        stage.default = _handler(fail)
         with pytest.raises(OSError):
             await stage.process([_record(f"{refund_id}-other", "accepted", 2)])
-        stage.decide = _status_for
+        stage.default = _handler(_status_for)
         await stage.process([_record(f"{refund_id}-other", "accepted", 3)])
         await stage.acked()
         await stage.process([_record(f"{refund_id}-third", "accepted", 4)])  # deletes what the last one published

@@ -1,56 +1,13 @@
 """The stage runtime's handler registry (shared/runtime/stage.py), without a broker or database: each handler gets
 a batch's events of its types at once, validated once; what no handler may take is a dead letter."""
 
-import asyncio
-
 import orjson
 from aiokafka import ConsumerRecord
 
 from shared.contract import topics
 from shared.contract.events import RefundApproved
 from shared.runtime.stage import Handler, Stage
-
-
-class _Conn:
-    """Just enough of an asyncpg connection for the inbox and outbox statements."""
-
-    def __init__(self) -> None:
-        self.next_id = 0
-        self.outbox: list[tuple[str, bytes]] = []
-
-    def transaction(self):
-        return self
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc):
-        return False
-
-    async def execute(self, sql, *args):
-        return "OK"
-
-    async def fetch(self, sql, *args):
-        if "inbox" in sql:  # every event is new
-            return [{"source": source, "event_id": event_id} for source, event_id in zip(*args, strict=True)]
-        self.outbox += list(zip(args[0], args[2], strict=True))
-        self.next_id += len(args[0])
-        return [{"id": self.next_id - n} for n in range(len(args[0]))]
-
-
-class _Pool:
-    def __init__(self) -> None:
-        self.conn = _Conn()
-
-    def acquire(self):
-        return self.conn
-
-
-class _Producer:
-    async def send(self, topic, value, key=None, headers=None):
-        acked = asyncio.get_running_loop().create_future()
-        acked.set_result(None)
-        return acked
+from tests.unit.stage_fakes import FakePool, FakeProducer
 
 
 def _record(offset: int, event_type: str, data: dict) -> ConsumerRecord:
@@ -63,7 +20,7 @@ def _record(offset: int, event_type: str, data: dict) -> ConsumerRecord:
 
 def _stage(**options) -> Stage:
     stage = Stage(schema="test", source="refund-pipeline/test", **options)
-    stage.pool, stage.producer = _Pool(), _Producer()
+    stage.pool, stage.producer = FakePool(), FakeProducer()
     return stage
 
 

@@ -4,8 +4,6 @@ Tracing off (the default) a stage passes each inbound event's `traceparent` on u
 events a stage emits carry the span of the inbound event they came from.
 """
 
-import asyncio
-
 import orjson
 import pytest
 from aiokafka import ConsumerRecord
@@ -20,7 +18,8 @@ from shared.runtime import tracing
 from shared.contract.envelope import decode, encode
 from shared.contract.events import RefundStatus, Status
 from shared.contract.ids import refund_id_for
-from shared.runtime.stage import Stage
+from shared.runtime.stage import Handler, Stage, one_at_a_time
+from tests.unit.stage_fakes import FakePool, FakeProducer
 
 UPSTREAM = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 OTHER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -60,52 +59,6 @@ def test_a_malformed_traceparent_is_ignored():
 
 
 # ---------------------------------------------------------------- through a stage, on fakes
-class _Conn:
-    """Just enough of an asyncpg connection for Stage's inbox and outbox statements."""
-
-    def __init__(self) -> None:
-        self.next_id = 0
-
-    def transaction(self):
-        return self
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc):
-        return False
-
-    async def execute(self, sql, *args):
-        return "OK"
-
-    async def fetch(self, sql, *args):
-        if "inbox" in sql:  # every event is new
-            return [{"source": source, "event_id": event_id} for source, event_id in zip(*args, strict=True)]
-        self.next_id += len(args[0])
-        return [{"id": self.next_id - n} for n in range(len(args[0]))]
-
-
-class _Pool:
-    def __init__(self) -> None:
-        self.conn = _Conn()
-
-    def acquire(self):
-        return self.conn
-
-
-class _Producer:
-    """Records what the stage sends; every send is acked at once."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes, bytes]] = []
-
-    async def send(self, topic, value, key=None, headers=None):
-        self.sent.append((topic, key, value))
-        acked = asyncio.get_running_loop().create_future()  # as aiokafka's: a future the broker's ack resolves
-        acked.set_result(None)
-        return acked
-
-
 def _record(topic: str, key: str, value: bytes, headers: list, offset: int) -> ConsumerRecord:
     return ConsumerRecord(topic, 0, offset, 0, 0, key.encode(), value, None, len(key), len(value), headers)
 
@@ -133,13 +86,14 @@ async def _emits_status_per_event(conn, item):
     return [encode(_status(refund_id), source="refund-pipeline/test", key=refund_id)]
 
 
-def _stage() -> tuple[Stage, _Producer]:
-    stage = Stage(schema="test", source="refund-pipeline/test", decide=_emits_status_per_event, trusted={})
-    stage.pool, stage.producer = _Pool(), _Producer()
+def _stage() -> tuple[Stage, FakeProducer]:
+    stage = Stage(schema="test", source="refund-pipeline/test", default=Handler(one_at_a_time(_emits_status_per_event), validated=False),
+                  trusted={})
+    stage.pool, stage.producer = FakePool(), FakeProducer()
     return stage, stage.producer
 
 
-def _sent_traceparents(producer: _Producer) -> dict[str, str | None]:
+def _sent_traceparents(producer: FakeProducer) -> dict[str, str | None]:
     return {key.decode(): tracing.traceparent_of(decode(value, [])) for _, key, value in producer.sent}
 
 
@@ -208,8 +162,8 @@ async def test_work_a_batch_defers_through_a_table_stores_the_traceparent_its_ev
         stored[item.record.key.decode()] = tracing.traceparent_for(item.record.key.decode())
         return [encode(_status(item.record.key.decode()), source="refund-pipeline/test", key=item.record.key.decode())]
 
-    stage = Stage(schema="test", source="refund-pipeline/test", decide=park, trusted={})
-    stage.pool, stage.producer = _Pool(), _Producer()
+    stage = Stage(schema="test", source="refund-pipeline/test", default=Handler(one_at_a_time(park), validated=False), trusted={})
+    stage.pool, stage.producer = FakePool(), FakeProducer()
     await stage.process([_structured(topics.APPROVED, "rf_a", {"refund_id": "rf_a"}, 1, UPSTREAM),
                          _structured(topics.APPROVED, "rf_b", {"refund_id": "rf_b"}, 2, OTHER)])
     assert stored == _sent_traceparents(stage.producer) and stored["rf_a"].split("-")[1] == UPSTREAM.split("-")[1]

@@ -44,101 +44,52 @@ RETURNS TABLE (currency text, term text, amount numeric) LANGUAGE sql STABLE AS 
       AND EXISTS (SELECT 1 FROM reconcile.ledger_payout_categories c WHERE c.category = $4)
 $$;
 
--- One function per table; the trigger's operation says which transition tables exist.
-CREATE FUNCTION reconcile.ledger_payouts_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+-- One trigger function for the three tables: TG_ARGV[0] is the call of the table's terms function on a
+-- row `r`. The statement's net change is its new rows' terms minus its old rows' (the operation says
+-- which transition tables exist).
+CREATE FUNCTION reconcile.ledger_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    terms text := TG_ARGV[0];
+    changed text;
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO reconcile.ledger_deltas (currency, term, amount)
-        SELECT t.currency, t.term, sum(t.amount) FROM new_rows r,
-            reconcile.payout_terms(r.expected_currency, r.expected_value, r.state) t
-        GROUP BY 1, 2 HAVING sum(t.amount) <> 0;
-    ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO reconcile.ledger_deltas (currency, term, amount)
-        SELECT currency, term, sum(amount) FROM (
-            SELECT t.* FROM new_rows r, reconcile.payout_terms(r.expected_currency, r.expected_value, r.state) t
-            UNION ALL
-            SELECT t.currency, t.term, -t.amount FROM old_rows r,
-                reconcile.payout_terms(r.expected_currency, r.expected_value, r.state) t) c
-        GROUP BY 1, 2 HAVING sum(amount) <> 0;
-    ELSE
-        INSERT INTO reconcile.ledger_deltas (currency, term, amount)
-        SELECT t.currency, t.term, -sum(t.amount) FROM old_rows r,
-            reconcile.payout_terms(r.expected_currency, r.expected_value, r.state) t
-        GROUP BY 1, 2 HAVING sum(t.amount) <> 0;
-    END IF;
-    RETURN NULL;
-END $$;
-
-CREATE FUNCTION reconcile.ledger_lines_changed() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO reconcile.ledger_deltas (currency, term, amount)
-        SELECT t.currency, t.term, sum(t.amount) FROM new_rows r,
-            reconcile.line_terms(r.currency, r.amount_value, r.fx_difference, r.state, r.kind) t
-        GROUP BY 1, 2 HAVING sum(t.amount) <> 0;
-    ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO reconcile.ledger_deltas (currency, term, amount)
-        SELECT currency, term, sum(amount) FROM (
-            SELECT t.* FROM new_rows r,
-                reconcile.line_terms(r.currency, r.amount_value, r.fx_difference, r.state, r.kind) t
-            UNION ALL
-            SELECT t.currency, t.term, -t.amount FROM old_rows r,
-                reconcile.line_terms(r.currency, r.amount_value, r.fx_difference, r.state, r.kind) t) c
-        GROUP BY 1, 2 HAVING sum(amount) <> 0;
-    ELSE
-        INSERT INTO reconcile.ledger_deltas (currency, term, amount)
-        SELECT t.currency, t.term, -sum(t.amount) FROM old_rows r,
-            reconcile.line_terms(r.currency, r.amount_value, r.fx_difference, r.state, r.kind) t
-        GROUP BY 1, 2 HAVING sum(t.amount) <> 0;
-    END IF;
-    RETURN NULL;
-END $$;
-
-CREATE FUNCTION reconcile.ledger_discrepancies_changed() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO reconcile.ledger_deltas (currency, term, amount)
-        SELECT t.currency, t.term, sum(t.amount) FROM new_rows r,
-            reconcile.discrepancy_terms(r.expected_currency, r.expected_value, r.status, r.category, r.refund_id) t
-        GROUP BY 1, 2 HAVING sum(t.amount) <> 0;
-    ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO reconcile.ledger_deltas (currency, term, amount)
-        SELECT currency, term, sum(amount) FROM (
-            SELECT t.* FROM new_rows r,
-                reconcile.discrepancy_terms(r.expected_currency, r.expected_value, r.status, r.category, r.refund_id) t
-            UNION ALL
-            SELECT t.currency, t.term, -t.amount FROM old_rows r,
-                reconcile.discrepancy_terms(r.expected_currency, r.expected_value, r.status, r.category, r.refund_id) t
-        ) c GROUP BY 1, 2 HAVING sum(amount) <> 0;
-    ELSE
-        INSERT INTO reconcile.ledger_deltas (currency, term, amount)
-        SELECT t.currency, t.term, -sum(t.amount) FROM old_rows r,
-            reconcile.discrepancy_terms(r.expected_currency, r.expected_value, r.status, r.category, r.refund_id) t
-        GROUP BY 1, 2 HAVING sum(t.amount) <> 0;
-    END IF;
+    changed := concat_ws(' UNION ALL ',
+        CASE WHEN TG_OP <> 'DELETE' THEN format('SELECT t.* FROM new_rows r, %s t', terms) END,
+        CASE WHEN TG_OP <> 'INSERT' THEN
+            format('SELECT t.currency, t.term, -t.amount AS amount FROM old_rows r, %s t', terms) END);
+    EXECUTE format('INSERT INTO reconcile.ledger_deltas (currency, term, amount) '
+                   'SELECT currency, term, sum(amount) FROM (%s) c GROUP BY 1, 2 HAVING sum(amount) <> 0', changed);
     RETURN NULL;
 END $$;
 
 CREATE TRIGGER ledger_inserted AFTER INSERT ON reconcile.payouts REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_payouts_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_changed(
+        'reconcile.payout_terms(r.expected_currency, r.expected_value, r.state)');
 CREATE TRIGGER ledger_updated AFTER UPDATE ON reconcile.payouts REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_payouts_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_changed(
+        'reconcile.payout_terms(r.expected_currency, r.expected_value, r.state)');
 CREATE TRIGGER ledger_deleted AFTER DELETE ON reconcile.payouts REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_payouts_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_changed(
+        'reconcile.payout_terms(r.expected_currency, r.expected_value, r.state)');
 CREATE TRIGGER ledger_inserted AFTER INSERT ON reconcile.settlement_lines REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_lines_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_changed(
+        'reconcile.line_terms(r.currency, r.amount_value, r.fx_difference, r.state, r.kind)');
 CREATE TRIGGER ledger_updated AFTER UPDATE ON reconcile.settlement_lines
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_lines_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_changed(
+        'reconcile.line_terms(r.currency, r.amount_value, r.fx_difference, r.state, r.kind)');
 CREATE TRIGGER ledger_deleted AFTER DELETE ON reconcile.settlement_lines REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_lines_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_changed(
+        'reconcile.line_terms(r.currency, r.amount_value, r.fx_difference, r.state, r.kind)');
 CREATE TRIGGER ledger_inserted AFTER INSERT ON reconcile.discrepancies REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_discrepancies_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_changed(
+        'reconcile.discrepancy_terms(r.expected_currency, r.expected_value, r.status, r.category, r.refund_id)');
 CREATE TRIGGER ledger_updated AFTER UPDATE ON reconcile.discrepancies
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_discrepancies_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_changed(
+        'reconcile.discrepancy_terms(r.expected_currency, r.expected_value, r.status, r.category, r.refund_id)');
 CREATE TRIGGER ledger_deleted AFTER DELETE ON reconcile.discrepancies REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_discrepancies_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION reconcile.ledger_changed(
+        'reconcile.discrepancy_terms(r.expected_currency, r.expected_value, r.status, r.category, r.refund_id)');
 
 -- The totals start from what is there, with writers held off meanwhile (the triggers count from here on).
 LOCK TABLE reconcile.payouts, reconcile.settlement_lines, reconcile.discrepancies IN SHARE MODE;
