@@ -6,7 +6,7 @@ Adding a field needs a default; breaking a schema means a new `vN` type.
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 import pycountry
 from pydantic import (
@@ -229,12 +229,32 @@ class RefundReviewEscalated(RefundEvent):
     escalated_at: datetime
 
 
+class RefundReviewReopened(RefundEvent):
+    """`refund.review-reopened.v1` (on `refunds.held`): a senior reviewer put an expired review or hold
+    back in the queue, with a reason and new deadlines. No status change (it is still waiting)."""
+
+    kind: Literal["review", "hold"]
+    reopened_by: str
+    note: str  # the senior reviewer's reason for reopening
+    due_at: datetime
+    expires_at: datetime
+    reopened_at: datetime
+
+
+# A refund's payouts are numbered from 1; an exit out of a failed payout (new destination, re-route,
+# paid outside the pipeline) makes the next attempt. A consumer orders one refund's payout events by
+# attempt first: nothing of an older attempt moves a refund that a newer attempt has moved.
+Attempt = Annotated[int, Field(ge=1)]
+ExitKind = Literal["new_destination", "reroute", "paid_outside"]
+
+
 class PayoutSubmitted(RefundEvent):
     """`refund.payout-submitted.v1`: payout recorded its intent to pay; the gateway is asked next."""
 
     gateway: str
     payout_id: str
     submitted_at: datetime
+    attempt: Attempt = 1
     # When the customer should have the money, if payout knows it (settlement calendar).
     eta: datetime | None = None
 
@@ -247,6 +267,10 @@ class RefundPaid(RefundEvent):
     gateway_ref: str
     paid_at: datetime
     eta: datetime | None = None
+    attempt: Attempt = 1
+    # Staff recorded that the money reached the customer outside the pipeline (gateway_ref is their
+    # reference); reconcile opens it as a `paid_outside` discrepancy, reconciled by hand.
+    paid_outside: StrictBool = False
     # What the merchant's balance moves by, when it settles in another currency than `amount`.
     settlement_amount: Money | None = None
 
@@ -259,7 +283,59 @@ class PayoutFailed(RefundEvent):
     payout_id: str
     failure_reason: str
     failed_at: datetime
+    attempt: Attempt = 1
 
+
+class PayoutExitRequested(RefundEvent):
+    """`refund.payout-exit-requested.v1` (on `refunds.payout-exits`): someone chose a way out of a failed
+    payout — the customer's new destination, a re-route by staff, or money paid outside the pipeline.
+    Intake answers with `refund.reinstated.v1` once the amount is reserved on the payment again (a
+    failed payout gave it back), or `refund.reinstatement-refused.v1`. No status change."""
+
+    attempt: Attempt  # the attempt the exit would make (the failed one + 1)
+    exit: ExitKind
+    requested_by: str  # a staff user id, or `customer`
+    requested_at: datetime
+
+
+class RefundReinstated(RefundEvent):
+    """`refund.reinstated.v1` (on `refunds.reinstated`): intake reserved the refund's amount on its
+    payment's refundable balance again, for `attempt`. Payout may act on the exit. No status change."""
+
+    attempt: Attempt
+    reinstated_at: datetime
+
+
+class ReinstatementRefused(RefundEvent):
+    """`refund.reinstatement-refused.v1` (on `refunds.reinstated`): the payment's balance no longer covers
+    the amount (another refund used it) or the ticket cannot take another attempt; the refund stays `failed`."""
+
+    attempt: Attempt
+    errors: list[FieldError]
+    refused_at: datetime
+
+
+class PayoutRedriven(RefundEvent):
+    """`refund.payout-redriven.v1` (on `refunds.payout-submitted`): an exit re-drives a failed refund:
+    `failed` → `processing` under a new attempt, a new payout id and a new idempotency key."""
+
+    attempt: Attempt
+    exit: ExitKind
+    gateway: str
+    payout_id: str
+    redriven_at: datetime
+
+
+class DestinationProvided(ContractModel):
+    """`refund.destination-provided.v1` (on `refunds.destinations`, from notify): on the signed customer
+    page, the customer of a failed refund gave a new place to pay it. The bank account is sealed for
+    payout (`shared/contract/contact_seal.py`, payout's key); `summary` is safe to show (masked)."""
+
+    refund_id: str
+    channel: Channel
+    destination_sealed: str
+    summary: str
+    provided_at: datetime
 
 class RefundReconciled(RefundEvent):
     """`refund.reconciled.v1`: the gateway's settlement report matches the payout."""
@@ -323,6 +399,12 @@ EVENT_TYPES: dict[str, tuple[type[BaseModel], str]] = {
     "refund.payout-submitted.v1": (PayoutSubmitted, topics.PAYOUT_SUBMITTED),
     "refund.paid.v1": (RefundPaid, topics.PAID),
     "refund.payout-failed.v1": (PayoutFailed, topics.PAYOUT_FAILED),
+    "refund.review-reopened.v1": (RefundReviewReopened, topics.HELD),
+    "refund.payout-exit-requested.v1": (PayoutExitRequested, topics.PAYOUT_EXITS),
+    "refund.reinstated.v1": (RefundReinstated, topics.REINSTATED),
+    "refund.reinstatement-refused.v1": (ReinstatementRefused, topics.REINSTATED),
+    "refund.payout-redriven.v1": (PayoutRedriven, topics.PAYOUT_SUBMITTED),
+    "refund.destination-provided.v1": (DestinationProvided, topics.DESTINATIONS),
     "refund.reconciled.v1": (RefundReconciled, topics.RECONCILED),
     "refund.discrepancy.v1": (RefundDiscrepancy, topics.DISCREPANCY),
     "refund.status.v1": (RefundStatus, topics.STATUS),

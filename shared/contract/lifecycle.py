@@ -81,6 +81,8 @@ STEPS: tuple[Step, ...] = (
     Step("refund.payout-submitted.v1", "payout", Status.PROCESSING, "payout"),
     Step("refund.paid.v1", "payout", Status.SUCCEEDED, "reconcile"),
     Step("refund.payout-failed.v1", "payout", Status.FAILED, DONE),
+    # An exit out of a failed payout (new destination, re-route): back in payout under a new attempt.
+    Step("refund.payout-redriven.v1", "payout", Status.PROCESSING, "payout"),
     Step("refund.discrepancy.v1", "reconcile", Status.DISCREPANCY, DONE),
     Step("refund.reconciled.v1", "reconcile", Status.RECONCILED, DONE),
 )
@@ -106,11 +108,18 @@ def status_of(event_type: str, data: object) -> Status | None:
     return status
 
 
-def advances(current: Status | None, new: Status) -> bool:
+# The events that may take a refund out of `failed` (SPEC.md: an explicit exit, each an event of its own).
+REDRIVE_TYPES = frozenset({"refund.payout-redriven.v1"})
+
+
+def advances(current: Status | None, new: Status, *, redrive: bool = False) -> bool:
     """Whether `new` may replace `current`: only forward, never out of a terminal status, except
-    that money the gateway returned turns a reconciled refund `reversed`."""
+    that money the gateway returned turns a reconciled refund `reversed`, and a re-drive (an event of
+    `REDRIVE_TYPES`, of a newer payout attempt: the caller checks the attempt) turns `failed` `processing`."""
     if current is None:
         return True
     if new is Status.REVERSED and current is Status.RECONCILED:
+        return True
+    if redrive and current is Status.FAILED and new is Status.PROCESSING:
         return True
     return current not in TERMINAL_STATUSES and RANK[new] > RANK[current]

@@ -12,6 +12,9 @@ HELD = "refunds.held"
 PAYOUT_SUBMITTED = "refunds.payout-submitted"
 PAID = "refunds.paid"
 PAYOUT_FAILED = "refunds.payout-failed"
+PAYOUT_EXITS = "refunds.payout-exits"
+REINSTATED = "refunds.reinstated"
+DESTINATIONS = "refunds.destinations"
 RECONCILED = "refunds.reconciled"
 DISCREPANCY = "refunds.discrepancy"
 STATUS = "refunds.status"
@@ -46,6 +49,9 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(PAYOUT_SUBMITTED),
     TopicSpec(PAID),
     TopicSpec(PAYOUT_FAILED),
+    TopicSpec(PAYOUT_EXITS),
+    TopicSpec(REINSTATED),
+    TopicSpec(DESTINATIONS),
     TopicSpec(RECONCILED),
     TopicSpec(DISCREPANCY),
     TopicSpec(
@@ -70,6 +76,10 @@ TRUSTED_SOURCES: dict[str, frozenset[str]] = {
     PAYOUT_SUBMITTED: frozenset({PAYOUT_SOURCE}),
     PAID: frozenset({PAYOUT_SOURCE}),
     PAYOUT_FAILED: frozenset({PAYOUT_SOURCE}),
+    PAYOUT_EXITS: frozenset({PAYOUT_SOURCE}),
+    REINSTATED: frozenset({INTAKE_SOURCE}),
+    # A customer's new payout destination, taken on notify's signed customer page.
+    DESTINATIONS: frozenset({NOTIFY_SOURCE}),
     RECONCILED: frozenset({RECONCILE_SOURCE}),
     DISCREPANCY: frozenset({RECONCILE_SOURCE}),
     STATUS: frozenset({NOTIFY_SOURCE}),

@@ -108,9 +108,9 @@ def _written_by(source: str) -> frozenset[str]:
 # What each stage consumes (services/<stage>/main.py subscribes to these, in group refund-<stage>).
 SERVICE_READS: dict[str, frozenset[str]] = {
     # intake: requests, and the outcomes that give a refund's amount back (services/intake/release.py)
-    "intake": frozenset({topics.REQUESTED, topics.DENIED, topics.PAYOUT_FAILED}),
+    "intake": frozenset({topics.REQUESTED, topics.DENIED, topics.PAYOUT_FAILED, topics.PAYOUT_EXITS}),
     "approval": frozenset({topics.ACCEPTED}),
-    "payout": frozenset({topics.APPROVED}),
+    "payout": frozenset({topics.APPROVED, topics.REINSTATED, topics.DESTINATIONS}),
     "reconcile": frozenset({topics.PAID}),
     "notify": frozenset(lifecycle.TOPICS),
 }

@@ -14,7 +14,7 @@ from tests.deploy.conftest import (
     AHEAD_OF_THE_SERVICES, GATEWAY_CLIENTS, ROOT, require_setting, settings_env_names, simulator_env_names,
 )
 from tests.deploy.dockerfile import DOCKERFILE, service_image, simulator_image
-from tools import k8s_monitoring
+from tools import k8s_kafka, k8s_monitoring
 
 PARTITIONS = {topic.name: topic.partitions for topic in TOPICS}
 
@@ -333,3 +333,8 @@ def test_the_simulator_target_ships_only_the_simulator():
     image = simulator_image()
     assert_multi_stage_pinned_locked_and_non_root(image)
     assert image.copied == {"pyproject.toml", "uv.lock", "shared/", "gatewaysim/"}, image.copied
+
+
+def test_generated_kafka_objects_are_current():
+    for path, text in k8s_kafka.rendered().items():
+        assert Path(path).read_text() == text, f"{path} is stale: run .venv/bin/python -m tools.k8s_kafka"

@@ -48,6 +48,10 @@ SAMPLE = {
     "settled_amount": EUR, "reconciled_at": NOW, "category": "amount_mismatch", "detected_at": NOW,
     "status": "succeeded", "updated_at": NOW, "sequence": 7, "rejected_at": NOW,
     "errors": [{"field": "amount", "code": "not_positive", "message": "must be above 0"}],
+    "kind": "review", "exit": "reroute", "reopened_by": "u-senior", "note": "customer called", "expires_at": NOW,
+    "reopened_at": NOW, "attempt": 2, "requested_by": "u-finance", "requested_at": NOW, "reinstated_at": NOW,
+    "refused_at": NOW, "redriven_at": NOW, "destination_sealed": "sealed", "summary": "DE89 **** 3000",
+    "provided_at": NOW,
 }
 
 

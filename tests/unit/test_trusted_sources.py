@@ -10,11 +10,11 @@ from shared.contract import topics
 
 def test_each_topic_trusts_exactly_the_stage_that_produces_it():
     produced_by = {
-        INTAKE: {topics.ACCEPTED, topics.REJECTED},
+        INTAKE: {topics.ACCEPTED, topics.REJECTED, topics.REINSTATED},
         APPROVAL: {topics.APPROVED, topics.DENIED, topics.HELD},
-        PAYOUT: {topics.PAYOUT_SUBMITTED, topics.PAID, topics.PAYOUT_FAILED},
+        PAYOUT: {topics.PAYOUT_SUBMITTED, topics.PAID, topics.PAYOUT_FAILED, topics.PAYOUT_EXITS},
         RECONCILE: {topics.RECONCILED, topics.DISCREPANCY},
-        NOTIFY: {topics.STATUS},
+        NOTIFY: {topics.STATUS, topics.DESTINATIONS},
     }
     trusted = {topic: source for source, produced in produced_by.items() for topic in produced}
     assert {topic: {source} for topic, source in trusted.items()} == topics.TRUSTED_SOURCES
