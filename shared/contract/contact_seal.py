@@ -35,6 +35,11 @@ _RAW = serialization.Encoding.Raw, serialization.PublicFormat.Raw
 # Local-only pair, published here on purpose so intake and notify agree without setup. Never in production.
 LOCAL_PRIVATE_KEY = "mMe2FjT0Uquaj4ZI270cQMQMt+8PcMsGzwL2awKs9mg="
 LOCAL_PUBLIC_KEY = "AH1HeIdofesClmYsRXRPTo+TLxU43hLLNuHHUVGvdTM="
+# The same seal carries a customer's new payout destination (`refund.destination-provided.v1`) from
+# notify's customer page to payout, the only stage that may read it: payout holds this pair's private
+# half (DESTINATION_PRIVATE_KEY), notify the public one (DESTINATION_PUBLIC_KEY). Local runs only.
+LOCAL_DESTINATION_PRIVATE_KEY = "sGL+uYhrIMbIhNeg5qWX0Eyp8ArQAh+5Hq5AQBQUaWs="
+LOCAL_DESTINATION_PUBLIC_KEY = "QcAMLtSozWzj4LBsPdOMqVsMfvRWGVpisdouYPkPSQ0="
 
 
 class SealBroken(Exception):
