@@ -32,7 +32,7 @@ class DemoReviewers:
             while not stop.is_set():
                 queue = await http.get("/v1/reviews", params={"limit": 500},
                                        headers=self._auth("demo-reviewer"))
-                for item in queue.json()["items"]:
+                for item in queue.json()["reviews"]:
                     await self._decide(http, item)
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=every)

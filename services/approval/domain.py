@@ -230,8 +230,19 @@ class OpenReview:
     approvers: tuple[str, ...]  # users who already approved this review
 
 
+# Who may put an expired (parked) review or hold back in the queue.
+REOPEN_ROLES = (Role.SENIOR_REVIEWER,)
+WAITING_STATES = ("open", "expired")  # still in the approval stage: the refund is pending_review/on_hold
+
+
 def check_decision(review: OpenReview, action: str, user_id: str, user_roles: frozenset[str]) -> str:
-    """What a reviewer's action does: 'approve', 'deny', 'release' or 'approval_recorded'."""
+    """What a reviewer's action does: 'approve', 'deny', 'release' or 'approval_recorded'.
+
+    An expired (parked) review is not decided as it stands: a senior reviewer reopens it first, with a
+    reason and new deadlines, and then the usual roles and four eyes apply."""
+    if review.state == "expired":
+        raise ReviewRefused(409, "expired", f"this {review.kind} expired unanswered; a senior reviewer must "
+                                            f"reopen it (POST /v1/reviews/{{refund_id}}/reopen) before it is decided")
     if review.state != "open":
         raise ReviewRefused(409, "already_decided", f"this {review.kind} is already {review.state}")
     if not user_roles.intersection(review.roles):
@@ -247,6 +258,31 @@ def check_decision(review: OpenReview, action: str, user_id: str, user_roles: fr
         raise ReviewRefused(403, "four_eyes",
                             f"{user_id} already approved; a second, different approver is required")
     return "approve" if len(review.approvers) + 1 >= review.required_approvals else "approval_recorded"
+
+
+def check_reopen(review: OpenReview, user_roles: frozenset[str]) -> None:
+    """A reopen is allowed only to REOPEN_ROLES, and only on an expired (parked) review or hold."""
+    if not user_roles.intersection(REOPEN_ROLES):
+        raise ReviewRefused(403, "role_not_permitted",
+                            f"reopening an expired {review.kind} needs the role: "
+                            f"{', '.join(str(role) for role in REOPEN_ROLES)}")
+    if review.state != "expired":
+        raise ReviewRefused(409, "not_expired", f"only an expired {review.kind} can be reopened; "
+                                                f"this one is {review.state}")
+
+
+def waiting_for_second_approver(review: OpenReview) -> bool:
+    """Four eyes with one approval in: the next approver must be someone else."""
+    return review.state in WAITING_STATES and review.required_approvals == 2 and len(review.approvers) == 1
+
+
+def allowed_roles(review: OpenReview) -> tuple[str, ...]:
+    """Who may decide it now: its roles while open; nobody once expired (reopen first) or decided."""
+    return review.roles if review.state == "open" else ()
+
+
+def can_reopen_roles(review: OpenReview) -> tuple[str, ...]:
+    return tuple(str(role) for role in REOPEN_ROLES) if review.state == "expired" else ()
 
 
 # ---------------------------------------------------------------- payment verification

@@ -7,19 +7,21 @@ the same partition flow. The reviewer's decision and the verifier's outcome late
 publish through the same outbox.
 """
 
+import math
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import asyncpg
 import structlog
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from services.approval import domain, store
 from services.approval.payments import GatewayPayments
 from services.approval.policy import Policy, Waiting
 from shared.contract.envelope import Outgoing, encode
 from shared.contract.events import (
-    RefundAccepted, RefundApproved, RefundDenied, RefundHeld, RefundReviewEscalated, RefundReviewRequested,
+    RefundAccepted, RefundApproved, RefundDenied, RefundHeld, RefundReviewEscalated, RefundReviewReopened,
+    RefundReviewRequested,
 )
 from shared.runtime.metrics import count_rejections, observe_completion
 from shared.runtime.stage import Inbound, Stage
@@ -35,6 +37,10 @@ PAYMENT_CHECKS = Counter(
     "Payments read at their gateway before an approval, by result: matched, released (disagrees only as a "
     "person released), mismatch, unknown (404), unanswered (asked again later), unrouted (left to payout)",
     ["gateway", "outcome"])
+PARKED = Gauge(
+    "refund_approval_reviews_expired",
+    "Reviews and holds that expired unanswered under `on_expiry: park`, waiting for a senior reviewer to reopen "
+    "them (from a periodic count of approval's store; every replica reports the same number)", ["kind"])
 
 
 class ApprovalStep:
@@ -241,13 +247,47 @@ class ReviewDesk:
         return [record_decision(outcomes, row["policy_version"], refund, effect, codes,
                                 decided_by=user_id, sla_seconds=None)]
 
+    async def reopen(self, refund_id: str, user: StaffUser, reason: str) -> dict:
+        """Put an expired (parked) review or hold back in the queue with new deadlines from now; raises
+        domain.ReviewRefused, or LookupError if no such review."""
+        async with self.stage.pool.acquire() as conn:
+            async with self.stage.unit_of_work(conn) as uow:
+                locked = await store.lock_review(conn, refund_id)
+                if locked is None:
+                    raise LookupError(refund_id)
+                row, review = locked
+                roles = sorted(str(role) for role in user.roles)
+                domain.check_reopen(review, frozenset(roles))
+                waiting = self.policy.hold if review.kind == "hold" else self.policy.review
+                now = datetime.now(UTC)
+                due_at, expires_at = now + waiting.sla, now + waiting.expire_after
+                await store.reopen(conn, refund_id, user.user_id, now, due_at, expires_at)
+                await store.audit(conn, refund_id, user.user_id, "reopened", reason, roles,
+                                  {"kind": review.kind, "expired_at": row["expired_at"].isoformat(),
+                                   "due_at": due_at.isoformat(), "expires_at": expires_at.isoformat(),
+                                   "approvals_before": list(review.approvers)})
+                log.info("review_reopened", refund_id=refund_id, kind=review.kind, reopened_by=user.user_id)
+                refund = RefundAccepted.model_validate(row["refund"])
+                uow.emit(encode(RefundReviewReopened(
+                    **carried(refund, list(row["rule_ids"])), kind=review.kind, reopened_by=user.user_id,
+                    note=reason, due_at=due_at, expires_at=expires_at, reopened_at=now),
+                    source=SOURCE, key=refund_id))
+            return await self.view(conn, refund_id)
+
+    async def count_parked(self) -> None:
+        """Refresh the gauge of expired (parked) reviews and holds."""
+        counts = await store.parked_counts(self.stage.pool)
+        for kind in ("review", "hold"):
+            PARKED.labels(kind).set(counts.get(kind, 0))
+
     async def view(self, conn: asyncpg.Connection, refund_id: str) -> dict:
         row = await store.review(conn, refund_id)
         if row is None:
             raise LookupError(refund_id)
         trail = await store.audit_trail(conn, refund_id)
         waiting = await store.verification(conn, refund_id)
-        return {**review_json(row), "audit": [dict(entry) for entry in trail],
+        # `note` is the console's name for the reason (apis.md); `reason` is kept for existing clients.
+        return {**review_json(row), "audit": [dict(entry, note=entry["reason"]) for entry in trail],
                 # An approval given here goes out once its payment is verified at its gateway.
                 "payment_verification": dict(waiting, state="pending") if waiting else None}
 
@@ -278,6 +318,14 @@ class ReviewDesk:
                       row: asyncpg.Record) -> list[Outgoing]:
         refund = RefundAccepted.model_validate(row["refund"])
         waiting: Waiting = self.policy.hold if row["kind"] == "hold" else self.policy.review
+        if waiting.on_expiry == "park":
+            await store.park_expired(conn, refund.refund_id)
+            await store.audit(conn, refund.refund_id, SYSTEM, "expired",
+                              f"{row['kind']} expired unanswered; parked until a senior reviewer reopens it",
+                              detail={"expires_at": row["expires_at"].isoformat(), "on_expiry": "park"})
+            log.warning("review_parked_on_expiry", refund_id=refund.refund_id, kind=row["kind"],
+                        expires_at=row["expires_at"])
+            return []
         effect = "approve" if waiting.on_expiry == "approve" else "deny"
         await store.close_review(conn, refund.refund_id, "approved" if effect == "approve" else "denied")
         await store.audit(conn, refund.refund_id, SYSTEM, effect, f"{row['kind']} expired unanswered",
@@ -295,10 +343,14 @@ class ReviewDesk:
 
 def review_json(row: asyncpg.Record) -> dict:
     refund = row["refund"]
+    review = domain.OpenReview(row["kind"], row["state"], row["required_approvals"], tuple(row["roles"]),
+                               tuple(row["approvers"]))
+    now = datetime.now(UTC)
+    waiting = row["state"] in domain.WAITING_STATES
     return {
         "refund_id": row["refund_id"], "kind": row["kind"], "state": row["state"],
-        "status": {"hold": "on_hold", "review": "pending_review"}[row["kind"]] if row["state"] == "open"
-        else row["state"],
+        # The refund's status: a parked (expired) one is still waiting in the approval stage.
+        "status": {"hold": "on_hold", "review": "pending_review"}[row["kind"]] if waiting else row["state"],
         "amount": {"value": row["amount_value"], "currency": row["currency"]},
         "channel": row["channel"], "region": row["region"], "reason": refund.get("reason"),
         "source": refund.get("source"), "order_id": refund.get("order_id"),
@@ -306,5 +358,10 @@ def review_json(row: asyncpg.Record) -> dict:
         "required_approvals": row["required_approvals"], "approvers": list(row["approvers"]),
         "roles": list(row["roles"]), "opened_at": row["opened_at"], "due_at": row["due_at"],
         "expires_at": row["expires_at"], "escalated_at": row["escalated_at"],
-        "overdue": row["state"] == "open" and row["due_at"] < datetime.now(UTC),
+        "expired_at": row["expired_at"], "reopened_at": row["reopened_at"], "reopened_by": row["reopened_by"],
+        "overdue": waiting and row["due_at"] < now,
+        "seconds_to_due": math.floor((row["due_at"] - now).total_seconds()),  # negative: overdue
+        "waiting_for_second_approver": domain.waiting_for_second_approver(review),
+        "allowed_roles": list(domain.allowed_roles(review)),
+        "can_reopen_roles": list(domain.can_reopen_roles(review)),
     }

@@ -69,6 +69,10 @@ async def review_clock() -> None:
     await every(settings.review_clock_interval_seconds, desk.tick, name="review_clock")
 
 
+async def count_parked() -> None:
+    await every(settings.sweep_interval_seconds, desk.count_parked, name="parked_reviews")
+
+
 async def sweep_backlog() -> None:
     await sweep_forever("approval", lambda: read_backlog(stage.pool, BACKLOG, settings.approval_sla_seconds),
                         settings.sweep_interval_seconds)
@@ -76,5 +80,5 @@ async def sweep_backlog() -> None:
 
 app = make_app(settings, broker=broker, stage=stage, consumers=[consumer],
                migrations=Path(__file__).parent / "migrations",
-               background=[review_clock, sweep_backlog, verifier.run_forever], title="Refund approval")
+               background=[review_clock, count_parked, sweep_backlog, verifier.run_forever], title="Refund approval")
 app.include_router(review_router(desk, StaffAuth(StaffVerifier.from_settings(settings))))

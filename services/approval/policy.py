@@ -75,11 +75,16 @@ class Rule(_Strict):
 
 
 class Waiting(_Strict):
-    """How long a review or hold may wait: escalate at `sla`, apply `on_expiry` at `expire_after`."""
+    """How long a review or hold may wait: escalate at `sla`, apply `on_expiry` at `expire_after`.
+
+    `deny` and `approve` decide it as user `system`; `park` takes it out of the live queue as `expired`,
+    still waiting in the approval stage (status unchanged) until a senior reviewer reopens it: a denial
+    is final, so only a parked review can come back.
+    """
 
     sla: Duration
     expire_after: Duration
-    on_expiry: Literal["deny", "approve"] = "deny"
+    on_expiry: Literal["deny", "approve", "park"] = "deny"
 
     @model_validator(mode="after")
     def _expiry_after_sla(self) -> "Waiting":

@@ -133,9 +133,60 @@ _REVIEWS = (
     "  WHERE a.refund_id = r.refund_id AND a.kind = r.kind), '{}') AS approvers FROM approval.reviews r ")
 
 
-async def list_reviews(conn: asyncpg.Connection, state: str, kind: str | None, limit: int) -> list[asyncpg.Record]:
-    return await conn.fetch(_REVIEWS + "WHERE state = $1 AND ($2::text IS NULL OR kind = $2) ORDER BY due_at LIMIT $3",
-                            state, kind, limit)
+@dataclass(frozen=True)
+class QueueFilter:
+    """What the queue is narrowed to (None: any); amounts are minor units of `currency`."""
+
+    state: str = "open"
+    kind: str | None = None
+    channel: str | None = None
+    region: str | None = None
+    rule: str | None = None  # one of the review's rule ids / reason codes
+    currency: str | None = None
+    min_amount: int | None = None
+    max_amount: int | None = None
+
+
+def queue_query(where: QueueFilter, limit: int) -> tuple[str, list]:
+    """The queue's SQL and arguments: one state, oldest first. Only the given filters are in the statement,
+    so the planner picks the index for them (migration 0006), never a scan of every decided review."""
+    clauses, args = ["r.state = $1"], [where.state]
+    for value, sql in ((where.kind, "r.kind = {}"), (where.channel, "r.channel = {}"),
+                       (where.region, "r.region = {}"), (where.rule, "r.rule_ids @> ARRAY[{}::text]"),
+                       (where.currency, "r.currency = {}"), (where.min_amount, "r.amount_value >= {}"),
+                       (where.max_amount, "r.amount_value <= {}")):
+        if value is not None:
+            args.append(value)
+            clauses.append(sql.format(f"${len(args)}"))
+    args.append(limit)
+    return (_REVIEWS + "WHERE " + " AND ".join(clauses) + f" ORDER BY r.opened_at, r.refund_id LIMIT ${len(args)}",
+            args)
+
+
+async def list_reviews(conn: asyncpg.Connection, where: QueueFilter, limit: int) -> list[asyncpg.Record]:
+    sql, args = queue_query(where, limit)
+    return await conn.fetch(sql, *args)
+
+
+async def park_expired(conn: asyncpg.Connection, refund_id: str) -> None:
+    """Out of the live queue, still waiting in the stage: only a senior reviewer's reopen brings it back."""
+    await conn.execute("UPDATE approval.reviews SET state = 'expired', expired_at = now() WHERE refund_id = $1",
+                       refund_id)
+
+
+async def reopen(conn: asyncpg.Connection, refund_id: str, user_id: str, now: datetime, due_at: datetime,
+                 expires_at: datetime) -> None:
+    """Back in the queue with new deadlines; escalated again if it passes the new SLA. Approvals stand."""
+    await conn.execute(
+        "UPDATE approval.reviews SET state = 'open', expired_at = NULL, escalated_at = NULL, reopened_at = $2, "
+        "reopened_by = $3, due_at = $4, expires_at = $5 WHERE refund_id = $1",
+        refund_id, now, user_id, due_at, expires_at)
+
+
+async def parked_counts(pool: asyncpg.Pool) -> dict[str, int]:
+    """Expired (parked) reviews and holds waiting for a senior reviewer, by kind."""
+    rows = await pool.fetch("SELECT kind, count(*) AS n FROM approval.reviews WHERE state = 'expired' GROUP BY kind")
+    return {row["kind"]: row["n"] for row in rows}
 
 
 async def review(conn: asyncpg.Connection, refund_id: str) -> asyncpg.Record | None:
@@ -147,12 +198,12 @@ async def audit_trail(conn: asyncpg.Connection, refund_id: str) -> list[asyncpg.
                             "WHERE refund_id = $1 ORDER BY id", refund_id)
 
 
-# Waiting for people (open reviews and holds, due at their SLA) and for a gateway to answer a payment
+# Waiting for people (open reviews and holds, and those parked after expiry, due at their SLA) and for a gateway to answer a payment
 # read (due at the automatic decision's SLA, $1 seconds after they were parked).
 BACKLOG = (
     "SELECT count(*) AS inflight, count(*) FILTER (WHERE due_at < now()) AS overdue, "
     "extract(epoch FROM now() - min(since)) AS oldest_age FROM ("
-    "  SELECT opened_at AS since, due_at FROM approval.reviews WHERE state = 'open' "
+    "  SELECT opened_at AS since, due_at FROM approval.reviews WHERE state IN ('open', 'expired') "
     "  UNION ALL SELECT created_at, created_at + make_interval(secs => $1) FROM approval.verifications"
     ") waiting")
 
@@ -235,7 +286,7 @@ _REVIEW = (
     "ON CONFLICT (refund_id) DO UPDATE SET kind = EXCLUDED.kind, state = 'open', "
     "required_approvals = EXCLUDED.required_approvals, roles = EXCLUDED.roles, rule_ids = EXCLUDED.rule_ids, "
     "opened_at = EXCLUDED.opened_at, due_at = EXCLUDED.due_at, expires_at = EXCLUDED.expires_at, "
-    "escalated_at = NULL, closed_at = NULL, release_codes = EXCLUDED.release_codes, "
+    "escalated_at = NULL, closed_at = NULL, expired_at = NULL, release_codes = EXCLUDED.release_codes, "
     "acknowledged = EXCLUDED.acknowledged")
 _PARK = (
     "INSERT INTO approval.verifications (refund_id, refund, gateway, payment_id, policy_version, reason_codes, "
