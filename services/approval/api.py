@@ -61,7 +61,7 @@ class QueueParams(BaseModel):
             error = invalid.errors(include_url=False)[0]
             if isinstance(error.get("ctx", {}).get("error"), _Bad):
                 raise HTTPException(422, str(error["ctx"]["error"])) from None
-            name = ".".join(str(part) for part in error["loc"]) or "query"
+            name = str(error["loc"][0]) if error["loc"] else "query"  # the parameter, not the path inside it
             raise HTTPException(422, f"{name}: {error['msg']} (got {error.get('input')!r})") from None
 
     def filter(self) -> store.QueueFilter:
@@ -114,7 +114,7 @@ def review_router(desk: ReviewDesk, auth: StaffAuth) -> APIRouter:
                             403: {"description": "role not permitted, or the same approver twice (four eyes)"},
                             404: {"description": "no review for this refund"},
                             409: {"description": "already decided, or expired (a senior reviewer reopens it first)"}})
-    async def decide(refund_id: str, decision: Decision, user: staff) -> dict | JSONResponse:
+    async def decide(refund_id: str, decision: Decision, user: staff) -> dict:  # or the refusal as a JSONResponse
         try:
             return await desk.decide(refund_id, user, decision.action, decision.reason)
         except LookupError:
@@ -127,7 +127,7 @@ def review_router(desk: ReviewDesk, auth: StaffAuth) -> APIRouter:
                             403: {"description": "not a senior reviewer"},
                             404: {"description": "no review for this refund"},
                             409: {"description": "the review is not expired"}})
-    async def reopen(refund_id: str, body: Reopen, user: staff) -> dict | JSONResponse:
+    async def reopen(refund_id: str, body: Reopen, user: staff) -> dict:  # or the refusal as a JSONResponse
         """New due/expiry from now; emits `refund.review-reopened.v1` with the reason as its note."""
         try:
             return await desk.reopen(refund_id, user, body.reason.strip())

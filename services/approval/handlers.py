@@ -268,9 +268,10 @@ class ReviewDesk:
                                    "approvals_before": list(review.approvers)})
                 log.info("review_reopened", refund_id=refund_id, kind=review.kind, reopened_by=user.user_id)
                 refund = RefundAccepted.model_validate(row["refund"])
+                # `note` here is the senior reviewer's reason, not the customer's note the refund carries.
                 uow.emit(encode(RefundReviewReopened(
-                    **carried(refund, list(row["rule_ids"])), kind=review.kind, reopened_by=user.user_id,
-                    note=reason, due_at=due_at, expires_at=expires_at, reopened_at=now),
+                    **{**carried(refund, list(row["rule_ids"])), "note": reason}, kind=review.kind,
+                    reopened_by=user.user_id, due_at=due_at, expires_at=expires_at, reopened_at=now),
                     source=SOURCE, key=refund_id))
             return await self.view(conn, refund_id)
 

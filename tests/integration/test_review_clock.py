@@ -3,6 +3,7 @@
 Approval is restarted with a policy whose clocks run in seconds, then restored.
 """
 
+import re
 from pathlib import Path
 
 import pytest
@@ -15,16 +16,24 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def fast_clock_approval(stack, tmp_path):
+def fast_clock_policy(tmp_path, on_expiry: str) -> Path:
+    """The shipped policy with clocks in seconds and `on_expiry` for both reviews and holds."""
     policy = (ROOT / "deploy/policy/refund-policy.yaml").read_text()
     policy = policy.replace('version: "2026.11-1"', 'version: "test-fast-clock"')
     policy = policy.replace("  sla: 4h\n  expire_after: 3d", "  sla: 2s\n  expire_after: 8s")
     policy = policy.replace("  sla: 24h\n  expire_after: 7d", "  sla: 2s\n  expire_after: 8s")
-    assert policy.count("expire_after: 8s") == 2
+    policy = re.sub(r"(?m)^  on_expiry: \w+", f"  on_expiry: {on_expiry}", policy)
+    assert policy.count("expire_after: 8s") == 2 and policy.count(f"on_expiry: {on_expiry}") == 2
     path = tmp_path / "fast-policy.yaml"
     path.write_text(policy)
-    with service_configured(stack, "approval", APPROVAL_POLICY_FILE=str(path), REVIEW_CLOCK_INTERVAL_SECONDS="0.5"):
+    return path
+
+
+@pytest.fixture
+def fast_clock_approval(stack, tmp_path):
+    """Expiry denies (the code's default; the shipped policy parks)."""
+    with service_configured(stack, "approval", APPROVAL_POLICY_FILE=str(fast_clock_policy(tmp_path, "deny")),
+                            REVIEW_CLOCK_INTERVAL_SECONDS="0.5"):
         yield
 
 
