@@ -38,12 +38,15 @@ async def test_expired_review_is_parked_then_reopened_by_a_senior_and_paid(stack
                                                                           producer, status_feed, db):
     request = valid_request(amount=90_000, captured=90_000)  # 900.00 EUR: one reviewer
     refund_id = refund_of(request)
+    fraud = valid_request(reason="fraudulent")  # a risk hold: parked the same way
+    hold_id = refund_of(fraud)
     await publish(producer, request)
+    await publish(producer, fraud)
     assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "pending_review", timeout=60)
 
-    async def parked():
+    async def parked(which=refund_id):
         answer = (await approval.get("/v1/reviews", params={"state": "expired"}, headers=RITA)).json()
-        return next((item for item in answer["reviews"] if item["refund_id"] == refund_id), None)
+        return next((item for item in answer["reviews"] if item["refund_id"] == which), None)
     item = await wait_until(parked, timeout=40)
     # Out of the live queue, still waiting in the stage: nothing was decided, the status is unchanged.
     assert (item["state"], item["status"], item["overdue"]) == ("expired", "pending_review", True)
@@ -91,6 +94,17 @@ async def test_expired_review_is_parked_then_reopened_by_a_senior_and_paid(stack
                                                                           ("alice", "reopened")]
     assert trail[-1]["note"] == trail[-1]["reason"] == "customer called: the parcel came back"
     assert trail[-1]["roles"] == ["senior_reviewer"]
+
+    hold = await wait_until(lambda: parked(hold_id), timeout=40)
+    assert (hold["kind"], hold["state"], hold["status"]) == ("hold", "expired", "on_hold")
+    assert status_feed.status_of(hold_id) == "on_hold"
+    async with TopicTail(stack.bootstrap, topics.HELD) as held:
+        reopened_hold = await approval.post(f"/v1/reviews/{hold_id}/reopen", headers=ALICE,
+                                            json={"reason": "card holder confirmed by phone"})
+        assert reopened_hold.status_code == 200, reopened_hold.text
+        hold_event = await held.wait_for(lambda e: e["data"]["refund_id"] == hold_id
+                                         and e["type"] == "refund.review-reopened.v1")
+    assert (reopened_hold.json()["state"], hold_event["data"]["kind"]) == ("open", "hold")
 
     again = await approval.post(f"/v1/reviews/{refund_id}/reopen", headers=ALICE, json={"reason": "once more"})
     assert again.status_code == 409 and again.json()["code"] == "not_expired", again.text
