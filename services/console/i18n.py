@@ -115,7 +115,7 @@ def language(request: Request) -> str:
 def translator(lang: str) -> Callable[..., str]:
     catalogue = CATALOGUES.get(lang, {})
 
-    def translate(message: str, **fields) -> str:
+    def translate(message: str, /, **fields) -> str:
         text = catalogue.get(message, message) if isinstance(message, str) else str(message)
         return text.format(**fields) if fields else text
 
