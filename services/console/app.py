@@ -289,7 +289,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             if "data" in tracking:
                 notify = dict(tracking, partial=notify["unavailable"])
         return render(request, "ticket.html", "ticket", refund_id=refund_id, notify=notify, review=review,
-                      payout=payout, settlement=settlement)
+                      payout=payout, settlement=settlement, deadlines=deadline_rows(notify.get("data") or {}))
 
     # ---------------------------------------------------------------------------- reconciliation
     @app.get("/reconciliation", response_class=HTMLResponse)
@@ -477,6 +477,34 @@ def time_left(translate, seconds: Any) -> str:
     span = (translate("{d}d {h}h", d=days, h=hours) if days else
             translate("{h}h {m}m", h=hours, m=minutes) if hours else translate("{m}m", m=max(minutes, 0)))
     return translate("{span} left", span=span) if seconds >= 0 else translate("overdue by {span}", span=span)
+
+
+# The statuses that end each stage: the stage's actual time is the first of them in the timeline.
+STAGE_ENDS = {"intake": ("accepted", "rejected"), "approval": ("approved", "denied"),
+              "payout": ("succeeded", "paid", "failed"), "reconcile": ("reconciled",), "notify": ("completed",)}
+
+
+def deadline_rows(ticket: dict) -> list[dict]:
+    """Per stage: its deadline and when it actually ended (from the timeline), late when after the deadline.
+    `deadlines` may map a stage to its deadline or to {"due"/"deadline", "actual"/"at"}."""
+    deadlines = ticket.get("deadlines") or {}
+    if isinstance(deadlines, list):
+        deadlines = {d.get("stage", "?"): d for d in deadlines if isinstance(d, dict)}
+    timeline = ticket.get("timeline") or {}
+    if isinstance(timeline, list):
+        timeline = {e.get("status"): e.get("at") for e in timeline if isinstance(e, dict)}
+    rows = []
+    for stage, value in deadlines.items():
+        due = value.get("due") or value.get("deadline") if isinstance(value, dict) else value
+        actual = value.get("actual") or value.get("at") if isinstance(value, dict) else None
+        actual = actual or next((timeline[s] for s in STAGE_ENDS.get(stage, ()) if timeline.get(s)), None)
+        late = None
+        with contextlib.suppress(TypeError, ValueError):
+            if due and actual:
+                late = datetime.fromisoformat(str(actual)) > datetime.fromisoformat(str(due))
+        rows.append({"stage": stage, "due": due, "actual": actual, "late": late})
+    order = list(STAGE_ENDS)
+    return sorted(rows, key=lambda r: order.index(r["stage"]) if r["stage"] in order else len(order))
 
 
 def discrepancy_amount(row: dict) -> dict | None:

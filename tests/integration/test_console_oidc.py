@@ -17,7 +17,6 @@ import httpx
 import jwt
 import pytest
 import uvicorn
-from authlib.jose import JsonWebKey
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from playwright.async_api import async_playwright, expect
@@ -49,10 +48,8 @@ class Provider:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                              serialization.NoEncryption())
-        public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
-        self.jwk = JsonWebKey.import_key(public_pem, {"kty": "RSA", "kid": "test-k1", "use": "sig",
-                                                      "alg": "RS256"}).as_dict()
+        self.jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True) | {
+            "kid": "test-k1", "use": "sig", "alg": "RS256"}
         self.codes: dict[str, dict] = {}
         self.token_requests: list[dict] = []
         app = Starlette(routes=[
