@@ -78,6 +78,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
             "_": translate, "lang": lang, "languages": i18n.LANGUAGES, "person": person, "page": page,
             "csrf": auth.csrf_token(request), "notices": request.session.pop("notices", []),
             "time_left": lambda seconds: time_left(translate, seconds), "path": request.url.path,
+            "roles": lambda names: ", ".join(translate(str(name)) for name in names or []),
             "query": request.url.query, **context})
 
     def notice(request: Request, kind: str, text: str) -> None:

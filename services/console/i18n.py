@@ -13,7 +13,17 @@ from starlette.requests import Request
 LANGUAGES = {"en": "English", "zh-CN": "简体中文"}
 DEFAULT = "en"
 
+# English labels for the ids the services answer with (statuses, categories, roles, kinds).
+EN = {
+    "pending_review": "pending review", "on_hold": "on hold", "missing_in_report": "Missing in report",
+    "missing_internally": "Missing internally", "amount_mismatch": "Amount mismatch",
+    "currency_mismatch": "Currency mismatch", "duplicate": "Duplicate", "reversed": "Reversed",
+    "fee_mismatch": "Fee mismatch", "reviewer": "reviewer", "senior_reviewer": "senior reviewer",
+    "finance_lead": "finance lead", "paid_outside": "paid outside", "new_destination": "new destination",
+    "reroute": "re-route",
+}
 ZH_CN = {
+    "reviewer": "审核员", "senior_reviewer": "高级审核员", "finance_lead": "财务主管",
     # frame and navigation
     "Operations console": "运营控制台", "Refunds": "退款", "Refund operations": "退款运营",
     "Skip to content": "跳到正文", "Sections": "栏目", "Queue": "审核队列", "Tickets": "工单",
@@ -83,7 +93,7 @@ ZH_CN = {
     "{service} answered {status}: {message}": "{service} 返回 {status}：{message}",
     "Not available from {service}.": "{service} 暂不提供此功能。", "Not found": "未找到",
 }
-CATALOGUES = {"en": {}, "zh-CN": ZH_CN}
+CATALOGUES = {"en": EN, "zh-CN": ZH_CN}
 
 
 def negotiate(accept_language: str) -> str:

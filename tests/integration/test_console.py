@@ -58,6 +58,7 @@ async def sign_in(page: Page, base: str, user: str, next_path: str = "/queue") -
     await page.fill("#password", PASSWORD)
     await page.click("#local-signin button[type=submit]")
     await expect(page.locator("#signed-in-as")).to_contain_text(user)
+    assert await page.get_attribute("html", "lang") == "en"
 
 
 async def sign_out(page: Page) -> None:
@@ -166,7 +167,7 @@ async def test_reconciliation_resolve_in_a_browser(stack, browser, console_url, 
 
     await sign_in(page, console_url, "bob", "/reconciliation")
     group = page.locator("section.category[data-category='amount_mismatch']")
-    await expect(group.locator("h3")).to_contain_text("amount_mismatch")
+    await expect(group.locator("h3")).to_contain_text("Amount mismatch")
     row = page.locator(f"tr[data-gateway-ref='{ref}']")
     await expect(row).to_contain_text("25.00 EUR")
     await expect(row).to_contain_text("24.50 EUR")
@@ -185,7 +186,11 @@ async def test_reconciliation_resolve_in_a_browser(stack, browser, console_url, 
     await page.context.close()
 
 
-async def test_console_in_chinese_and_language_switch(browser, console_url):
+async def test_console_in_chinese_and_language_switch(browser, console_url, producer, status_feed):
+    request = valid_request(amount=90_000, captured=90_000)  # 900.00 EUR: a review to show
+    refund_id = refund_of(request)
+    await publish(producer, request)
+    assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "pending_review", timeout=60)
     page = await new_page(browser, locale="zh-CN")  # the browser asks for Chinese (Accept-Language)
     await page.goto(f"{console_url}/signin")
     assert await page.get_attribute("html", "lang") == "zh-CN"
@@ -197,6 +202,10 @@ async def test_console_in_chinese_and_language_switch(browser, console_url):
     await expect(page.locator("h1")).to_have_text("审核队列")
     await expect(page.locator("nav")).to_contain_text("对账")
     await expect(page.locator("#queue thead")).to_contain_text("距 SLA")
+    row = page.locator(f"tr[data-refund-id='{refund_id}']")
+    await expect(row.locator("td.roles")).to_contain_text("高级审核员")
+    await expect(row.locator("td.sla")).to_contain_text("剩余")
+    await expect(row.locator("select[name=action] option[value=approve]")).to_have_text("批准")
     await page.screenshot(path=SHOTS / "console-queue-zh-CN.png", full_page=True)
     await page.goto(f"{console_url}/reconciliation")
     await expect(page.locator("h1")).to_have_text("对账")
@@ -273,7 +282,7 @@ async def test_dead_letters_page_discard_with_reason(stack, browser, console_url
 
     async def dead_lettered():
         answer = httpx.get(f"{approval}/v1/dead-letters", headers=ALICE, timeout=30).json()
-        return next((d for d in answer["dead_letters"] if d["key"] == marker), None)
+        return next((d for d in answer.get("dead_letters", []) if d["key"] == marker), None)
     letter = await wait_until(dead_lettered, timeout=60)
 
     page = await new_page(browser)
