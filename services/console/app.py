@@ -339,8 +339,21 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         return render(request, "dead_letters.html", "dead_letters", panels=panels, service=service, state=state,
                       services=clients.SERVICES, states=DEAD_LETTER_STATES)
 
+    # Before the per-letter route: `breaker/close` would otherwise match it.
+    @app.post("/dead-letters/{service}/breaker/close")
+    async def close_breaker(request: Request, service: str, reason: str = Form(""), csrf: str = Form("")):
+        if (person := auth.current(request)) is None:
+            return to_sign_in(request)
+        if service not in clients.SERVICES:
+            return render(request, "error.html", "dead_letters", 404, message="no such service")
+        translate = i18n.translator(i18n.language(request))
+        await act(request, "breaker_close", csrf, reason,
+                  lambda: clients.close_breaker(services, person.token, service, reason.strip()[:REASON_MAX]),
+                  translate("The breaker of {service} is closed; it consumes again.", service=service))
+        return back(request, "/dead-letters")
+
     @app.post("/dead-letters/{service}/{dead_letter_id}/{action}")
-    async def handle_dead_letter(request: Request, service: str, dead_letter_id: int, action: str,
+    async def handle_dead_letter(request: Request, service: str, dead_letter_id: str, action: str,
                                  reason: str = Form(""), csrf: str = Form("")):
         if (person := auth.current(request)) is None:
             return to_sign_in(request)
@@ -352,18 +365,6 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
                                                      reason.strip()[:REASON_MAX]),
                   translate("Dead letter {id} of {service}: {action} done.", id=dead_letter_id, service=service,
                             action=translate(action)))
-        return back(request, "/dead-letters")
-
-    @app.post("/dead-letters/{service}/breaker/close")
-    async def close_breaker(request: Request, service: str, reason: str = Form(""), csrf: str = Form("")):
-        if (person := auth.current(request)) is None:
-            return to_sign_in(request)
-        if service not in clients.SERVICES:
-            return render(request, "error.html", "dead_letters", 404, message="no such service")
-        translate = i18n.translator(i18n.language(request))
-        await act(request, "breaker_close", csrf, reason,
-                  lambda: clients.close_breaker(services, person.token, service, reason.strip()[:REASON_MAX]),
-                  translate("The breaker of {service} is closed; it consumes again.", service=service))
         return back(request, "/dead-letters")
 
     # --------------------------------------------------------------------------- failed payouts

@@ -8,6 +8,7 @@ to the person) or `Unavailable` (no answer, or the service has no such endpoint 
 
 import time
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from prometheus_client import Histogram
@@ -95,6 +96,14 @@ def _no_such_route(response: httpx.Response) -> bool:
         return True
 
 
+def _seg(value: object) -> str:
+    """One path segment: an id from a form or URL can never reach another path of the service."""
+    text = quote(str(value), safe="")
+    if text in ("", ".", ".."):
+        raise ServiceError("console", 400, f"not an id: {value!r}")
+    return text
+
+
 def _list(answer: Any, *keys: str) -> list:
     """A list answer, whether bare or wrapped under one of `keys` (service versions differ)."""
     if isinstance(answer, list):
@@ -113,22 +122,22 @@ async def list_reviews(s: Services, token: str, **filters) -> list[dict]:
 
 
 async def get_review(s: Services, token: str, refund_id: str) -> dict:
-    return await s.call(token, "approval", "GET", f"/v1/reviews/{refund_id}", "/v1/reviews/{id}")
+    return await s.call(token, "approval", "GET", f"/v1/reviews/{_seg(refund_id)}", "/v1/reviews/{id}")
 
 
 async def decide_review(s: Services, token: str, refund_id: str, action: str, reason: str) -> dict:
-    return await s.call(token, "approval", "POST", f"/v1/reviews/{refund_id}/decision", "/v1/reviews/{id}/decision",
-                        json={"action": action, "reason": reason})
+    return await s.call(token, "approval", "POST", f"/v1/reviews/{_seg(refund_id)}/decision",
+                        "/v1/reviews/{id}/decision", json={"action": action, "reason": reason})
 
 
 async def reopen_review(s: Services, token: str, refund_id: str, reason: str) -> dict:
-    return await s.call(token, "approval", "POST", f"/v1/reviews/{refund_id}/reopen", "/v1/reviews/{id}/reopen",
+    return await s.call(token, "approval", "POST", f"/v1/reviews/{_seg(refund_id)}/reopen", "/v1/reviews/{id}/reopen",
                         json={"reason": reason})
 
 
 # -------------------------------------------------------------------------------------------- payout
 async def get_payout(s: Services, token: str, refund_id: str) -> dict:
-    return await s.call(token, "payout", "GET", f"/v1/payouts/{refund_id}", "/v1/payouts/{id}")
+    return await s.call(token, "payout", "GET", f"/v1/payouts/{_seg(refund_id)}", "/v1/payouts/{id}")
 
 
 async def failed_payouts(s: Services, token: str) -> list[dict]:
@@ -138,7 +147,7 @@ async def failed_payouts(s: Services, token: str) -> list[dict]:
 
 async def request_exit(s: Services, token: str, refund_id: str, body: dict) -> dict:
     """body: {"exit": "reroute", "gateway", "reason"} or {"exit": "paid_outside", "reference", "evidence", "reason"}."""
-    return await s.call(token, "payout", "POST", f"/v1/payouts/{refund_id}/exits", "/v1/payouts/{id}/exits",
+    return await s.call(token, "payout", "POST", f"/v1/payouts/{_seg(refund_id)}/exits", "/v1/payouts/{id}/exits",
                         json=body)
 
 
@@ -150,7 +159,7 @@ async def discrepancies(s: Services, token: str, state: str = "open", category: 
 
 
 async def resolve_discrepancy(s: Services, token: str, discrepancy_id: int | str, reason: str) -> dict:
-    return await s.call(token, "reconcile", "POST", f"/v1/discrepancies/{discrepancy_id}/resolve",
+    return await s.call(token, "reconcile", "POST", f"/v1/discrepancies/{_seg(discrepancy_id)}/resolve",
                         "/v1/discrepancies/{id}/resolve", json={"reason": reason})
 
 
@@ -168,7 +177,7 @@ async def ledger(s: Services, token: str) -> list[dict]:
 
 
 async def settlement(s: Services, token: str, refund_id: str) -> dict:
-    return await s.call(token, "reconcile", "GET", f"/v1/refunds/{refund_id}/settlement",
+    return await s.call(token, "reconcile", "GET", f"/v1/refunds/{_seg(refund_id)}/settlement",
                         "/v1/refunds/{id}/settlement")
 
 
@@ -178,12 +187,12 @@ async def search_tickets(s: Services, token: str, q: str) -> list[dict]:
 
 
 async def get_ticket(s: Services, token: str, refund_id: str) -> dict:
-    return await s.call(token, "notify", "GET", f"/v1/tickets/{refund_id}", "/v1/tickets/{id}")
+    return await s.call(token, "notify", "GET", f"/v1/tickets/{_seg(refund_id)}", "/v1/tickets/{id}")
 
 
 async def tracking(s: Services, token: str, refund_id: str) -> dict:
     """The public tracking view (older notify versions have no /v1/tickets)."""
-    return await s.call(token, "notify", "GET", f"/v1/refunds/{refund_id}", "/v1/refunds/{id}")
+    return await s.call(token, "notify", "GET", f"/v1/refunds/{_seg(refund_id)}", "/v1/refunds/{id}")
 
 
 # --------------------------------------------------------------------------------- every service
@@ -191,11 +200,11 @@ async def dead_letters(s: Services, token: str, service: str, state: str = "open
     return await s.call(token, service, "GET", "/v1/dead-letters", "/v1/dead-letters", params={"state": state})
 
 
-async def handle_dead_letter(s: Services, token: str, service: str, dead_letter_id: int | str, action: str,
+async def handle_dead_letter(s: Services, token: str, service: str, dead_letter_id: str, action: str,
                              reason: str) -> dict:
     if action not in ("replay", "discard"):
         raise ValueError(action)
-    return await s.call(token, service, "POST", f"/v1/dead-letters/{dead_letter_id}/{action}",
+    return await s.call(token, service, "POST", f"/v1/dead-letters/{_seg(dead_letter_id)}/{action}",
                         f"/v1/dead-letters/{{id}}/{action}", json={"reason": reason})
 
 
