@@ -1,5 +1,5 @@
 """Local stack manager: real Kafka (KRaft, from Maven Central jars), PostgreSQL
-(distribution binaries) and the five services as OS processes, no Docker needed.
+(distribution binaries), the five services and the operations console as OS processes, no Docker needed.
 
 CLI:  python -m devstack up [--no-services] | down | status | restart <component> | env
 

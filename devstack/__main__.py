@@ -31,7 +31,7 @@ def _fail(exc: StackError) -> None:
 @app.command()
 def up(
     run_dir: RunDir = None,
-    services: Annotated[bool, typer.Option("--services/--no-services", help="Also start the five services.")] = True,
+    services: Annotated[bool, typer.Option("--services/--no-services", help="Also start the five services and the console.")] = True,
 ) -> None:
     """Bring back whatever is down on its data and port (idempotent), then print the connection env."""
     stack = Stack(run_dir)

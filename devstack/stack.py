@@ -1,4 +1,4 @@
-"""The whole local stack: Kafka, PostgreSQL, topics, migrations and the five services.
+"""The whole local stack: Kafka, PostgreSQL, topics, migrations, the five services and the console.
 
 All state lives in <run>/stack.json so that any later invocation (another CLI
 call, a test fixture) knows exactly which pids it may signal and which ports
@@ -39,8 +39,10 @@ from .processes import (
 SERVICES = lifecycle.STAGES
 # The gateway simulator: an external system the stack also runs locally (never in production).
 GATEWAYSIM = "gatewaysim"
-# What `up` runs, in start order: the simulator first, so the services' gateway routes answer.
-PROCESSES = (GATEWAYSIM, *SERVICES)
+# The operations console (services/console): staff pages over the services' HTTP APIs; it owns no stage.
+CONSOLE = "console"
+# What `up` runs, in start order: the simulator first, so the services' gateway routes answer; the console last.
+PROCESSES = (GATEWAYSIM, *SERVICES, CONSOLE)
 # Gateway names the local stack routes to the simulator, each its own account there (docs/gateway-simulator.md).
 SIM_ACCOUNTS = {"sim": "stripe", "stripe": "stripe", "adyen": "adyen"}
 ADYEN_MERCHANT = "RefundPipelineLocal"
@@ -485,6 +487,10 @@ class Stack:
             return {"DATABASE_URL": self.dsn_of(name),
                     "SIM_ACCOUNTS": os.environ.get("SIM_ACCOUNTS") or json.dumps(self.simulator_accounts()),
                     "SIM_SEED_PAYMENTS": json.dumps([DRILL_PAYMENT])}
+        if self.service_of(name) == CONSOLE:
+            # No broker, no database: the services' addresses, and local sign-in (tokens the services verify).
+            return {"ENVIRONMENT": "local",
+                    **{f"{service.upper()}_URL": self.service_url(service) for service in SERVICES}}
         return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "DATABASE_URL": self.dsn_of(name),
                 "ENVIRONMENT": "local",
                 "GATEWAY_ROUTES": os.environ.get("GATEWAY_ROUTES") or json.dumps(self.gateway_routes()),

@@ -232,8 +232,21 @@ def main(
     stack = Stack(run_dir=Path(os.environ.get("REFUND_RUN_DIR", ".run/dev")))
     stack.up()
     os.environ.update(stack.env())  # the address and the demo platform's Kafka credentials
-    raise typer.Exit(asyncio.run(_run(count, rate, deadline, seed, stack.service_url("approval"),
-                                      stack.gateway_routes())))
+    code = asyncio.run(_run(count, rate, deadline, seed, stack.service_url("approval"), stack.gateway_routes()))
+    print_console_sign_in(stack)
+    raise typer.Exit(code)
+
+
+def print_console_sign_in(stack) -> None:
+    """Where the operations console runs and how to sign in to it locally (services/console)."""
+    from devstack.stack import CONSOLE
+    from services.console.auth import DEMO_USERS
+    from services.console.settings import ConsoleSettings
+
+    users = ", ".join(f"{name} ({'+'.join(role.value for role in roles)})" for name, roles in DEMO_USERS.items())
+    console.print(f"\n[bold]operations console[/]: {stack.service_url(CONSOLE)}/signin\n"
+                  f"  sign in as one of {users}\n"
+                  f"  demo password: {ConsoleSettings().demo_password}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from tests.deploy.dockerfile import DOCKERFILE, build
 COMPOSE_DIR = ROOT / "deploy/compose"
 KAFKA_DIR = COMPOSE_DIR / "kafka"
 # Built from this repository (not pinned third-party images): the services and the gateway simulator.
-BUILT_HERE = (*SERVICES, "gatewaysim")
+BUILT_HERE = (*SERVICES, "console", "gatewaysim")  # the console: services/console, built from deploy/Dockerfile
 
 
 @pytest.fixture(scope="module")
