@@ -4,24 +4,32 @@ from pathlib import Path
 
 
 from services.payout.adyen_gateway import AdyenGatewayAdapter
-from services.payout.api import gateway_events_router
+from services.payout.api import gateway_events_router, payouts_router
+from services.payout.exits import PayoutExits
 from services.payout.domain import RetryPolicy
 from services.payout.gateway import Gateway
 from services.payout.handlers import SOURCE, IntentRecorder, PayoutExecutor, PayoutPolicy
 from services.payout.outcomes import OutcomeRules
 from services.payout.stripe_gateway import StripeGatewayAdapter
 from services.payout.webhooks import GatewayEventReceiver
-from shared.contract import topics
-from shared.contract.events import TYPE_OF, RefundApproved
+from shared.contract import contact_seal, topics
+from shared.contract.events import TYPE_OF, DestinationProvided, RefundApproved, RefundReinstated, \
+    ReinstatementRefused
 from shared.runtime.gateway_routes import GatewayRoute, GatewayRoutes
 from shared.runtime.metrics import backlog_query, read_backlog, sweep_forever
 from shared.runtime.service import make_app, make_broker, subscribe_stage
 from shared.runtime.settings import ServiceSettings
+from shared.runtime.staff import StaffAuth, StaffVerifier
 from shared.runtime.stage import Handler, Stage
 
 
 class PayoutSettings(ServiceSettings):
+    production_secrets = ("destination_private_key",)
+
     service_name: str = "payout"
+    # Opens the customers' new payout destinations notify seals with its DESTINATION_PUBLIC_KEY
+    # (shared/contract/contact_seal.py). The local pair is public: production refuses it.
+    destination_private_key: str = contact_seal.LOCAL_DESTINATION_PRIVATE_KEY
     payout_sla_seconds: float = 120.0
     # The claim lease: a `submitting` intent whose claim was not renewed for this long is presumed
     # orphaned by a crash and re-claimed. A live worker renews its claim every third of it while the
@@ -50,6 +58,10 @@ def adapter(name: str, route: GatewayRoute) -> Gateway:
 
 
 settings = PayoutSettings()
+try:
+    destination_key = contact_seal.private_key(settings.destination_private_key)
+except ValueError as error:
+    raise SystemExit(f"payout cannot start: DESTINATION_PRIVATE_KEY is not an X25519 private key: {error}") from None
 policy = PayoutPolicy(
     retry=RetryPolicy(settings.payout_retry_base_seconds, settings.payout_retry_cap_seconds,
                       settings.payout_retry_max_attempts),
@@ -58,11 +70,20 @@ policy = PayoutPolicy(
     fallback_from=frozenset(settings.payout_fallback_from),
     settlement_currency=settings.payout_settlement_currency,
     kill_after_gateway_for=settings.payout_fault_kill_after_gateway_for,
+    destination_key=destination_key,
 )
 broker = make_broker(settings)
-stage = Stage(schema="payout", source=SOURCE, handlers={TYPE_OF[RefundApproved]: Handler(IntentRecorder(policy))})
-consumer = subscribe_stage(stage, topics.APPROVED, group_id="refund-payout", max_records=settings.batch_max_records)
 gateways = {name: adapter(name, route) for name, route in settings.gateway_routes.items()}
+exits = PayoutExits(gateways, destination_key)
+stage = Stage(schema="payout", source=SOURCE, handlers={
+    TYPE_OF[RefundApproved]: Handler(IntentRecorder(policy)),
+    # Exits out of a failed payout: intake's answers, and customers' new destinations (services/payout/exits.py).
+    TYPE_OF[RefundReinstated]: Handler(exits.on_answers),
+    TYPE_OF[ReinstatementRefused]: Handler(exits.on_answers),
+    TYPE_OF[DestinationProvided]: Handler(exits.on_destinations),
+})
+consumer = subscribe_stage(stage, topics.APPROVED, topics.REINSTATED, topics.DESTINATIONS, group_id="refund-payout",
+                           max_records=settings.batch_max_records)
 receiver = GatewayEventReceiver(stage, OutcomeRules(policy), sla_seconds=settings.payout_sla_seconds)
 
 
@@ -85,3 +106,4 @@ app = make_app(settings, broker=broker, stage=stage, consumers=[consumer],
                migrations=Path(__file__).parent / "migrations",
                background=[run_executor, sweep_backlog], title="Refund payout")
 app.include_router(gateway_events_router(gateways, receiver))
+app.include_router(payouts_router(stage, exits, StaffAuth(StaffVerifier.from_settings(settings)), gateways))
