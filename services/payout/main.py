@@ -10,47 +10,17 @@ from services.payout.domain import RetryPolicy
 from services.payout.gateway import Gateway
 from services.payout.handlers import SOURCE, IntentRecorder, PayoutExecutor, PayoutPolicy
 from services.payout.outcomes import OutcomeRules
+from services.payout.settings import PayoutSettings
 from services.payout.stripe_gateway import StripeGatewayAdapter
 from services.payout.webhooks import GatewayEventReceiver
 from shared.contract import contact_seal, topics
 from shared.contract.events import TYPE_OF, DestinationProvided, RefundApproved, RefundReinstated, \
     ReinstatementRefused
-from shared.runtime.gateway_routes import GatewayRoute, GatewayRoutes
+from shared.runtime.gateway_routes import GatewayRoute
 from shared.runtime.metrics import backlog_query, read_backlog, sweep_forever
 from shared.runtime.service import make_app, make_broker, subscribe_stage
-from shared.runtime.settings import ServiceSettings
 from shared.runtime.staff import StaffAuth, StaffVerifier
 from shared.runtime.stage import Handler, Stage
-
-
-class PayoutSettings(ServiceSettings):
-    production_secrets = ("destination_private_key",)
-
-    service_name: str = "payout"
-    # Opens the customers' new payout destinations notify seals with its DESTINATION_PUBLIC_KEY
-    # (shared/contract/contact_seal.py). The local pair is public: production refuses it.
-    destination_private_key: str = contact_seal.LOCAL_DESTINATION_PRIVATE_KEY
-    payout_sla_seconds: float = 120.0
-    # The claim lease: a `submitting` intent whose claim was not renewed for this long is presumed
-    # orphaned by a crash and re-claimed. A live worker renews its claim every third of it while the
-    # gateway calls run, so this bounds crash recovery, not how long a gateway call may take.
-    payout_reclaim_after_seconds: float = 30.0
-    payout_retry_base_seconds: float = 1.0
-    payout_retry_cap_seconds: float = 300.0
-    payout_retry_max_attempts: int = 8
-    # A refund the gateway answered `pending` waits this long for its webhook before payout asks the
-    # gateway (Stripe: by key); and as long again between later asks. Adyen cannot be asked: it re-sends.
-    payout_webhook_grace_seconds: float = 60.0
-    # Policy: which channels may fall back to which one when the original instrument is dead.
-    payout_fallback_channel: str | None = "bank_transfer"
-    payout_fallback_from: list[str] = ["card"]
-    # Platform source -> the merchant's settlement currency, e.g. {"shop-us": "USD"}.
-    payout_settlement_currency: dict[str, str] = {}
-    # GATEWAY_ROUTES (JSON, shared/runtime/gateway_routes.py): the gateways payout pays through. A payment on a
-    # gateway without a route is never paid: it fails `gateway_not_configured`.
-    gateway_routes: GatewayRoutes = {}
-    # Fault injection (tests only): SIGKILL after the gateway answered for this payment id.
-    payout_fault_kill_after_gateway_for: str | None = None
 
 
 def adapter(name: str, route: GatewayRoute) -> Gateway:
