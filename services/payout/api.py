@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 import asyncpg
 import structlog
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 from services.payout import domain, exit_store
 from services.payout.exit_store import ExitAsked
@@ -52,13 +52,17 @@ def gateway_events_router(gateways: Mapping[str, Gateway], receiver: GatewayEven
     return router
 
 
+# Why, for the audit trail: required, not blank, at most 500 characters.
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+
 class RerouteExit(BaseModel):
     """Staff pay the failed refund again through another configured gateway (senior_reviewer, finance_lead)."""
 
     model_config = ConfigDict(extra="forbid")
     exit: Literal["reroute"]
     gateway: Annotated[str, Field(min_length=1, max_length=64)]
-    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    reason: Reason
 
 
 class PaidOutsideExit(BaseModel):
@@ -66,9 +70,11 @@ class PaidOutsideExit(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     exit: Literal["paid_outside"]
-    reference: Annotated[str, Field(min_length=1, max_length=200, description="the payment's reference")]
-    evidence: Annotated[str, Field(min_length=1, max_length=2000, description="where the proof is")]
-    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    reference: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+                         Field(description="the payment's reference (bank transfer id, cheque number)")]
+    evidence: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000),
+                        Field(description="where the proof is (ticket, statement)")]
+    reason: Reason
 
 
 EXIT_BODY = TypeAdapter(Annotated[RerouteExit | PaidOutsideExit, Field(discriminator="exit")])
@@ -141,7 +147,7 @@ def payouts_router(stage: Stage, exits: PayoutExits, auth: StaffAuth, gateways: 
             raise HTTPException(422, f"invalid exit: {problems}") from None
         if body.exit == "paid_outside" and not user.has_any((Role.FINANCE_LEAD,)):
             raise HTTPException(403, "recording a payout as paid outside the pipeline requires the finance_lead role")
-        asked = ExitAsked(body.exit, user.user_id, body.reason.strip(),
+        asked = ExitAsked(body.exit, user.user_id, body.reason,
                           evidence=getattr(body, "evidence", None), reference=getattr(body, "reference", None),
                           gateway=getattr(body, "gateway", None))
         try:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import asyncpg
 import structlog
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from services.payout import domain, exit_store
 from services.payout.exit_store import ExitAsked
@@ -31,6 +31,11 @@ from shared.runtime.stage import Inbound
 log = structlog.get_logger()
 EXITS = Counter("refund_payout_exits_total", "Exits out of failed payouts, by kind and what came of them "
                 "(requested, conflict, unreadable, reinstated, refused)", ["exit", "outcome"])
+AWAITING_EXIT = Gauge("refund_payout_failed_awaiting_exit",
+                      "Failed payouts (not reversals) with no exit taken yet, and those with one in flight",
+                      ["exit_pending"])
+AWAITING_EXIT_OLDEST = Gauge("refund_payout_failed_awaiting_exit_oldest_age_seconds",
+                             "Age of the oldest failed payout with no exit taken yet (0: none)")
 # The associated data a customer's destination is sealed under, with the refund id (notify seals so).
 DESTINATION_SEALED_FOR = "destination"
 BANK_TRANSFER = "bank_transfer"
@@ -160,3 +165,15 @@ class PayoutExits:
                            gateway_ref=asked["reference"], paid_at=new["finished_at"], attempt=new["attempt"],
                            paid_outside=True, reason_codes=["paid_outside"])
         return encode(event, source=SOURCE, key=row["refund_id"])
+
+
+async def sweep_failed(pool: asyncpg.Pool) -> None:
+    """Refresh the failed-payout gauges from the store: money owed to customers that nobody has acted on."""
+    row = await pool.fetchrow(
+        "SELECT count(*) FILTER (WHERE NOT pending) AS waiting, count(*) FILTER (WHERE pending) AS pending, "
+        "  coalesce(extract(epoch FROM now() - min(finished_at) FILTER (WHERE NOT pending)), 0) AS oldest "
+        "FROM (SELECT p.finished_at, EXISTS (SELECT 1 FROM payout.exits e WHERE e.refund_id = p.refund_id "
+        "  AND e.state = 'requested') AS pending FROM payout.payouts p WHERE p.status = 'failed') f")
+    AWAITING_EXIT.labels("false").set(row["waiting"])
+    AWAITING_EXIT.labels("true").set(row["pending"])
+    AWAITING_EXIT_OLDEST.set(float(row["oldest"]))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from services.payout.adyen_gateway import AdyenGatewayAdapter
 from services.payout.api import gateway_events_router, payouts_router
-from services.payout.exits import PayoutExits
+from services.payout.exits import PayoutExits, sweep_failed
 from services.payout.domain import RetryPolicy
 from services.payout.gateway import Gateway
 from services.payout.handlers import SOURCE, IntentRecorder, PayoutExecutor, PayoutPolicy
@@ -18,6 +18,7 @@ from shared.contract.events import TYPE_OF, DestinationProvided, RefundApproved,
     ReinstatementRefused
 from shared.runtime.gateway_routes import GatewayRoute
 from shared.runtime.metrics import backlog_query, read_backlog, sweep_forever
+from shared.runtime.periodic import every
 from shared.runtime.service import make_app, make_broker, subscribe_stage
 from shared.runtime.staff import StaffAuth, StaffVerifier
 from shared.runtime.stage import Handler, Stage
@@ -72,8 +73,12 @@ async def sweep_backlog() -> None:
                         settings.sweep_interval_seconds)
 
 
+async def sweep_exits() -> None:
+    await every(settings.sweep_interval_seconds, lambda: sweep_failed(stage.pool), name="payout_failed_sweep")
+
+
 app = make_app(settings, broker=broker, stage=stage, consumers=[consumer],
                migrations=Path(__file__).parent / "migrations",
-               background=[run_executor, sweep_backlog], title="Refund payout")
+               background=[run_executor, sweep_backlog, sweep_exits], title="Refund payout")
 app.include_router(gateway_events_router(gateways, receiver))
 app.include_router(payouts_router(stage, exits, StaffAuth(StaffVerifier.from_settings(settings)), gateways))

@@ -89,9 +89,10 @@ class OutcomeRules:
         if channel is None or held.routed_from:
             return None
         log.info("payout_rerouted", refund_id=row["refund_id"], channel=channel, after=reason)
-        # A new key: the failed card refund stays failed at the gateway; this is a new payout.
+        # A new key: the failed card refund stays failed at the gateway; this is a new payout. Derived from
+        # the attempt's own key (the refund's for attempt 1), so a later attempt never reuses an earlier one's.
         return replace(held, status="pending", channel=channel, routed_from=held.channel, attempts=0,
-                       error_attempts=0, idempotency_key=f"{row['refund_id']}:{channel}", last_error=reason,
+                       error_attempts=0, idempotency_key=f"{held.idempotency_key}:{channel}", last_error=reason,
                        gateway_ref=None, retry_in_seconds=0.0)
 
     def finished(self, row: asyncpg.Record, held: store.PayoutWrite, result: GatewayResult) -> Outcome:
