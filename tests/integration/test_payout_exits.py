@@ -7,12 +7,14 @@ good, and `sim-expired` card refunds fail while a bank transfer works.
 """
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime
 
 import httpx
 import orjson
 import pytest
+import stripe
 
 from shared.contract import contact_seal, topics
 from shared.contract.envelope import encode
@@ -263,6 +265,21 @@ async def test_duplicate_exits_and_redelivered_answers_pay_at_most_once(stack, p
     async with httpx.AsyncClient(base_url=stack.service_url("payout"), timeout=30) as http:
         late = await http.post(f"/v1/payouts/{refund_id}/exits", json=body, headers=SENIOR)
         assert late.status_code == 409 and "succeeded" in late.json()["detail"]
+        # A gateway's (signed) word about attempt 1's key does not touch attempt 2.
+        event_id = f"evt_{uuid.uuid4().hex}"
+        webhook = orjson.dumps({"id": event_id, "object": "event", "type": "refund.failed", "created": int(time.time()),
+                                "livemode": False, "data": {"object": {
+                                    "id": "re_old", "object": "refund", "amount": 1500, "currency": "eur",
+                                    "status": "failed", "failure_reason": "lost_or_stolen_card",
+                                    "metadata": {"refund_key": refund_id}}}})
+        secret = stack.gateway_routes()["sim"]["webhook_secret"]
+        signature = stripe.WebhookSignature.generate_signature_header(webhook.decode(), secret)
+        answer = await http.post("/v1/gateway-events/sim", content=webhook,
+                                 headers={"stripe-signature": signature, "content-type": "application/json"})
+        assert answer.status_code == 200, answer.text
+    assert await db.fetchval("SELECT effect FROM payout.gateway_events WHERE gateway = 'sim' AND event_id = $1",
+                             event_id) == "no_payout"
+    assert (await db.fetchrow("SELECT * FROM payout.payouts WHERE refund_id = $1", refund_id))["status"] == "succeeded"
 
 
 async def test_a_customers_new_destination_redrives_the_payout_by_bank_transfer(stack, producer, db):
