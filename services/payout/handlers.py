@@ -15,6 +15,10 @@ timed out or got a 5xx) first asks the gateway by key whether it already
 holds a refund, and only calls `refund` again if it does not; a gateway that
 cannot be asked gets the same request under the same key, which it answers by
 replaying its first answer. A payment whose gateway has no route is never paid.
+
+An exit out of a failed payout (services/payout/exits.py) makes the refund's next attempt on the same
+row, under a new key (`<refund_id>:<attempt>`); the executor pays it like any other intent, and its
+events carry the attempt.
 """
 
 import asyncio

@@ -313,3 +313,27 @@ async def test_a_customers_new_destination_redrives_the_payout_by_bank_transfer(
     assert metadata["destination_iban"] == "DE89370400440532013000"
     # The destination is never stored in the clear.
     assert "DE8937" not in str(dict(exit_row)) and "DE8937" not in str(dict(paid))
+
+
+async def test_a_reinstatement_racing_a_new_refund_for_the_same_money_lets_only_one_have_it(stack, producer, db):
+    # Invariant 2 under concurrency: 3000 of 5000 failed and went back; an exit for it and a new 3000 refund
+    # of the same payment arrive together. Whichever locks the payment first has the money; the other is refused.
+    first = unrouted_request(amount=3000, captured=5000)
+    await at_sim(first)
+    refund_id = await failed_payout(producer, db, first)
+    rival = on_payment(first["payment"], 3000)  # waits in review if accepted, keeping its amount reserved
+    async with httpx.AsyncClient(base_url=stack.service_url("payout"), timeout=30) as http, \
+            OutcomeTail(stack.bootstrap) as outcomes:
+        taken, _ = await asyncio.gather(
+            http.post(f"/v1/payouts/{refund_id}/exits", headers=SENIOR,
+                      json={"exit": "reroute", "gateway": "sim", "reason": "pay through sim"}),
+            publish(producer, rival))
+        assert taken.status_code == 202, taken.text
+        [outcome] = (await outcomes.wait_for_outcomes([refund_of(rival)]))[refund_of(rival)]
+
+    async def exit_decided():
+        return await db.fetchval("SELECT state FROM payout.exits WHERE refund_id = $1 AND state <> 'requested'",
+                                 refund_id)
+    state = await wait_until(exit_decided, timeout=60)
+    assert (state == "reinstated") != (outcome["type"] == "refund.accepted.v1"), (state, outcome["type"])
+    assert await refunded(db, first["payment"]) == 3000
