@@ -337,3 +337,37 @@ async def test_a_reinstatement_racing_a_new_refund_for_the_same_money_lets_only_
     state = await wait_until(exit_decided, timeout=60)
     assert (state == "reinstated") != (outcome["type"] == "refund.accepted.v1"), (state, outcome["type"])
     assert await refunded(db, first["payment"]) == 3000
+
+
+async def test_a_failed_redriven_attempt_gives_the_amount_back_once_and_can_take_another_exit(stack, producer, db):
+    # Unrouted first; re-routed to sim, where the payment is declined for good: attempt 2 fails too.
+    first = unrouted_request(amount=1200, captured=1200)
+    first["payment"]["id"] += "-sim-decline"
+    await at_sim(first)
+    refund_id = await failed_payout(producer, db, first)
+    async with httpx.AsyncClient(base_url=stack.service_url("payout"), timeout=30) as http:
+        async with TopicTail(stack.bootstrap, topics.PAYOUT_FAILED) as failures:
+            taken = await http.post(f"/v1/payouts/{refund_id}/exits", headers=SENIOR,
+                                    json={"exit": "reroute", "gateway": "sim", "reason": "pay through sim"})
+            assert taken.status_code == 202, taken.text
+            failed = await failures.wait_for(lambda e: e["data"]["refund_id"] == refund_id)
+        assert (failed["data"]["attempt"], failed["data"]["failure_reason"]) == (2, "declined")
+        await wait_until(payout_is(db, refund_id, "failed", attempt=2), timeout=30)
+        await wait_until(lambda: _balance_is(db, first["payment"], 0), timeout=30)  # attempt 2's failure released it
+        resent = {**failed, "id": str(uuid.uuid4())}
+        await producer.send_and_wait(topics.PAYOUT_FAILED, orjson.dumps(resent), key=refund_id.encode(),
+                                     headers=CE_JSON)
+        await wait_until(lambda: processed(db, "intake", resent["id"]), timeout=30)
+        assert await refunded(db, first["payment"]) == 0  # once, not twice
+
+        # Finance paid it by hand: attempt 3, reserved again, recorded succeeded outside the pipeline.
+        outside = await http.post(f"/v1/payouts/{refund_id}/exits", headers=FINANCE, json={
+            "exit": "paid_outside", "reference": f"WIRE-{uuid.uuid4().hex[:6]}", "evidence": "FIN-77",
+            "reason": "card declined twice; wired by treasury"})
+        assert outside.status_code == 202 and outside.json()["attempt"] == 3, outside.text
+        await wait_until(payout_is(db, refund_id, "succeeded", attempt=3), timeout=30)
+        view = (await http.get(f"/v1/payouts/{refund_id}", headers=REVIEWER)).json()
+    assert [(a["attempt"], a["status"]) for a in view["attempts"]] == [(1, "failed"), (2, "failed"), (3, "succeeded")]
+    assert [(e["attempt"], e["exit"], e["state"]) for e in view["exits"]] == [
+        (2, "reroute", "reinstated"), (3, "paid_outside", "done")]
+    assert await refunded(db, first["payment"]) == 1200
