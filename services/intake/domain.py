@@ -317,3 +317,30 @@ def drill_request(n: str, now: datetime, payment: DrillPayment) -> RefundRequest
 def drill_due(now: datetime, off_peak_hours_utc: list[int]) -> bool:
     """Drills run in the off-peak hours given (UTC), or at any hour when none are given."""
     return not off_peak_hours_utc or now.hour in off_peak_hours_utc
+
+
+@dataclass(frozen=True)
+class ReservedTicket:
+    """What reinstating a ticket's amount looks at: its amount, whether (and why) it was given back, and
+    the payout attempt it was last reserved for."""
+
+    amount: int
+    released_as: str | None  # None: the amount is reserved now
+    payout_attempt: int
+
+
+def reinstatement(ticket: ReservedTicket | None, attempt: int, refundable: int) -> FieldError | None:
+    """Whether payout attempt `attempt` (an exit out of failed attempt `attempt - 1`) may have the ticket's
+    amount reserved again with `refundable` left on the payment: None if so (or it already is), else why not."""
+    if ticket is None:
+        return FieldError(field="refund_id", code="unknown_refund", message="intake accepted no such refund")
+    if ticket.released_as is None and ticket.payout_attempt == attempt:
+        return None  # reserved for this attempt already: the same answer again
+    if ticket.released_as != "failed" or ticket.payout_attempt != attempt - 1:
+        return FieldError(field="attempt", code="not_reinstatable",
+                          message=f"attempt {attempt} does not follow a failed payout of this refund "
+                                  f"(last attempt {ticket.payout_attempt}, {ticket.released_as or 'reserved'})")
+    if refundable < ticket.amount:
+        return FieldError(field="amount", code="exceeds_refundable",
+                          message=f"the payment has {refundable} left to refund, the refund needs {ticket.amount}")
+    return None

@@ -16,7 +16,7 @@ import asyncpg
 import structlog
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from services.intake import domain, release, store
+from services.intake import domain, reinstate, release, store
 from shared.contract.contact_seal import seal
 from shared.contract.envelope import Outgoing, encode
 from shared.contract.events import FieldError, RefundAccepted, RefundRejected, RefundRequested
@@ -72,9 +72,11 @@ class Intake:
         Taken in runs of one kind in consumption order, so a request after a release in the batch sees
         the balance it gave back, as it would one event at a time."""
         outgoing: list[Outgoing] = []
-        for releasing, run in groupby(items, key=lambda item: item.record.topic in release.TOPICS):
-            if releasing:
+        for kind, run in groupby(items, key=_kind):
+            if kind == "release":
                 outgoing += await release.release_ended_refunds(conn, list(run))
+            elif kind == "reinstate":
+                outgoing += await reinstate.reinstate_for_exits(conn, list(run))
             else:
                 outgoing += await self._answer_requests(conn, list(run))
         return outgoing
@@ -204,6 +206,13 @@ class Intake:
         if domain.has_drill_marker(request) and not drill:
             log.info("drill_marker_ignored", source=source, request_id=request.request_id)
         return drill
+
+
+def _kind(item: Inbound) -> str:
+    """Which step a record is for: a refund request, an ending that releases, an exit that reinstates."""
+    if item.record.topic in release.TOPICS:
+        return "release"
+    return "reinstate" if item.record.topic in reinstate.TOPICS else "request"
 
 
 def _received_at(item: Inbound) -> datetime:

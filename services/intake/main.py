@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from services.intake import api, release, sla, store
+from services.intake import api, reinstate, release, sla, store
 from services.intake.domain import DrillPayment
 from services.intake.drill import drill_forever
 from services.intake.handlers import SOURCE, Intake
@@ -29,14 +29,15 @@ intake = Intake(sla_table, contact_key, drill_sources=settings.drill_sources)
 broker = make_broker(settings)
 # One step for every event, whatever its type, answering by topic: on refunds.requested each gets an
 # outcome (one that is not a request, or of a type outside the contract, is rejected naming `type`); on the
-# release topics only the ending events act. Raw data (validated=False): intake rejects an invalid request
+# release topics only the ending events act, on refunds.payout-exits the exits (services/intake/reinstate.py).
+# Raw data (validated=False): intake rejects an invalid request
 # naming every field error itself.
 stage = Stage(schema="intake", source=SOURCE, default=Handler(intake.decide_batch, validated=False),
               on_invalid_envelope=intake.answer_invalid_envelope,
               answers_invalid_envelopes_on=frozenset({topics.REQUESTED}))
 # One group for requests and the events that end a refund: a group that first subscribes to the latter
 # starts at their earliest retained offset, so refunds ended before intake consumed them are released too.
-consumer = subscribe_stage(stage, topics.REQUESTED, *release.TOPICS, group_id="refund-intake",
+consumer = subscribe_stage(stage, topics.REQUESTED, *release.TOPICS, *reinstate.TOPICS, group_id="refund-intake",
                            max_records=settings.batch_max_records)
 
 

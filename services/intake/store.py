@@ -7,7 +7,7 @@ from datetime import datetime
 import asyncpg
 
 from services.intake import credentials
-from services.intake.domain import PaymentBalance, PaymentKey
+from services.intake.domain import PaymentBalance, PaymentKey, ReservedTicket
 from shared.contract import topics
 from shared.contract.envelope import Outgoing
 from shared.contract.events import RefundRequested
@@ -66,13 +66,15 @@ async def reserve(conn: asyncpg.Connection, added: Mapping[PaymentKey, int]) -> 
         [gateway for gateway, _ in added], [payment_id for _, payment_id in added], list(added.values()))
 
 
-async def release(conn: asyncpg.Connection, endings: Mapping[str, str]) -> dict[str, int]:
+async def release(conn: asyncpg.Connection, endings: Mapping[str, tuple[str, int]]) -> dict[str, int]:
     """Give accepted tickets' amounts back to their payments' balances and mark each ticket released as
-    its status in `endings` (refund_id -> status), in this transaction; refund_id -> the amount given
-    back, for the tickets that had one to give (accepted by intake, not released before)."""
+    its status in `endings` (refund_id -> (status, payout attempt)), in this transaction; refund_id -> the
+    amount given back, for the tickets that had one to give (accepted by intake, not released before, and
+    reserved for that payout attempt: an older attempt's failure gives nothing back)."""
     if not endings:
         return {}
-    refund_ids, statuses = list(endings), list(endings.values())
+    refund_ids = list(endings)
+    statuses, attempts = [status for status, _ in endings.values()], [attempt for _, attempt in endings.values()]
     # The balance rows first, in the order the accept path locks them, before any ticket is written.
     await conn.execute(
         "SELECT 1 FROM intake.tickets t JOIN intake.payment_balances b "
@@ -82,16 +84,52 @@ async def release(conn: asyncpg.Connection, endings: Mapping[str, str]) -> dict[
     # `released_at IS NULL` again: a concurrent release of a ticket may have committed meanwhile.
     rows = await conn.fetch(
         "WITH released AS (UPDATE intake.tickets t SET released_at = now(), released_as = e.status "
-        "FROM unnest($1::text[], $2::text[]) AS e(refund_id, status), intake.payment_balances b "
+        "FROM unnest($1::text[], $2::text[], $3::int[]) AS e(refund_id, status, attempt), intake.payment_balances b "
         "WHERE t.refund_id = e.refund_id AND t.outcome = 'accepted' AND t.released_at IS NULL "
+        "AND t.payout_attempt = e.attempt "
         "AND b.gateway = t.payment_gateway AND b.payment_id = t.payment_id "
         "RETURNING t.refund_id, t.payment_gateway, t.payment_id, t.amount_value), "
         "given_back AS (UPDATE intake.payment_balances b SET refunded = b.refunded - r.value "
         "FROM (SELECT payment_gateway, payment_id, sum(amount_value)::bigint AS value FROM released "
         "GROUP BY payment_gateway, payment_id) r "
         "WHERE b.gateway = r.payment_gateway AND b.payment_id = r.payment_id) "
-        "SELECT refund_id, amount_value FROM released", refund_ids, statuses)
+        "SELECT refund_id, amount_value FROM released", refund_ids, statuses, attempts)
     return {row["refund_id"]: row["amount_value"] for row in rows}
+
+
+async def lock_for_reinstatement(conn: asyncpg.Connection, refund_ids: Sequence[str]
+                                 ) -> dict[str, tuple[ReservedTicket, PaymentKey, PaymentBalance]]:
+    """The accepted tickets among `refund_ids` with their payments' balances, the balance rows locked in the
+    order the accept and release paths lock them (so reinstating waits for them and they for it)."""
+    rows = await conn.fetch(
+        "SELECT t.refund_id, t.amount_value, t.released_at, t.released_as, t.payout_attempt, "
+        "  b.gateway, b.payment_id, b.currency, b.captured, b.refunded "
+        "FROM intake.tickets t JOIN intake.payment_balances b "
+        "  ON b.gateway = t.payment_gateway AND b.payment_id = t.payment_id "
+        "WHERE t.refund_id = ANY($1::text[]) AND t.outcome = 'accepted' "
+        "ORDER BY b.gateway, b.payment_id FOR UPDATE OF b, t", list(refund_ids))
+    return {row["refund_id"]: (
+        ReservedTicket(row["amount_value"], row["released_as"] if row["released_at"] else None,
+                       row["payout_attempt"]),
+        (row["gateway"], row["payment_id"]), PaymentBalance(row["currency"], row["captured"], row["refunded"]))
+        for row in rows}
+
+
+async def reinstate(conn: asyncpg.Connection, attempts: Mapping[str, int]) -> None:
+    """Reserve the tickets' amounts again for their payout attempts (refund_id -> attempt): the tickets no
+    longer released, the payments' refunded amounts up by them (rows locked by `lock_for_reinstatement`)."""
+    if not attempts:
+        return
+    await conn.execute(
+        "WITH reinstated AS (UPDATE intake.tickets t SET released_at = NULL, released_as = NULL, "
+        "  payout_attempt = r.attempt, reinstated_at = now() "
+        "  FROM unnest($1::text[], $2::int[]) AS r(refund_id, attempt) "
+        "  WHERE t.refund_id = r.refund_id AND t.released_as = 'failed' AND t.payout_attempt = r.attempt - 1 "
+        "  RETURNING t.payment_gateway, t.payment_id, t.amount_value) "
+        "UPDATE intake.payment_balances b SET refunded = b.refunded + r.value "
+        "FROM (SELECT payment_gateway, payment_id, sum(amount_value)::bigint AS value FROM reinstated "
+        "  GROUP BY 1, 2) r WHERE b.gateway = r.payment_gateway AND b.payment_id = r.payment_id",
+        list(attempts), list(attempts.values()))
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 import holidays
 
+from shared.contract.lifecycle import is_reversal
+
 # Gateway failure reasons that will not change on retry (Stripe's refund
 # `failure_reason` values). Anything else a gateway declines with is treated the same.
 FINAL_REASONS = frozenset({"expired_or_canceled_card", "lost_or_stolen_card", "declined", "insufficient_funds",
@@ -118,3 +120,29 @@ def after_gateway_event(payout_status: str, event_status: str) -> str | None:
     if payout_status == "succeeded" and event_status in ("failed", "reversed"):
         return "reversed"
     return None
+
+
+# Exits out of a failed payout (SPEC.md: new destination, re-route, paid outside the pipeline).
+EXIT_OPTIONS = ("reroute", "paid_outside")  # what staff may choose; `new_destination` is the customer's
+
+
+def exit_conflict(status: str, failure_reason: str | None, exit_pending: bool) -> str | None:
+    """Why an exit cannot be taken now (HTTP 409), or None: only a failed payout that was never paid
+    (not a reversal: that money came back from the customer's side) and has no exit in flight."""
+    if status != "failed":
+        return f"the payout is {status}; an exit is only for a failed payout"
+    if is_reversal(failure_reason):
+        return "the payout was reversed after it succeeded; that is reconciled, not re-driven"
+    if exit_pending:
+        return "an exit for this payout is already in progress"
+    return None
+
+
+def attempt_key(refund_id: str, attempt: int) -> str:
+    """The idempotency key of a payout attempt: the refund's own for the first, a new one for each exit."""
+    return refund_id if attempt == 1 else f"{refund_id}:{attempt}"
+
+
+def attempt_payout_id(first_payout_id: str, attempt: int) -> str:
+    base = first_payout_id.split(":", 1)[0]
+    return base if attempt == 1 else f"{base}:{attempt}"

@@ -21,6 +21,8 @@ class RefundOrder:
     channel: str
     # The merchant's side when it settles in another currency (value, currency), else None.
     settles_as: tuple[int, str] | None = None
+    # Where to pay instead of back to the payment (an exit: the customer's new bank account, {"iban", "holder"}).
+    destination: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,10 @@ timed out or got a 5xx) first asks the gateway by key whether it already
 holds a refund, and only calls `refund` again if it does not; a gateway that
 cannot be asked gets the same request under the same key, which it answers by
 replaying its first answer. A payment whose gateway has no route is never paid.
+
+An exit out of a failed payout (services/payout/exits.py) makes the refund's next attempt on the same
+row, under a new key (`<refund_id>:<attempt>`); the executor pays it like any other intent, and its
+events carry the attempt.
 """
 
 import asyncio
@@ -27,13 +31,16 @@ from datetime import UTC, datetime
 
 import asyncpg
 import structlog
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from prometheus_client import Counter
 
 from services.payout import domain, store
 from services.payout.gateway import Gateway, GatewayError, GatewayResult, RefundOrder
+from services.payout.exits import DESTINATION_SEALED_FOR
 from services.payout.outcomes import SOURCE, Outcome, OutcomeRules, PayoutPolicy, observe, ref_fields
 from services.payout.webhooks import apply_waiting
 from shared.runtime import tracing
+from shared.contract import contact_seal
 from shared.contract.envelope import Outgoing, encode
 from shared.contract.events import PayoutSubmitted, RefundApproved
 from shared.contract.money import currency_exponent
@@ -107,10 +114,15 @@ class Attempt:
     looks_up: bool = True  # whether the gateway can be asked later (else only a webhook settles `pending`)
 
 
-def _order(row: asyncpg.Record) -> RefundOrder:
+def _order(row: asyncpg.Record, destination_key: X25519PrivateKey | None) -> RefundOrder:
     settles_as = (row["settlement_value"], row["settlement_currency"]) if row["settlement_value"] else None
+    destination = None
+    if row["destination_sealed"] and destination_key is not None:
+        # The customer's new bank account (an exit): opened only here, to pay it; never stored in the clear.
+        destination = contact_seal.open_seal(destination_key, row["destination_sealed"], refund_id=row["refund_id"],
+                                             customer_id=DESTINATION_SEALED_FOR)
     return RefundOrder(row["idempotency_key"], row["payment_id"], row["amount_value"], row["currency"],
-                       row["channel"], settles_as)
+                       row["channel"], settles_as, destination)
 
 
 def _answered(refund_id: str, call: asyncio.Task) -> bool:
@@ -247,7 +259,7 @@ class PayoutExecutor:
                     log.info("payout_recovered_by_lookup", refund_id=row["refund_id"], status=known.status)
                     return Attempt(result=known, recovered_by_lookup=True)
             # Never asked before, or a gateway that cannot be asked: the same key replays its first answer.
-            result = await gateway.refund(_order(row))
+            result = await gateway.refund(_order(row, self.policy.destination_key))
         except GatewayError as error:
             GATEWAY_ERRORS.labels(row["gateway"], error.reason, str(error.retryable).lower()).inc()
             return Attempt(error=error, looks_up=gateway.looks_up)

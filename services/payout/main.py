@@ -4,45 +4,24 @@ from pathlib import Path
 
 
 from services.payout.adyen_gateway import AdyenGatewayAdapter
-from services.payout.api import gateway_events_router
+from services.payout.api import gateway_events_router, payouts_router
+from services.payout.exits import PayoutExits, sweep_failed
 from services.payout.domain import RetryPolicy
 from services.payout.gateway import Gateway
 from services.payout.handlers import SOURCE, IntentRecorder, PayoutExecutor, PayoutPolicy
 from services.payout.outcomes import OutcomeRules
+from services.payout.settings import PayoutSettings
 from services.payout.stripe_gateway import StripeGatewayAdapter
 from services.payout.webhooks import GatewayEventReceiver
-from shared.contract import topics
-from shared.contract.events import TYPE_OF, RefundApproved
-from shared.runtime.gateway_routes import GatewayRoute, GatewayRoutes
+from shared.contract import contact_seal, topics
+from shared.contract.events import TYPE_OF, DestinationProvided, RefundApproved, RefundReinstated, \
+    ReinstatementRefused
+from shared.runtime.gateway_routes import GatewayRoute
 from shared.runtime.metrics import backlog_query, read_backlog, sweep_forever
+from shared.runtime.periodic import every
 from shared.runtime.service import make_app, make_broker, subscribe_stage
-from shared.runtime.settings import ServiceSettings
+from shared.runtime.staff import StaffAuth, StaffVerifier
 from shared.runtime.stage import Handler, Stage
-
-
-class PayoutSettings(ServiceSettings):
-    service_name: str = "payout"
-    payout_sla_seconds: float = 120.0
-    # The claim lease: a `submitting` intent whose claim was not renewed for this long is presumed
-    # orphaned by a crash and re-claimed. A live worker renews its claim every third of it while the
-    # gateway calls run, so this bounds crash recovery, not how long a gateway call may take.
-    payout_reclaim_after_seconds: float = 30.0
-    payout_retry_base_seconds: float = 1.0
-    payout_retry_cap_seconds: float = 300.0
-    payout_retry_max_attempts: int = 8
-    # A refund the gateway answered `pending` waits this long for its webhook before payout asks the
-    # gateway (Stripe: by key); and as long again between later asks. Adyen cannot be asked: it re-sends.
-    payout_webhook_grace_seconds: float = 60.0
-    # Policy: which channels may fall back to which one when the original instrument is dead.
-    payout_fallback_channel: str | None = "bank_transfer"
-    payout_fallback_from: list[str] = ["card"]
-    # Platform source -> the merchant's settlement currency, e.g. {"shop-us": "USD"}.
-    payout_settlement_currency: dict[str, str] = {}
-    # GATEWAY_ROUTES (JSON, shared/runtime/gateway_routes.py): the gateways payout pays through. A payment on a
-    # gateway without a route is never paid: it fails `gateway_not_configured`.
-    gateway_routes: GatewayRoutes = {}
-    # Fault injection (tests only): SIGKILL after the gateway answered for this payment id.
-    payout_fault_kill_after_gateway_for: str | None = None
 
 
 def adapter(name: str, route: GatewayRoute) -> Gateway:
@@ -50,6 +29,10 @@ def adapter(name: str, route: GatewayRoute) -> Gateway:
 
 
 settings = PayoutSettings()
+try:
+    destination_key = contact_seal.private_key(settings.destination_private_key)
+except ValueError as error:
+    raise SystemExit(f"payout cannot start: DESTINATION_PRIVATE_KEY is not an X25519 private key: {error}") from None
 policy = PayoutPolicy(
     retry=RetryPolicy(settings.payout_retry_base_seconds, settings.payout_retry_cap_seconds,
                       settings.payout_retry_max_attempts),
@@ -58,11 +41,20 @@ policy = PayoutPolicy(
     fallback_from=frozenset(settings.payout_fallback_from),
     settlement_currency=settings.payout_settlement_currency,
     kill_after_gateway_for=settings.payout_fault_kill_after_gateway_for,
+    destination_key=destination_key,
 )
 broker = make_broker(settings)
-stage = Stage(schema="payout", source=SOURCE, handlers={TYPE_OF[RefundApproved]: Handler(IntentRecorder(policy))})
-consumer = subscribe_stage(stage, topics.APPROVED, group_id="refund-payout", max_records=settings.batch_max_records)
 gateways = {name: adapter(name, route) for name, route in settings.gateway_routes.items()}
+exits = PayoutExits(gateways, destination_key)
+stage = Stage(schema="payout", source=SOURCE, handlers={
+    TYPE_OF[RefundApproved]: Handler(IntentRecorder(policy)),
+    # Exits out of a failed payout: intake's answers, and customers' new destinations (services/payout/exits.py).
+    TYPE_OF[RefundReinstated]: Handler(exits.on_answers),
+    TYPE_OF[ReinstatementRefused]: Handler(exits.on_answers),
+    TYPE_OF[DestinationProvided]: Handler(exits.on_destinations),
+})
+consumer = subscribe_stage(stage, topics.APPROVED, topics.REINSTATED, topics.DESTINATIONS, group_id="refund-payout",
+                           max_records=settings.batch_max_records)
 receiver = GatewayEventReceiver(stage, OutcomeRules(policy), sla_seconds=settings.payout_sla_seconds)
 
 
@@ -81,7 +73,12 @@ async def sweep_backlog() -> None:
                         settings.sweep_interval_seconds)
 
 
+async def sweep_exits() -> None:
+    await every(settings.sweep_interval_seconds, lambda: sweep_failed(stage.pool), name="payout_failed_sweep")
+
+
 app = make_app(settings, broker=broker, stage=stage, consumers=[consumer],
                migrations=Path(__file__).parent / "migrations",
-               background=[run_executor, sweep_backlog], title="Refund payout")
+               background=[run_executor, sweep_backlog, sweep_exits], title="Refund payout")
 app.include_router(gateway_events_router(gateways, receiver))
+app.include_router(payouts_router(stage, exits, StaffAuth(StaffVerifier.from_settings(settings)), gateways))

@@ -37,6 +37,8 @@ class PayoutPolicy:
     # Fault injection for the crash test: SIGKILL this process right after the
     # gateway answered for this payment id, before the outcome is committed.
     kill_after_gateway_for: str | None = None
+    # Opens a customer's new destination (DESTINATION_PRIVATE_KEY) when an exit pays one.
+    destination_key: object | None = None
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,9 @@ def _settlement_amount(row: asyncpg.Record) -> Money | None:
 def observe(row: asyncpg.Record, outcome: Outcome, sla_seconds: float) -> None:
     if not outcome.completed:
         return
-    took = (outcome.write.finished_at - row["approved_at"]).total_seconds()
+    # A re-driven attempt (an exit out of a failed payout) entered the stage again when it was created.
+    entered = row["approved_at"] if row["attempt"] == 1 else row["created_at"]
+    took = (outcome.write.finished_at - entered).total_seconds()
     observe_completion("payout", outcome.write.status, outcome.write.channel, took,
                        overdue=took > sla_seconds, drill=outcome.drill)
 
@@ -85,9 +89,10 @@ class OutcomeRules:
         if channel is None or held.routed_from:
             return None
         log.info("payout_rerouted", refund_id=row["refund_id"], channel=channel, after=reason)
-        # A new key: the failed card refund stays failed at the gateway; this is a new payout.
+        # A new key: the failed card refund stays failed at the gateway; this is a new payout. Derived from
+        # the attempt's own key (the refund's for attempt 1), so a later attempt never reuses an earlier one's.
         return replace(held, status="pending", channel=channel, routed_from=held.channel, attempts=0,
-                       error_attempts=0, idempotency_key=f"{row['refund_id']}:{channel}", last_error=reason,
+                       error_attempts=0, idempotency_key=f"{held.idempotency_key}:{channel}", last_error=reason,
                        gateway_ref=None, retry_in_seconds=0.0)
 
     def finished(self, row: asyncpg.Record, held: store.PayoutWrite, result: GatewayResult) -> Outcome:
@@ -97,7 +102,7 @@ class OutcomeRules:
         write = replace(held, status="succeeded" if result.succeeded else "failed",
                         gateway_ref=result.gateway_ref or held.gateway_ref, failure_reason=result.failure_reason,
                         finished_at=now, eta=eta)
-        common = dict(ref_fields(refund), gateway=row["gateway"], payout_id=row["payout_id"])
+        common = dict(ref_fields(refund), gateway=row["gateway"], payout_id=row["payout_id"], attempt=row["attempt"])
         if result.succeeded:
             payload = RefundPaid(**common, gateway_ref=write.gateway_ref, paid_at=now, eta=eta,
                                  settlement_amount=_settlement_amount(row))
@@ -115,7 +120,7 @@ class OutcomeRules:
         refund = RefundApproved.model_validate(row["refund"])
         payload = PayoutFailed(**ref_fields(refund), gateway=row["gateway"], payout_id=row["payout_id"],
                                failure_reason=f"{REVERSAL_REASON}:{reason}", reason_codes=["reversed", reason],
-                               failed_at=now)
+                               failed_at=now, attempt=row["attempt"])
         return Outcome(replace(held, status="reversed", reversed_at=now),
                        (encode(payload, source=SOURCE, key=row["refund_id"]),), drill=refund.drill)
 

@@ -145,7 +145,7 @@ def _update(first_param: int, guard: str) -> str:
         "next_attempt_at = CASE WHEN w.retry_in_seconds = 'Infinity' THEN 'infinity' "
         "  ELSE coalesce(now() + make_interval(secs => w.retry_in_seconds), p.next_attempt_at) END, "
         "gateway_ref = w.gateway_ref, failure_reason = w.failure_reason, finished_at = w.finished_at, eta = w.eta, "
-        "recovered_by_lookup = w.recovered_by_lookup, reversed_at = w.reversed_at "
+        "recovered_by_lookup = w.recovered_by_lookup, reversed_at = w.reversed_at, updated_at = now() "
         f"FROM unnest({', '.join(f'${n}::{kind}[]' for n, kind in enumerate(_COLUMNS.values(), start=first_param))}) "
         f"AS w({', '.join(_COLUMNS)}) "
         f"WHERE p.refund_id = w.refund_id AND {guard} RETURNING p.refund_id")

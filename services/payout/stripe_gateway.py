@@ -80,6 +80,8 @@ class StripeGatewayAdapter:
         # The channel rides along in metadata: a re-routed refund says it is no longer the card's.
         params = {**self._payment(order.payment_id), "amount": order.amount_value,
                   "metadata": {"refund_key": order.idempotency_key, "channel": order.channel}}
+        if order.destination:  # an exit to the customer's new bank account: where the transfer goes
+            params["metadata"] |= {f"destination_{k}": v for k, v in order.destination.items() if k in ("iban", "holder")}
         try:
             refund = await self.client.v1.refunds.create_async(params, {"idempotency_key": order.idempotency_key})
         except stripe.StripeError as error:

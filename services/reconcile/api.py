@@ -19,6 +19,26 @@ class Resolution(BaseModel):
     reason: Annotated[str, Field(min_length=3, max_length=2000)]
 
 
+def _plain(row: dict) -> dict:
+    return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row.items()}
+
+
+def _payout_json(row) -> dict:
+    return {"gateway": row["gateway"], "gateway_ref": row["gateway_ref"], "attempt": row["attempt"],
+            "paid_outside": row["paid_outside"], "amount": {"value": row["amount_value"], "currency": row["currency"]},
+            "expected": {"value": row["expected_value"], "currency": row["expected_currency"]},
+            "state": row["state"], "category": row["category"], "paid_at": row["paid_at"].isoformat(),
+            "settled_at": row["settled_at"].isoformat() if row["settled_at"] else None}
+
+
+def _line_json(row) -> dict:
+    return {"gateway": row["gateway"], "report_id": row["report_id"], "gateway_ref": row["gateway_ref"],
+            "amount": {"value": row["amount_value"], "currency": row["currency"]},
+            "fee": {"value": row["fee_value"], "currency": row["currency"]}, "line_type": row["kind"],
+            "matched": row["state"] == "matched", "state": row["state"],
+            "received_at": (row["report_received_at"] or row["ingested_at"]).isoformat()}
+
+
 def settlement_router(stage: Stage, auth: StaffAuth) -> APIRouter:
     router = APIRouter(prefix="/v1")
     finance = Depends(auth.require(Role.FINANCE_LEAD))
@@ -76,12 +96,26 @@ def settlement_router(stage: Stage, auth: StaffAuth) -> APIRouter:
         return dict(row)
 
     @router.get("/ledger")
-    async def ledger(user: Annotated[StaffUser, finance]) -> list[dict]:
-        """The ledger invariant per currency: imbalance must be 0. FX-tolerance matches count at payout's
-        expected amount in `matched_settled`; `fx_difference` is what the gateway settled beyond it."""
+    async def ledger(user: Annotated[StaffUser, finance]) -> dict:
+        """The ledger invariant per currency (minor units): `balanced` when paid = matched + open (+ resolved
+        by finance + awaiting a line within the SLA), i.e. `imbalance` is 0. FX-tolerance matches count at
+        payout's expected amount in `matched`; `fx_difference` is what the gateway settled beyond it."""
         async with stage.pool.acquire() as conn:
             entries = await store.ledger(conn)
-        return [dict(vars(entry), imbalance=entry.imbalance, settled_by_gateway=entry.settled_by_gateway)
-                for entry in entries]
+        return {"currencies": [
+            dict(vars(entry), matched=entry.matched_settled, open=entry.open_discrepancies,
+                 balanced=entry.imbalance == 0, imbalance=entry.imbalance, settled_by_gateway=entry.settled_by_gateway)
+            for entry in entries]}
+
+    @router.get("/refunds/{refund_id}/settlement")
+    async def settlement(refund_id: str, user: Annotated[StaffUser, finance]) -> dict:
+        """Where one refund's money stands: what was paid, the settlement lines bearing its reference, and
+        its discrepancies (open and closed)."""
+        payout, lines, discrepancies = await store.settlement_of(stage.pool, refund_id)
+        if payout is None and not discrepancies:
+            raise HTTPException(404, f"reconcile has no paid refund {refund_id!r}")
+        return {"refund_id": refund_id, "payout": _payout_json(payout) if payout else None,
+                "lines": [_line_json(line) for line in lines],
+                "discrepancies": [_plain(dict(row)) for row in discrepancies]}
 
     return router

@@ -6,7 +6,9 @@ from typing import NamedTuple
 
 # Discrepancies about a paid refund (its money is not accounted for by a matched line).
 PAYOUT_CATEGORIES = frozenset({"missing_in_report", "amount_mismatch", "currency_mismatch", "fee_mismatch",
-                               "reversed"})
+                               "reversed", "paid_outside"})
+# Paid outside the pipeline (staff, with evidence): no gateway line will come; finance reconciles it by hand.
+PAID_OUTSIDE = "paid_outside"
 # Discrepancies about a report line nothing internal accounts for.
 LINE_CATEGORIES = frozenset({"missing_internally", "duplicate"})
 CATEGORIES = PAYOUT_CATEGORIES | LINE_CATEGORIES

@@ -41,15 +41,22 @@ async def record_paid(conn: asyncpg.Connection, items: list[Inbound]) -> list[Ou
     paid: dict[str, RefundPaid] = {}
     for item in items:  # a refund paid twice in one batch: the first event stands, as one at a time
         paid.setdefault(item.data.refund_id, item.data)
-    await store.record_paid(conn, [_paid_row(refund) for refund in paid.values()])
-    return []  # the matcher publishes once the settlement line is there
+    outside = [refund for refund in paid.values() if refund.paid_outside]
+    await store.record_paid(conn, [_paid_row(refund) for refund in paid.values() if not refund.paid_outside])
+    # Paid outside the pipeline (staff, with evidence): no gateway line will come; in the queue at once.
+    recorded = await store.record_paid_outside(conn, [_paid_row(refund) for refund in outside])
+    now = datetime.now(UTC)
+    for payout in recorded:
+        log.warning("paid_outside_recorded", refund_id=payout["refund_id"], reference=payout["gateway_ref"])
+    # The matcher publishes the others once their settlement line is there.
+    return [refund_event(payout, domain.Match("discrepancy", domain.PAID_OUTSIDE), None, now) for payout in recorded]
 
 
 def _paid_row(paid: RefundPaid) -> tuple:
     expected = paid.settlement_amount or paid.amount  # the report is in the merchant's settlement currency
     return (paid.refund_id, paid.gateway, paid.gateway_ref, paid.amount.value, paid.amount.currency,
             paid.channel.value, paid.model_dump(mode="json"), paid.paid_at, expected.value, expected.currency,
-            tracing.traceparent_for(paid.refund_id))
+            tracing.traceparent_for(paid.refund_id), paid.attempt)
 
 
 def refund_event(payout: asyncpg.Record, result: domain.Match, settled: Money | None, now: datetime,

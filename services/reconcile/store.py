@@ -165,16 +165,49 @@ async def settle(conn: asyncpg.Connection, settlements: Sequence[domain.Settleme
 
 async def record_paid(conn: asyncpg.Connection, rows: Sequence[tuple]) -> None:
     """Record paid refunds, each (refund_id, gateway, gateway_ref, amount_value, currency, channel, refund,
-    paid_at, expected_value, expected_currency, traceparent), in one statement; one recorded already stays
-    as it is."""
+    paid_at, expected_value, expected_currency, traceparent, attempt), in one statement; one recorded
+    already stays as it is (a refund has at most one paid payout attempt)."""
     if rows:
         await conn.execute(
             "INSERT INTO reconcile.payouts (refund_id, gateway, gateway_ref, amount_value, currency, channel, "
-            "refund, paid_at, expected_value, expected_currency, traceparent) "
+            "refund, paid_at, expected_value, expected_currency, traceparent, attempt) "
             "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], "
-            "$7::jsonb[], $8::timestamptz[], $9::bigint[], $10::text[], $11::text[]) "
+            "$7::jsonb[], $8::timestamptz[], $9::bigint[], $10::text[], $11::text[], $12::int[]) "
             "ON CONFLICT (refund_id) DO NOTHING",
             *map(list, zip(*rows, strict=True)))
+
+
+async def record_paid_outside(conn: asyncpg.Connection, rows: Sequence[tuple]) -> list[asyncpg.Record]:
+    """Record refunds paid outside the pipeline (rows as `record_paid`'s), each in
+    discrepancy `paid_outside` with that discrepancy opened, in two statements; return the payouts recorded
+    now (one recorded already stays as it is, and opens nothing again)."""
+    if not rows:
+        return []
+    recorded = await conn.fetch(
+        "INSERT INTO reconcile.payouts (refund_id, gateway, gateway_ref, amount_value, currency, channel, "
+        "refund, paid_at, expected_value, expected_currency, traceparent, attempt, paid_outside, state, category) "
+        "SELECT *, true, 'discrepancy', 'paid_outside' FROM unnest($1::text[], $2::text[], $3::text[], "
+        "$4::bigint[], $5::text[], $6::text[], $7::jsonb[], $8::timestamptz[], $9::bigint[], $10::text[], "
+        "$11::text[], $12::int[]) ON CONFLICT (refund_id) DO NOTHING RETURNING *",
+        *map(list, zip(*rows, strict=True)))
+    await open_discrepancies(conn, [Opening(domain.PAID_OUTSIDE, row["refund_id"], domain.GatewayRef.of(row), None,
+                                            (row["expected_value"], row["expected_currency"]), None)
+                                    for row in recorded])
+    return recorded
+
+
+async def settlement_of(conn: asyncpg.Connection | asyncpg.Pool, refund_id: str
+                        ) -> tuple[asyncpg.Record | None, list[asyncpg.Record], list[asyncpg.Record]]:
+    """A refund's paid record, the settlement lines matched to it or bearing its reference, and its
+    discrepancies (every state), for the settlement view."""
+    payout = await conn.fetchrow("SELECT * FROM reconcile.payouts WHERE refund_id = $1", refund_id)
+    lines = [] if payout is None else await conn.fetch(
+        "SELECT l.*, r.received_at AS report_received_at FROM reconcile.settlement_lines l "
+        "LEFT JOIN reconcile.settlement_reports r ON r.id = l.report_id "
+        "WHERE l.gateway = $1 AND l.gateway_ref = $2 ORDER BY l.id", payout["gateway"], payout["gateway_ref"])
+    discrepancies = await conn.fetch("SELECT * FROM reconcile.discrepancies WHERE refund_id = $1 ORDER BY id",
+                                     refund_id)
+    return payout, lines, discrepancies
 
 
 _TERMS = ("paid", "matched", "open", "resolved", "awaiting", "reversed", "fx_difference")

@@ -114,7 +114,7 @@ async def test_mixed_batch_through_gateway_faults_ends_reconciled(stack, produce
 
     # Invariant 5: paid = matched settlement + open discrepancies, to the minor unit.
     ledger = httpx.get(f"{stack.service_url('reconcile')}/v1/ledger", headers=staff_auth("fin-bo", Role.FINANCE_LEAD),
-                       timeout=30).json()
+                       timeout=30).json()["currencies"]
     assert ledger and all(entry["imbalance"] == 0 for entry in ledger), ledger
     reversed_money = await db.fetchval("SELECT (amount_value, currency)::text FROM payout.payouts WHERE refund_id = $1",
                                        ids["reverse"])

@@ -26,3 +26,5 @@ def test_a_service_started_as_production_with_local_defaults_refuses_to_start(se
     assert "STAFF_JWKS_URL is not set" in started.stderr
     if service == "notify":
         assert "CUSTOMER_LINK_SECRET is the public default" in started.stderr
+    if service == "payout":
+        assert "DESTINATION_PRIVATE_KEY is the public default" in started.stderr

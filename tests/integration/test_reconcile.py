@@ -106,7 +106,7 @@ async def test_every_category_late_lines_resolve_and_invariant(stack, producer, 
             assert lost not in {d["id"] for d in queue}
 
             # Invariant 5, to the minor unit, across everything reconcile holds.
-            ledger = (await http.get("/v1/ledger", headers=FINANCE)).json()
+            ledger = (await http.get("/v1/ledger", headers=FINANCE)).json()["currencies"]
             eur = next(entry for entry in ledger if entry["currency"] == "EUR")
             assert eur["open_discrepancies"] >= 3 * 2500 and eur["resolved"] >= 2500
             assert all(entry["imbalance"] == 0 for entry in ledger), ledger

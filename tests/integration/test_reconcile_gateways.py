@@ -29,7 +29,7 @@ async def _upload(http: httpx.AsyncClient, fmt: str, gateway: str, header: str, 
 
 
 async def _assert_ledger_balances(http: httpx.AsyncClient) -> None:
-    ledger = (await http.get("/v1/ledger", headers=FINANCE)).json()
+    ledger = (await http.get("/v1/ledger", headers=FINANCE)).json()["currencies"]
     assert ledger and all(entry["imbalance"] == 0 for entry in ledger), ledger
 
 

@@ -105,7 +105,7 @@ async def lines_of(db, refs: dict) -> dict[str, list[dict]]:
 
 async def assert_ledger_balances(stack) -> list[dict]:
     async with httpx.AsyncClient(base_url=stack.service_url("reconcile"), timeout=30) as http:
-        ledger = (await http.get("/v1/ledger", headers=FINANCE)).json()
+        ledger = (await http.get("/v1/ledger", headers=FINANCE)).json()["currencies"]
     assert ledger and all(entry["imbalance"] == 0 for entry in ledger), ledger
     return ledger
 
