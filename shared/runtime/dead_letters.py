@@ -91,13 +91,17 @@ async def keep(conn: asyncpg.Connection, schema: str, letters: Sequence[Letter],
     if not letters:
         return []
     records = [letter.record for letter in letters]
+    # Headers go as JSON text: asyncpg would read a list of pairs as a two-dimensional array.
     rows = await conn.fetch(
         f"INSERT INTO {schema}.dead_letters (topic, partition, \"offset\", \"timestamp\", key, value, headers, "
-        "reason, error, replay_of) SELECT t.*, $10::bigint FROM unnest($1::text[], $2::int[], $3::bigint[], "
-        "$4::bigint[], $5::bytea[], $6::bytea[], $7::jsonb[], $8::text[], $9::text[]) AS t RETURNING id",
+        "reason, error, replay_of) SELECT t.topic, t.part, t.off, t.ts, t.key, t.value, t.headers::jsonb, "
+        "t.reason, t.error, $10::bigint FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::bytea[], "
+        "$6::bytea[], $7::text[], $8::text[], $9::text[]) "
+        "AS t(topic, part, off, ts, key, value, headers, reason, error) RETURNING id",
         [r.topic for r in records], [r.partition for r in records], [r.offset for r in records],
         [r.timestamp or 0 for r in records], [r.key for r in records], [r.value or b"" for r in records],
-        [[[name, base64.b64encode(value or b"").decode()] for name, value in (r.headers or ())] for r in records],
+        [orjson.dumps([[name, base64.b64encode(value or b"").decode()] for name, value in (r.headers or ())]).decode()
+         for r in records],
         [letter.reason for letter in letters], [letter.error[:2000] for letter in letters], replay_of)
     return [row["id"] for row in rows]
 
