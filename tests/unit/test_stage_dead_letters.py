@@ -89,3 +89,37 @@ def test_a_payload_reads_as_json_else_text_else_base64():
     assert decoded(b'{"a": 1}') == ({"a": 1}, "json")
     assert decoded(b"plain words") == ("plain words", "text")
     assert decoded(b"\xff\x00") == (base64.b64encode(b"\xff\x00").decode(), "base64")
+
+
+class FakeConsumer:
+    def __init__(self, *assigned: str) -> None:
+        self.assigned, self.held = set(assigned), set()
+
+    def assignment(self):
+        return set(self.assigned)
+
+    def pause(self, *partitions):
+        self.held |= set(partitions)
+
+    def resume(self, *partitions):
+        self.held -= set(partitions)
+
+    def paused(self):
+        return set(self.held)
+
+
+def test_a_consumer_holds_its_partitions_while_the_breaker_is_open_and_counts_as_healthy():
+    from shared.runtime.consume import StageConsumer
+    from shared.runtime.consumer_health import ConsumerHealth
+
+    stage = _stage(limit=1)
+    loop = StageConsumer(stage, [topics.APPROVED], group_id="g", max_records=10)
+    loop.consumer = FakeConsumer("p0", "p1")
+    stage.breaker.observe(2)
+    loop.hold_if_breaker_open()
+    assert loop.held and loop.consumer.paused() == {"p0", "p1"}
+    clock = [1e9]
+    assert ConsumerHealth([loop], 60, 300, clock=lambda: clock[0]).ready()  # not fetching, on purpose
+    stage.breaker.close("sam", "fixed")
+    loop.hold_if_breaker_open()
+    assert not loop.held and loop.consumer.paused() == set()
