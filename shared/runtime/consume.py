@@ -50,6 +50,7 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         log.info("partitions_assigned", group=self.loop.group_id, partitions=len(assigned))
+        self.loop.hold_if_breaker_open()
 
 
 class StageConsumer:
@@ -72,6 +73,8 @@ class StageConsumer:
         self._commit: asyncio.Task | None = None
         self._task: asyncio.Task | None = None
         self._stopping = False
+        # True while the stage's dead-letter breaker holds this consumer's partitions paused.
+        self.held = False
 
     async def start(self, bootstrap_servers: str, client_id: str, auth: KafkaAuth | None = None, *,
                     fetch_min_bytes: int = 1, fetch_max_wait_ms: int = 100) -> None:
@@ -98,8 +101,25 @@ class StageConsumer:
         if self.consumer is not None:
             await self.consumer.stop()
 
+    def hold_if_breaker_open(self) -> None:
+        """Pause every assigned partition while the stage's dead-letter breaker is open; resume once closed.
+        Paused, the loop keeps polling (the group keeps this member) and fetches nothing."""
+        should_hold = self.stage.breaker.open
+        if should_hold:
+            self.consumer.pause(*self.consumer.assignment())
+        elif self.held:
+            self.consumer.resume(*self.consumer.paused())
+            log.info("consumer_resumed", group=self.group_id)
+        if should_hold and not self.held:
+            log.error("consumer_paused_by_dead_letter_breaker", group=self.group_id)
+        self.held = should_hold
+
     async def _run(self) -> None:
         while not self._stopping:
+            if self.held or self.stage.breaker.open:
+                if not self.held:
+                    await self.commit_now()  # what is saved stays saved
+                self.hold_if_breaker_open()
             try:
                 fetched = await self.consumer.getmany(timeout_ms=500, max_records=self.max_records)
             except KafkaError:

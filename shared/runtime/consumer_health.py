@@ -37,12 +37,15 @@ class ConsumerHealth:
         found = {}
         for subscriber in self.subscribers:
             group = subscriber.group_id
-            found[group] = self._age(group, subscriber.consumer)
+            found[group] = self._age(group, subscriber.consumer, getattr(subscriber, "held", False))
             LAST_POLL_AGE.labels(group).set(found[group])
         return found
 
-    def _age(self, group: str, consumer) -> float:
+    def _age(self, group: str, consumer, held: bool = False) -> float:
         now = self.clock()
+        if held:  # paused on purpose (the dead-letter breaker, which alerts on its own): not stalled
+            self._since.pop(group, None)
+            return 0.0
         assignment = frozenset(consumer.assignment()) if consumer is not None else frozenset()
         previous = self._since.get(group)
         if previous is None or previous[0] != assignment:

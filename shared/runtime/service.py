@@ -6,7 +6,8 @@ connection check and middlewares; consuming is the runtime's own loop
 (shared/runtime/consume.py), which costs no sleep and no round trip between batches. The HTTP app gives
 `/metrics`, `/healthz` (the process is alive and its consumers not stalled for
 long) and `/readyz` (database and broker reachable, consumers started and
-fetching), plus whatever routes the service adds.
+fetching), the stage's dead-letter routes (shared/runtime/dead_letter_api.py), plus
+whatever routes the service adds.
 """
 
 import asyncio
@@ -24,6 +25,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from shared.runtime import asyncapi, tracing
 from shared.runtime.consume import StageConsumer
 from shared.runtime.consumer_health import ConsumerHealth
+from shared.runtime.dead_letter_api import dead_letter_router
+from shared.runtime.dead_letters import DeadLetterBreaker
 from shared.runtime.db import apply_migrations, create_pool
 from shared.runtime.http_limits import BodySizeLimit
 from shared.runtime.kafka_auth import KafkaAuth
@@ -31,6 +34,7 @@ from shared.runtime.lag import lag_forever
 from shared.runtime.logs import configure_logging
 from shared.runtime.settings import ServiceSettings
 from shared.runtime.stage import Stage
+from shared.runtime.staff import StaffAuth, StaffVerifier
 
 log = structlog.get_logger()
 
@@ -66,6 +70,7 @@ def make_app(
 ) -> FastAPI:
     """The service process: lifespan starts pool, migrations, broker and background loops."""
     state = {"ready": False}
+    stage.breaker = DeadLetterBreaker(stage.schema, settings.dead_letter_limit_per_minute)
     health = ConsumerHealth(list(consumers), settings.consumer_ready_within_seconds,
                             settings.consumer_live_within_seconds)
 
@@ -118,6 +123,8 @@ def make_app(
     # `body_limits`: path prefix -> bytes, for routes that take more (a settlement file upload).
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes, per_path=body_limits)
     app.include_router(asyncapi.router(settings.service_name))
+    app.include_router(dead_letter_router(settings.service_name, stage,
+                                          StaffAuth(StaffVerifier.from_settings(settings))))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz(response: Response) -> dict:

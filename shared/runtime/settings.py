@@ -8,7 +8,7 @@ API keys) is missing, a gateway route points at the simulator, or a fault-inject
 
 from typing import ClassVar, Literal
 
-from pydantic import ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.runtime.gateway_routes import simulator_routes
@@ -68,6 +68,10 @@ class ServiceSettings(BaseSettings):
     # counted (memory:// per replica; redis://… to share them between replicas).
     max_request_body_bytes: int = 1024 * 1024
     rate_limit_storage_uri: str = "memory://"
+    # The dead-letter breaker (shared/runtime/dead_letters.py): a stage that dead-letters more than this many
+    # records in a rolling minute stops consuming until staff close it -- a bad deploy must not divert every
+    # refund to the dead letters. 0 = off.
+    dead_letter_limit_per_minute: int = Field(100, ge=0)
     # Seconds after shutdown starts before in-hand work is abandoned (uncommitted, redelivered).
     graceful_timeout_seconds: float = 15.0
     # Staff bearer tokens (shared/runtime/staff.py): the identity provider's JWKS, issuer and audience, and

@@ -22,17 +22,20 @@ unreachable, the records are retried one per transaction, and one that still
 fails is dead-lettered with its error, so a poison message never blocks its
 partition. Unreachable database: the loop fetches the batch again.
 
+Each dead letter is also kept in the stage's `dead_letters` table, in the transaction that writes its
+DLQ outbox row, so staff can replay it through this same path once the cause is fixed (`replay`), or
+discard it (shared/runtime/dead_letters.py); past `DEAD_LETTER_LIMIT_PER_MINUTE` the stage's breaker
+opens and its consumer pauses.
+
 Work outside the consume loop (HTTP handlers, sweeps, gateway results) uses the same
 unit of work: `async with stage.unit_of_work() as uow: ...; uow.emit(event)` saves and
 writes the outbox in one transaction, then sends after commit.
 """
 
 import asyncio
-import base64
 import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -44,7 +47,9 @@ from pydantic import ValidationError
 from shared.contract import topics
 from shared.runtime import tracing
 from shared.contract.envelope import InvalidEnvelope, Outgoing, decode, encode
-from shared.contract.events import EVENT_TYPES, DeadLetter
+from shared.contract.events import EVENT_TYPES
+from shared.runtime import dead_letters
+from shared.runtime.dead_letters import DEAD_LETTERS, DeadLetterBreaker, Letter
 from shared.runtime.kafka_auth import KafkaAuth
 from shared.runtime.metrics import MESSAGES_DEAD_LETTERED
 from shared.runtime.periodic import every
@@ -117,17 +122,7 @@ TRANSIENT_DB_ERRORS = (
 
 def dead_letter(record: ConsumerRecord, error: str, *, source: str) -> Outgoing:
     """The DLQ record for bytes the stage cannot use, with their origin."""
-    payload = DeadLetter(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key.decode(errors="replace") if record.key else None,
-        raw_base64=base64.b64encode(record.value or b"").decode(),
-        headers={k: v.decode(errors="replace") for k, v in (record.headers or ())},
-        error=error[:2000],
-        dead_lettered_at=datetime.now(UTC),
-    )
-    return encode(payload, source=source, key=f"{record.topic}/{record.partition}/{record.offset}")
+    return Letter(record, dead_letters.PROCESSING_FAILED, error).event(source)
 
 
 class Stage:
@@ -164,6 +159,8 @@ class Stage:
         # Sends not acked yet; past `max_unacked` a send waits for the oldest (backpressure).
         self._unacked: set[asyncio.Future] = set()
         self.max_unacked = max_unacked
+        # Off until the service's settings set its limit (shared/runtime/service.py).
+        self.breaker = DeadLetterBreaker(schema)
 
     async def start(self, pool: asyncpg.Pool, bootstrap_servers: str, client_id: str, linger_ms: int,
                     auth: KafkaAuth | None = None) -> None:
@@ -213,45 +210,58 @@ class Stage:
             return Inbound(record, None)
 
     async def _in_transaction(self, inbound: Sequence[Inbound], spans: "tracing.Spans") -> list[tuple[int, Outgoing]]:
-        letters: list[str] = []  # dead-letter reasons, counted only once the transaction has committed
+        letters: list[Letter] = []  # counted only once the transaction has committed
         async with self.pool.acquire() as conn, self._forgetting_published(conn) as forget, conn.transaction():
             await forget()
             outgoing = await self._decide_all(conn, inbound, letters)
+            outgoing += await self._keep_dead_letters(conn, letters)
             outgoing = tracing.stamp(outgoing, spans)  # tracing: each continues its inbound event's trace
             pending = await self._write_outbox(conn, outgoing)
         self._count_dead_letters(letters)
         return pending
 
+    async def _keep_dead_letters(self, conn: asyncpg.Connection, letters: Sequence[Letter],
+                                 replay_of: int | None = None) -> list[Outgoing]:
+        """Save the letters in the stage's table; their DLQ events, for the same transaction's outbox."""
+        await dead_letters.keep(conn, self.schema, letters, replay_of)
+        return [letter.event(self.source) for letter in letters]
+
     async def _decide_all(self, conn: asyncpg.Connection, inbound: Sequence[Inbound],
-                          letters: list[str]) -> list[Outgoing]:
+                          letters: list[Letter]) -> list[Outgoing]:
         outgoing: list[Outgoing] = []
         usable: list[Inbound] = []
         for item in inbound:
-            letter = self._unusable(item, letters)
+            letter = self._unusable(item)
             if letter is not None:
-                outgoing.append(letter)
+                letters.append(letter)
             elif item.event is None:
                 outgoing += await self.on_invalid_envelope(conn, item)  # intake answers it
             else:
                 usable.append(item)
-        fresh = await self._claim(conn, [item.event for item in usable])
-        first_time: list[Inbound] = []
+        # Sorted before the inbox claims them: a record dead-lettered here stays unclaimed, so its replay
+        # (once a deploy knows its type, say) is processed, not skipped as seen.
+        groups = self._by_handler(usable, letters)
+        fresh = await self._claim(conn, [item.event for _, items in groups for item in items])
+        position = {id(item.record): n for n, item in enumerate(usable)}
         seen: list[Inbound] = []
-        for item in usable:
-            key = (item.event.get_source(), item.event.get_id())
-            if key in fresh:
-                fresh.discard(key)
-                first_time.append(item)
-            else:  # redelivered, or twice in this batch: its effects are already saved
-                seen.append(item)
+        first_time: list[tuple[DecideBatch, list[Inbound]]] = []
+        for decide, items in groups:
+            first_time.append((decide, []))
+            for item in items:
+                key = (item.event.get_source(), item.event.get_id())
+                if key in fresh:
+                    fresh.discard(key)
+                    first_time[-1][1].append(item)
+                else:  # redelivered, or twice in this batch: its effects are already saved
+                    seen.append(item)
         if seen and self.redelivered is not None:
-            outgoing += await self.redelivered(conn, seen)
-        for decide, items in self._by_handler(first_time, letters, outgoing):
-            outgoing += await decide(conn, items)
+            outgoing += await self.redelivered(conn, sorted(seen, key=lambda item: position[id(item.record)]))
+        for decide, items in first_time:
+            if items:
+                outgoing += await decide(conn, items)
         return outgoing
 
-    def _by_handler(self, items: Iterable[Inbound], letters: list[str],
-                    outgoing: list[Outgoing]) -> list[tuple[DecideBatch, list[Inbound]]]:
+    def _by_handler(self, items: Iterable[Inbound], letters: list[Letter]) -> list[tuple[DecideBatch, list[Inbound]]]:
         """The batch's events per handler, each handler's in consumption order; validated where asked."""
         groups: dict[int, tuple[DecideBatch, list[Inbound]]] = {}
         for item in items:
@@ -259,37 +269,35 @@ class Stage:
             handler = self.handlers.get(event_type, self.default)
             if handler is None:
                 if event_type not in EVENT_TYPES:
-                    letters.append("unknown_type")
-                    outgoing.append(dead_letter(item.record, f"unknown_type: {event_type} is not a "
-                                                "contract event type", source=self.source))
+                    letters.append(Letter(item.record, dead_letters.UNKNOWN_TYPE,
+                                          f"unknown_type: {event_type} is not a contract event type"))
                 elif EVENT_TYPES[event_type][1] != item.record.topic:
-                    letters.append("wrong_topic")
-                    outgoing.append(dead_letter(item.record, f"wrong_topic: {event_type} belongs on "
-                                                f"{EVENT_TYPES[event_type][1]}", source=self.source))
+                    letters.append(Letter(item.record, dead_letters.WRONG_TOPIC,
+                                          f"wrong_topic: {event_type} belongs on {EVENT_TYPES[event_type][1]}"))
                 continue  # a contract event on its own topic that this stage does not act on
             if handler.validated and item.event.get_type() in EVENT_TYPES:
                 try:
                     item = _validated(item)
                 except ValidationError as error:
-                    letters.append("invalid_data")
-                    outgoing.append(dead_letter(item.record, f"invalid {item.event.get_type()} data: "
-                                                f"{error_text(error)}", source=self.source))
+                    letters.append(Letter(item.record, dead_letters.INVALID_DATA,
+                                          f"invalid {item.event.get_type()} data: {error_text(error)}"))
                     continue
             groups.setdefault(id(handler), (handler.decide, []))[1].append(item)
         return list(groups.values())
 
-    def _unusable(self, item: Inbound, letters: list[str]) -> Outgoing | None:
+    def _unusable(self, item: Inbound) -> Letter | None:
         """The dead letter for a record no handler may see: unreadable, invalid, or from an untrusted source."""
         if item.event is None and not (item.invalid and item.record.topic in self.answers_invalid_envelopes_on):
-            error = str(item.invalid) if item.invalid else "not a CloudEvent (not JSON, or not an object)"
-            letters.append("invalid_envelope" if item.invalid else "unreadable")
-            return dead_letter(item.record, error, source=self.source)
+            if item.invalid:
+                return Letter(item.record, dead_letters.INVALID_ENVELOPE, str(item.invalid))
+            return Letter(item.record, dead_letters.NOT_CLOUDEVENT, "not a CloudEvent (not JSON, or not an object)",
+                          counted_as="unreadable")
         if item.event is not None and not self._trusted(item):
-            letters.append("untrusted_source")
             log.warning("untrusted_source", topic=item.record.topic, source=item.event.get_source(),
                         event_type=item.event.get_type(), offset=item.record.offset)
-            return dead_letter(item.record, f"untrusted_source: {item.record.topic} accepts events only from "
-                               f"{', '.join(sorted(self.trusted[item.record.topic]))}", source=self.source)
+            return Letter(item.record, dead_letters.UNTRUSTED_SOURCE,
+                          f"untrusted_source: {item.record.topic} accepts events only from "
+                          f"{', '.join(sorted(self.trusted[item.record.topic]))}")
         return None
 
     async def _one_by_one(self, inbound: Sequence[Inbound], spans: "tracing.Spans") -> list[tuple[int, Outgoing]]:
@@ -302,17 +310,68 @@ class Stage:
             except Exception as error:
                 log.exception("poison_message", topic=item.record.topic,
                               partition=item.record.partition, offset=item.record.offset)
-                # Paths and error types only: a ValidationError's own text quotes the customer's data.
-                letter = dead_letter(item.record, error_text(error), source=self.source)
-                [letter] = tracing.stamp([letter], spans)  # tracing
+                letter = _failed(item.record, error)
                 async with self.pool.acquire() as conn, conn.transaction():
-                    ids += await self._write_outbox(conn, [letter])
-                self._count_dead_letters([type(error).__name__])
+                    [event] = tracing.stamp(await self._keep_dead_letters(conn, [letter]), spans)  # tracing
+                    ids += await self._write_outbox(conn, [event])
+                self._count_dead_letters([letter])
         return ids
 
-    def _count_dead_letters(self, reasons: Sequence[str]) -> None:
-        for reason in reasons:
-            MESSAGES_DEAD_LETTERED.labels(self.schema, reason).inc()
+    def _count_dead_letters(self, letters: Sequence[Letter], *, consumed: bool = True) -> None:
+        """Count what committed; only what the consume loop dead-lettered counts towards the breaker."""
+        for letter in letters:
+            MESSAGES_DEAD_LETTERED.labels(self.schema, letter.counted_as or letter.reason).inc()
+            DEAD_LETTERS.labels(self.schema, letter.reason).inc()
+        if consumed:
+            self.breaker.observe(len(letters))
+
+    # -- replaying a dead letter ------------------------------------------------------------------
+
+    async def replay(self, letter_id: int, actor: str, reason: str) -> asyncpg.Record:
+        """Run an open dead letter's record through this stage's consume path again, in one transaction that
+        also marks it replayed (by `actor`, for `reason`). An event the inbox has seen changes nothing; one
+        that is dead-lettered again is a new dead letter, which the old one names (`replayed_as`).
+        DeadLetterNotFound / DeadLetterHandled (not open) otherwise."""
+        async with self.pool.acquire() as conn:
+            try:
+                row, pending, letters = await self._replay(conn, letter_id, actor, reason)
+            except (*TRANSIENT_DB_ERRORS, dead_letters.DeadLetterNotFound, dead_letters.DeadLetterHandled):
+                raise
+            except Exception as error:  # the handler failed on it again (as the consume loop's poison)
+                log.exception("dead_letter_replay_failed", stage=self.schema, dead_letter=letter_id)
+                row, pending, letters = await self._replay_failed(conn, letter_id, actor, reason, error)
+        self._count_dead_letters(letters, consumed=False)
+        log.info("dead_letter_replayed", stage=self.schema, dead_letter=letter_id, actor=actor, reason=reason,
+                 dead_lettered_again=row["replayed_as"])
+        await self._send_committed(pending)
+        return row
+
+    async def _replay(self, conn: asyncpg.Connection, letter_id: int, actor: str, reason: str):
+        letters: list[Letter] = []
+        async with self._forgetting_published(conn) as forget, conn.transaction():
+            await forget()
+            row = await dead_letters.load_open(conn, self.schema, letter_id)
+            inbound = [self._read(dead_letters.original_record(row))]
+            with tracing.consume(inbound) as spans:
+                outgoing = await self._decide_all(conn, inbound, letters)
+                again = await dead_letters.keep(conn, self.schema, letters, replay_of=letter_id)
+                outgoing += [letter.event(self.source) for letter in letters]
+                outgoing = tracing.stamp(outgoing, spans)  # tracing
+            row = await dead_letters.mark_handled(conn, self.schema, letter_id, "replayed", actor, reason,
+                                                  replayed_as=again[0] if again else None)
+            pending = await self._write_outbox(conn, outgoing)
+        return row, pending, letters
+
+    async def _replay_failed(self, conn: asyncpg.Connection, letter_id: int, actor: str, reason: str,
+                             error: Exception):
+        async with conn.transaction():
+            row = await dead_letters.load_open(conn, self.schema, letter_id)
+            letter = _failed(dead_letters.original_record(row), error)
+            [again] = await dead_letters.keep(conn, self.schema, [letter], replay_of=letter_id)
+            row = await dead_letters.mark_handled(conn, self.schema, letter_id, "replayed", actor, reason,
+                                                  replayed_as=again)
+            pending = await self._write_outbox(conn, [letter.event(self.source)])
+        return row, pending, [letter]
 
     def _trusted(self, item: Inbound) -> bool:
         allowed = self.trusted.get(item.record.topic)
@@ -422,7 +481,12 @@ class Stage:
         await self._send_committed(pending)
 
     async def prune_inbox_forever(self, retention_days: float, interval: float = 3600.0) -> None:
-        await every(interval, lambda: self.prune_inbox(retention_days), name="inbox_prune")
+        """Prune the inbox, and the dead letters with it (a replay must fall inside the inbox's memory)."""
+        async def prune() -> None:
+            await self.prune_inbox(retention_days)
+            await dead_letters.prune(self.pool, self.schema, retention_days)
+
+        await every(interval, prune, name="inbox_prune")
 
     async def prune_inbox(self, retention_days: float, chunk: int = 10_000) -> int:
         """Forget event ids older than `retention_days` (no topic still holds their records), a chunk per
@@ -460,6 +524,11 @@ class Stage:
                 await conn.execute(f"DELETE FROM {self.schema}.outbox WHERE id = ANY($1::bigint[])",
                                    [r["id"] for r in rows])
         log.warning("outbox_relayed", rows=len(rows))
+
+
+def _failed(record: ConsumerRecord, error: Exception) -> Letter:
+    # Paths and error types only: a ValidationError's own text quotes the customer's data.
+    return Letter(record, dead_letters.PROCESSING_FAILED, error_text(error), counted_as=type(error).__name__)
 
 
 def _validated(item: Inbound) -> Inbound:

@@ -9,6 +9,7 @@ class FakeConn:
     def __init__(self) -> None:
         self.next_id = 0
         self.outbox: list[tuple[str, bytes]] = []
+        self.dead_letters: list[tuple[str, str]] = []  # (reason, error)
 
     def transaction(self):
         return self
@@ -25,6 +26,9 @@ class FakeConn:
     async def fetch(self, sql, *args):
         if "inbox" in sql:
             return [{"source": source, "event_id": event_id} for source, event_id in zip(*args, strict=True)]
+        if "dead_letters" in sql:
+            self.dead_letters += list(zip(args[7], args[8], strict=True))
+            return [{"id": len(self.dead_letters) - n} for n in reversed(range(len(args[7])))]
         self.outbox += list(zip(args[0], args[2], strict=True))
         self.next_id += len(args[0])
         return [{"id": self.next_id - n} for n in range(len(args[0]))]
