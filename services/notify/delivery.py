@@ -53,8 +53,11 @@ class Channel(Protocol):
 
 
 def notification_key(row: asyncpg.Record) -> str:
-    """The identity every attempt of one notification shares."""
-    return f"{row['refund_id']}.{row['milestone']}.{row['channel']}"
+    """The identity every send of one notification shares (a milestone again under a later payout
+    attempt is another notification: `<milestone>_<attempt>`)."""
+    attempt = row.get("attempt", 1) or 1
+    milestone = row["milestone"] if attempt == 1 else f"{row['milestone']}_{attempt}"
+    return f"{row['refund_id']}.{milestone}.{row['channel']}"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ _COLUMNS = {
     "amount": "jsonb", "channel": "text", "reason_codes": "text", "eta": "timestamptz", "timeline": "jsonb",
     "updated_at": "timestamptz", "customer": "jsonb", "drill": "boolean", "deadlines": "jsonb", "stage": "text",
     "stage_rank": "int", "entered_at": "timestamptz", "accepted_at": "timestamptz", "sequence": "bigint",
+    "payout_attempt": "int", "history": "jsonb",
 }
 _NAMES = ", ".join(_COLUMNS)
 _LOCK = f"SELECT {_NAMES} FROM notify.refund_status WHERE refund_id = ANY($1::text[]) ORDER BY refund_id FOR UPDATE"
@@ -58,15 +59,15 @@ async def statuses(conn: asyncpg.Connection, refund_ids: Sequence[str]) -> list[
 
 
 async def enqueue(conn: asyncpg.Connection, notifications: Sequence[Notification]) -> int:
-    """Queue the notifications in one statement; a (refund, milestone, channel) queued before stays as is."""
+    """Queue the notifications in one statement; a (refund, milestone, channel, attempt) queued before stays as is."""
     if not notifications:
         return 0
     rows = await conn.fetch(
-        "INSERT INTO notify.notifications (refund_id, milestone, channel, recipient, locale, context) "
-        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[]) "
-        "ON CONFLICT (refund_id, milestone, channel) DO NOTHING RETURNING id",
+        "INSERT INTO notify.notifications (refund_id, milestone, channel, recipient, locale, context, attempt) "
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::int[]) "
+        "ON CONFLICT (refund_id, milestone, channel, attempt) DO NOTHING RETURNING id",
         *([getattr(n, c) for n in notifications]
-          for c in ("refund_id", "milestone", "channel", "recipient", "locale", "context")))
+          for c in ("refund_id", "milestone", "channel", "recipient", "locale", "context", "attempt")))
     return len(rows)
 
 
