@@ -208,7 +208,8 @@ class Sender:
         return render_message(row["channel"], row["locale"], row["milestone"], order_id=row["order_id"] or "",
                               amount=row["amount"], eta=domain.instant(context["eta"]),
                               reason_codes=context["reason_codes"],
-                              link=self.link_for(row["refund_id"]), feedback_url=self.feedback_url)
+                              link=(link := self.link_for(row["refund_id"])),
+                              feedback_url=self.feedback_url or f"{link}#feedback")
 
     async def _settle(self, row: asyncpg.Record, state: str, error: str | None = None) -> None:
         await store.settle(self.pool, row["id"], state, error)

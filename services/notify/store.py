@@ -116,3 +116,41 @@ async def count_inquiry(pool: asyncpg.Pool, where: str, *args: object) -> asyncp
     """Look a refund up and count the look-up toward the repeat-inquiry KPI."""
     return await pool.fetchrow(
         f"UPDATE notify.refund_status SET inquiries = inquiries + 1 WHERE {where} RETURNING *", *args)
+
+
+# -- the customer's new destination and feedback ---------------------------------------------------
+
+async def lock_status(conn: asyncpg.Connection, refund_id: str) -> asyncpg.Record | None:
+    """The refund's status row, locked until the transaction ends (a destination given twice at once waits)."""
+    return await conn.fetchrow("SELECT refund_id, status, payout_attempt, reason_codes FROM notify.refund_status "
+                               "WHERE refund_id = $1 FOR UPDATE", refund_id)
+
+
+async def destination_for(conn: asyncpg.Connection | asyncpg.Pool, refund_id: str,
+                          attempt: int) -> asyncpg.Record | None:
+    """The destination the customer gave after payout attempt `attempt` failed, if any."""
+    return await conn.fetchrow("SELECT summary, provided_at FROM notify.destinations "
+                               "WHERE refund_id = $1 AND attempt = $2", refund_id, attempt)
+
+
+async def record_destination(conn: asyncpg.Connection, refund_id: str, attempt: int, channel: str,
+                             summary: str, provided_at: datetime) -> bool:
+    """Keep the destination's summary for the failed attempt; False if one was given for it already."""
+    return bool(await conn.fetchval(
+        "INSERT INTO notify.destinations (refund_id, attempt, channel, summary, provided_at) "
+        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true",
+        refund_id, attempt, channel, summary, provided_at))
+
+
+async def save_feedback(pool: asyncpg.Pool, refund_id: str, rating: int, comment: str | None) -> asyncpg.Record:
+    """The refund's feedback, new or replacing the customer's earlier one; `first` says which."""
+    return await pool.fetchrow(
+        "INSERT INTO notify.feedback (refund_id, rating, comment) VALUES ($1, $2, $3) "
+        "ON CONFLICT (refund_id) DO UPDATE SET rating = EXCLUDED.rating, comment = EXCLUDED.comment, "
+        "updated_at = now() RETURNING rating, comment, updated_at AS at, (xmax = 0) AS first",
+        refund_id, rating, comment)
+
+
+async def feedback_of(pool: asyncpg.Pool, refund_id: str) -> asyncpg.Record | None:
+    return await pool.fetchrow("SELECT rating, comment, updated_at AS at FROM notify.feedback "
+                               "WHERE refund_id = $1", refund_id)
