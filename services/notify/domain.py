@@ -101,6 +101,36 @@ def history_in_order(history: list[dict]) -> list[dict]:
     return sorted(known, key=lambda e: (e.get("attempt", 0), RANK[Status(e["status"])], e["at"]))
 
 
+# The event that ends each stage's work on a refund (it leaves the stage that emitted it).
+_ENDS_STAGE = {step.event_type: step.emitted_by for step in lifecycle.STEPS if step.stage_after != step.emitted_by}
+
+
+def stage_times(history: list[dict]) -> dict[str, str]:
+    """When each stage finished with the refund, from its history (a re-driven payout: the last time)."""
+    done: dict[str, str] = {}
+    for entry in history:
+        if stage := _ENDS_STAGE.get(entry.get("event_type", "")):
+            done[stage] = max(done.get(stage, entry["at"]), entry["at"])
+    return done
+
+
+def deadlines_vs_actual(deadlines: dict | None, done: dict[str, str], now: datetime) -> list[dict]:
+    """Per stage, in pipeline order: when it was due, when it was done (None: not yet), and whether it
+    kept its deadline (None while it is still open and not yet due)."""
+    rows = []
+    for stage in lifecycle.STAGES:
+        due = instant(str(deadlines[stage])) if deadlines and deadlines.get(stage) else None
+        finished = instant(done.get(stage))
+        if due is None:
+            met = None
+        elif finished is not None:
+            met = finished <= due
+        else:
+            met = False if now > due else None
+        rows.append({"stage": stage, "due_at": due, "done_at": finished, "met": met})
+    return rows
+
+
 # -- the status projection ----------------------------------------------------------------------
 
 # The stage a refund is in after each event (the stuck-stage watch, watch.py); a later stage never

@@ -10,14 +10,14 @@ from services.notify import watch
 from services.notify.delivery import EmailChannel, Sender, SmsChannel, WebhookChannel
 from services.notify.handlers import SOURCE, Audience, CausalStage, Projection, lifecycle_handlers, republish
 from services.notify.signing import sign_link
-from services.notify.web import customer_pages, tracking_access, tracking_api
+from services.notify.web import customer_pages, staff_tickets, tracking_access, tracking_api
 from shared.contract import contact_seal, lifecycle
 from shared.runtime.http_limits import RateLimit
 from shared.runtime.metrics import backlog_query, read_backlog, sweep_forever
 from shared.runtime.periodic import every
 from shared.runtime.service import make_app, make_broker, subscribe_stage
 from shared.runtime.settings import ServiceSettings
-from shared.runtime.staff import StaffVerifier
+from shared.runtime.staff import StaffAuth, StaffVerifier
 
 
 class NotifySettings(ServiceSettings):
@@ -145,3 +145,4 @@ app.include_router(customer_pages(lambda: app.state.pool, link_secret=settings.c
                                  rate_limit=RateLimit("customer_page_per_client", settings.customer_page_rate_limit,
                                                       settings.rate_limit_storage_uri),
                                   unit_of_work=stage.unit_of_work, destination_key=destination_key))
+app.include_router(staff_tickets(lambda: app.state.pool, StaffAuth(StaffVerifier.from_settings(settings))))

@@ -154,3 +154,29 @@ async def save_feedback(pool: asyncpg.Pool, refund_id: str, rating: int, comment
 async def feedback_of(pool: asyncpg.Pool, refund_id: str) -> asyncpg.Record | None:
     return await pool.fetchrow("SELECT rating, comment, updated_at AS at FROM notify.feedback "
                                "WHERE refund_id = $1", refund_id)
+
+
+# -- the console's tickets --------------------------------------------------------------------------
+
+# Each arm is an index (refund_id's key, request_id, order_id, the customer's id: 0001, 0054), so the
+# planner ORs four index scans: no scan of the whole projection.
+_SEARCH = (
+    "SELECT refund_id, request_id, source, order_id, customer ->> 'id' AS customer_id, status, amount, updated_at "
+    "FROM notify.refund_status WHERE refund_id = $1 OR request_id = $1 OR order_id = $1 OR customer ->> 'id' = $1 "
+    "ORDER BY updated_at DESC LIMIT $2")
+
+
+async def search_tickets(pool: asyncpg.Pool, q: str, limit: int = 50) -> list[asyncpg.Record]:
+    """The refunds a refund id, request id, order id or customer id names, most recently changed first."""
+    return await pool.fetch(_SEARCH, q, limit)
+
+
+async def ticket(pool: asyncpg.Pool, refund_id: str) -> asyncpg.Record | None:
+    """A refund's status row as the console reads it (not counted as a customer's inquiry)."""
+    return await pool.fetchrow("SELECT * FROM notify.refund_status WHERE refund_id = $1", refund_id)
+
+
+async def notifications_of(pool: asyncpg.Pool, refund_id: str) -> list[asyncpg.Record]:
+    return await pool.fetch(
+        "SELECT channel, milestone, attempt, state, attempts, sent_at, created_at FROM notify.notifications "
+        "WHERE refund_id = $1 ORDER BY created_at, id", refund_id)

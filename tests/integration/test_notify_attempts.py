@@ -11,12 +11,14 @@ import orjson
 import pytest
 from playwright.async_api import async_playwright
 
+from services.notify import store
 from services.notify.signing import sign_link
 from shared.contract import contact_seal, topics
 from shared.contract.envelope import encode
 from shared.contract.events import (PayoutFailed, PayoutRedriven, PayoutSubmitted, RefundPaid, RefundReviewReopened,
                                     RefundReviewRequested)
-from tests.integration.helpers import TopicTail, publish, refund_of, wait_until
+from shared.runtime.roles import Role
+from tests.integration.helpers import TopicTail, publish, refund_of, staff_auth
 from tests.integration.test_notify import (  # noqa: F401 (the module's notify, pointed at real sinks)
     CHROMIUM_ARGS, LINK_SECRET, PLATFORM_AUTH, SOURCE, customer_request, milestone_of, settled, sinks)
 from tools.platform import StatusFollower
@@ -245,3 +247,44 @@ async def test_a_reopened_review_shows_on_the_timeline_with_its_reason_code(sink
     assert re.findall(r'<li data-status="(\w+)"(?: data-note="([\w-]+)")?', page) == [
         ("pending_review", ""), ("pending_review", "review-reopened")]
     assert "Review reopened" in page
+
+
+async def test_staff_find_a_ticket_by_any_of_its_ids_and_read_it_whole(sinks, stack, producer, status_feed, db):
+    request = customer_request()
+    refund_id = refund_of(request, SOURCE)
+    await publish(producer, request, source=SOURCE)
+    assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "reconciled", timeout=60)
+    await settled(db, refund_id, None)
+    staff = staff_auth("agent-7", Role.REVIEWER)
+    async with httpx.AsyncClient(base_url=stack.service_url("notify"), headers=staff) as http:
+        found = {q: (await http.get("/v1/tickets", params={"q": q})).json()["tickets"]
+                 for q in (refund_id, request["request_id"], request["order_id"], request["customer"]["id"])}
+        nothing = (await http.get("/v1/tickets", params={"q": "no-such-order"})).json()
+        detail = (await http.get(f"/v1/tickets/{refund_id}")).json()
+        missing = await http.get(f"/v1/tickets/rf_{'0' * 32}")
+        anonymous = await http.get("/v1/tickets", params={"q": refund_id}, headers={"Authorization": ""})
+        bad = await http.get(f"/v1/tickets/{refund_id}", headers={"Authorization": "Bearer not-a-token"})
+    for q, tickets in found.items():
+        assert [t["refund_id"] for t in tickets] == [refund_id], q
+    assert found[refund_id][0] | {"updated_at": None} == {
+        "refund_id": refund_id, "request_id": request["request_id"], "source": SOURCE, "order_id": request["order_id"],
+        "customer_id": request["customer"]["id"], "status": "reconciled", "amount": request["amount"],
+        "updated_at": None}
+    assert nothing == {"tickets": []}
+    assert (missing.status_code, anonymous.status_code, bad.status_code) == (404, 401, 401)
+    assert detail["status"] == "reconciled" and detail["feedback"] is None
+    assert [(e["status"], e["event_type"]) for e in detail["timeline"]] == [
+        ("accepted", "refund.accepted.v1"), ("approved", "refund.approved.v1"),
+        ("processing", "refund.payout-submitted.v1"), ("succeeded", "refund.paid.v1"),
+        ("reconciled", "refund.reconciled.v1")]
+    assert {(n["channel"], n["template"], n["status"]) for n in detail["notifications"]} == {
+        (c, m, "sent") for c in ("email", "sms", "webhook") for m in ("received", "approved", "paid", "completed")}
+    deadlines = {d["stage"]: d for d in detail["deadlines"]}
+    assert list(deadlines) == ["intake", "approval", "payout", "reconcile", "notify"]
+    assert all(d["due_at"] and d["done_at"] and d["met"] is not None for d in deadlines.values()), deadlines
+
+    # The search is index scans only, however big the projection grows.
+    async with db.transaction():
+        await db.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(r[0] for r in await db.fetch(f"EXPLAIN {store._SEARCH}", refund_id, 50))
+    assert "Seq Scan" not in plan, plan

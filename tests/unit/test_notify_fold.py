@@ -181,3 +181,20 @@ def test_a_reopened_review_is_on_the_timeline_with_its_reason_code_while_still_w
     [late] = fold([LifecycleEvent("refund.review-reopened.v1", {"refund_id": "rf_1", "kind": "review"})], {"rf_1": moved_on})["rf_1"]
     assert (late.row.status, late.row.reason_codes, late.row.sequence) == (Status.APPROVED, ["ok"], 4)
     assert domain.refund_of("refund.review-reopened.v1", {"refund_id": "rf_1"}) == "rf_1"
+
+
+def test_each_stage_is_done_when_an_event_leaves_it_and_a_redriven_payout_at_its_last_outcome():
+    history = [{"status": "accepted", "at": "2026-11-25T09:00:00+00:00", "event_type": "refund.accepted.v1"},
+               {"status": "approved", "at": "2026-11-25T09:05:00+00:00", "event_type": "refund.approved.v1"},
+               {"status": "processing", "at": "2026-11-25T09:06:00+00:00", "event_type": "refund.payout-submitted.v1"},
+               {"status": "failed", "at": "2026-11-25T09:07:00+00:00", "event_type": "refund.payout-failed.v1"},
+               {"status": "processing", "at": "2026-11-25T10:00:00+00:00", "event_type": "refund.payout-redriven.v1"},
+               {"status": "succeeded", "at": "2026-11-25T10:01:00+00:00", "event_type": "refund.paid.v1"}]
+    done = domain.stage_times(history)
+    assert done == {"intake": "2026-11-25T09:00:00+00:00", "approval": "2026-11-25T09:05:00+00:00",
+                    "payout": "2026-11-25T10:01:00+00:00"}
+    deadlines = {"intake": "2026-11-25T09:01:00+00:00", "approval": "2026-11-25T09:04:00+00:00",
+                 "payout": "2026-11-25T11:00:00+00:00", "reconcile": "2026-11-25T09:20:00+00:00"}
+    rows = domain.deadlines_vs_actual(deadlines, done, NOW)
+    assert [(r["stage"], r["met"]) for r in rows] == [
+        ("intake", True), ("approval", False), ("payout", True), ("reconcile", False), ("notify", None)]
