@@ -10,20 +10,20 @@ from services.notify.domain import Notification, StatusRow
 from shared.contract.events import Status
 
 
-# The status projection's columns (as domain.StatusRow names them) and their types. reason_codes
-# travel as JSON text: a text[][] is no array of arrays to unnest (and asyncpg reads lists as dimensions).
+# The status projection's columns (as domain.StatusRow names them) and their types. reason_codes and
+# history travel as JSON text: a text[][] is no array of arrays to unnest (and asyncpg reads lists as dimensions).
 _COLUMNS = {
     "refund_id": "text", "status": "text", "request_id": "text", "source": "text", "order_id": "text",
     "amount": "jsonb", "channel": "text", "reason_codes": "text", "eta": "timestamptz", "timeline": "jsonb",
     "updated_at": "timestamptz", "customer": "jsonb", "drill": "boolean", "deadlines": "jsonb", "stage": "text",
     "stage_rank": "int", "entered_at": "timestamptz", "accepted_at": "timestamptz", "sequence": "bigint",
-    "payout_attempt": "int", "history": "jsonb",
+    "payout_attempt": "int", "history": "text",
 }
 _NAMES = ", ".join(_COLUMNS)
 _LOCK = f"SELECT {_NAMES} FROM notify.refund_status WHERE refund_id = ANY($1::text[]) ORDER BY refund_id FOR UPDATE"
 _READ = f"SELECT {_NAMES} FROM notify.refund_status WHERE refund_id = ANY($1::text[])"
 _VALUES = ", ".join("ARRAY(SELECT jsonb_array_elements_text(n.reason_codes::jsonb))" if name == "reason_codes"
-                    else f"n.{name}" for name in _COLUMNS)
+                    else "n.history::jsonb" if name == "history" else f"n.{name}" for name in _COLUMNS)
 _ARRAYS = ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(_COLUMNS.values(), 1))
 # A row that exists but was not locked (another replica inserted it after the lock) is left as it is.
 _SAVE = (
@@ -49,6 +49,7 @@ async def save_statuses(conn: asyncpg.Connection, rows: Sequence[StatusRow], loc
     rows = sorted(rows, key=lambda row: row.refund_id)  # inserts, too, take their locks in one order
     columns = {name: [getattr(row, name) for row in rows] for name in _COLUMNS}
     columns["reason_codes"] = [orjson.dumps(codes).decode() for codes in columns["reason_codes"]]
+    columns["history"] = [orjson.dumps(history).decode() for history in columns["history"]]
     written = await conn.fetch(_SAVE, *columns.values(), list(locked))
     return {record["refund_id"] for record in written}
 
