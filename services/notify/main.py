@@ -10,7 +10,8 @@ from services.notify import watch
 from services.notify.delivery import EmailChannel, Sender, SmsChannel, WebhookChannel
 from services.notify.handlers import SOURCE, Audience, CausalStage, Projection, lifecycle_handlers, republish
 from services.notify.signing import sign_link
-from services.notify.web import customer_pages, staff_tickets, tracking_access, tracking_api
+from services.notify.tickets import staff_tickets
+from services.notify.web import customer_pages, tracking_access, tracking_api
 from shared.contract import contact_seal, lifecycle
 from shared.runtime.http_limits import RateLimit
 from shared.runtime.metrics import backlog_query, read_backlog, sweep_forever

@@ -129,7 +129,7 @@ async def test_declined_payout_asks_a_chinese_customer_to_act_in_chinese(sinks, 
     assert sorted(mails) == sorted(expected)
     assert mails["action_needed"]["Subject"] == f"需要您处理：订单 {request['order_id']} 的退款无法支付"
     assert mails["action_needed"]["Content-Language"] == "zh-CN"
-    assert "请联系商家" in mails["action_needed"].get_content()
+    assert "请打开下方链接提供银行账户" in mails["action_needed"].get_content()  # the page takes a new account
     assert any("需要您处理" in t["body"] for t in sinks.http.texts_to(request["customer"]["phone"]))
 
 
