@@ -53,8 +53,11 @@ class Channel(Protocol):
 
 
 def notification_key(row: asyncpg.Record) -> str:
-    """The identity every attempt of one notification shares."""
-    return f"{row['refund_id']}.{row['milestone']}.{row['channel']}"
+    """The identity every send of one notification shares (a milestone again under a later payout
+    attempt is another notification: `<milestone>_<attempt>`)."""
+    attempt = row.get("attempt", 1) or 1
+    milestone = row["milestone"] if attempt == 1 else f"{row['milestone']}_{attempt}"
+    return f"{row['refund_id']}.{milestone}.{row['channel']}"
 
 
 @dataclass(frozen=True)
@@ -205,7 +208,8 @@ class Sender:
         return render_message(row["channel"], row["locale"], row["milestone"], order_id=row["order_id"] or "",
                               amount=row["amount"], eta=domain.instant(context["eta"]),
                               reason_codes=context["reason_codes"],
-                              link=self.link_for(row["refund_id"]), feedback_url=self.feedback_url)
+                              link=(link := self.link_for(row["refund_id"])),
+                              feedback_url=self.feedback_url or f"{link}#feedback")
 
     async def _settle(self, row: asyncpg.Record, state: str, error: str | None = None) -> None:
         await store.settle(self.pool, row["id"], state, error)

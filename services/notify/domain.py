@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from shared.contract import lifecycle
 from shared.contract.events import Status
-from shared.contract.lifecycle import ENDED_WITHOUT_MONEY, PROGRESS, RANK, advances, status_of  # noqa: F401 (re-exported)
+from shared.contract.lifecycle import ENDED_WITHOUT_MONEY, PROGRESS, RANK, REDRIVE_TYPES, advances, status_of  # noqa: F401 (re-exported)
 
 # Calendar days from payout until the money is with the customer, per channel,
 # used only when payout's event carries no ETA of its own.
@@ -29,6 +29,8 @@ class Milestone(StrEnum):
     COMPLETED = "completed"
     ACTION_NEEDED = "action_needed"
     REVERSED = "reversed"
+    # A failed payout is being paid again (a new attempt: the customer's new account, or a re-route).
+    REDRIVEN = "redriven"
 
 
 MILESTONE_OF_STATUS = {
@@ -44,6 +46,13 @@ MILESTONE_OF_STATUS = {
 }
 
 SUPPORTED_LOCALES = ("en", "zh-CN")
+
+# The payout events: each is of one payout attempt (`attempt`, 1 unless it says otherwise).
+PAYOUT_TYPES = frozenset(step.event_type for step in lifecycle.STEPS if step.emitted_by == "payout")
+# Events that move no status but belong on the refund's timeline (the status is republished with them).
+TIMELINE_TYPES = {"refund.review-reopened.v1": "review-reopened"}
+# The statuses a reopened review or hold may find a refund in (still waiting for people).
+REOPENABLE = {"review": Status.PENDING_REVIEW, "hold": Status.ON_HOLD}
 
 
 def eta(status: Status, channel: str | None, since: datetime, *, announced: datetime | None = None,
@@ -85,6 +94,43 @@ def timeline(stages: dict[str, str]) -> list[dict[str, str]]:
     return [{"status": name, "at": at} for name, at in sorted(known, key=lambda s: (RANK[Status(s[0])], s[1]))]
 
 
+def history_in_order(history: list[dict]) -> list[dict]:
+    """The refund's history in the order it happened: payout attempt by attempt, each in pipeline order
+    (a late event is placed where it belongs, not where it arrived), then by when notify saw it."""
+    known = [e for e in history if e.get("status") in Status.__members__.values()]
+    return sorted(known, key=lambda e: (e.get("attempt", 0), RANK[Status(e["status"])], e["at"]))
+
+
+# The event that ends each stage's work on a refund (it leaves the stage that emitted it).
+_ENDS_STAGE = {step.event_type: step.emitted_by for step in lifecycle.STEPS if step.stage_after != step.emitted_by}
+
+
+def stage_times(history: list[dict]) -> dict[str, str]:
+    """When each stage finished with the refund, from its history (a re-driven payout: the last time)."""
+    done: dict[str, str] = {}
+    for entry in history:
+        if stage := _ENDS_STAGE.get(entry.get("event_type", "")):
+            done[stage] = max(done.get(stage, entry["at"]), entry["at"])
+    return done
+
+
+def deadlines_vs_actual(deadlines: dict | None, done: dict[str, str], now: datetime) -> list[dict]:
+    """Per stage, in pipeline order: when it was due, when it was done (None: not yet), and whether it
+    kept its deadline (None while it is still open and not yet due)."""
+    rows = []
+    for stage in lifecycle.STAGES:
+        due = instant(str(deadlines[stage])) if deadlines and deadlines.get(stage) else None
+        finished = instant(done.get(stage))
+        if due is None:
+            met = None
+        elif finished is not None:
+            met = finished <= due
+        else:
+            met = False if now > due else None
+        rows.append({"stage": stage, "due_at": due, "done_at": finished, "met": met})
+    return rows
+
+
 # -- the status projection ----------------------------------------------------------------------
 
 # The stage a refund is in after each event (the stuck-stage watch, watch.py); a later stage never
@@ -118,6 +164,12 @@ class StatusRow:
     accepted_at: datetime | None = None
     # One more per event folded: the status feed's `sequence`.
     sequence: int = 0
+    # The latest payout attempt an event of which was applied (0: no payout event yet). Nothing of an
+    # older attempt moves the status.
+    payout_attempt: int = 0
+    # Every status the refund was in and every timeline-only event, as folded: {"status", "at",
+    # "event_type", "attempt"} (a status can repeat: processing again after a re-drive).
+    history: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -134,8 +186,16 @@ class LifecycleEvent:
         return self.data["refund_id"]
 
     @property
-    def status(self) -> Status:
+    def status(self) -> Status | None:
         return status_of(self.type, self.data)
+
+    @property
+    def attempt(self) -> int | None:
+        """The payout attempt a payout event is of; None for the other events."""
+        if self.type not in PAYOUT_TYPES:
+            return None
+        attempt = self.data.get("attempt", 1)
+        return attempt if isinstance(attempt, int) and attempt >= 1 else 1
 
 
 @dataclass(frozen=True)
@@ -158,6 +218,8 @@ class Notification:
     locale: str
     # What the message says, as the row stood when the milestone was reached.
     context: dict
+    # The payout attempt it is of (1 before any payout): a milestone may come again with a new attempt.
+    attempt: int = 1
 
 
 def notifications(step: Folded, recipients: Iterable[tuple[str, str]]) -> list[Notification]:
@@ -168,45 +230,96 @@ def notifications(step: Folded, recipients: Iterable[tuple[str, str]]) -> list[N
     context = {"status": row.status.value, "eta": row.eta.isoformat() if row.eta else None,
                "reason_codes": list(row.reason_codes), "sequence": row.sequence}
     locale = customer_locale((row.customer or {}).get("locale"))
-    return [Notification(row.refund_id, step.milestone, channel, recipient, locale, context)
-            for channel, recipient in recipients]
+    return [Notification(row.refund_id, step.milestone, channel, recipient, locale, context,
+                         max(row.payout_attempt, 1)) for channel, recipient in recipients]
 
 
 def refund_of(event_type: str, data: object) -> str | None:
-    """The refund whose status the event moves; None for anything else (e.g. a rejection nobody can be
-    told about, or an event that moves no status)."""
-    if status_of(event_type, data) is None or not isinstance(data, dict) or not data.get("refund_id"):
+    """The refund whose status (or timeline) the event moves; None for anything else (e.g. a rejection
+    nobody can be told about, or an event that moves neither)."""
+    if status_of(event_type, data) is None and event_type not in TIMELINE_TYPES:
+        return None
+    if not isinstance(data, dict) or not data.get("refund_id"):
         return None
     return data["refund_id"]
 
 
+def moves(row: StatusRow, event: LifecycleEvent) -> bool:
+    """Whether `event` moves the refund's status. One refund's payout events order by attempt first:
+    an event of an older attempt than the row's latest never moves it; one of a newer attempt re-drives
+    a `failed` refund (the re-drive itself, or a later event of that attempt arriving before it: the
+    attempt says a re-drive happened, and the status goes where that attempt has got to)."""
+    new, attempt = event.status, event.attempt
+    if attempt is not None and attempt < row.payout_attempt:
+        return False
+    if attempt is not None and attempt > max(row.payout_attempt, 1) and row.status is Status.FAILED:
+        return advances(Status.FAILED, Status.PROCESSING, redrive=True) and (
+            new is Status.PROCESSING or advances(Status.PROCESSING, new))
+    return advances(row.status, new, redrive=event.type in REDRIVE_TYPES and attempt is not None
+                    and attempt > row.payout_attempt)
+
+
+def _entry(status: Status, event: LifecycleEvent, attempt: int, now: datetime) -> dict:
+    return {"status": status.value, "at": now.isoformat(), "event_type": event.type, "attempt": attempt}
+
+
 def fold(row: StatusRow, event: LifecycleEvent, now: datetime) -> Folded:
     """The row after `event`, seen at `now`. An event that does not advance the status (late or
-    repeated) still counts in `sequence`, merges the stage, deadlines, drill and customer, and
-    remembers when its status happened if nothing did yet."""
+    repeated, or of an older payout attempt) still counts in `sequence`, merges the stage, deadlines,
+    drill and customer, and remembers when its status happened if nothing did yet."""
+    if event.type in TIMELINE_TYPES:
+        return _noted(row, event, now)
     data, new = event.data, event.status
     stage = STAGE_AFTER[event.type]
-    enters = STAGE_RANK[stage] > (row.stage_rank or 0)
+    advancing = moves(row, event)
+    attempt = max(row.payout_attempt, event.attempt or 0)
+    stale = event.attempt is not None and event.attempt < row.payout_attempt
+    # A re-drive takes a refund that had left the pipeline (failed) back into payout.
+    enters = not stale and STAGE_RANK[stage] > (row.stage_rank or 0) or (advancing and row.status is Status.FAILED)
     merged = replace(
         row, sequence=row.sequence + 1, deadlines=_first(row.deadlines, data.get("deadlines")),
         drill=row.drill or bool(data.get("drill")), stage=stage if enters else row.stage,
-        entered_at=now if enters else row.entered_at, stage_rank=max(row.stage_rank or 0, STAGE_RANK[stage]),
-        accepted_at=_first(row.accepted_at, instant(data.get("accepted_at"))))
-    if not advances(row.status, new):
+        entered_at=now if enters else row.entered_at,
+        stage_rank=STAGE_RANK[stage] if enters else max(row.stage_rank or 0, STAGE_RANK[stage]),
+        accepted_at=_first(row.accepted_at, instant(data.get("accepted_at"))), payout_attempt=attempt)
+    # The statuses before a payout are of no attempt (0); later ones of the attempt they came in.
+    entry_attempt = event.attempt or (max(row.payout_attempt, 1) if RANK[new] >= RANK[Status.PROCESSING] else 0)
+    if not advancing:
         customer = row.customer if event.customer is None else {**(row.customer or {}), **event.customer}
+        seen = any(e["status"] == new.value and e.get("attempt", 0) == entry_attempt for e in row.history)
+        history = row.history if seen else [*row.history, _entry(new, event, entry_attempt, now)]
         return Folded(event, replace(merged, timeline={new.value: now.isoformat(), **row.timeline},
-                                     customer=customer))
+                                     customer=customer, history=history))
     first = row.status is None
     channel = data.get("channel") or row.channel
+    milestone = MILESTONE_OF_STATUS.get(new)
+    if row.status is Status.FAILED and new is Status.PROCESSING:
+        milestone = Milestone.REDRIVEN
     return Folded(event, replace(
         merged, status=new, updated_at=now, timeline={**row.timeline, new.value: now.isoformat()},
+        history=[*row.history, _entry(new, event, entry_attempt, now)],
         reason_codes=data.get("reason_codes") or [e["code"] for e in data.get("errors", [])],
         eta=eta(new, channel, now, announced=instant(data.get("eta")), previous=row.eta),
         source=data.get("source") if first else row.source,
         request_id=_first(row.request_id, data.get("request_id")), order_id=_first(row.order_id, data.get("order_id")),
         amount=_first(row.amount, data.get("amount")), channel=_first(row.channel, data.get("channel")),
         customer=event.customer if first else {**(row.customer or {}), **(event.customer or {})},
-    ), MILESTONE_OF_STATUS.get(new))
+    ), milestone)
+
+
+def _noted(row: StatusRow, event: LifecycleEvent, now: datetime) -> Folded:
+    """A timeline-only event (a reopened review): on the timeline with the status the refund is in, and
+    counted in `sequence`. Its reason code is published with the status only while the refund still
+    waits where it was reopened; a refund that has moved on (a late event) keeps its own."""
+    if row.status is None:  # nothing to hang it on: no status yet (cannot happen in order)
+        return Folded(event, row)
+    code = TIMELINE_TYPES[event.type]
+    still_waiting = REOPENABLE.get(event.data.get("kind")) is row.status
+    entry = {**_entry(row.status, event, row.payout_attempt, now), "note": code}
+    return Folded(event, replace(
+        row, sequence=row.sequence + 1, history=[*row.history, entry],
+        reason_codes=[code] if still_waiting else row.reason_codes,
+        updated_at=now if still_waiting else row.updated_at))
 
 
 def fold_all(row: StatusRow, events: Iterable[LifecycleEvent], now: datetime) -> list[Folded]:

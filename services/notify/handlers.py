@@ -106,10 +106,13 @@ async def _fold_locked(conn: asyncpg.Connection, by_refund: dict[str, list[domai
     while pending:
         rows = await store.lock_statuses(conn, sorted(pending))
         folded = domain.fold_batch(rows, pending, now)
+        # A timeline-only event for a refund notify has no status of yet: nothing to save or publish.
+        folded = {refund_id: steps for refund_id, steps in folded.items() if steps[-1].row.status is not None}
+        pending = {refund_id: pending[refund_id] for refund_id in folded}
         written = await store.save_statuses(conn, [steps[-1].row for steps in folded.values()], rows)
         done |= {refund_id: steps for refund_id, steps in folded.items() if refund_id in written}
         pending = {refund_id: events for refund_id, events in pending.items() if refund_id not in written}
-    return {refund_id: done[refund_id] for refund_id in by_refund}
+    return {refund_id: done[refund_id] for refund_id in by_refund if refund_id in done}
 
 
 async def republish(conn: asyncpg.Connection, items: list[Inbound]) -> list[Outgoing]:
@@ -135,4 +138,4 @@ def lifecycle_handlers(projection: Projection) -> dict[str, Handler]:
     """Every event type that moves a status, to the projection's one batch fold: one handler, so a batch's
     events of all these types reach it together, in order. Their data is folded as it came, as it always
     was (a field the projection does not read never keeps a customer from hearing of their refund)."""
-    return dict.fromkeys(domain.STAGE_AFTER, Handler(projection.fold_batch, validated=False))
+    return dict.fromkeys([*domain.STAGE_AFTER, *domain.TIMELINE_TYPES], Handler(projection.fold_batch, validated=False))

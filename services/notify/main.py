@@ -10,6 +10,7 @@ from services.notify import watch
 from services.notify.delivery import EmailChannel, Sender, SmsChannel, WebhookChannel
 from services.notify.handlers import SOURCE, Audience, CausalStage, Projection, lifecycle_handlers, republish
 from services.notify.signing import sign_link
+from services.notify.tickets import staff_tickets
 from services.notify.web import customer_pages, tracking_access, tracking_api
 from shared.contract import contact_seal, lifecycle
 from shared.runtime.http_limits import RateLimit
@@ -17,12 +18,12 @@ from shared.runtime.metrics import backlog_query, read_backlog, sweep_forever
 from shared.runtime.periodic import every
 from shared.runtime.service import make_app, make_broker, subscribe_stage
 from shared.runtime.settings import ServiceSettings
-from shared.runtime.staff import StaffVerifier
+from shared.runtime.staff import StaffAuth, StaffVerifier
 
 
 class NotifySettings(ServiceSettings):
     production_secrets = (*ServiceSettings.production_secrets, "customer_link_secret", "webhook_secret",
-                          "contact_private_key")
+                          "contact_private_key", "destination_public_key")
     # An open tracking API would show every platform's refunds to anyone.
     production_required = (*ServiceSettings.production_required, "tracking_api_keys")
 
@@ -40,7 +41,11 @@ class NotifySettings(ServiceSettings):
     # seals with CONTACT_PUBLIC_KEY (shared/contract/contact_seal.py); the default is the public local-only pair.
     contact_private_key: str = contact_seal.LOCAL_PRIVATE_KEY
     customer_link_max_age_seconds: int = 30 * 24 * 3600
-    feedback_url: str = "https://feedback.example.com/refunds"
+    # Where the completion message asks for a rating; by default the customer's own page (its 1-5 form).
+    feedback_url: str | None = None
+    # The X25519 public key a customer's new bank account is sealed with for payout (payout holds the
+    # private half, DESTINATION_PRIVATE_KEY); the default is the public local-only pair.
+    destination_public_key: str = contact_seal.LOCAL_DESTINATION_PUBLIC_KEY
     # Email is off until an SMTP server is configured.
     smtp_host: str | None = None
     smtp_port: int = 25
@@ -83,6 +88,10 @@ try:
     contact_key = contact_seal.private_key(settings.contact_private_key)
 except ValueError as error:
     raise SystemExit(f"notify cannot start: CONTACT_PRIVATE_KEY is not an X25519 private key: {error}") from None
+try:
+    destination_key = contact_seal.public_key(settings.destination_public_key)
+except ValueError as error:
+    raise SystemExit(f"notify cannot start: DESTINATION_PUBLIC_KEY is not an X25519 public key: {error}") from None
 projection = Projection(Audience(email=bool(settings.smtp_host), sms=bool(settings.sms_provider_url),
                                   webhook_urls=settings.webhook_urls), contact_key)
 
@@ -136,4 +145,5 @@ app.include_router(tracking_api(lambda: app.state.pool, tracking_access(
 app.include_router(customer_pages(lambda: app.state.pool, link_secret=settings.customer_link_secret,
                                  rate_limit=RateLimit("customer_page_per_client", settings.customer_page_rate_limit,
                                                       settings.rate_limit_storage_uri),
-                                  feedback_url=settings.feedback_url))
+                                  unit_of_work=stage.unit_of_work, destination_key=destination_key))
+app.include_router(staff_tickets(lambda: app.state.pool, StaffAuth(StaffVerifier.from_settings(settings))))

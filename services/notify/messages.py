@@ -8,6 +8,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from services.notify import domain
 from shared.contract.events import Status
+from shared.contract.lifecycle import TERMINAL_STATUSES
 from shared.contract.money import Money
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -50,18 +51,23 @@ def render_message(channel: str, locale: str, milestone: str, *, order_id: str, 
     return Message(subject, _ENV.get_template(f"{locale}/body.txt.j2").render(values), link)
 
 
-def render_page(row: dict, *, locale: str, opt_out_action: str, opted_out: bool, feedback_url: str) -> str:
-    """The customer's tracking page: progress bar, ETA, timeline and what happens next."""
+def render_page(row: dict, *, locale: str, action: str, opted_out: bool, destination: dict | None = None,
+                destination_error: str | None = None, feedback: dict | None = None,
+                feedback_error: str | None = None) -> str:
+    """The customer's tracking page: progress bar, ETA, timeline and what happens next; for a failed
+    refund the form for a new bank account (or that one was received), for a finished one the rating form.
+    `action` is the page's own path: its forms post below it."""
     status = Status(row["status"])
-    stages = [{**stage, "at_text": _moment(datetime.fromisoformat(stage["at"]), locale)}
-              for stage in domain.timeline(row["timeline"])]
-    done = status in (Status.SUCCEEDED, Status.RECONCILED, Status.DISCREPANCY)
+    entries = domain.history_in_order(row.get("history") or []) or domain.timeline(row["timeline"])
+    stages = [{**entry, "note": entry.get("note"), "at_text": _moment(datetime.fromisoformat(entry["at"]), locale)}
+              for entry in entries]
     return _ENV.get_template("page.html.j2").render(
         locale=locale, order_id=row["order_id"] or "", amount=_amount(row["amount"]), status=status.value,
         progress=domain.PROGRESS[status], eta=local_date(row["eta"], locale),
-        eta_iso=row["eta"].isoformat() if row["eta"] else "", timeline=stages,
-        feedback_url=f"{feedback_url}?refund={row['refund_id']}" if done and feedback_url else None,
-        opt_out_action=opt_out_action, opted_out=opted_out)
+        eta_iso=row["eta"].isoformat() if row["eta"] else "", timeline=stages, action=action,
+        opted_out=opted_out, needs_destination=status is Status.FAILED, destination=destination,
+        destination_error=destination_error, asks_feedback=status in TERMINAL_STATUSES, feedback=feedback,
+        feedback_error=feedback_error)
 
 
 def render_refused(reason: str, locale: str) -> str:

@@ -4,6 +4,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated
 
 import asyncpg
@@ -11,12 +12,17 @@ import jwt
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import Counter
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from fastapi import Form
+from prometheus_client import Counter, Histogram
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.notify import domain, signing, store
+from services.notify import destination, domain, signing, store
+from services.notify.handlers import SOURCE
 from services.notify.messages import render_page, render_refused
 from shared.runtime.http_limits import RateLimit
-from shared.contract.events import Status
+from shared.contract.envelope import encode
+from shared.contract.events import Channel, Status
 from shared.contract.lifecycle import TERMINAL_STATUSES
 from shared.runtime.staff import StaffVerifier
 
@@ -24,6 +30,13 @@ LOOKUPS = Counter("refund_tracking_lookups_total", "Refund status look-ups (API 
 REPEAT_LOOKUPS = Counter(
     "refund_tracking_repeat_lookups_total", "Look-ups of a refund that had been looked up before (repeat inquiries)",
     ["via"])
+
+
+FEEDBACK_RATING = Histogram("refund_feedback_rating", "Customers' first rating of a finished refund (1-5)",
+                            buckets=(1, 2, 3, 4, 5))
+FEEDBACK = Counter("refund_feedback_total", "Customer feedback given on finished refunds", ["kind"])
+DESTINATIONS = Counter("refund_destinations_provided_total",
+                       "New bank accounts customers gave for failed refunds, by outcome", ["outcome"])
 
 
 def _counted(row: asyncpg.Record | None, via: str) -> asyncpg.Record | None:
@@ -46,6 +59,8 @@ def tracking(row: asyncpg.Record) -> dict:
         "timeline": {stage["status"]: stage["at"] for stage in stages}, "stages": stages,
         "terminal": status in TERMINAL_STATUSES, "deadlines": row["deadlines"],
         "inquiries": row["inquiries"], "updated_at": row["updated_at"],
+        # Every status and timeline-only event in the order it happened, a re-driven payout's attempts apart.
+        "history": domain.history_in_order(row["history"]), "payout_attempt": row["payout_attempt"],
     }
 
 
@@ -113,13 +128,30 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def customer_pages(pool: Callable[[], asyncpg.Pool], *, link_secret: str, feedback_url: str, rate_limit: RateLimit,
+def customer_pages(pool: Callable[[], asyncpg.Pool], *, link_secret: str, rate_limit: RateLimit,
+                   unit_of_work: Callable, destination_key: X25519PublicKey,
                    clock: Callable[[], float] = time.time) -> APIRouter:
-    """The signed customer page and its opt-out, each limited per client address."""
+    """The signed customer page, its opt-out, the new bank account of a failed refund and the feedback
+    form, each limited per client address; and the feedback API behind the same signed link."""
     async def per_client(request: Request) -> None:
         await rate_limit.check(_client(request))
 
     router = APIRouter(dependencies=[Depends(per_client)])
+
+    async def _page(token: str, request: Request, refund_id: str, *, status_code: int = 200,
+                    destination_error: str | None = None, feedback_error: str | None = None) -> HTMLResponse:
+        row = _counted(await store.count_inquiry(pool(), "refund_id = $1", refund_id), "page")
+        if row is None:
+            raise HTTPException(status_code=404, detail="no such refund")
+        customer = row["customer"] or {}
+        locale = domain.customer_locale(request.query_params.get("lang") or customer.get("locale"))
+        opted_out = await store.opted_out(pool(), row["source"], customer.get("id"))
+        destination = await store.destination_for(pool(), refund_id, row["payout_attempt"])
+        feedback = await store.feedback_of(pool(), refund_id)
+        return HTMLResponse(render_page(
+            dict(row), locale=locale, action=f"/r/{token}", opted_out=opted_out,
+            destination=dict(destination) if destination else None, destination_error=destination_error,
+            feedback=dict(feedback) if feedback else None, feedback_error=feedback_error), status_code=status_code)
 
     def _read(token: str, request: Request) -> str | HTMLResponse:
         try:
@@ -134,14 +166,7 @@ def customer_pages(pool: Callable[[], asyncpg.Pool], *, link_secret: str, feedba
         refund_id = _read(token, request)
         if isinstance(refund_id, HTMLResponse):
             return refund_id
-        row = _counted(await store.count_inquiry(pool(), "refund_id = $1", refund_id), "page")
-        if row is None:
-            raise HTTPException(status_code=404, detail="no such refund")
-        customer = row["customer"] or {}
-        locale = domain.customer_locale(request.query_params.get("lang") or customer.get("locale"))
-        opted_out = await store.opted_out(pool(), row["source"], customer.get("id"))
-        return HTMLResponse(render_page(dict(row), locale=locale, opt_out_action=f"/r/{token}/opt-out",
-                                        opted_out=opted_out, feedback_url=feedback_url))
+        return await _page(token, request, refund_id)
 
     @router.post("/r/{token}/opt-out", include_in_schema=False)
     async def opt_out(token: str, request: Request):
@@ -156,4 +181,96 @@ def customer_pages(pool: Callable[[], asyncpg.Pool], *, link_secret: str, feedba
         await store.opt_out(pool(), row["source"], row["customer"]["id"])
         return RedirectResponse(f"/r/{token}", status_code=303)
 
+    @router.post("/r/{token}/destination", include_in_schema=False)
+    async def give_destination(token: str, request: Request, holder: Annotated[str, Form()] = "",
+                               iban: Annotated[str, Form()] = ""):
+        """A failed refund's customer gives a bank account to pay it to: checked, sealed for payout and
+        published (`refund.destination-provided.v1`) with the row that keeps it to one per failed attempt."""
+        refund_id = _read(token, request)
+        if isinstance(refund_id, HTMLResponse):
+            return refund_id
+        try:
+            account = destination.bank_account(holder, iban)
+        except destination.DestinationRefused as refused:
+            DESTINATIONS.labels(f"invalid_{refused.code}").inc()
+            return await _page(token, request, refund_id, status_code=422, destination_error=refused.code)
+        outcome = await _provide(refund_id, account)
+        DESTINATIONS.labels(outcome).inc()
+        if outcome == "not_failed":
+            return await _page(token, request, refund_id, status_code=409, destination_error="not_failed")
+        return RedirectResponse(f"/r/{token}#destination", status_code=303)
+
+    async def _provide(refund_id: str, account: destination.BankAccount) -> str:
+        async with unit_of_work() as uow:
+            row = await store.lock_status(uow.conn, refund_id)
+            if row is None:
+                raise HTTPException(status_code=404, detail="no such refund")
+            if not redrivable(row):
+                return "not_failed"
+            now = datetime.now(UTC)
+            if not await store.record_destination(uow.conn, refund_id, row["payout_attempt"],
+                                                  Channel.BANK_TRANSFER.value, account.summary, now):
+                return "already_given"  # one pending destination per failed attempt: the first stays
+            uow.emit(encode(destination.provided(account, refund_id, destination_key, now), source=SOURCE,
+                            key=refund_id))
+            return "provided"
+
+    @router.post("/r/{token}/feedback", include_in_schema=False)
+    async def feedback_form(token: str, request: Request, rating: Annotated[str, Form()] = "",
+                            comment: Annotated[str, Form()] = ""):
+        refund_id = _read(token, request)
+        if isinstance(refund_id, HTMLResponse):
+            return refund_id
+        try:
+            given = Feedback(rating=rating, comment=comment or None)
+        except ValidationError:
+            return await _page(token, request, refund_id, status_code=422, feedback_error="invalid")
+        if not await _keep_feedback(refund_id, given):
+            return await _page(token, request, refund_id, status_code=409, feedback_error="not_finished")
+        return RedirectResponse(f"/r/{token}#feedback", status_code=303)
+
+    @router.post("/v1/refunds/{refund_id}/feedback")
+    async def feedback_api(refund_id: str, given: Feedback, request: Request,
+                           token: Annotated[str | None, Query(description="the customer link's token")] = None):
+        """The customer's 1–5 rating and optional comment of a finished refund (one per refund; sending
+        again replaces it). Authorised by the signed customer link's token (`?token=`, the part after `/r/`)."""
+        if not token:
+            raise HTTPException(401, "missing token: the signed customer link's token (?token=)")
+        try:
+            linked = signing.read_link(link_secret, token, clock())
+        except signing.LinkRefused as refused:
+            raise HTTPException(403, f"customer link {refused.reason}") from None
+        if linked != refund_id:
+            raise HTTPException(403, "the customer link is for another refund")
+        saved = await _keep_feedback(refund_id, given)
+        if saved is None:
+            raise HTTPException(409, f"refund {refund_id} is not finished yet: feedback is asked once it is")
+        return {"refund_id": refund_id, "rating": saved["rating"], "comment": saved["comment"], "at": saved["at"]}
+
+    async def _keep_feedback(refund_id: str, given: "Feedback") -> asyncpg.Record | None:
+        status = await pool().fetchval("SELECT status FROM notify.refund_status WHERE refund_id = $1", refund_id)
+        if status is None:
+            raise HTTPException(status_code=404, detail=f"no refund {refund_id}")
+        if Status(status) not in TERMINAL_STATUSES:
+            return None
+        saved = await store.save_feedback(pool(), refund_id, given.rating, given.comment)
+        if saved["first"]:
+            FEEDBACK_RATING.observe(given.rating)
+        FEEDBACK.labels("new" if saved["first"] else "updated").inc()
+        return saved
+
     return router
+
+
+class Feedback(BaseModel):
+    """A customer's rating of a finished refund."""
+
+    model_config = ConfigDict(extra="forbid")
+    rating: int = Field(ge=1, le=5, description="1 (bad) to 5 (very good)")
+    comment: str | None = Field(default=None, max_length=1000)
+
+
+def redrivable(row: asyncpg.Record) -> bool:
+    """A failed payout that was not money coming back (a reversal is not paid again from the page)."""
+    return row["status"] == Status.FAILED.value
+

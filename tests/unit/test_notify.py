@@ -1,5 +1,6 @@
 """Notify's pure parts: milestones, ETA, backoff, signed links, webhook signatures, templates."""
 
+import re
 import base64
 import time
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,8 @@ MILESTONES = list(domain.Milestone)
 
 
 def test_the_customer_hears_of_each_milestone_they_care_about():
-    assert set(domain.MILESTONE_OF_STATUS.values()) == set(domain.Milestone)
+    # Every milestone but the re-drive (failed -> processing again, not a status of its own) is a status's.
+    assert set(domain.MILESTONE_OF_STATUS.values()) == set(domain.Milestone) - {domain.Milestone.REDRIVEN}
     assert domain.MILESTONE_OF_STATUS[Status.SUCCEEDED] == domain.Milestone.PAID
     assert Status.PROCESSING not in domain.MILESTONE_OF_STATUS  # internal step, no message
 
@@ -122,17 +124,42 @@ def _row(status: str, **changes) -> dict:
 
 
 def test_page_escapes_what_came_from_platforms_and_shows_progress():
-    page = render_page(_row("processing"), locale="en", opt_out_action="/r/t/opt-out", opted_out=False,
-                       feedback_url="https://fb.example")
+    page = render_page(_row("processing"), locale="en", action="/r/t", opted_out=False)
     assert "<script>x</script>" not in page and "&lt;script&gt;" in page
     assert 'aria-valuenow="60"' in page and "width: 60%" in page and "25 Nov 2026" in page
-    assert "fb.example" not in page  # not complete yet
+    assert 'id="feedback-form"' not in page and 'id="destination-form"' not in page  # not finished, not failed
+    assert 'action="/r/t/opt-out"' in page
 
 
-def test_page_offers_feedback_when_complete_and_confirms_opt_out():
-    page = render_page(_row("reconciled"), locale="zh-CN", opt_out_action="/r/t/opt-out", opted_out=True,
-                       feedback_url="https://fb.example")
-    assert "https://fb.example?refund=rf_1" in page and "已完成" in page and 'id="opted-out"' in page
+def test_page_asks_for_a_rating_when_complete_and_confirms_opt_out():
+    page = render_page(_row("reconciled"), locale="zh-CN", action="/r/t", opted_out=True,
+                       feedback={"rating": 4, "comment": "<b>ok</b>"})
+    assert 'action="/r/t/feedback"' in page and "已完成" in page and 'id="opted-out"' in page
+    assert 'value="4" id="rating-4" required checked' in page and "&lt;b&gt;ok&lt;/b&gt;" in page
+
+
+@pytest.mark.parametrize("locale", domain.SUPPORTED_LOCALES)
+def test_a_failed_refund_asks_for_a_bank_account_until_one_is_given(locale):
+    asking = render_page(_row("failed"), locale=locale, action="/r/t", opted_out=False, destination_error="iban")
+    assert 'action="/r/t/destination"' in asking and 'data-error="iban"' in asking and "IBAN" in asking
+    given = render_page(_row("failed"), locale=locale, action="/r/t", opted_out=False,
+                        destination={"summary": "DE89 •••• 3000"})
+    assert 'id="destination-form"' not in given and "DE89 •••• 3000" in given
+    reversed_ = render_page(_row("reversed"), locale=locale, action="/r/t", opted_out=False)
+    assert 'id="destination"' not in reversed_
+
+
+def test_the_page_shows_every_attempt_and_a_reopened_review_in_order():
+    history = [{"status": "processing", "at": "2026-11-25T09:40:00+00:00", "attempt": 2},
+               {"status": "failed", "at": "2026-11-25T09:35:00+00:00", "attempt": 1},
+               {"status": "pending_review", "at": "2026-11-25T09:10:00+00:00", "attempt": 0},
+               {"status": "pending_review", "at": "2026-11-25T09:20:00+00:00", "attempt": 0, "note": "review-reopened"},
+               {"status": "accepted", "at": "2026-11-25T09:00:00+00:00", "attempt": 0}]
+    page = render_page(_row("processing", history=history), locale="en", action="/r/t", opted_out=False)
+    order = re.findall(r'<li data-status="(\w+)"(?: data-note="([\w-]+)")?', page)
+    assert order == [("accepted", ""), ("pending_review", ""), ("pending_review", "review-reopened"),
+                     ("failed", ""), ("processing", "")]
+    assert "Review reopened" in page
 
 
 def test_refused_page_says_why():

@@ -110,3 +110,91 @@ def test_only_a_refunds_status_changing_events_are_folded():
     assert domain.refund_of("refund.rejected.v1", {"refund_id": None, "errors": []}) is None
     assert domain.refund_of("refund.review-escalated.v1", {"refund_id": "rf_1"}) is None
     assert domain.refund_of("refund.paid.v1", ["not", "an", "object"]) is None
+
+
+# -- payout attempts: a failed refund re-driven, older attempts never moving it ------------------
+
+FAILED_1 = StatusRow("rf_1", status=Status.FAILED, source="shop-eu", channel="card", stage="done", stage_rank=4,
+                     sequence=4, payout_attempt=1, timeline={"failed": "t4"},
+                     history=[{"status": "failed", "at": "t4", "event_type": "refund.payout-failed.v1", "attempt": 1}])
+
+
+def test_a_redrive_of_a_newer_attempt_takes_a_failed_refund_to_processing_and_on():
+    steps = fold([event("payout-redriven", attempt=2, exit="new_destination"), event("paid", attempt=2),
+                  event("reconciled")], {"rf_1": FAILED_1})["rf_1"]
+    assert [(s.row.status, s.row.sequence, s.milestone) for s in steps] == [
+        (Status.PROCESSING, 5, Milestone.REDRIVEN), (Status.SUCCEEDED, 6, Milestone.PAID),
+        (Status.RECONCILED, 7, Milestone.COMPLETED)]
+    assert steps[0].row.stage == "payout" and steps[0].row.eta is not None
+    assert steps[-1].row.payout_attempt == 2
+    assert [(e["status"], e["attempt"]) for e in domain.history_in_order(steps[-1].row.history)] == [
+        ("failed", 1), ("processing", 2), ("succeeded", 2), ("reconciled", 2)]
+
+
+def test_a_redrive_of_the_same_attempt_or_an_older_attempts_events_move_nothing():
+    steps = fold([event("payout-redriven", attempt=1, exit="reroute"), event("payout-submitted"),
+                  event("paid", attempt=1)], {"rf_1": FAILED_1})["rf_1"]
+    assert [(s.row.status, s.milestone) for s in steps] == [(Status.FAILED, None)] * 3
+    assert [s.row.sequence for s in steps] == [5, 6, 7] and steps[-1].row.stage == "done"
+
+
+def test_an_older_attempts_failure_arriving_after_the_redrive_is_dropped():
+    steps = fold([event("payout-redriven", attempt=2, exit="reroute"), event("payout-failed", attempt=1,
+                                                                             failure_reason="account_closed")],
+                 {"rf_1": FAILED_1})["rf_1"]
+    assert [s.row.status for s in steps] == [Status.PROCESSING, Status.PROCESSING]
+    assert steps[-1].row.stage == "payout"  # the stale failure does not take it out of payout either
+
+
+def test_a_newer_attempts_outcome_before_its_redrive_still_ends_where_that_attempt_got_to():
+    steps = fold([event("paid", attempt=2), event("payout-redriven", attempt=2, exit="reroute")],
+                 {"rf_1": FAILED_1})["rf_1"]
+    assert [s.row.status for s in steps] == [Status.SUCCEEDED, Status.SUCCEEDED]
+    # Before its failure is seen, a redrive moves the attempt on, so the old attempt's failure is stale.
+    processing = StatusRow("rf_1", status=Status.PROCESSING, channel="card", stage="payout", stage_rank=2,
+                           sequence=3, payout_attempt=1)
+    steps = fold([event("payout-redriven", attempt=2, exit="reroute"),
+                  event("payout-failed", attempt=1, failure_reason="x"), event("payout-failed", attempt=2,
+                                                                               failure_reason="y")],
+                 {"rf_1": processing})["rf_1"]
+    assert [s.row.status for s in steps] == [Status.PROCESSING, Status.PROCESSING, Status.FAILED]
+    assert steps[-1].milestone == Milestone.ACTION_NEEDED
+
+
+def test_a_milestone_again_under_a_newer_attempt_is_another_notification():
+    steps = fold([event("payout-redriven", attempt=2, exit="reroute"),
+                  event("payout-failed", attempt=2, failure_reason="y")], {"rf_1": FAILED_1})["rf_1"]
+    queued = [n for step in steps for n in domain.notifications(step, [("email", "a@example.com")])]
+    assert [(n.milestone, n.attempt) for n in queued] == [(Milestone.REDRIVEN, 2), (Milestone.ACTION_NEEDED, 2)]
+
+
+def test_a_reopened_review_is_on_the_timeline_with_its_reason_code_while_still_waiting():
+    waiting = StatusRow("rf_1", status=Status.PENDING_REVIEW, channel="card", stage="approval", stage_rank=1,
+                        sequence=2, reason_codes=["above_ceiling"], updated_at=EARLIER)
+    [step] = fold([LifecycleEvent("refund.review-reopened.v1", {"refund_id": "rf_1", "kind": "review", "note": "customer called"})],
+                  {"rf_1": waiting})["rf_1"]
+    row = step.row
+    assert (row.status, row.sequence, row.reason_codes, row.updated_at, step.milestone) == (
+        Status.PENDING_REVIEW, 3, ["review-reopened"], NOW, None)
+    assert row.history[-1]["event_type"] == "refund.review-reopened.v1"
+    moved_on = StatusRow("rf_1", status=Status.APPROVED, channel="card", sequence=3, reason_codes=["ok"])
+    [late] = fold([LifecycleEvent("refund.review-reopened.v1", {"refund_id": "rf_1", "kind": "review"})], {"rf_1": moved_on})["rf_1"]
+    assert (late.row.status, late.row.reason_codes, late.row.sequence) == (Status.APPROVED, ["ok"], 4)
+    assert domain.refund_of("refund.review-reopened.v1", {"refund_id": "rf_1"}) == "rf_1"
+
+
+def test_each_stage_is_done_when_an_event_leaves_it_and_a_redriven_payout_at_its_last_outcome():
+    history = [{"status": "accepted", "at": "2026-11-25T09:00:00+00:00", "event_type": "refund.accepted.v1"},
+               {"status": "approved", "at": "2026-11-25T09:05:00+00:00", "event_type": "refund.approved.v1"},
+               {"status": "processing", "at": "2026-11-25T09:06:00+00:00", "event_type": "refund.payout-submitted.v1"},
+               {"status": "failed", "at": "2026-11-25T09:07:00+00:00", "event_type": "refund.payout-failed.v1"},
+               {"status": "processing", "at": "2026-11-25T10:00:00+00:00", "event_type": "refund.payout-redriven.v1"},
+               {"status": "succeeded", "at": "2026-11-25T10:01:00+00:00", "event_type": "refund.paid.v1"}]
+    done = domain.stage_times(history)
+    assert done == {"intake": "2026-11-25T09:00:00+00:00", "approval": "2026-11-25T09:05:00+00:00",
+                    "payout": "2026-11-25T10:01:00+00:00"}
+    deadlines = {"intake": "2026-11-25T09:01:00+00:00", "approval": "2026-11-25T09:04:00+00:00",
+                 "payout": "2026-11-25T11:00:00+00:00", "reconcile": "2026-11-25T09:20:00+00:00"}
+    rows = domain.deadlines_vs_actual(deadlines, done, NOW)
+    assert [(r["stage"], r["met"]) for r in rows] == [
+        ("intake", True), ("approval", False), ("payout", True), ("reconcile", False), ("notify", None)]

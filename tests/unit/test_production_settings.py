@@ -10,8 +10,10 @@ from shared.runtime.settings import ProductionRefused, ServiceSettings
 
 SAFE = {"environment": "production", "staff_jwks_url": "https://idp.example.com/.well-known/jwks.json"}
 CONTACT_PRIVATE, CONTACT_PUBLIC = contact_seal.new_key_pair()
+_, DESTINATION_PUBLIC = contact_seal.new_key_pair()
 NOTIFY_SAFE = SAFE | {"customer_link_secret": "link-key", "webhook_secret": "whsec_abc",
-                      "tracking_api_keys": {"key-1": "shop-eu"}, "contact_private_key": CONTACT_PRIVATE}
+                      "tracking_api_keys": {"key-1": "shop-eu"}, "contact_private_key": CONTACT_PRIVATE,
+                      "destination_public_key": DESTINATION_PUBLIC}
 
 
 def test_local_runs_keep_their_defaults():
@@ -29,6 +31,8 @@ def test_production_with_every_secret_set_starts():
     ({"webhook_secret": ""}, "WEBHOOK_SECRET is empty"),
     ({"tracking_api_keys": {}}, "TRACKING_API_KEYS is not set"),
     ({"contact_private_key": contact_seal.LOCAL_PRIVATE_KEY}, "CONTACT_PRIVATE_KEY is the public default"),
+    ({"destination_public_key": contact_seal.LOCAL_DESTINATION_PUBLIC_KEY},
+     "DESTINATION_PUBLIC_KEY is the public default"),
 ])
 def test_production_refuses_each_unsafe_setting_by_name(change, named):
     with pytest.raises(ProductionRefused) as refused:
