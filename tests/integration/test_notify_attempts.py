@@ -19,6 +19,7 @@ from shared.contract.events import (PayoutFailed, PayoutRedriven, PayoutSubmitte
                                     RefundReviewRequested)
 from shared.runtime.roles import Role
 from tests.integration.helpers import TopicTail, publish, refund_of, staff_auth
+from tests.integration.service_fixtures import service_configured
 from tests.integration.test_notify import (  # noqa: F401 (the module's notify, pointed at real sinks)
     CHROMIUM_ARGS, LINK_SECRET, PLATFORM_AUTH, SOURCE, customer_request, milestone_of, settled, sinks)
 from tools.platform import StatusFollower
@@ -122,6 +123,17 @@ async def test_a_failed_refunds_customer_gives_a_bank_account_on_the_page(sinks,
     refund_id = refund_of(request, SOURCE)
     await failed_refund(producer, status_feed, request)
     link = link_for(stack, refund_id)
+    # Payout would act on the destination at once (re-drive, and this payment is declined again); the
+    # page is checked while the destination is pending, so payout waits until the end of the test
+    # (the end-to-end exit is test_the_customers_bank_account_from_the_page_pays_the_failed_refund_end_to_end).
+    stack.stop_service("payout")
+    try:
+        await _give_a_bank_account_on_the_page(stack, db, refund_id, link)
+    finally:
+        stack.start_service("payout")
+
+
+async def _give_a_bank_account_on_the_page(stack, db, refund_id: str, link: str) -> None:
     async with TopicTail(stack.bootstrap, topics.DESTINATIONS) as destinations, async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         try:
@@ -288,3 +300,29 @@ async def test_staff_find_a_ticket_by_any_of_its_ids_and_read_it_whole(sinks, st
         await db.execute("SET LOCAL enable_seqscan = off")
         plan = "\n".join(r[0] for r in await db.fetch(f"EXPLAIN {store._SEARCH}", refund_id, 50))
     assert "Seq Scan" not in plan, plan
+
+
+async def test_the_customers_bank_account_from_the_page_pays_the_failed_refund_end_to_end(
+        sinks, stack, producer, status_feed, db):
+    # The whole exit, nothing forged: the card is dead (no automatic bank-transfer fallback), the
+    # payout fails, the customer gives an IBAN on the signed page, notify seals it for payout, payout
+    # asks intake to reserve the amount again, and attempt 2 pays it by bank transfer.
+    with service_configured(stack, "payout", PAYOUT_FALLBACK_FROM="[]"):
+        request = customer_request(payment_suffix="-sim-expired")
+        refund_id = refund_of(request, SOURCE)
+        await failed_refund(producer, status_feed, request)
+        async with httpx.AsyncClient(timeout=30) as http:
+            given = await http.post(f"{link_for(stack, refund_id)}/destination",
+                                    data={"holder": "Ana Lima", "iban": GOOD_IBAN})
+            assert given.status_code == 303, given.text  # taken: back to the page
+        assert await status_feed.wait_for(
+            lambda: status_feed.status_of(refund_id) in ("succeeded", "reconciled"), timeout=120)
+    paid = await db.fetchrow("SELECT * FROM payout.payouts WHERE refund_id = $1", refund_id)
+    assert (paid["status"], paid["attempt"], paid["channel"]) == ("succeeded", 2, "bank_transfer")
+    exit_row = await db.fetchrow("SELECT * FROM payout.exits WHERE refund_id = $1", refund_id)
+    assert (exit_row["exit"], exit_row["requested_by"]) == ("new_destination", "customer")
+    assert await db.fetchval("SELECT count(*) FROM gateway_sim.refunds WHERE payment_id = $1 AND status = 'succeeded'",
+                             request["payment"]["id"]) == 1
+    # The amount is reserved once again for attempt 2, not given back by attempt 1's failure.
+    assert await db.fetchval("SELECT refunded FROM intake.payment_balances WHERE gateway = $1 AND payment_id = $2",
+                             request["payment"]["gateway"], request["payment"]["id"]) == request["amount"]["value"]
