@@ -38,7 +38,7 @@ SIGN_INS = Counter("console_sign_ins_total", "Sign-in attempts, by method and ou
 REASON_MAX = 500
 KINDS = ("review", "hold")
 DISCREPANCY_CATEGORIES = ("missing_in_report", "missing_internally", "amount_mismatch", "currency_mismatch",
-                          "duplicate", "reversed", "fee_mismatch")
+                          "duplicate", "reversed", "fee_mismatch", "paid_outside")
 DEAD_LETTER_STATES = ("open", "replayed", "discarded")
 
 

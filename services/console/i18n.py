@@ -69,7 +69,7 @@ ZH_CN = {
     "denied": "已拒绝", "paid": "已打款", "failed": "打款失败", "completed": "已完成", "reconciled": "已对账",
     "rejected": "已驳回", "resolved": "已解决", "replayed": "已重放", "discarded": "已丢弃",
     # reconciliation
-    "Ledger per currency": "各币种账目", "Paid": "已付", "Open": "未结", "Balanced": "平衡", "Nothing paid yet.": "尚无付款。",
+    "Ledger per currency": "各币种账目", "Paid": "已付", "Open": "未结", "Balanced": "平衡", "Resolved": "已解决", "Awaiting a line": "等待结算行", "Nothing paid yet.": "尚无付款。",
     "Category": "类别", "No discrepancies.": "没有差异。", "Expected": "应付", "Settled": "已结算", "Opened": "发现时间",
     "Resolve": "解决", "Discrepancy {id} resolved.": "差异 {id} 已解决。",
     "missing_in_report": "报告中缺失", "missing_internally": "内部缺失", "amount_mismatch": "金额不符",
