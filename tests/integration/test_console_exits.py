@@ -131,6 +131,10 @@ async def test_failed_payout_paid_outside_then_its_discrepancy_resolved(stack, b
     view = await wait_until(paid_outside, timeout=60)
     [exit_] = view["exits"]
     assert (exit_["exit"], exit_["requested_by"], exit_["reference"]) == ("paid_outside", "fiona", reference), exit_
+    # Succeeded (attempt 2 re-drives the failed refund), then a discrepancy: no gateway line will bear it.
+    assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "discrepancy", timeout=60), \
+        status_feed.history.get(refund_id)
+    assert "succeeded" in status_feed.history[refund_id], status_feed.history[refund_id]
     await page.reload()
     await expect(page.locator(f"tr[data-refund-id='{refund_id}']")).to_have_count(0)
 
@@ -150,6 +154,8 @@ async def test_failed_payout_paid_outside_then_its_discrepancy_resolved(stack, b
     await row.locator("button[type=submit]").click()
     assert await notice(page) == f"Discrepancy {opened['id']} resolved."
     await expect(page.locator(f"tr[data-gateway-ref='{reference}']")).to_have_count(0)
+    assert await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "reconciled", timeout=60), \
+        status_feed.history.get(refund_id)
 
     resolved = await get(stack, "reconcile", "/v1/discrepancies", FIONA, status="resolved", category="paid_outside")
     mine = next(d for d in resolved if d["id"] == opened["id"])
@@ -163,14 +169,6 @@ async def test_failed_payout_paid_outside_then_its_discrepancy_resolved(stack, b
     assert settled["payout"]["paid_outside"] and [(d["category"], d["status"]) for d in settled["discrepancies"]] \
         == [("paid_outside", "resolved")], settled
     await page.context.close()
-
-    # The public status should follow: succeeded, then reconciled once finance resolved it. Known gap:
-    # payout's paid-outside exit emits refund.paid.v1 without a refund.payout-redriven.v1, and
-    # lifecycle.advances lets only a re-drive take a refund out of `failed`, so notify keeps `failed`.
-    reached = await status_feed.wait_for(lambda: status_feed.status_of(refund_id) == "reconciled", timeout=30)
-    if not reached and status_feed.status_of(refund_id) == "failed":
-        pytest.xfail(f"paid outside, yet the status feed still says failed: {status_feed.history.get(refund_id)}")
-    assert reached, status_feed.history.get(refund_id)
 
 
 async def test_dead_letter_replayed_from_the_console_once_its_cause_is_fixed(stack, browser, console_url, producer,
