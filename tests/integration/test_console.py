@@ -249,7 +249,9 @@ async def test_ticket_search_and_every_section(stack, browser, console_url, prod
     await expect(page.locator("#attempts tbody tr")).to_have_count(1)
     await expect(page.locator("#attempts")).to_contain_text("succeeded")
     await expect(page.locator("#notifications")).to_be_visible()
-    await expect(page.locator("#timeline tbody tr[data-status='paid']")).to_have_count(1)
+    paid = page.locator("#timeline tbody tr[data-status='succeeded']")  # a status, of refund.paid.v1
+    await expect(paid).to_have_count(1)
+    await expect(paid).to_contain_text("refund.paid.v1")
     await page.screenshot(path=SHOTS / "console-ticket-full.png", full_page=True)
     await page.context.close()
 
