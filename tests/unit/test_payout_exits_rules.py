@@ -51,7 +51,10 @@ def test_intake_reserves_again_only_after_a_failed_payout_and_only_what_the_paym
         assert refusal.field == "amount"
 
 
-def test_production_refuses_the_local_destination_key():
+def test_production_refuses_the_local_destination_key(monkeypatch):
+    # The simulator's routes are refused in production too: an integration session in the same run
+    # exports GATEWAY_ROUTES.
+    monkeypatch.delenv("GATEWAY_ROUTES", raising=False)
     private, _ = contact_seal.new_key_pair()
     assert PayoutSettings(**SAFE, destination_private_key=private).destination_private_key == private
     with pytest.raises(ProductionRefused, match="DESTINATION_PRIVATE_KEY is the public default"):
