@@ -6,15 +6,15 @@ secret its session cookie is signed with. Like the services it fails closed in p
 
 from typing import Literal
 
-from pydantic import ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import model_validator
+from pydantic_settings import SettingsConfigDict
 
-from shared.runtime.settings import ProductionRefused, ServiceSettings
+from shared.runtime.settings import RefusingSettings, ServiceSettings
 
 DEFAULT_SESSION_SECRET = "local-dev-console-session-secret-change-me"
 
 
-class ConsoleSettings(BaseSettings):
+class ConsoleSettings(RefusingSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
 
     environment: Literal["local", "production"] = "local"
@@ -48,15 +48,6 @@ class ConsoleSettings(BaseSettings):
     # the secret the services verify local tokens with.
     staff_token_secret: str = ServiceSettings.model_fields["staff_token_secret"].default
     demo_password: str = "console-demo"
-
-    def __init__(self, **values) -> None:
-        try:
-            super().__init__(**values)
-        except ValidationError as error:
-            unsafe = [e["msg"].removeprefix("Value error, ") for e in error.errors() if e["loc"] == ()]
-            if not unsafe:
-                raise
-            raise ProductionRefused(f"ConsoleSettings: refusing to start in production: {unsafe[0]}") from None
 
     @property
     def service_urls(self) -> dict[str, str]:

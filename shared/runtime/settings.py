@@ -18,7 +18,21 @@ class ProductionRefused(SystemExit):
     """The settings are not safe for production; the process exits with the reasons."""
 
 
-class ServiceSettings(BaseSettings):
+class RefusingSettings(BaseSettings):
+    """Settings whose model-level checks (the `_fails_closed_in_production` validators) stop the
+    process with one clear line instead of a validation traceback."""
+
+    def __init__(self, **values) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as error:
+            unsafe = [e["msg"].removeprefix("Value error, ") for e in error.errors() if e["loc"] == ()]
+            if not unsafe:
+                raise
+            raise ProductionRefused(f"{type(self).__name__}: refusing to start in production: {unsafe[0]}") from None
+
+
+class ServiceSettings(RefusingSettings):
     """Common knobs; each service subclasses this with its own (e.g. its stage SLA)."""
 
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
@@ -85,15 +99,6 @@ class ServiceSettings(BaseSettings):
     # <endpoint>/v1/traces), and the milliseconds a span waits in the batch before export.
     otel_exporter_otlp_endpoint: str = ""
     otel_bsp_schedule_delay: int = 5000
-
-    def __init__(self, **values) -> None:
-        try:
-            super().__init__(**values)
-        except ValidationError as error:
-            unsafe = [e["msg"].removeprefix("Value error, ") for e in error.errors() if e["loc"] == ()]
-            if not unsafe:
-                raise
-            raise ProductionRefused(f"{type(self).__name__}: refusing to start in production: {unsafe[0]}") from None
 
     @model_validator(mode="after")
     def _fails_closed_in_production(self) -> "ServiceSettings":
