@@ -9,7 +9,6 @@ a settlement batch.
 
 import asyncio
 import contextlib
-import logging
 import os
 
 import structlog
@@ -53,7 +52,6 @@ async def _close_batches(ctx: SimContext) -> None:
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI):
     configure_logging("gatewaysim", settings.log_level)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per webhook sent; failures are logged
     ran = await apply_migrations(settings.database_url, ledger.SCHEMA, ledger.MIGRATIONS, stage_tables=False)
     log.info("migrations_applied", schema=ledger.SCHEMA, versions=ran)
     pool = await create_pool(settings.database_url, max_size=settings.db_pool_max)

@@ -24,8 +24,8 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+import aiohttp
 import asyncpg
-import httpx
 import orjson
 import structlog
 from Adyen.util import generate_notification_sig
@@ -93,10 +93,19 @@ class WebhookSender:
         self.pool, self.accounts = pool, accounts
         self.max_attempts, self.retry_base = max_attempts, retry_base_seconds
         self.targets = [name for name, account in accounts.items() if account.webhook_url]
-        self.client = httpx.AsyncClient(timeout=timeout_seconds)
+        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._client: aiohttp.ClientSession | None = None
+
+    @property
+    def client(self) -> aiohttp.ClientSession:
+        """One keep-alive session, opened on first use (inside the running loop)."""
+        if self._client is None:
+            self._client = aiohttp.ClientSession(timeout=self.timeout)
+        return self._client
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if self._client is not None:
+            await self._client.close()
 
     async def send_due(self, limit: int = 50) -> int:
         """One round: claim the due events (oldest first), send them at once, record each result."""
@@ -107,29 +116,38 @@ class WebhookSender:
             "WHERE id IN (SELECT id FROM gateway_sim.webhook_outbox WHERE next_attempt_at <= now() "
             "  AND account = ANY($1) ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) "
             "RETURNING id, account, event_id, body, attempts", self.targets, limit, _LEASE_SECONDS)
-        await asyncio.gather(*(self._send(row) for row in sorted(due, key=lambda r: r["id"])))
+        results = await asyncio.gather(*(self._send(row) for row in sorted(due, key=lambda r: r["id"])))
+        delivered = [(row["id"], row["attempts"] + 1) for row, error in results if error is None]
+        if delivered:  # one statement for the round's deliveries; a failure is rare and written on its own
+            await self.pool.execute(
+                "UPDATE gateway_sim.webhook_outbox o SET attempts = d.attempts, delivered_at = now(), "
+                "next_attempt_at = NULL, last_error = NULL "
+                "FROM unnest($1::bigint[], $2::int[]) AS d(id, attempts) WHERE o.id = d.id",
+                [row_id for row_id, _ in delivered], [attempts for _, attempts in delivered])
+        for row, error in results:
+            if error is not None:
+                await self._failed(row, error)
+            DELIVERIES.labels(row["account"], "delivered" if error is None else
+                              ("given_up" if row["attempts"] + 1 >= self.max_attempts else "failed")).inc()
         return len(due)
 
-    async def _send(self, row: asyncpg.Record) -> None:
+    async def _send(self, row: asyncpg.Record) -> tuple[asyncpg.Record, str | None]:
+        """Sends one event; the error, or None for a 2xx."""
         account = self.accounts[row["account"]]
         raw, headers = signed_request(account, row["body"])
         try:
-            answer = await self.client.post(account.webhook_url, content=raw, headers=headers)
-            error = None if 200 <= answer.status_code < 300 else f"http_{answer.status_code}"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:300]
+            async with self.client.post(account.webhook_url, data=raw, headers=headers) as answer:
+                await answer.read()
+                return row, None if 200 <= answer.status < 300 else f"http_{answer.status}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return row, f"{type(exc).__name__}: {exc}"[:300]
+
+    async def _failed(self, row: asyncpg.Record, error: str) -> None:
         attempt = row["attempts"] + 1
-        if error is None:
-            await self.pool.execute(
-                "UPDATE gateway_sim.webhook_outbox SET attempts = $2, delivered_at = now(), next_attempt_at = NULL, "
-                "last_error = NULL WHERE id = $1", row["id"], attempt)
-        else:
-            retry_in = self.retry_base * 2 ** (attempt - 1) if attempt < self.max_attempts else None
-            await self.pool.execute(
-                "UPDATE gateway_sim.webhook_outbox SET attempts = $2, last_error = $3, "
-                "next_attempt_at = now() + make_interval(secs => $4) WHERE id = $1",
-                row["id"], attempt, error, retry_in)
-            log.warning("webhook_failed", account=row["account"], event_id=row["event_id"], attempt=attempt,
-                        error=error, given_up=retry_in is None)
-        DELIVERIES.labels(row["account"], "delivered" if error is None else
-                          ("given_up" if attempt >= self.max_attempts else "failed")).inc()
+        retry_in = self.retry_base * 2 ** (attempt - 1) if attempt < self.max_attempts else None
+        await self.pool.execute(
+            "UPDATE gateway_sim.webhook_outbox SET attempts = $2, last_error = $3, "
+            "next_attempt_at = now() + make_interval(secs => $4) WHERE id = $1",
+            row["id"], attempt, error, retry_in)
+        log.warning("webhook_failed", account=row["account"], event_id=row["event_id"], attempt=attempt,
+                    error=error, given_up=retry_in is None)

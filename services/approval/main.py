@@ -80,5 +80,6 @@ async def sweep_backlog() -> None:
 
 app = make_app(settings, broker=broker, stage=stage, consumers=[consumer],
                migrations=Path(__file__).parent / "migrations",
-               background=[review_clock, count_parked, sweep_backlog, verifier.run_forever], title="Refund approval")
+               background=[review_clock, count_parked, sweep_backlog, verifier.run_forever], closers=[payments.close],
+               title="Refund approval")
 app.include_router(review_router(desk, StaffAuth(StaffVerifier.from_settings(settings))))

@@ -5,7 +5,7 @@ One adapter per route in GATEWAY_ROUTES (shared/runtime/gateway_routes.py), chos
 - Stripe-shaped: the official `stripe` package, `GET /v1/payment_intents/{id}` with the latest charge
   expanded (`ch_`/`py_` ids: `GET /v1/charges/{id}`, as payout refunds them); captured = the charge's
   `amount_captured`, refunded = its `amount_refunded`.
-- Adyen-shaped: httpx, `GET {base}/v71/payments/{pspReference}` with `X-API-Key`. This read is a
+- Adyen-shaped: aiohttp, `GET {base}/v71/payments/{pspReference}` with `X-API-Key`. This read is a
   simulator extension: Adyen has no payment lookup in its Checkout API, so a real Adyen integration
   takes captured and refunded amounts from Adyen's payment data (the payment's CAPTURE/REFUND
   notifications or its reports) instead; the adapter is where that would change.
@@ -15,15 +15,16 @@ timeout, network error, 5xx, 429, a refused key, an unreadable body -- is `Gatew
 payment was not verified either way, and approval asks again later.
 """
 
+import json
 from collections.abc import Mapping
 from typing import Protocol
 from urllib.parse import quote
 
-import httpx
 import stripe
 
 from services.approval.domain import GatewayPayment
 from shared.runtime.gateway_routes import GatewayRoute, GatewayRoutes
+from shared.runtime.http_client import HTTP_ERRORS, LazySession, StripeHttp
 
 
 class GatewayUnanswered(Exception):
@@ -40,15 +41,16 @@ class PaymentReader(Protocol):
     async def read(self, payment_id: str) -> GatewayPayment | None:
         """The payment; None if the gateway does not know it. Raises GatewayUnanswered."""
 
+    async def close(self) -> None:
+        """Closes its connections (at process stop)."""
+
 
 class StripePayments:
     """A Stripe-shaped gateway (Stripe, or the simulator's Stripe personality)."""
 
     def __init__(self, route: GatewayRoute) -> None:
-        self.client = stripe.StripeClient(
-            route.api_key.get_secret_value(), base_addresses={"api": route.base},
-            # Asking again is approval's business (durable, with backoff), not the HTTP client's.
-            max_network_retries=0, http_client=stripe.HTTPXClient(timeout=route.timeout_seconds))
+        self.http = StripeHttp(route.api_key.get_secret_value(), route.base, route.timeout_seconds)
+        self.client = self.http.client
 
     async def read(self, payment_id: str) -> GatewayPayment | None:
         try:
@@ -62,6 +64,9 @@ class StripePayments:
         except stripe.StripeError as error:
             raise GatewayUnanswered(f"stripe_http_{error.http_status or 'connection'}") from error
         return stripe_payment_intent(intent.to_dict())
+
+    async def close(self) -> None:
+        await self.http.close()
 
 
 def stripe_payment_intent(intent: Mapping) -> GatewayPayment:
@@ -86,25 +91,30 @@ def stripe_charge(charge: Mapping) -> GatewayPayment:
 class AdyenPayments:
     """An Adyen-shaped gateway (the simulator's Adyen personality; see the module docstring)."""
 
-    def __init__(self, route: GatewayRoute, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, route: GatewayRoute) -> None:
         self.base = route.base
-        self.client = client or httpx.AsyncClient(timeout=route.timeout_seconds)
-        self.headers = {"X-API-Key": route.api_key.get_secret_value(), "Accept": "application/json"}
+        self.http = LazySession(route.timeout_seconds, {"X-API-Key": route.api_key.get_secret_value(),
+                                                        "Accept": "application/json"})
 
     async def read(self, payment_id: str) -> GatewayPayment | None:
         try:
-            answer = await self.client.get(f"{self.base}/v71/payments/{quote(payment_id, safe='')}",
-                                           headers=self.headers)
-        except httpx.HTTPError as error:
-            raise GatewayUnanswered(f"adyen_{type(error).__name__}") from error
-        if answer.status_code == 404:
+            async with self.http.session.get(f"{self.base}/v71/payments/{quote(payment_id, safe='')}") as answer:
+                status, body = answer.status, await answer.read()
+        except TimeoutError as error:
+            raise GatewayUnanswered("adyen_timeout") from error
+        except HTTP_ERRORS as error:
+            raise GatewayUnanswered("adyen_connection") from error
+        if status == 404:
             return None
-        if answer.status_code != 200:
-            raise GatewayUnanswered(f"adyen_http_{answer.status_code}")
+        if status != 200:
+            raise GatewayUnanswered(f"adyen_http_{status}")
         try:
-            return adyen_payment(answer.json())
+            return adyen_payment(json.loads(body))
         except ValueError:
             raise GatewayUnanswered("adyen_unreadable_payment") from None
+
+    async def close(self) -> None:
+        await self.http.close()
 
 
 def adyen_payment(body: Mapping) -> GatewayPayment:
@@ -132,3 +142,7 @@ class GatewayPayments:
 
     async def read(self, gateway: str, payment_id: str) -> GatewayPayment | None:
         return await self.readers[gateway].read(payment_id)
+
+    async def close(self) -> None:
+        for reader in self.readers.values():
+            await reader.close()

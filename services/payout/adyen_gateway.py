@@ -1,4 +1,4 @@
-"""An Adyen-shaped gateway (Adyen's Checkout API v71, or the simulator's Adyen personality) over httpx.
+"""An Adyen-shaped gateway (Adyen's Checkout API v71, or the simulator's Adyen personality) over aiohttp.
 
 A refund request only says `received`: the outcome always comes as a
 notification (`REFUND` with `success` true or false; later `REFUND_FAILED` or
@@ -17,25 +17,25 @@ import binascii
 import json
 from collections.abc import Mapping
 
-import httpx
 from Adyen.util import is_valid_hmac_notification
 
 from services.payout.gateway import Acknowledgement, GatewayError, GatewayEvent, GatewayResult, RefundOrder, \
     WebhookRejected
 from shared.runtime.gateway_routes import GatewayRoute
+from shared.runtime.http_client import HTTP_ERRORS, LazySession
 
 # 401/403: our credentials; 422: the request itself (unknown payment "167", amount "137"): asking again won't help.
 _RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
 
 
-def classify(response: httpx.Response) -> GatewayError:
-    if response.status_code >= 500 or response.status_code in _RETRYABLE_STATUSES:
-        return GatewayError(f"adyen_http_{response.status_code}", retryable=True)
+def classify(status: int, body: bytes) -> GatewayError:
+    if status >= 500 or status in _RETRYABLE_STATUSES:
+        return GatewayError(f"adyen_http_{status}", retryable=True)
     try:
-        code = response.json().get("errorCode")
-    except ValueError:
+        code = json.loads(body).get("errorCode")
+    except (ValueError, AttributeError):
         code = None
-    return GatewayError(f"adyen_{code}" if code else f"adyen_http_{response.status_code}", retryable=False)
+    return GatewayError(f"adyen_{code}" if code else f"adyen_http_{status}", retryable=False)
 
 
 def notification_event(item: Mapping) -> GatewayEvent | None:
@@ -65,8 +65,8 @@ class AdyenGatewayAdapter:
         # longer the card's). Only the simulator gets it; Adyen's own API has no such field.
         self.sends_channel = route.simulator
         self.hmac_key = route.hmac_key.get_secret_value()
-        self.http = httpx.AsyncClient(base_url=route.base, timeout=route.timeout_seconds,
-                                      headers={"X-API-Key": route.api_key.get_secret_value()})
+        self.base = route.base
+        self.http = LazySession(route.timeout_seconds, {"X-API-Key": route.api_key.get_secret_value()})
 
     async def refund(self, order: RefundOrder) -> GatewayResult:
         body = {"merchantAccount": self.merchant_account, "reference": order.idempotency_key,
@@ -74,21 +74,30 @@ class AdyenGatewayAdapter:
         if self.sends_channel:
             body["channel"] = order.channel
         try:
-            response = await self.http.post(f"/v71/payments/{order.payment_id}/refunds", json=body,
-                                            headers={"Idempotency-Key": order.idempotency_key})
-        except httpx.TimeoutException as error:
+            async with self.http.session.post(f"{self.base}/v71/payments/{order.payment_id}/refunds", json=body,
+                                              headers={"Idempotency-Key": order.idempotency_key}) as response:
+                status, raw = response.status, await response.read()
+        except TimeoutError as error:
             raise GatewayError("adyen_http_timeout", retryable=True) from error
-        except httpx.HTTPError as error:
+        except HTTP_ERRORS as error:
             raise GatewayError("adyen_http_connection", retryable=True) from error
-        if not response.is_success:
-            raise classify(response)
-        answer = response.json()
+        if not 200 <= status < 300:
+            raise classify(status, raw)
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            answer = {}
+        if not isinstance(answer, dict):
+            answer = {}
         if answer.get("status") != "received" or not answer.get("pspReference"):
             raise GatewayError(f"adyen_unexpected_answer:{answer.get('status')}", retryable=False)
         return GatewayResult("pending", answer["pspReference"], None)
 
     async def lookup(self, idempotency_key: str, payment_id: str) -> GatewayResult | None:
         raise NotImplementedError("Adyen cannot be asked by key; outcomes arrive as notifications")
+
+    async def close(self) -> None:
+        await self.http.close()
 
     def events(self, payload: bytes, headers: Mapping[str, str]) -> list[GatewayEvent]:
         """Every item must be signed with our key and be for our merchant account, or none is taken."""

@@ -98,3 +98,6 @@ class Gateway(Protocol):
 
         Events about anything else (other event types, a refund still pending) are left out.
         """
+
+    async def close(self) -> None:
+        """Closes its connections (at process stop)."""

@@ -79,6 +79,7 @@ async def sweep_exits() -> None:
 
 app = make_app(settings, broker=broker, stage=stage, consumers=[consumer],
                migrations=Path(__file__).parent / "migrations",
-               background=[run_executor, sweep_backlog, sweep_exits], title="Refund payout")
+               background=[run_executor, sweep_backlog, sweep_exits],
+               closers=[gateway.close for gateway in gateways.values()], title="Refund payout")
 app.include_router(gateway_events_router(gateways, receiver))
 app.include_router(payouts_router(stage, exits, StaffAuth(StaffVerifier.from_settings(settings)), gateways))

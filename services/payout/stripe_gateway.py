@@ -20,6 +20,7 @@ import stripe
 from services.payout.gateway import Acknowledgement, GatewayError, GatewayEvent, GatewayResult, RefundOrder, \
     WebhookRejected
 from shared.runtime.gateway_routes import GatewayRoute
+from shared.runtime.http_client import StripeHttp
 
 _STATUS = {"succeeded": "succeeded", "pending": "pending", "requires_action": "pending",
            "failed": "failed", "canceled": "failed"}
@@ -65,10 +66,8 @@ class StripeGatewayAdapter:
 
     def __init__(self, name: str, route: GatewayRoute) -> None:
         self.name = name
-        self.client = stripe.StripeClient(
-            route.api_key.get_secret_value(), base_addresses={"api": route.base},
-            # Retries are payout's business (durable, with backoff), not the HTTP client's.
-            max_network_retries=0, http_client=stripe.HTTPXClient(timeout=route.timeout_seconds))
+        self.http = StripeHttp(route.api_key.get_secret_value(), route.base, route.timeout_seconds)
+        self.client = self.http.client
         self.webhook_secret = route.webhook_secret.get_secret_value()
 
     @staticmethod
@@ -99,6 +98,9 @@ class StripeGatewayAdapter:
         except stripe.StripeError as error:
             raise classify(error) from error
         return None
+
+    async def close(self) -> None:
+        await self.http.close()
 
     def events(self, payload: bytes, headers: Mapping[str, str]) -> list[GatewayEvent]:
         try:

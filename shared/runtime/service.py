@@ -65,10 +65,12 @@ def make_app(
     consumers: Sequence[StageConsumer],
     migrations: Path,
     background: Sequence[Callable[[], Awaitable[None]]] = (),
+    closers: Sequence[Callable[[], Awaitable[None]]] = (),
     title: str,
     body_limits: dict[str, int] | None = None,
 ) -> FastAPI:
-    """The service process: lifespan starts pool, migrations, broker and background loops."""
+    """The service process: lifespan starts pool, migrations, broker and background loops; at stop it
+    awaits `closers` (HTTP clients) once the loops are done."""
     state = {"ready": False}
     stage.breaker = DeadLetterBreaker(stage.schema, settings.dead_letter_limit_per_minute)
     health = ConsumerHealth(list(consumers), settings.consumer_ready_within_seconds,
@@ -113,6 +115,8 @@ def make_app(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for close in closers:
+                await close()
             await stage.stop()
             await pool.close()
             tracing.shutdown()  # tracing: export the spans still buffered

@@ -56,13 +56,15 @@ _provider = None
 
 # ------------------------------------------------------------------ set-up (once per process, in make_app)
 def configure(settings: "ServiceSettings", app: "FastAPI") -> None:
-    """Export spans over OTLP/HTTP and instrument asyncpg, httpx and `app`, if an endpoint is set."""
+    """Export spans over OTLP/HTTP and instrument asyncpg, aiohttp and httpx clients and `app`, if an
+    endpoint is set."""
     if not settings.otel_exporter_otlp_endpoint:
         return
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
     if _provider is None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
         from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
         from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
         from opentelemetry.sdk.resources import Resource
@@ -79,6 +81,7 @@ def configure(settings: "ServiceSettings", app: "FastAPI") -> None:
         use(provider)
         AsyncPGInstrumentor().instrument(tracer_provider=provider)
         HTTPXClientInstrumentor().instrument(tracer_provider=provider)
+        AioHttpClientInstrumentor().instrument(tracer_provider=provider)
     FastAPIInstrumentor.instrument_app(app, tracer_provider=_provider, excluded_urls="healthz,readyz,metrics",
                                        exclude_spans=["receive", "send"])
 

@@ -100,7 +100,7 @@ async def test_a_refused_key_is_no_answer_not_an_unknown_payment(gateway):
 async def test_a_gateway_that_is_not_listening_is_no_answer():
     with pytest.raises(GatewayUnanswered, match="connection"):
         await routes("http://127.0.0.1:9").read("sim", "pi_1")
-    with pytest.raises(GatewayUnanswered, match="adyen_ConnectError"):
+    with pytest.raises(GatewayUnanswered, match="adyen_connection"):
         await routes("http://127.0.0.1:9").read("adyen", "psp-1")
 
 
