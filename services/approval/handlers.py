@@ -91,6 +91,9 @@ class Decisions:
     def __init__(self, policy: Policy, payments: GatewayPayments) -> None:
         self.policy = policy
         self.payments = payments
+        # Gateways something was parked for since the verifier last looked: after a commit it wakes only
+        # their rounds (waking every gateway's cost a claim query per round per batch, most finding nothing).
+        self.parked_gateways: set[str] = set()
 
     def apply(self, outcomes: store.Outcomes, refund: RefundAccepted, verdict: domain.Verdict, *,
               decided_by: str, sla_seconds: float | None = None,
@@ -113,7 +116,8 @@ class Decisions:
             PAYMENT_CHECKS.labels("-", "unrouted").inc()
             return [self.take_effect(outcomes, awaiting)]
         outcomes.park(awaiting)
-        log.info("decision_awaits_payment_verification", refund_id=refund.refund_id,
+        self.parked_gateways.add(refund.payment.gateway)
+        log.debug("decision_awaits_payment_verification", refund_id=refund.refund_id,
                  gateway=refund.payment.gateway, decided_by=awaiting.decided_by,
                  then="review" if awaiting.review else "approve")
         return []

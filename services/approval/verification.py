@@ -65,12 +65,14 @@ class PaymentVerifier:
                                    for _ in range(self.rounds_per_gateway)] + [None]
         wakes = [asyncio.Event() for _ in lanes]
 
-        async def wake_on_commit() -> None:  # a committed batch or decision may have parked something
+        async def wake_on_commit() -> None:  # a committed batch may have parked something for these gateways
             while True:
                 await self.stage.committed.wait()
                 self.stage.committed.clear()
-                for wake in wakes:
-                    wake.set()
+                parked, self.decisions.parked_gateways = self.decisions.parked_gateways, set()
+                for lane, wake in zip(lanes, wakes):
+                    if lane in parked:
+                        wake.set()
 
         await asyncio.gather(wake_on_commit(), *(self._lane(lane, wake) for lane, wake in zip(lanes, wakes)))
 
@@ -79,7 +81,8 @@ class PaymentVerifier:
             try:
                 wake.clear()
                 if not await self.run_once(gateway):
-                    try:  # woken by a commit, else look again in a second (rows asked again come due)
+                    try:  # woken by a commit that parked rows for it, else look again in a second (rows
+                        # asked again come due; a review decided over the API parks outside the consume loop)
                         await asyncio.wait_for(wake.wait(), timeout=1.0)
                     except TimeoutError:
                         pass
