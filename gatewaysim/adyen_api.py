@@ -124,11 +124,10 @@ async def create_payment(request: Request, call: Call = Depends(adyen_account)) 
 
 @router.get("/{account}/v71/payments/{psp}")
 async def read_payment(psp: str, call: Call = Depends(adyen_account)) -> Response:
-    payment = await ledger.find_payment(call.ctx.pool, call.name, psp)
-    if payment is None or payment["id"] != psp:
+    found = await ledger.payment_with_refunded(call.ctx.pool, call.name, psp)
+    if found is None:
         raise error(404, "000", f"payment {psp} not found")
-    refunded = await ledger.refunded_value(call.ctx.pool, call.name, psp)
-    return Answer.of(200, objects.adyen_payment(payment, refunded)).response()
+    return Answer.of(200, objects.adyen_payment(*found)).response()
 
 
 @router.post("/{account}/v71/payments/{psp}/refunds")

@@ -199,6 +199,17 @@ async def find_payment(conn: asyncpg.Connection | asyncpg.Pool, account: str, re
         "ORDER BY id = $2 DESC LIMIT 1" + (" FOR UPDATE" if lock else ""), account, reference)
 
 
+async def payment_with_refunded(conn: asyncpg.Connection | asyncpg.Pool, account: str,
+                                payment_id: str) -> tuple[asyncpg.Record, int] | None:
+    """A payment by its own id and what its refunds took (as `refunded_value`), in one statement: the
+    read every refund's verification makes."""
+    row = await conn.fetchrow(
+        "SELECT p.*, (SELECT coalesce(sum(r.amount_value), 0) FROM gateway_sim.refunds r WHERE r.account = p.account "
+        "  AND r.payment_id = p.id AND r.status IN ('pending', 'succeeded'))::bigint AS refunded "
+        "FROM gateway_sim.payments p WHERE p.account = $1 AND p.id = $2", account, payment_id)
+    return None if row is None else (row, row["refunded"])
+
+
 async def refunded_value(conn: asyncpg.Connection | asyncpg.Pool, account: str, payment_id: str) -> int:
     """What the payment's refunds took: pending and succeeded ones (failed and reversed gave it back)."""
     return await conn.fetchval(

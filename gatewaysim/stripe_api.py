@@ -110,11 +110,10 @@ async def create_payment_intent(request: Request, call: Call = Depends(stripe_ac
 
 @router.get("/{account}/v1/payment_intents/{payment_id}")
 async def read_payment_intent(payment_id: str, call: Call = Depends(stripe_account)) -> Response:
-    payment = await ledger.find_payment(call.ctx.pool, call.name, payment_id)
-    if payment is None or payment["id"] != payment_id:
+    found = await ledger.payment_with_refunded(call.ctx.pool, call.name, payment_id)
+    if found is None:
         raise error(404, f"No such payment_intent: '{payment_id}'", code="resource_missing", param="intent")
-    refunded = await ledger.refunded_value(call.ctx.pool, call.name, payment_id)
-    return Answer.of(200, objects.stripe_payment_intent(payment, refunded)).response()
+    return Answer.of(200, objects.stripe_payment_intent(*found)).response()
 
 
 _REFUSED = {
