@@ -153,7 +153,8 @@ class PayoutExecutor:
     """
 
     def __init__(self, stage: Stage, gateways: Mapping[str, Gateway], *, reclaim_after_seconds: float,
-                 sla_seconds: float, policy: PayoutPolicy = PayoutPolicy(), concurrency: int = 32) -> None:
+                 sla_seconds: float, policy: PayoutPolicy = PayoutPolicy(), concurrency: int = 32,
+                 rounds: int = 1) -> None:
         self.stage = stage
         self.gateways = gateways
         self.lease_seconds = reclaim_after_seconds
@@ -161,16 +162,30 @@ class PayoutExecutor:
         self.policy = policy
         self.rules = OutcomeRules(policy)
         self.claim_size = concurrency
+        # Rounds in flight: while one waits on its slowest gateway call, the next claims and calls.
+        self.rounds = rounds
 
     async def run_forever(self) -> None:
+        wakes = [asyncio.Event() for _ in range(self.rounds)]
+
+        async def wake_on_commit() -> None:  # a committed batch may have recorded intents
+            while True:
+                await self.stage.committed.wait()
+                self.stage.committed.clear()
+                for wake in wakes:
+                    wake.set()
+
+        await asyncio.gather(wake_on_commit(), *(self._round(wake) for wake in wakes))
+
+    async def _round(self, wake: asyncio.Event) -> None:
         while True:
             try:
                 # Cleared before the claim, not after an empty one: a commit while run_once runs (after its
                 # claim read the table) would otherwise be cleared unseen, and its intents wait a whole timeout.
-                self.stage.committed.clear()
+                wake.clear()
                 if not await self.run_once():
                     try:
-                        await asyncio.wait_for(self.stage.committed.wait(), timeout=1.0)
+                        await asyncio.wait_for(wake.wait(), timeout=1.0)
                     except TimeoutError:
                         pass
             except Exception:

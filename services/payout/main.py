@@ -60,7 +60,8 @@ receiver = GatewayEventReceiver(stage, OutcomeRules(policy), sla_seconds=setting
 
 async def run_executor() -> None:
     executor = PayoutExecutor(stage, gateways, reclaim_after_seconds=settings.payout_reclaim_after_seconds,
-                              sla_seconds=settings.payout_sla_seconds, policy=policy)
+                              sla_seconds=settings.payout_sla_seconds, policy=policy,
+                              rounds=settings.payout_executor_rounds)
     await executor.run_forever()
 
 

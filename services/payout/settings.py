@@ -1,5 +1,7 @@
 """Payout's settings, read from the environment in `main` only."""
 
+from pydantic import Field
+
 from shared.contract import contact_seal
 from shared.runtime.gateway_routes import GatewayRoutes
 from shared.runtime.settings import ServiceSettings
@@ -17,6 +19,10 @@ class PayoutSettings(ServiceSettings):
     # orphaned by a crash and re-claimed. A live worker renews its claim every third of it while the
     # gateway calls run, so this bounds crash recovery, not how long a gateway call may take.
     payout_reclaim_after_seconds: float = 30.0
+    # Executor rounds in flight, each claiming up to 32 intents and calling their gateways at once: while
+    # one round waits on its slowest call, the others claim and call (claims skip each other's rows, as
+    # two replicas' do). With one round, make bench at 150/s offered waited 2.1 s (p50) from intent to outcome.
+    payout_executor_rounds: int = Field(4, ge=1)
     payout_retry_base_seconds: float = 1.0
     payout_retry_cap_seconds: float = 300.0
     payout_retry_max_attempts: int = 8
