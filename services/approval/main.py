@@ -40,8 +40,9 @@ class ApprovalSettings(ServiceSettings):
     # Payment reads in flight per verifier round; a round's rows are held for the lease (longer than a read's
     # timeout, the route's `timeout_seconds`): a crashed replica's rows are read again after it.
     approval_verify_concurrency: int = Field(32, ge=1)
-    # Verifier rounds in flight per gateway (each claims its own rows).
-    approval_verify_rounds: int = Field(2, ge=1)
+    # Verifier rounds in flight per gateway (each claims its own rows): while one waits on its slowest
+    # read, the others claim and read (as payout's executor rounds do).
+    approval_verify_rounds: int = Field(4, ge=1)
     approval_verify_lease_seconds: float = Field(30.0, gt=0)
 
 

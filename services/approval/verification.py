@@ -71,7 +71,7 @@ class PaymentVerifier:
                 self.stage.committed.clear()
                 parked, self.decisions.parked_gateways = self.decisions.parked_gateways, set()
                 for lane, wake in zip(lanes, wakes):
-                    if lane in parked:
+                    if lane in parked:  # a waiting round claims at once, a busy one claims again when done
                         wake.set()
 
         await asyncio.gather(wake_on_commit(), *(self._lane(lane, wake) for lane, wake in zip(lanes, wakes)))

@@ -172,7 +172,7 @@ class PayoutExecutor:
             while True:
                 await self.stage.committed.wait()
                 self.stage.committed.clear()
-                for wake in wakes:
+                for wake in wakes:  # a waiting round claims at once, a busy one claims again when done
                     wake.set()
 
         await asyncio.gather(wake_on_commit(), *(self._round(wake) for wake in wakes))
