@@ -13,12 +13,16 @@ one batch and the next fetch. Here:
   batches a second);
 - a batch the stage raises on (the database unreachable) is sought back to and fetched again
   after a pause; a poison record never gets here (the stage dead-letters it);
+- a batch spanning partitions is handed over in publish order (the records' timestamps), each
+  partition's own order kept: two requests against one payment keyed apart are settled first come,
+  first served, however the fetch grouped them;
 - on a rebalance, the batch in hand finishes and its offsets are committed before the
   partitions go; on stop, the same, within the graceful timeout.
 """
 
 import asyncio
 import contextlib
+import heapq
 import time
 from collections.abc import Sequence
 
@@ -51,6 +55,12 @@ class _Rebalance(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         log.info("partitions_assigned", group=self.loop.group_id, partitions=len(assigned))
         self.loop.hold_if_breaker_open()
+
+
+def in_publish_order(batches) -> list:
+    """The records of per-partition batches merged by timestamp; within a partition, offset order stays
+    (a merge, not a sort: a producer's clock may step back, and a partition's order is the contract's)."""
+    return list(heapq.merge(*batches, key=lambda record: record.timestamp))
 
 
 class StageConsumer:
@@ -132,7 +142,7 @@ class StageConsumer:
                 await self._save(fetched)
 
     async def _save(self, fetched: dict[TopicPartition, list]) -> None:
-        records = [record for batch in fetched.values() for record in batch]
+        records = in_publish_order(fetched.values())
         started = time.perf_counter()
         try:
             await self.stage.process(records)
