@@ -13,7 +13,6 @@ only `down` deletes data.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
 import secrets

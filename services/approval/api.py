@@ -1,5 +1,6 @@
 """Reviewers' HTTP API: the queue, decisions with four eyes, disputes. Staff bearer tokens and roles."""
 
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -74,9 +75,15 @@ class _Bad(ValueError):
         super().__init__(f"{name}: {message}")
 
 
-def refused(error: ReviewRefused) -> JSONResponse:
-    """`{"detail": message, "code": stable code}`: the console shows the detail, clients branch on the code."""
-    return JSONResponse({"detail": str(error), "code": error.code}, status_code=error.status)
+async def answered(refund_id: str, action: Awaitable[dict]) -> dict | JSONResponse:
+    """A desk action's review, a 404 for no such review, or its refusal as `{"detail": message, "code": stable
+    code}` (the console shows the detail, clients branch on the code)."""
+    try:
+        return await action
+    except LookupError:
+        raise HTTPException(404, f"no review for refund {refund_id}") from None
+    except ReviewRefused as error:
+        return JSONResponse({"detail": str(error), "code": error.code}, status_code=error.status)
 
 
 class DisputeFlag(BaseModel):
@@ -115,12 +122,7 @@ def review_router(desk: ReviewDesk, auth: StaffAuth) -> APIRouter:
                             404: {"description": "no review for this refund"},
                             409: {"description": "already decided, or expired (a senior reviewer reopens it first)"}})
     async def decide(refund_id: str, decision: Decision, user: staff) -> dict:  # or the refusal as a JSONResponse
-        try:
-            return await desk.decide(refund_id, user, decision.action, decision.reason)
-        except LookupError:
-            raise HTTPException(404, f"no review for refund {refund_id}") from None
-        except ReviewRefused as error:
-            return refused(error)
+        return await answered(refund_id, desk.decide(refund_id, user, decision.action, decision.reason))
 
     @router.post("/reviews/{refund_id}/reopen", summary="Put an expired review or hold back in the queue; audited",
                  responses={401: {"description": "no or invalid token"},
@@ -129,12 +131,7 @@ def review_router(desk: ReviewDesk, auth: StaffAuth) -> APIRouter:
                             409: {"description": "the review is not expired"}})
     async def reopen(refund_id: str, body: Reopen, user: staff) -> dict:  # or the refusal as a JSONResponse
         """New due/expiry from now; emits `refund.review-reopened.v1` with the reason as its note."""
-        try:
-            return await desk.reopen(refund_id, user, body.reason.strip())
-        except LookupError:
-            raise HTTPException(404, f"no review for refund {refund_id}") from None
-        except ReviewRefused as error:
-            return refused(error)
+        return await answered(refund_id, desk.reopen(refund_id, user, body.reason.strip()))
 
     @router.post("/disputes", summary="Flag or clear an open dispute/chargeback on a payment", tags=["risk"])
     async def flag_dispute(request: Request, flag: DisputeFlag,

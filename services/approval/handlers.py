@@ -209,11 +209,7 @@ class ReviewDesk:
         """Apply one reviewer's action; raises domain.ReviewRefused, or LookupError if no such review."""
         async with self.stage.pool.acquire() as conn:
             async with self.stage.unit_of_work(conn) as uow:
-                locked = await store.lock_review(conn, refund_id)
-                if locked is None:
-                    raise LookupError(refund_id)
-                row, review = locked
-                roles = sorted(str(role) for role in user.roles)
+                row, review, roles = await _locked(conn, refund_id, user)
                 effect = domain.check_decision(review, action, user.user_id, frozenset(roles))
                 await store.audit(conn, refund_id, user.user_id, action, reason, roles,
                                   {"kind": review.kind, "approvals_before": list(review.approvers)})
@@ -256,11 +252,7 @@ class ReviewDesk:
         domain.ReviewRefused, or LookupError if no such review."""
         async with self.stage.pool.acquire() as conn:
             async with self.stage.unit_of_work(conn) as uow:
-                locked = await store.lock_review(conn, refund_id)
-                if locked is None:
-                    raise LookupError(refund_id)
-                row, review = locked
-                roles = sorted(str(role) for role in user.roles)
+                row, review, roles = await _locked(conn, refund_id, user)
                 domain.check_reopen(review, frozenset(roles))
                 waiting = self.policy.hold if review.kind == "hold" else self.policy.review
                 now = datetime.now(UTC)
@@ -344,6 +336,15 @@ class ReviewDesk:
         return self.decisions.after_verification(outcomes, store.AwaitingVerification(
             refund, row["policy_version"], codes + [f"{row['kind']}-expired"], SYSTEM,
             acknowledged=frozenset(row["acknowledged"]), on_mismatch="deny"))
+
+
+async def _locked(conn: asyncpg.Connection, refund_id: str,
+                  user: StaffUser) -> tuple[asyncpg.Record, domain.OpenReview, list[str]]:
+    """The review locked for a person's action on it, and that person's roles; LookupError if there is none."""
+    locked = await store.lock_review(conn, refund_id)
+    if locked is None:
+        raise LookupError(refund_id)
+    return *locked, sorted(str(role) for role in user.roles)
 
 
 def review_json(row: asyncpg.Record) -> dict:

@@ -81,8 +81,8 @@ class PaymentVerifier:
             try:
                 wake.clear()
                 if not await self.run_once(gateway):
-                    try:  # woken by a commit that parked rows for it, else look again in a second (rows
-                        # asked again come due; a review decided over the API parks outside the consume loop)
+                    try:  # woken by a commit that parked rows for its gateway, else look again in a second
+                        # (rows asked again come due)
                         await asyncio.wait_for(wake.wait(), timeout=1.0)
                     except TimeoutError:
                         pass

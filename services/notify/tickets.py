@@ -35,14 +35,15 @@ def staff_tickets(pool: Callable[[], asyncpg.Pool], auth: StaffAuth) -> APIRoute
             raise HTTPException(status_code=404, detail=f"no refund {refund_id}")
         notifications = await store.notifications_of(pool(), refund_id)
         feedback = await store.feedback_of(pool(), refund_id)
+        view = tracking(row)
         history = domain.history_in_order(row["history"])
         done = domain.stage_times(history)
         sent = [n["sent_at"] for n in notifications if n["sent_at"]]
         if sent:
             done["notify"] = max(sent).isoformat()
         return {
-            **tracking(row),
-            "timeline": history or [{**stage, "event_type": None, "attempt": None} for stage in tracking(row)["stages"]],
+            **view,
+            "timeline": history or [{**stage, "event_type": None, "attempt": None} for stage in view["stages"]],
             "customer_id": (row["customer"] or {}).get("id"),
             "notifications": [{"channel": n["channel"], "template": n["milestone"], "attempt": n["attempt"],
                                "status": n["state"], "tries": n["attempts"], "sent_at": n["sent_at"]}

@@ -46,7 +46,7 @@ from pydantic import ValidationError
 
 from shared.contract import topics
 from shared.runtime import tracing
-from shared.contract.envelope import InvalidEnvelope, Outgoing, decode, encode
+from shared.contract.envelope import InvalidEnvelope, Outgoing, decode
 from shared.contract.events import EVENT_TYPES
 from shared.runtime import dead_letters
 from shared.runtime.dead_letters import DEAD_LETTERS, DeadLetterBreaker, Letter
