@@ -62,3 +62,18 @@ async def apply_migrations(dsn: str, schema: str, folder: Path, *, stage_tables:
     finally:
         await conn.close()
     return applied
+
+
+async def delete_older(pool: asyncpg.Pool, table: str, row_key: str, stamped: str, seconds: float,
+                       chunk: int = 10_000) -> int:
+    """Delete `table`'s rows whose `stamped` column is more than `seconds` old, `chunk` rows (picked by
+    `row_key`) per statement so a prune never holds many locks at once; how many went."""
+    deleted = 0
+    while True:
+        done = await pool.execute(
+            f"DELETE FROM {table} WHERE {row_key} = ANY(ARRAY(SELECT {row_key} FROM {table} "
+            f"WHERE {stamped} < now() - make_interval(secs => $1) LIMIT $2))", seconds, chunk)
+        count = int(done.split()[-1])
+        deleted += count
+        if count < chunk:
+            return deleted

@@ -27,6 +27,7 @@ from aiokafka import ConsumerRecord
 from prometheus_client import Counter, Gauge
 
 from shared.contract.envelope import Outgoing, encode
+from shared.runtime import db
 from shared.contract.events import DeadLetter
 
 log = structlog.get_logger()
@@ -45,8 +46,6 @@ UNKNOWN_TYPE = "unknown_type"
 WRONG_TOPIC = "wrong_topic"
 INVALID_DATA = "invalid_data"
 PROCESSING_FAILED = "processing_failed"  # failed its own transaction too, after its batch failed
-
-STATES = ("open", "replayed", "discarded")
 
 
 @dataclass(frozen=True)
@@ -156,15 +155,8 @@ def original_record(row: asyncpg.Record) -> ConsumerRecord:
 
 async def prune(pool: asyncpg.Pool, schema: str, retention_days: float, chunk: int = 10_000) -> int:
     """Forget dead letters as old as the inbox forgets events (shared/runtime/stage.py `prune_inbox`)."""
-    pruned = 0
-    while True:
-        done = await pool.execute(
-            f"DELETE FROM {schema}.dead_letters WHERE id = ANY(ARRAY(SELECT id FROM {schema}.dead_letters "
-            "WHERE dead_lettered_at < now() - make_interval(secs => $1) LIMIT $2))", retention_days * 86400, chunk)
-        count = int(done.split()[-1])
-        pruned += count
-        if count < chunk:
-            return pruned
+    return await db.delete_older(pool, f"{schema}.dead_letters", "id", "dead_lettered_at", retention_days * 86400,
+                                 chunk)
 
 
 # -- what staff see -------------------------------------------------------------------------------
@@ -229,12 +221,12 @@ class DeadLetterBreaker:
         """`count` records were dead-lettered by the consume loop just now."""
         if count <= 0:
             return
-        now = self.clock()
-        self._times.extend([now] * count)
-        if self.limit_per_minute > 0 and not self.open and self.last_minute() > self.limit_per_minute:
+        self._times.extend([self.clock()] * count)
+        last_minute = self.last_minute()  # also forgets what left the window, with or without a limit
+        if self.limit_per_minute > 0 and not self.open and last_minute > self.limit_per_minute:
             self.opened_at = datetime.now(UTC)
             BREAKER_OPEN.labels(self.stage).set(1)
-            log.error("dead_letter_breaker_opened", stage=self.stage, last_minute=self.last_minute(),
+            log.error("dead_letter_breaker_opened", stage=self.stage, last_minute=last_minute,
                       limit_per_minute=self.limit_per_minute)
 
     def close(self, actor: str, reason: str) -> None:

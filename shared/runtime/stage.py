@@ -48,7 +48,7 @@ from shared.contract import topics
 from shared.runtime import tracing
 from shared.contract.envelope import InvalidEnvelope, Outgoing, decode
 from shared.contract.events import EVENT_TYPES
-from shared.runtime import dead_letters
+from shared.runtime import db, dead_letters
 from shared.runtime.dead_letters import DEAD_LETTERS, DeadLetterBreaker, Letter
 from shared.runtime.kafka_auth import KafkaAuth
 from shared.runtime.metrics import MESSAGES_DEAD_LETTERED
@@ -220,10 +220,9 @@ class Stage:
         self._count_dead_letters(letters)
         return pending
 
-    async def _keep_dead_letters(self, conn: asyncpg.Connection, letters: Sequence[Letter],
-                                 replay_of: int | None = None) -> list[Outgoing]:
+    async def _keep_dead_letters(self, conn: asyncpg.Connection, letters: Sequence[Letter]) -> list[Outgoing]:
         """Save the letters in the stage's table; their DLQ events, for the same transaction's outbox."""
-        await dead_letters.keep(conn, self.schema, letters, replay_of)
+        await dead_letters.keep(conn, self.schema, letters)
         return [letter.event(self.source) for letter in letters]
 
     async def _decide_all(self, conn: asyncpg.Connection, inbound: Sequence[Inbound],
@@ -491,15 +490,8 @@ class Stage:
     async def prune_inbox(self, retention_days: float, chunk: int = 10_000) -> int:
         """Forget event ids older than `retention_days` (no topic still holds their records), a chunk per
         statement so pruning never holds many locks at once."""
-        pruned = 0
-        while True:
-            done = await self.pool.execute(
-                f"DELETE FROM {self.schema}.inbox WHERE ctid = ANY(ARRAY(SELECT ctid FROM {self.schema}.inbox "
-                "WHERE received_at < now() - make_interval(secs => $1) LIMIT $2))", retention_days * 86400, chunk)
-            count = int(done.split()[-1])
-            pruned += count
-            if count < chunk:
-                return pruned
+        return await db.delete_older(self.pool, f"{self.schema}.inbox", "ctid", "received_at",
+                                     retention_days * 86400, chunk)
 
     async def relay_forever(self, interval: float = 2.0, older_than_seconds: float = 10.0) -> None:
         """Republish rows a crash left between commit and publish."""

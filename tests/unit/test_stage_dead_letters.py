@@ -77,6 +77,16 @@ async def test_the_breaker_opens_past_its_limit_in_a_rolling_minute_and_closing_
     assert not off.open
 
 
+def test_a_breaker_without_a_limit_forgets_what_left_the_minute():
+    # With the limit off nothing reads the minute, so only observing may trim it; else it grows for ever.
+    now = [1000.0]
+    off = DeadLetterBreaker("test", limit_per_minute=0, clock=lambda: now[0])
+    for _ in range(5):
+        off.observe(1_000)
+        now[0] += 61
+    assert len(off._times) == 1_000
+
+
 async def test_a_stage_dead_lettering_past_its_limit_opens_its_breaker():
     stage = _stage(limit=2, handlers={"refund.approved.v1": Handler(_nothing)})
     await stage.process([_record(n, b"garbage") for n in range(2)])
