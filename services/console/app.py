@@ -115,10 +115,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
         notice(request, "ok", done)
 
     def back(request: Request, default: str) -> RedirectResponse:
-        target = request.headers.get("referer") or default
-        # Only ever back into the console.
-        own = str(request.base_url)
-        return RedirectResponse(target if target.startswith(own) or target.startswith("/") else default,
+        return RedirectResponse(back_target(request.headers.get("referer"), str(request.base_url), default),
                                 status_code=303)
 
     # ---------------------------------------------------------------------- health and metrics
@@ -142,7 +139,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
     async def set_language(request: Request, to: str, next: str = "/") -> RedirectResponse:
         if to in i18n.LANGUAGES:
             request.session["lang"] = to
-        return RedirectResponse(next if next.startswith("/") and not next.startswith("//") else "/", status_code=303)
+        return RedirectResponse(_safe_next(next, "/"), status_code=303)
 
     # ---------------------------------------------------------------------------------- sign-in
     @app.get("/signin", response_class=HTMLResponse)
@@ -421,8 +418,16 @@ def _oauth(settings: ConsoleSettings):
     return oauth
 
 
-def _safe_next(target: str) -> str:
-    return target if target.startswith("/") and not target.startswith("//") else "/queue"
+def _safe_next(target: str, default: str = "/queue") -> str:
+    """A path on this console (not `//host/...`, which a browser takes as another site), else `default`."""
+    return target if target.startswith("/") and not target.startswith("//") else default
+
+
+def back_target(referer: str | None, own: str, default: str) -> str:
+    """Where a form goes back to: the page it came from if that is on this console, else `default`."""
+    if referer and referer.startswith(own):
+        return referer
+    return _safe_next(referer or default, default)
 
 
 def money(amount: Any) -> str:
@@ -488,7 +493,8 @@ STAGE_ENDS = {"intake": ("accepted", "rejected"), "approval": ("approved", "deni
 
 def deadline_rows(ticket: dict) -> list[dict]:
     """Per stage: its deadline and when it actually ended (from the timeline), late when after the deadline.
-    `deadlines` may map a stage to its deadline or to {"due"/"deadline", "actual"/"at"}."""
+    `deadlines` may map a stage to its deadline or to {"due"/"deadline", "actual"/"at"}, or list notify's
+    [{"stage", "due_at", "done_at", "met"}] (services/notify/domain.py `deadlines_vs_actual`)."""
     deadlines = ticket.get("deadlines") or {}
     if isinstance(deadlines, list):
         deadlines = {d.get("stage", "?"): d for d in deadlines if isinstance(d, dict)}
@@ -497,12 +503,13 @@ def deadline_rows(ticket: dict) -> list[dict]:
         timeline = {e.get("status"): e.get("at") for e in timeline if isinstance(e, dict)}
     rows = []
     for stage, value in deadlines.items():
-        due = value.get("due") or value.get("deadline") if isinstance(value, dict) else value
-        actual = value.get("actual") or value.get("at") if isinstance(value, dict) else None
+        entry = value if isinstance(value, dict) else {"due": value}
+        due = entry.get("due") or entry.get("deadline") or entry.get("due_at")
+        actual = entry.get("actual") or entry.get("at") or entry.get("done_at")
         actual = actual or next((timeline[s] for s in STAGE_ENDS.get(stage, ()) if timeline.get(s)), None)
-        late = None
+        late = None if entry.get("met") is None else not entry["met"]
         with contextlib.suppress(TypeError, ValueError):
-            if due and actual:
+            if late is None and due and actual:
                 late = datetime.fromisoformat(str(actual)) > datetime.fromisoformat(str(due))
         rows.append({"stage": stage, "due": due, "actual": actual, "late": late})
     order = list(STAGE_ENDS)

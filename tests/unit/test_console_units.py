@@ -5,7 +5,7 @@ import httpx
 import pytest
 
 from services.console import clients, i18n
-from services.console.app import deadline_rows, money, time_left, to_minor
+from services.console.app import back_target, deadline_rows, money, time_left, to_minor
 from services.console.clients import ServiceError, Services, Unavailable
 
 
@@ -72,3 +72,26 @@ def test_stage_deadlines_against_actual_times():
         "deadlines": {"approval": "2026-12-02T18:00:00+00:00", "intake": "2026-12-02T18:19:35+00:00"},
         "timeline": {"accepted": "2026-12-02T18:19:05+00:00", "approved": "2026-12-02T18:19:09+00:00"}})
     assert [(r["stage"], r["late"]) for r in rows] == [("intake", False), ("approval", True)]
+
+
+def test_stage_deadlines_as_notify_lists_them():
+    # GET /v1/tickets/{id} answers [{stage, due_at, done_at, met}] (services/notify/domain.py).
+    rows = deadline_rows({"deadlines": [
+        {"stage": "approval", "due_at": "2026-12-02T18:00:00+00:00", "done_at": "2026-12-02T18:19:09+00:00",
+         "met": False},
+        {"stage": "intake", "due_at": "2026-12-02T18:19:35+00:00", "done_at": "2026-12-02T18:19:05+00:00",
+         "met": True},
+        {"stage": "payout", "due_at": "2026-12-02T18:30:00+00:00", "done_at": None, "met": None}]})
+    assert [(r["stage"], r["due"] is not None, r["actual"], r["late"]) for r in rows] == [
+        ("intake", True, "2026-12-02T18:19:05+00:00", False), ("approval", True, "2026-12-02T18:19:09+00:00", True),
+        ("payout", True, None, None)]
+
+
+def test_a_form_goes_back_only_to_a_page_of_the_console():
+    own = "http://console.local/"
+    assert back_target("http://console.local/queue?kind=hold", own, "/queue") == "http://console.local/queue?kind=hold"
+    assert back_target("/tickets/rf_1", own, "/queue") == "/tickets/rf_1"
+    assert back_target("//evil.example/queue", own, "/queue") == "/queue"  # another site, to a browser
+    assert back_target("https://evil.example/", own, "/queue") == "/queue"
+    assert back_target(None, own, "/reconciliation") == "/reconciliation"
+
