@@ -100,9 +100,11 @@ def _refuse(kind: str) -> Answer:
                            "message": "Idempotency key reused with different request parameters"})
 
 
-async def _idempotent(call: Call, request: Request, body: dict, work: idempotency.Work) -> Answer:
+async def _idempotent(call: Call, request: Request, body: dict, work: idempotency.Work, *,
+                      refuses_before_writing: bool = False) -> Answer:
     return await idempotency.run(call.ctx.pool, call.name, request.headers.get("idempotency-key"),
-                                 fingerprint(request.method, request.url.path, body), work, _refuse)
+                                 fingerprint(request.method, request.url.path, body), work, _refuse,
+                                 refuses_before_writing=refuses_before_writing)
 
 
 @router.post("/{account}/sim/payments")
@@ -154,7 +156,7 @@ async def create_refund(psp: str, request: Request, call: Call = Depends(adyen_a
         if inserted:
             recorded.append(row)
         return Answer.of(201, objects.adyen_refund_answer(row))
-    answer = await _idempotent(call, request, body, work)
+    answer = await _idempotent(call, request, body, work, refuses_before_writing=True)  # refunds.create
     if answer.replayed:
         await ledger.count_call(call.ctx.pool, call.name, ask.idempotency_key)
     for row in recorded:

@@ -66,22 +66,25 @@ async def record_refund(conn: asyncpg.Connection, refund: NewRefund, faults: Sim
     """
     status, reason = fault_rules.first_outcome(refund.payment_id, refund.channel, faults)
     fee = fault_rules.fee(refund.payment_id, refund.settle_value, faults)
+    # The settlement line of a refund that succeeded at once goes in with it (one statement, see
+    # _append_line for why no lock).
     row = await conn.fetchrow(
-        "INSERT INTO gateway_sim.refunds (account, idempotency_key, gateway_ref, payment_id, amount_value, "
-        "currency, status, failure_reason, confirm_at, reverse_at, settle_value, settle_currency, fee_value, "
-        "channel, personality, metadata) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
-        "  CASE WHEN $7 = 'pending' THEN now() + $9::interval END, "
-        "  CASE WHEN $10 AND $7 = 'succeeded' THEN now() + $11::interval END, $12, $13, $14, $15, $16, $17) "
-        "ON CONFLICT (account, idempotency_key) DO UPDATE SET refund_calls = refunds.refund_calls + 1 "
-        "RETURNING *, (xmax = 0) AS inserted",
+        "WITH r AS (INSERT INTO gateway_sim.refunds (account, idempotency_key, gateway_ref, payment_id, "
+        "  amount_value, currency, status, failure_reason, confirm_at, reverse_at, settle_value, settle_currency, "
+        "  fee_value, channel, personality, metadata) "
+        "  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
+        "    CASE WHEN $7 = 'pending' THEN now() + $9::interval END, "
+        "    CASE WHEN $10 AND $7 = 'succeeded' THEN now() + $11::interval END, $12, $13, $14, $15, $16, $17) "
+        "  ON CONFLICT (account, idempotency_key) DO UPDATE SET refund_calls = refunds.refund_calls + 1 "
+        "  RETURNING *, (xmax = 0) AS inserted), "
+        f"line AS ({_LINE_INSERT} SELECT account, gateway_ref, settle_value, settle_currency, fee_value, 'refund', "
+        "  clock_timestamp() FROM r WHERE inserted AND status = 'succeeded') "
+        "SELECT * FROM r",
         refund.account, refund.idempotency_key, refund.gateway_ref, refund.payment_id, refund.amount_value,
         refund.currency, status, reason, faults.confirm_after, fault_rules.will_reverse(refund.payment_id, faults),
         faults.reverse_after, refund.settle_value, refund.settle_currency, fee, refund.channel,
         refund.personality, refund.metadata)
     if row["inserted"]:
-        if row["status"] == "succeeded":
-            await _append_line(conn, row, "refund")
         await webhooks.announce(conn, row, "created")
     return row
 
@@ -110,6 +113,10 @@ async def advance(conn: asyncpg.Connection, accounts: Sequence[str]) -> int:
     return len(confirmed) + len(reversed_)
 
 
+_LINE_INSERT = ("INSERT INTO gateway_sim.settlement_lines (account, gateway_ref, amount_value, currency, fee_value, "
+                "kind, settled_at)")
+
+
 async def _append_line(conn: asyncpg.Connection, refund: asyncpg.Record, kind: str) -> None:
     # No lock: the reports reconcile reads never follow line ids across transactions. Stripe's report is
     # an interval of `created_at` that ends 2 s ago (stripe_api._DATA_LAG, longer than any refund's
@@ -118,8 +125,7 @@ async def _append_line(conn: asyncpg.Connection, refund: asyncpg.Record, kind: s
     # simulator at ~100 refunds/s (pg_stat_statements: 25 ms waiting per lock, make bench at 100/s).
     # The fee is charged on the refund only.
     await conn.execute(
-        "INSERT INTO gateway_sim.settlement_lines (account, gateway_ref, amount_value, currency, fee_value, kind, "
-        "settled_at) VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp())",
+        f"{_LINE_INSERT} VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp())",
         refund["account"], refund["gateway_ref"], refund["settle_value"], refund["settle_currency"],
         refund["fee_value"] if kind == "refund" else 0, kind)
 
@@ -215,6 +221,17 @@ async def refunded_value(conn: asyncpg.Connection | asyncpg.Pool, account: str, 
     return await conn.fetchval(
         "SELECT coalesce(sum(amount_value), 0)::bigint FROM gateway_sim.refunds WHERE account = $1 AND payment_id = $2 "
         "AND status IN ('pending', 'succeeded')", account, payment_id)
+
+
+async def refunded_and_key_used(conn: asyncpg.Connection, account: str, payment_id: str,
+                                idempotency_key: str) -> tuple[int, bool]:
+    """What the payment's refunds took (as `refunded_value`) and whether a refund has this key, at once."""
+    row = await conn.fetchrow(
+        "SELECT (SELECT coalesce(sum(amount_value), 0) FROM gateway_sim.refunds WHERE account = $1 "
+        "  AND payment_id = $2 AND status IN ('pending', 'succeeded'))::bigint AS refunded, "
+        "EXISTS (SELECT 1 FROM gateway_sim.refunds WHERE account = $1 AND idempotency_key = $3) AS key_used",
+        account, payment_id, idempotency_key)
+    return row["refunded"], row["key_used"]
 
 
 async def refund_by_key(conn: asyncpg.Connection, account: str, idempotency_key: str) -> asyncpg.Record | None:

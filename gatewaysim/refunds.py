@@ -67,20 +67,23 @@ async def unavailable(ctx: SimContext, ask: RefundAsk) -> bool:
 
 
 async def create(conn: asyncpg.Connection, ctx: SimContext, ask: RefundAsk) -> tuple[asyncpg.Record, bool]:
-    """The refund for this ask (the ledger row) and whether this call made it; raises RefundRefused."""
+    """The refund for this ask (the ledger row) and whether this call made it; raises RefundRefused before
+    it writes anything."""
     payment = await ledger.find_payment(conn, ask.account, ask.payment_ref, lock=True)
     if payment is None:
         raise RefundRefused("unknown_payment", ask.payment_ref)
     gateway_ref = new_gateway_ref(ask.personality)
     key = ask.idempotency_key or gateway_ref
-    existing = await ledger.refund_by_key(conn, ask.account, key)
-    if existing is not None:
+    # After the lock, in a statement of its own: it sees every refund on the payment committed meanwhile.
+    refunded, key_used = await ledger.refunded_and_key_used(conn, ask.account, payment["id"], key)
+    if key_used:
+        existing = await ledger.refund_by_key(conn, ask.account, key)
         await ledger.count_call(conn, ask.account, key)
         return existing, False
     currency = ask.currency or payment["currency"]
     if currency != payment["currency"]:
         raise RefundRefused("currency_mismatch", f"the payment is in {payment['currency']}")
-    left = payment["amount_value"] - await ledger.refunded_value(conn, ask.account, payment["id"])
+    left = payment["amount_value"] - refunded
     amount = left if ask.amount_value is None else ask.amount_value
     if left <= 0:
         raise RefundRefused("nothing_left")

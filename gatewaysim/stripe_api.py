@@ -74,9 +74,11 @@ def _refuse(kind: str) -> Answer:
                                                 "the one used in the original request."}})
 
 
-async def _idempotent(call: Call, request: Request, params: dict, work: idempotency.Work) -> Answer:
+async def _idempotent(call: Call, request: Request, params: dict, work: idempotency.Work, *,
+                      refuses_before_writing: bool = False) -> Answer:
     return await idempotency.run(call.ctx.pool, call.name, request.headers.get("idempotency-key"),
-                                 fingerprint(request.method, request.url.path, params), work, _refuse)
+                                 fingerprint(request.method, request.url.path, params), work, _refuse,
+                                 refuses_before_writing=refuses_before_writing)
 
 
 def _respond(request: Request, answer: Answer) -> Response:
@@ -152,7 +154,7 @@ async def create_refund(request: Request, call: Call = Depends(stripe_account)) 
         if inserted:
             recorded.append(row)
         return Answer.of(200, objects.stripe_refund(row))
-    answer = await _idempotent(call, request, params, work)
+    answer = await _idempotent(call, request, params, work, refuses_before_writing=True)  # refunds.create
     if answer.replayed and header_key:
         await ledger.count_call(call.ctx.pool, call.name, ask.idempotency_key)
     for row in recorded:

@@ -7,6 +7,7 @@ the same partition flow. The reviewer's decision and the verifier's outcome late
 publish through the same outbox.
 """
 
+import collections
 import math
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -70,7 +71,7 @@ class ApprovalStep:
             batch, [seen[n].velocity_since if window else None for n in fresh], recorded,
             {refunds[n].refund_id for n in fresh if seen[n].recorded})
         disputed = await store.open_disputes(conn, [(r.payment.gateway, r.payment.id) for r in batch])
-        outcomes = store.Outcomes()
+        outcomes = store.Outcomes(hand_off_lease=self.decisions.hand_off_lease)
         outgoing: list[Outgoing] = []
         for refund, history in zip(batch, histories, strict=True):
             dispute_open = (refund.payment.gateway, refund.payment.id) in disputed
@@ -79,6 +80,7 @@ class ApprovalStep:
                                              sla_seconds=self.sla_seconds)
         await store.record_customer_refunds(conn, batch)
         await outcomes.save(conn)
+        self.decisions.keep_handed(outcomes)
         return outgoing
 
 
@@ -88,12 +90,29 @@ class Decisions:
     reviews and nothing is approved against a payment the gateway disagrees with; only a gateway
     without a route is left to payout."""
 
-    def __init__(self, policy: Policy, payments: GatewayPayments) -> None:
+    def __init__(self, policy: Policy, payments: GatewayPayments, *, hand_off_lease: float | None = None) -> None:
         self.policy = policy
         self.payments = payments
-        # Gateways something was parked for since the verifier last looked: after a commit it wakes only
-        # their rounds (waking every gateway's cost a claim query per round per batch, most finding nothing).
+        # Gateways something was parked for unclaimed since the verifier last looked: after a commit it
+        # wakes only their rounds (waking every gateway's cost a claim query per round per batch).
         self.parked_gateways: set[str] = set()
+        # The consume step parks its decisions claimed by this process for `hand_off_lease` seconds
+        # (None: unclaimed, for a round to claim) and, once its transaction has committed, hands them to
+        # the verifier in memory (`handed`, per gateway): no claim query per batch. A crash leaves them
+        # to any round once the lease has run out.
+        self.hand_off_lease = hand_off_lease
+        self._handing: list[dict] = []  # parked by the consume step's transaction in progress
+        self.handed: dict[str, collections.deque[dict]] = collections.defaultdict(collections.deque)
+
+    def keep_handed(self, outcomes: store.Outcomes) -> None:
+        self._handing += outcomes.handed
+
+    def hand_over(self) -> None:
+        """The consume step's transaction committed: what it parked is the verifier's now. (Rows from an
+        attempt that rolled back come along too; settling finds them gone, or claimed anew, and drops them.)"""
+        for row in self._handing:
+            self.handed[row["gateway"]].append(row)
+        self._handing = []
 
     def apply(self, outcomes: store.Outcomes, refund: RefundAccepted, verdict: domain.Verdict, *,
               decided_by: str, sla_seconds: float | None = None,
@@ -116,7 +135,8 @@ class Decisions:
             PAYMENT_CHECKS.labels("-", "unrouted").inc()
             return [self.take_effect(outcomes, awaiting)]
         outcomes.park(awaiting)
-        self.parked_gateways.add(refund.payment.gateway)
+        if outcomes.hand_off_lease is None:
+            self.parked_gateways.add(refund.payment.gateway)
         log.debug("decision_awaits_payment_verification", refund_id=refund.refund_id,
                  gateway=refund.payment.gateway, decided_by=awaiting.decided_by,
                  then="review" if awaiting.review else "approve")

@@ -1,7 +1,7 @@
 """Approval's PostgreSQL store (schema `approval`)."""
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -234,6 +234,11 @@ class Outcomes:
     reviews: list[tuple] = field(default_factory=list)
     audits: list[tuple] = field(default_factory=list)
     parked: list[tuple] = field(default_factory=list)
+    # Set: the decisions parked here are claimed by this process for that long (the verifier is handed
+    # them after commit, instead of claiming them with a query of its own); None: parked unclaimed, due now.
+    hand_off_lease: float | None = None
+    # What `save` parked claimed, as the verifier reads the rows: handed to it once the transaction commits.
+    handed: list[dict] = field(default_factory=list)
 
     def decide(self, refund: RefundAccepted, decision: str, policy_version: str, rule_ids: list[str],
                decided_by: str) -> None:
@@ -266,14 +271,24 @@ class Outcomes:
             parked.policy_version, parked.reason_codes, parked.decided_by, parked.sla_seconds,
             sorted(parked.acknowledged), parked.on_mismatch,
             review and {"approvals": review.approvals, "roles": [str(role) for role in review.roles]},
-            tracing.traceparent_for(refund.refund_id)))  # tracing: the verifier continues this trace
+            tracing.traceparent_for(refund.refund_id),  # tracing: the verifier continues this trace
+            uuid.uuid4() if self.hand_off_lease is not None else None))
 
     async def save(self, conn: asyncpg.Connection) -> None:
-        for statement, rows in ((_DECISION, self.decisions), (_REVIEW, self.reviews), (_AUDIT, self.audits),
-                                (_PARK, self.parked)):
+        for statement, rows in ((_DECISION, self.decisions), (_REVIEW, self.reviews), (_AUDIT, self.audits)):
             if rows:
                 await conn.executemany(statement, rows)
             rows.clear()
+        if not self.parked:
+            return
+        if self.hand_off_lease is None:
+            await conn.executemany(_PARK, [row[:-1] for row in self.parked])
+        else:
+            await conn.executemany(_PARK_CLAIMED, [(*row, self.hand_off_lease) for row in self.parked])
+            # A row that met one parked before (ON CONFLICT) keeps that one's claim: settling this copy
+            # finds nothing to take, and the other is settled as it would have been.
+            self.handed += [{**dict(zip(_PARKED_COLUMNS, row, strict=True)), "attempts": 0} for row in self.parked]
+        self.parked.clear()
 
 
 _DECISION = (
@@ -288,10 +303,18 @@ _REVIEW = (
     "opened_at = EXCLUDED.opened_at, due_at = EXCLUDED.due_at, expires_at = EXCLUDED.expires_at, "
     "escalated_at = NULL, closed_at = NULL, expired_at = NULL, release_codes = EXCLUDED.release_codes, "
     "acknowledged = EXCLUDED.acknowledged")
+_PARKED_COLUMNS = ("refund_id", "refund", "gateway", "payment_id", "policy_version", "reason_codes", "decided_by",
+                   "sla_seconds", "acknowledged", "on_mismatch", "review", "traceparent", "claim")
 _PARK = (
     "INSERT INTO approval.verifications (refund_id, refund, gateway, payment_id, policy_version, reason_codes, "
     "decided_by, sla_seconds, acknowledged, on_mismatch, review, traceparent) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (refund_id) DO NOTHING")
+# Parked and claimed at once, due again (to any round) only once the claim's lease has run out.
+_PARK_CLAIMED = (
+    "INSERT INTO approval.verifications (refund_id, refund, gateway, payment_id, policy_version, reason_codes, "
+    "decided_by, sla_seconds, acknowledged, on_mismatch, review, traceparent, claim, next_check_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, now() + make_interval(secs => $14)) "
+    "ON CONFLICT (refund_id) DO NOTHING")
 
 
 def awaiting_verification(row: asyncpg.Record) -> AwaitingVerification:
@@ -314,9 +337,12 @@ async def claim_verifications(pool: asyncpg.Pool, limit: int, lease_seconds: flo
         limit, lease_seconds, uuid.uuid4(), gateway, routed)
 
 
-async def release_claim(pool: asyncpg.Pool, claim: uuid.UUID) -> None:
-    await pool.execute("UPDATE approval.verifications SET claim = NULL, next_check_at = now() WHERE claim = $1",
-                       claim)
+async def release_claims(pool: asyncpg.Pool, rows: list[Mapping]) -> None:
+    """The rows due again at once, for any round, where their claim still holds them."""
+    await pool.execute(
+        "UPDATE approval.verifications v SET claim = NULL, next_check_at = now() "
+        "FROM unnest($1::text[], $2::uuid[]) AS c(refund_id, claim) WHERE v.refund_id = c.refund_id "
+        "AND v.claim = c.claim", [row["refund_id"] for row in rows], [row["claim"] for row in rows])
 
 
 async def take_verified(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> set[str]:

@@ -19,6 +19,7 @@ is settled once.
 """
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import asyncpg
@@ -71,10 +72,16 @@ class PaymentVerifier:
                 self.stage.committed.clear()
                 parked, self.decisions.parked_gateways = self.decisions.parked_gateways, set()
                 for lane, wake in zip(lanes, wakes):
-                    if lane in parked:  # a waiting round claims at once, a busy one claims again when done
-                        wake.set()
+                    if lane in parked or self.decisions.handed.get(lane):  # a waiting round goes at once,
+                        wake.set()  # a busy one looks again when done
 
-        await asyncio.gather(wake_on_commit(), *(self._lane(lane, wake) for lane, wake in zip(lanes, wakes)))
+        try:
+            await asyncio.gather(wake_on_commit(), *(self._lane(lane, wake) for lane, wake in zip(lanes, wakes)))
+        finally:  # stopping: what was handed over and not read yet is due again at once, for any replica
+            waiting = [row for rows in self.decisions.handed.values() for row in rows]
+            self.decisions.handed.clear()
+            if waiting:
+                await store.release_claims(self.stage.pool, waiting)
 
     async def _lane(self, gateway: str | None, wake: asyncio.Event) -> None:
         while True:
@@ -91,9 +98,10 @@ class PaymentVerifier:
                 await asyncio.sleep(1.0)
 
     async def run_once(self, gateway: str | None) -> int:
-        """One round for one gateway (None: the unrouted): claim due rows, read their payments, settle them."""
-        rows = await store.claim_verifications(self.stage.pool, self.claim_size, self.lease_seconds, gateway,
-                                               sorted(self.payments.readers))
+        """One round for one gateway (None: the unrouted): the rows the consume step handed over, else
+        due rows claimed; read their payments, settle them."""
+        rows = self._handed(gateway) or await store.claim_verifications(
+            self.stage.pool, self.claim_size, self.lease_seconds, gateway, sorted(self.payments.readers))
         if not rows:
             return 0
         # tracing: one span per row, continuing the trace its decision came in; the read under it
@@ -107,9 +115,13 @@ class PaymentVerifier:
                     uow.emit(*tracing.stamp(outgoing, spans))
         except asyncio.CancelledError:
             # Shutting down: what this round did not settle is due again at once, not after the lease.
-            await store.release_claim(self.stage.pool, rows[0]["claim"])
+            await store.release_claims(self.stage.pool, rows)
             raise
         return len(rows)
+
+    def _handed(self, gateway: str | None) -> list[Mapping]:
+        queue = self.decisions.handed.get(gateway) if gateway is not None else None
+        return [queue.popleft() for _ in range(min(self.claim_size, len(queue)))] if queue else []
 
     async def _read(self, row: asyncpg.Record) -> Reading:
         if not self.payments.reaches(row["gateway"]):  # its route was removed since it was parked

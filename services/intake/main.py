@@ -7,7 +7,6 @@ from services.intake.domain import DrillPayment
 from services.intake.drill import drill_forever
 from services.intake.handlers import SOURCE, Intake
 from services.intake.settings import IntakeSettings
-from services.intake import sla
 from shared.contract import contact_seal, topics
 from shared.runtime.http_limits import RateLimit
 from shared.runtime.metrics import read_backlog, sweep_forever

@@ -133,7 +133,8 @@ class Stage:
                  redelivered: DecideBatch | None = None,
                  on_invalid_envelope: Decide | None = None,
                  answers_invalid_envelopes_on: frozenset[str] = frozenset(),
-                 trusted: Mapping[str, frozenset[str]] | None = None, max_unacked: int = 20_000) -> None:
+                 trusted: Mapping[str, frozenset[str]] | None = None, max_unacked: int = 20_000,
+                 on_commit: Callable[[], None] | None = None) -> None:
         self.schema = schema
         self.source = source
         # Event type -> handler.
@@ -154,6 +155,9 @@ class Stage:
         self.pool: asyncpg.Pool | None = None
         self.producer: AIOKafkaProducer | None = None
         self.committed = asyncio.Event()
+        # Called once a consumed batch's work has committed, before `committed` is set (approval hands
+        # what the batch parked to its verifier). The consume path runs one batch at a time.
+        self.on_commit = on_commit
         # Outbox rows the broker has acked, deleted by the next transaction.
         self._published: list[int] = []
         # Sends not acked yet; past `max_unacked` a send waits for the oldest (backpressure).
@@ -198,6 +202,8 @@ class Stage:
         except Exception:
             log.exception("batch_failed_retrying_one_by_one", size=len(inbound))
             pending = await self._one_by_one(inbound, spans)
+        if self.on_commit is not None:
+            self.on_commit()
         self.committed.set()
         await self._send_committed(pending)
 
