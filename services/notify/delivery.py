@@ -25,7 +25,7 @@ import structlog
 from prometheus_client import Counter
 from standardwebhooks.webhooks import Webhook
 
-from services.notify import domain, signing, store
+from services.notify import domain, store
 from services.notify.messages import Message, render_message
 from shared.runtime.metrics import observe_completion
 
