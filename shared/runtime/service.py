@@ -92,7 +92,8 @@ def make_app(
         for consumer in consumers:
             await consumer.start(settings.kafka_bootstrap_servers, settings.service_name, auth=auth,
                                  fetch_min_bytes=settings.kafka_fetch_min_bytes,
-                                 fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
+                                 fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+                                 fetch_idle_wait_ms=settings.kafka_fetch_idle_wait_ms)
         tasks = [asyncio.create_task(stage.relay_forever()), asyncio.create_task(health.export_forever()),
                  asyncio.create_task(stage.prune_inbox_forever(settings.inbox_retention_days))]
         tasks += [asyncio.create_task(job()) for job in background]

@@ -67,6 +67,9 @@ class ServiceSettings(RefusingSettings):
     # is up to 25 ms per hop while the load is light, and an idle consumer fetching 40 times a second.
     kafka_fetch_min_bytes: int = 65536
     kafka_fetch_max_wait_ms: int = 25
+    # ... while records flow. Once 100 ms passed with none, a fetch waits for the first byte, or this long
+    # (0: always as above): an idle consumer fetches twice a second, and a lull's first record goes at once.
+    kafka_fetch_idle_wait_ms: int = 500
     # How long the inbox remembers an event id: longer than the topics keep records (7 days), so a
     # redelivery is always recognised, without the table growing forever.
     inbox_retention_days: float = 8.0
