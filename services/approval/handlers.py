@@ -108,10 +108,13 @@ class Decisions:
         self._handing += outcomes.handed
 
     def hand_over(self) -> None:
-        """The consume step's transaction committed: what it parked is the verifier's now. (Rows from an
-        attempt that rolled back come along too; settling finds them gone, or claimed anew, and drops them.)"""
+        """The consume step's transaction committed: what it parked is the verifier's now."""
         for row in self._handing:
             self.handed[row["gateway"]].append(row)
+        self._handing = []
+
+    def drop_handing(self) -> None:
+        """The consume step's transaction rolled back: what it parked was never stored."""
         self._handing = []
 
     def apply(self, outcomes: store.Outcomes, refund: RefundAccepted, verdict: domain.Verdict, *,

@@ -57,7 +57,7 @@ payments = GatewayPayments.from_routes(settings.gateway_routes)
 decisions = Decisions(policy, payments, hand_off_lease=settings.approval_verify_lease_seconds)
 stage = Stage(schema="approval", source=SOURCE,
               handlers={TYPE_OF[RefundAccepted]: Handler(ApprovalStep(decisions, settings.approval_sla_seconds))},
-              on_commit=decisions.hand_over)
+              on_commit=decisions.hand_over, on_rollback=decisions.drop_handing)
 consumer = subscribe_stage(stage, topics.ACCEPTED, group_id="refund-approval", max_records=settings.batch_max_records)
 desk = ReviewDesk(stage, decisions)
 verifier = PaymentVerifier(stage, decisions, payments, claim_size=settings.approval_verify_concurrency,

@@ -19,7 +19,8 @@ is settled once.
 """
 
 import asyncio
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import asyncpg
@@ -65,43 +66,62 @@ class PaymentVerifier:
         lanes: list[str | None] = [gateway for gateway in sorted(self.payments.readers)
                                    for _ in range(self.rounds_per_gateway)] + [None]
         wakes = [asyncio.Event() for _ in lanes]
+        claim_now = [False for _ in lanes]
 
         async def wake_on_commit() -> None:  # a committed batch may have parked something for these gateways
             while True:
                 await self.stage.committed.wait()
                 self.stage.committed.clear()
                 parked, self.decisions.parked_gateways = self.decisions.parked_gateways, set()
-                for lane, wake in zip(lanes, wakes):
+                for index, (lane, wake) in enumerate(zip(lanes, wakes)):
+                    if lane in parked:  # parked unclaimed (no hand-off): due now, for a claim to find
+                        claim_now[index] = True
                     if lane in parked or self.decisions.handed.get(lane):  # a waiting round goes at once,
                         wake.set()  # a busy one looks again when done
 
+        def claims_now(index: int) -> bool:
+            due, claim_now[index] = claim_now[index], False
+            return due
+
         try:
-            await asyncio.gather(wake_on_commit(), *(self._lane(lane, wake) for lane, wake in zip(lanes, wakes)))
+            await asyncio.gather(wake_on_commit(), *(self._lane(lane, wake, functools.partial(claims_now, index))
+                                                     for index, (lane, wake) in enumerate(zip(lanes, wakes))))
         finally:  # stopping: what was handed over and not read yet is due again at once, for any replica
             waiting = [row for rows in self.decisions.handed.values() for row in rows]
             self.decisions.handed.clear()
             if waiting:
                 await store.release_claims(self.stage.pool, waiting)
 
-    async def _lane(self, gateway: str | None, wake: asyncio.Event) -> None:
+    async def _lane(self, gateway: str | None, wake: asyncio.Event, claims_now: Callable[[], bool]) -> None:
+        """Handed rows at once; a claim of due rows (asked again, a lease run out, another replica's
+        leftovers) once a second, at once after one that came back full, or when a commit parked rows
+        unclaimed. Not after every handed batch: those rows are claimed already, the query would find
+        nothing."""
+        loop = asyncio.get_running_loop()
+        claim_at = 0.0
         while True:
             try:
                 wake.clear()
-                if not await self.run_once(gateway):
-                    try:  # woken by a commit that parked rows for its gateway, else look again in a second
-                        # (rows asked again come due)
-                        await asyncio.wait_for(wake.wait(), timeout=1.0)
+                claim = not self.decisions.handed.get(gateway) and (claims_now() or loop.time() >= claim_at)
+                done = await self.run_once(gateway, claim=claim)
+                if claim:
+                    claim_at = loop.time() + (0.0 if done >= self.claim_size else 1.0)
+                if not done:
+                    try:  # woken by a commit that handed or parked rows for its gateway
+                        await asyncio.wait_for(wake.wait(), timeout=max(0.0, claim_at - loop.time()))
                     except TimeoutError:
                         pass
             except Exception:
                 log.exception("payment_verifier_failed", gateway=gateway)
                 await asyncio.sleep(1.0)
 
-    async def run_once(self, gateway: str | None) -> int:
+    async def run_once(self, gateway: str | None, *, claim: bool = True) -> int:
         """One round for one gateway (None: the unrouted): the rows the consume step handed over, else
-        due rows claimed; read their payments, settle them."""
-        rows = self._handed(gateway) or await store.claim_verifications(
-            self.stage.pool, self.claim_size, self.lease_seconds, gateway, sorted(self.payments.readers))
+        (with `claim`) due rows claimed; read their payments, settle them."""
+        rows = self._handed(gateway)
+        if not rows and claim:
+            rows = await store.claim_verifications(
+                self.stage.pool, self.claim_size, self.lease_seconds, gateway, sorted(self.payments.readers))
         if not rows:
             return 0
         # tracing: one span per row, continuing the trace its decision came in; the read under it

@@ -22,10 +22,13 @@ events carry the attempt.
 """
 
 import asyncio
+import collections
+import functools
 import os
 import random
 import signal
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -46,7 +49,7 @@ from shared.contract.events import PayoutSubmitted, RefundApproved
 from shared.contract.money import currency_exponent
 from shared.runtime.stage import Inbound, Stage
 
-__all__ = ["SOURCE", "IntentRecorder", "PayoutExecutor", "PayoutPolicy"]
+__all__ = ["SOURCE", "HandOff", "IntentRecorder", "PayoutExecutor", "PayoutPolicy"]
 log = structlog.get_logger()
 GATEWAY_ERRORS = Counter("refund_payout_gateway_errors_total", "Gateway calls that got no outcome",
                          ["gateway", "error", "retryable"])
@@ -61,8 +64,11 @@ class IntentRecorder:
     """The stage's decision for a batch of approved refunds: one intent row each, with its ETA and FX,
     recorded in one statement; `payout-submitted` for each intent recorded now (not for a redelivery)."""
 
-    def __init__(self, policy: PayoutPolicy) -> None:
+    def __init__(self, policy: PayoutPolicy, hand_off: "HandOff | None" = None) -> None:
         self.policy = policy
+        # Set: the intents are recorded claimed for this process and handed to its executor once the
+        # transaction commits (no claim query per batch). Unset: recorded unclaimed, for any claim.
+        self.hand_off = hand_off
 
     async def __call__(self, conn: asyncpg.Connection, items: list[Inbound]) -> list[Outgoing]:
         refunds: dict[str, RefundApproved] = {}
@@ -73,7 +79,12 @@ class IntentRecorder:
         rates = await store.latest_fx_rates(conn, {(refunds[r].amount.currency, t) for r, t in targets.items()})
         now = datetime.now(UTC)
         intents = [self._intent(refund, now, targets.get(refund.refund_id), rates) for refund in refunds.values()]
-        recorded = await store.record_intents(conn, intents)
+        if self.hand_off is None:
+            recorded = await store.record_intents(conn, intents)
+        else:
+            claim = await store.record_intents_claimed(conn, intents, self.hand_off.lease_seconds)
+            self.hand_off.taking(claim)
+            recorded = set(claim.refund_ids)
         return [encode(PayoutSubmitted(**ref_fields(refund), gateway=intent.gateway, payout_id=intent.payout_id,
                                        submitted_at=now, eta=intent.eta), source=SOURCE, key=intent.refund_id)
                 for refund, intent in zip(refunds.values(), intents, strict=True) if intent.refund_id in recorded]
@@ -101,6 +112,39 @@ def _settlement_amount(refund: RefundApproved, target: str | None,
     value = domain.convert(refund.amount.value, currency_exponent(refund.amount.currency),
                            currency_exponent(target), rate.rate)
     return value, target, rate.rate, rate.provenance
+
+
+class HandOff:
+    """Intents the consume step recorded claimed for this process (`lease_seconds`), passed to the
+    executor in memory once their transaction has committed, in claims of at most `claim_size` rows.
+
+    The stage calls `committed`/`rolled_back` after each consume transaction (shared/runtime/stage.py),
+    so an attempt that rolled back hands nothing over. A crash leaves the rows `submitting` until their
+    lease runs out; then any worker claims them and asks the gateway by key first, as after any crash.
+    """
+
+    def __init__(self, lease_seconds: float, claim_size: int) -> None:
+        self.lease_seconds = lease_seconds
+        self.claim_size = claim_size
+        self._taking: list[store.Claim] = []  # recorded by the transaction in progress
+        self.claims: collections.deque[tuple[float, store.Claim]] = collections.deque()  # (handed at, claim)
+        self.ready = asyncio.Event()
+
+    def taking(self, claim: store.Claim) -> None:
+        if claim.rows:
+            self._taking.append(claim)
+
+    def committed(self) -> None:
+        now = time.monotonic()
+        for claim in self._taking:
+            for start in range(0, len(claim.rows), self.claim_size):
+                self.claims.append((now, replace(claim, rows=claim.rows[start:start + self.claim_size])))
+        if self._taking:
+            self.ready.set()
+        self._taking = []
+
+    def rolled_back(self) -> None:
+        self._taking = []
 
 
 @dataclass(frozen=True)
@@ -154,7 +198,7 @@ class PayoutExecutor:
 
     def __init__(self, stage: Stage, gateways: Mapping[str, Gateway], *, reclaim_after_seconds: float,
                  sla_seconds: float, policy: PayoutPolicy = PayoutPolicy(), concurrency: int = 32,
-                 rounds: int = 1) -> None:
+                 rounds: int = 1, hand_off: HandOff | None = None) -> None:
         self.stage = stage
         self.gateways = gateways
         self.lease_seconds = reclaim_after_seconds
@@ -164,38 +208,76 @@ class PayoutExecutor:
         self.claim_size = concurrency
         # Rounds in flight: while one waits on its slowest gateway call, the next claims and calls.
         self.rounds = rounds
+        # What the consume step recorded claimed for this process (None: every intent is claimed here).
+        self.hand_off = hand_off
 
     async def run_forever(self) -> None:
         wakes = [asyncio.Event() for _ in range(self.rounds)]
+        claim_now = [False] * self.rounds
 
-        async def wake_on_commit() -> None:  # a committed batch may have recorded intents
+        async def wake_on_commit() -> None:  # a committed batch may have recorded intents, a webhook re-routed one
             while True:
                 await self.stage.committed.wait()
                 self.stage.committed.clear()
-                for wake in wakes:  # a waiting round claims at once, a busy one claims again when done
+                for index, wake in enumerate(wakes):  # a waiting round claims at once, a busy one when done
+                    claim_now[index] = True
                     wake.set()
 
-        await asyncio.gather(wake_on_commit(), *(self._round(wake) for wake in wakes))
+        async def wake_on_hand_off() -> None:  # what the consume step recorded comes handed, not by a claim
+            while True:
+                await self.hand_off.ready.wait()
+                self.hand_off.ready.clear()
+                for wake in wakes:
+                    wake.set()
 
-    async def _round(self, wake: asyncio.Event) -> None:
+        def claims_now(index: int) -> bool:
+            due, claim_now[index] = claim_now[index], False
+            return due
+
+        waking = wake_on_commit() if self.hand_off is None else wake_on_hand_off()
+        try:
+            await asyncio.gather(waking, *(self._round(functools.partial(claims_now, index), wake)
+                                            for index, wake in enumerate(wakes)))
+        finally:  # stopping: what was handed over and not called for is due again at once, for any worker
+            while self.hand_off is not None and self.hand_off.claims:
+                await store.release(self.stage.pool, self.hand_off.claims.popleft()[1])
+
+    async def _round(self, claims_now: Callable[[], bool], wake: asyncio.Event) -> None:
+        """Handed claims at once. A claim of due rows: without a hand-off, after every commit (it may
+        have recorded intents); at once after one that came back full; else once a second (with a
+        hand-off, that is how retries, exits, re-routes and leases run out are found)."""
+        loop = asyncio.get_running_loop()
+        claim_at = 0.0
         while True:
             try:
                 # Cleared before the claim, not after an empty one: a commit while run_once runs (after its
                 # claim read the table) would otherwise be cleared unseen, and its intents wait a whole timeout.
                 wake.clear()
-                if not await self.run_once():
+                handed = self.hand_off is not None and bool(self.hand_off.claims)
+                claim = not handed and (claims_now() or loop.time() >= claim_at)
+                done = await self.run_once(claim=claim)
+                if claim:
+                    claim_at = loop.time() + (0.0 if done >= self.claim_size else 1.0)
+                if not done:
                     try:
-                        await asyncio.wait_for(wake.wait(), timeout=1.0)
+                        await asyncio.wait_for(wake.wait(), timeout=max(0.0, claim_at - loop.time()))
                     except TimeoutError:
                         pass
             except Exception:
                 log.exception("payout_executor_failed")
                 await asyncio.sleep(1.0)
 
-    async def run_once(self) -> int:
-        claim = await store.claim_due(self.stage.pool, self.claim_size, self.lease_seconds)
-        if not claim.rows:
+    async def run_once(self, *, claim: bool = True) -> int:
+        """One round: a claim the consume step handed over, else (with `claim`) due intents claimed; pay
+        them and write what each came to."""
+        taken = await self._handed()
+        if taken is None:
+            if not claim:
+                return 0
+            taken = await store.claim_due(self.stage.pool, self.claim_size, self.lease_seconds)
+        if not taken.rows:
             return 0
+        claim = taken
         # tracing: one span per payout, continuing the trace its approval came in
         with tracing.resume({row["refund_id"]: row["traceparent"] for row in claim.rows}, "payout attempt") as spans:
             attempts = await self._attempts_under_lease(claim, spans)
@@ -213,6 +295,17 @@ class PayoutExecutor:
         for row, outcome in after_events:
             observe(row, outcome, self.sla_seconds)
         return len(claim.rows)
+
+    async def _handed(self) -> store.Claim | None:
+        """The oldest handed claim; renewed first if it waited a third of its lease (a long queue), so
+        no other worker claims its rows meanwhile; rows it lost are left to whoever holds them."""
+        if self.hand_off is None or not self.hand_off.claims:
+            return None
+        handed_at, claim = self.hand_off.claims.popleft()
+        if time.monotonic() - handed_at > claim.lease_seconds / 3:
+            held = await store.renew(self.stage.pool, claim)
+            claim = replace(claim, rows=[row for row in claim.rows if row["refund_id"] in held])
+        return claim
 
     def _outcomes(self, rows: list[asyncpg.Record], attempts: dict[str, Attempt]) -> dict[str, Outcome]:
         outcomes = {}

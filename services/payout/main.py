@@ -8,7 +8,7 @@ from services.payout.api import gateway_events_router, payouts_router
 from services.payout.exits import PayoutExits, sweep_failed
 from services.payout.domain import RetryPolicy
 from services.payout.gateway import Gateway
-from services.payout.handlers import SOURCE, IntentRecorder, PayoutExecutor, PayoutPolicy
+from services.payout.handlers import SOURCE, HandOff, IntentRecorder, PayoutExecutor, PayoutPolicy
 from services.payout.outcomes import OutcomeRules
 from services.payout.settings import PayoutSettings
 from services.payout.stripe_gateway import StripeGatewayAdapter
@@ -29,6 +29,7 @@ def adapter(name: str, route: GatewayRoute) -> Gateway:
 
 
 settings = PayoutSettings()
+EXECUTOR_CONCURRENCY = 32  # gateway calls per executor round: the most rows one claim takes
 try:
     destination_key = contact_seal.private_key(settings.destination_private_key)
 except ValueError as error:
@@ -46,13 +47,15 @@ policy = PayoutPolicy(
 broker = make_broker(settings)
 gateways = {name: adapter(name, route) for name, route in settings.gateway_routes.items()}
 exits = PayoutExits(gateways, destination_key)
+# Intents the consume step records are claimed for this process and handed to its executor in memory.
+hand_off = HandOff(settings.payout_reclaim_after_seconds, EXECUTOR_CONCURRENCY)
 stage = Stage(schema="payout", source=SOURCE, handlers={
-    TYPE_OF[RefundApproved]: Handler(IntentRecorder(policy)),
+    TYPE_OF[RefundApproved]: Handler(IntentRecorder(policy, hand_off)),
     # Exits out of a failed payout: intake's answers, and customers' new destinations (services/payout/exits.py).
     TYPE_OF[RefundReinstated]: Handler(exits.on_answers),
     TYPE_OF[ReinstatementRefused]: Handler(exits.on_answers),
     TYPE_OF[DestinationProvided]: Handler(exits.on_destinations),
-})
+}, on_commit=hand_off.committed, on_rollback=hand_off.rolled_back)
 consumer = subscribe_stage(stage, topics.APPROVED, topics.REINSTATED, topics.DESTINATIONS, group_id="refund-payout",
                            max_records=settings.batch_max_records)
 receiver = GatewayEventReceiver(stage, OutcomeRules(policy), sla_seconds=settings.payout_sla_seconds)
@@ -61,7 +64,8 @@ receiver = GatewayEventReceiver(stage, OutcomeRules(policy), sla_seconds=setting
 async def run_executor() -> None:
     executor = PayoutExecutor(stage, gateways, reclaim_after_seconds=settings.payout_reclaim_after_seconds,
                               sla_seconds=settings.payout_sla_seconds, policy=policy,
-                              rounds=settings.payout_executor_rounds)
+                              concurrency=EXECUTOR_CONCURRENCY, rounds=settings.payout_executor_rounds,
+                              hand_off=hand_off)
     await executor.run_forever()
 
 

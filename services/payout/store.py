@@ -108,6 +108,15 @@ _RECORD_INTENTS = (
     f"FROM unnest({', '.join(f'${n}::{kind}[]' for n, kind in enumerate(_INTENT_COLUMNS.values(), start=1))}) "
     f"AS i({', '.join(_INTENT_COLUMNS)}) "
     "ON CONFLICT (refund_id) DO NOTHING RETURNING refund_id")
+# The same, recorded as claimed by the recording process (as `claim_due` leaves a row, attempt 1), the
+# whole row returned as `claim_due` returns it.
+_RECORD_INTENTS_CLAIMED = (
+    f"INSERT INTO payout.payouts (idempotency_key, status, attempts, claimed_at, claim_token, "
+    f"  {', '.join(_INTENT_COLUMNS)}) "
+    f"SELECT i.refund_id, 'submitting', 1, now(), ${len(_INTENT_COLUMNS) + 1}::uuid, i.* "
+    f"FROM unnest({', '.join(f'${n}::{kind}[]' for n, kind in enumerate(_INTENT_COLUMNS.values(), start=1))}) "
+    f"AS i({', '.join(_INTENT_COLUMNS)}) "
+    "ON CONFLICT (refund_id) DO NOTHING RETURNING *")
 
 
 async def record_intents(conn: asyncpg.Connection, intents: Sequence[Intent]) -> set[str]:
@@ -119,6 +128,24 @@ async def record_intents(conn: asyncpg.Connection, intents: Sequence[Intent]) ->
         return set()
     rows = await conn.fetch(_RECORD_INTENTS, *([getattr(i, name) for i in intents] for name in _INTENT_COLUMNS))
     return {row["refund_id"] for row in rows}
+
+
+async def record_intents_claimed(conn: asyncpg.Connection, intents: Sequence[Intent], lease_seconds: float) -> Claim:
+    """`record_intents`, the rows recorded now claimed for this process under one new token (no claim
+    query needed to pay them); its transaction's commit makes the claim real."""
+    token = uuid.uuid4()
+    rows = await conn.fetch(_RECORD_INTENTS_CLAIMED, *([getattr(i, name) for i in intents] for name in _INTENT_COLUMNS),
+                            token) if intents else []
+    return Claim(token, lease_seconds, rows)
+
+
+async def release(pool: asyncpg.Pool, claim: Claim) -> None:
+    """Give back claimed rows no gateway was called for (the process is stopping): due again at once,
+    for any worker, as if never claimed (so their next attempt is a first call, not a look-up)."""
+    await pool.execute(
+        "UPDATE payout.payouts p SET status = 'pending', attempts = attempts - 1, claim_token = NULL, "
+        f"  next_attempt_at = now() WHERE p.refund_id = ANY($3) AND {_HELD}",
+        claim.token, claim.lease_seconds, claim.refund_ids)
 
 
 async def latest_fx_rates(conn: asyncpg.Connection, pairs: Iterable[tuple[str, str]]

@@ -134,7 +134,8 @@ class Stage:
                  on_invalid_envelope: Decide | None = None,
                  answers_invalid_envelopes_on: frozenset[str] = frozenset(),
                  trusted: Mapping[str, frozenset[str]] | None = None, max_unacked: int = 20_000,
-                 on_commit: Callable[[], None] | None = None) -> None:
+                 on_commit: Callable[[], None] | None = None,
+                 on_rollback: Callable[[], None] | None = None) -> None:
         self.schema = schema
         self.source = source
         # Event type -> handler.
@@ -155,9 +156,11 @@ class Stage:
         self.pool: asyncpg.Pool | None = None
         self.producer: AIOKafkaProducer | None = None
         self.committed = asyncio.Event()
-        # Called once a consumed batch's work has committed, before `committed` is set (approval hands
-        # what the batch parked to its verifier). The consume path runs one batch at a time.
+        # Called after each consume-path transaction commits (before `committed` is set), or rolls back:
+        # what a handler took for this process (approval's parked decisions, payout's claimed intents)
+        # is handed to its worker in memory, or dropped. The consume path runs one transaction at a time.
         self.on_commit = on_commit
+        self.on_rollback = on_rollback
         # Outbox rows the broker has acked, deleted by the next transaction.
         self._published: list[int] = []
         # Sends not acked yet; past `max_unacked` a send waits for the oldest (backpressure).
@@ -202,8 +205,6 @@ class Stage:
         except Exception:
             log.exception("batch_failed_retrying_one_by_one", size=len(inbound))
             pending = await self._one_by_one(inbound, spans)
-        if self.on_commit is not None:
-            self.on_commit()
         self.committed.set()
         await self._send_committed(pending)
 
@@ -217,12 +218,20 @@ class Stage:
 
     async def _in_transaction(self, inbound: Sequence[Inbound], spans: "tracing.Spans") -> list[tuple[int, Outgoing]]:
         letters: list[Letter] = []  # counted only once the transaction has committed
-        async with self.pool.acquire() as conn, self._forgetting_published(conn) as forget, conn.transaction():
-            await forget()
-            outgoing = await self._decide_all(conn, inbound, letters)
-            outgoing += await self._keep_dead_letters(conn, letters)
-            outgoing = tracing.stamp(outgoing, spans)  # tracing: each continues its inbound event's trace
-            pending = await self._write_outbox(conn, outgoing)
+        try:
+            async with (self.pool.acquire() as conn, self._forgetting_published(conn) as forget,
+                        conn.transaction()):
+                await forget()
+                outgoing = await self._decide_all(conn, inbound, letters)
+                outgoing += await self._keep_dead_letters(conn, letters)
+                outgoing = tracing.stamp(outgoing, spans)  # tracing: each continues its inbound event's trace
+                pending = await self._write_outbox(conn, outgoing)
+        except BaseException:
+            if self.on_rollback is not None:
+                self.on_rollback()
+            raise
+        if self.on_commit is not None:
+            self.on_commit()
         self._count_dead_letters(letters)
         return pending
 

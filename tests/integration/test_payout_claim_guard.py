@@ -6,14 +6,16 @@ since 1970, so every claim here takes them before any other due row.
 
 import asyncio
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
+from aiokafka import ConsumerRecord
 from prometheus_client import REGISTRY
 
 from services.payout import store
 from services.payout.gateway import GatewayEvent, GatewayResult, RefundOrder
-from services.payout.handlers import SOURCE, IntentRecorder, PayoutExecutor, PayoutPolicy
+from services.payout.handlers import SOURCE, HandOff, IntentRecorder, PayoutExecutor, PayoutPolicy
 from services.payout.outcomes import OutcomeRules
 from services.payout.webhooks import GatewayEventReceiver
 from shared.contract import topics
@@ -231,3 +233,54 @@ async def test_webhooks_that_come_while_the_claim_calls_wait_for_its_write_and_a
     # Delivered again once applied: still nothing more.
     assert await receiver.receive("sim", list(webhook.values())) == 0
     assert len(stage.producer.sent) == 3
+
+
+def consumed(offset: int, refund: dict) -> ConsumerRecord:
+    """An approval as payout's consumer reads it off `refunds.approved`."""
+    value = orjson.dumps({"id": f"evt-{refund['refund_id']}", "source": topics.APPROVAL_SOURCE,
+                          "type": "refund.approved.v1", "specversion": "1.0", "time": refund["approved_at"],
+                          "datacontenttype": "application/json", "data": refund})
+    return ConsumerRecord(topics.APPROVED, 0, offset, 0, 0, refund["refund_id"].encode(), value, None, 1, len(value),
+                          [("content-type", b"application/cloudevents+json")])
+
+
+async def test_the_consume_step_hands_its_intents_to_the_executor_claimed_and_a_stop_gives_back_the_uncalled(pool):
+    """No claim query per batch: the intents are recorded claimed for this process (attempt 1, as a claim
+    leaves them, so no other worker takes them within the lease), handed over in claims of the executor's
+    size once the transaction commits, paid by a first call (no look-up); what a stop leaves uncalled is
+    due again at once, as never attempted."""
+    hand_off = HandOff(LEASE, claim_size=2)
+    stage = Stage(schema="payout", source=SOURCE,
+                  handlers={TYPE_OF[RefundApproved]: Handler(IntentRecorder(PayoutPolicy(), hand_off))},
+                  on_commit=hand_off.committed, on_rollback=hand_off.rolled_back)
+    stage.pool, stage.producer = pool, RecordingProducer()
+    refunds = [approved(valid_request()) for _ in range(3)]
+    ids = [refund["refund_id"] for refund in refunds]
+    MADE.extend(ids)
+
+    await stage.process([consumed(n, refund) for n, refund in enumerate(refunds)])
+
+    claims = [claim for _, claim in hand_off.claims]
+    assert [claim.refund_ids for claim in claims] == [ids[:2], ids[2:]]
+    stored = [await row_of(pool, refund_id) for refund_id in ids]
+    assert [(row["status"], row["attempts"], row["claim_token"]) for row in stored] == \
+        [("submitting", 1, claims[0].token)] * 3
+    assert all(datetime.now(UTC) - row["claimed_at"] < timedelta(seconds=5) for row in stored)
+    assert stage.producer.sent == [(topics.PAYOUT_SUBMITTED, refund_id) for refund_id in ids]
+
+    called: list[str] = []
+
+    async def note_call(key: str) -> None:
+        called.append(key)
+
+    executor = PayoutExecutor(stage, {"sim": SettlingGateway(note_call)}, reclaim_after_seconds=LEASE,
+                              sla_seconds=120, concurrency=2, hand_off=hand_off)
+    assert await executor.run_once(claim=False) == 2
+    assert called == ids[:2]
+    assert [(await row_of(pool, refund_id))["status"] for refund_id in ids[:2]] == ["succeeded"] * 2
+
+    await store.release(pool, hand_off.claims.popleft()[1])  # what run_forever does at a stop
+    left = await row_of(pool, ids[2])
+    assert (left["status"], left["attempts"], left["claim_token"]) == ("pending", 0, None)
+    assert left["next_attempt_at"] <= datetime.now(UTC)
+    assert await executor.run_once(claim=False) == 0  # nothing handed is left, and no claim was asked for

@@ -78,3 +78,30 @@ async def test_a_default_handler_takes_every_type_no_handler_is_registered_for()
     await stage.process([_record(1, "refund.approved.v2", {}), _record(2, "refund.denied.v1", {})])
     assert seen == ["refund.approved.v2", "refund.denied.v1"]
     assert _letters(stage) == []
+
+
+async def test_what_a_handler_took_is_handed_over_per_committed_transaction_and_dropped_with_a_rolled_back_one():
+    """Approval's parked decisions and payout's claimed intents go to their workers only once stored."""
+    taking: list[str] = []
+    hooks: list[tuple[str, list[str]]] = []
+
+    async def decide(conn, items):
+        taking.extend(item.data.refund_id for item in items)
+        if "rf_poison" in taking:
+            raise ValueError("a bug this refund trips")
+        return []
+
+    def hook(name: str):
+        def called() -> None:
+            hooks.append((name, list(taking)))
+            taking.clear()
+        return called
+
+    stage = _stage(handlers={"refund.approved.v1": Handler(decide)}, on_commit=hook("commit"),
+                   on_rollback=hook("rollback"))
+    await stage.process([_record(n, "refund.approved.v1", _approved(refund_id))
+                         for n, refund_id in enumerate(["rf_1", "rf_poison", "rf_3"])])
+    # The batch fails as a whole, then goes one by one: the poison one rolls back alone (and is a dead letter).
+    assert hooks == [("rollback", ["rf_1", "rf_poison", "rf_3"]), ("commit", ["rf_1"]),
+                     ("rollback", ["rf_poison"]), ("commit", ["rf_3"])]
+    assert len(_letters(stage)) == 1
