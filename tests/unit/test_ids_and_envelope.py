@@ -1,7 +1,8 @@
 import orjson
 import pytest
+from cloudevents.core.formats.json import JSONFormat
 
-from shared.contract.envelope import InvalidEnvelope, UnreadableMessage, decode, encode
+from shared.contract.envelope import InvalidEnvelope, OrjsonFormat, UnreadableMessage, decode, encode
 from shared.contract.events import RefundStatus, Status
 from shared.contract.ids import refund_id_for
 from shared.contract import topics
@@ -49,3 +50,53 @@ def test_json_object_without_cloudevent_attributes_is_an_invalid_envelope():
     with pytest.raises(InvalidEnvelope) as error:
         decode(b'{"source": "shop", "data": {"request_id": "r1"}}', [])
     assert error.value.raw["data"]["request_id"] == "r1"
+
+
+SDK_FORMAT = JSONFormat()
+_ENVELOPE = {"id": "e-1", "source": "shop-eu", "type": "refund.requested.v1", "specversion": "1.0",
+             "datacontenttype": "application/json", "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"}
+
+
+@pytest.mark.parametrize("raw", [
+    orjson.dumps({**_ENVELOPE, "time": "2026-12-03T05:00:00Z", "data": {"amount": {"value": 2500, "currency": "EUR"},
+                                                                       "note": "café ☕", "items": [1, 2.5, None]}}),
+    orjson.dumps({**_ENVELOPE, "time": "2026-12-03T05:00:00.123456+01:00"}),  # no data, another offset
+    orjson.dumps({**_ENVELOPE, "time": "2026-12-03T05:00:00.123456789Z", "data": {}}),  # nanoseconds
+    orjson.dumps({**_ENVELOPE}),  # no time
+    # What orjson refuses, as the SDK reads it: an integer beyond 64 bits, NaN.
+    b'{"id":"e-2","source":"s","type":"t","specversion":"1.0","data":{"value":123456789012345678901234567890}}',
+    b'{"id":"e-3","source":"s","type":"t","specversion":"1.0","data":{"value":NaN}}',
+    orjson.dumps({**_ENVELOPE, "data_base64": "aGVsbG8="}),  # binary data
+    orjson.dumps({**_ENVELOPE, "specversion": "0.3", "data": {"a": 1}}),
+])
+def test_the_orjson_format_reads_and_writes_what_the_sdks_json_format_does(raw):
+    ours, sdks = OrjsonFormat().read(None, raw), SDK_FORMAT.read(None, raw)
+    if b'"time"' not in raw:  # the SDK's constructor stamps its own now: one stamp for both
+        ours = type(ours)({**ours.get_attributes(), "time": sdks.get_attributes()["time"]}, ours.get_data())
+    assert type(ours) is type(sdks)
+    assert ours.get_attributes() == sdks.get_attributes()
+    written, sdk_written = OrjsonFormat().write(ours), SDK_FORMAT.write(sdks)
+    if b"NaN" in raw:  # not JSON orjson reads or writes: both are the SDK's own
+        assert str(ours.get_data()) == str(sdks.get_data()) and written == sdk_written
+    else:
+        assert ours.get_data() == sdks.get_data()
+        assert orjson.loads(written) == orjson.loads(sdk_written)
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"id":"e-1","source":"s","type":"t","specversion":"1.0","time":5}',  # time not a string
+    b'{"id":"e-1","source":"s","type":"t","specversion":"1.0","time":"yesterday"}',
+    b'{"id":"e-1","type":"t","specversion":"1.0"}',  # no source
+    b'["not", "an", "object"]',
+])
+def test_the_orjson_format_refuses_what_the_sdks_json_format_refuses(raw):
+    with pytest.raises(Exception) as sdks:
+        SDK_FORMAT.read(None, raw)
+    with pytest.raises(type(sdks.value)):
+        OrjsonFormat().read(None, raw)
+
+
+def test_a_written_time_is_rfc_3339_in_utc_with_z_as_the_sdk_writes_it():
+    event = decode(encode(_status(), source="s", key="k").value, [])
+    body = orjson.loads(OrjsonFormat().write(event))
+    assert body["time"].endswith("Z") and body["time"] == orjson.loads(SDK_FORMAT.write(event))["time"]
