@@ -1,6 +1,7 @@
 """Notify's consume step: fold a batch's events into the projection, publish each refund's current
 status, and queue the milestones' notifications in the same transaction."""
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -91,10 +92,19 @@ class Projection:
         kept = {k: v for k, v in customer.items() if k != "contact_sealed"}
         if sealed := customer.get("contact_sealed"):
             try:
-                kept |= open_seal(self.contact_key, sealed, refund_id=refund_id, customer_id=str(customer.get("id")))
+                kept |= dict(_opened(self.contact_key, sealed, refund_id, str(customer.get("id"))))
             except SealBroken as broken:
                 log.warning("customer_contact_unreadable", refund_id=refund_id, reason=str(broken))
         return kept
+
+
+@functools.lru_cache(maxsize=4096)
+def _opened(contact_key: X25519PrivateKey, sealed: str, refund_id: str, customer_id: str) -> tuple[tuple[str, str], ...]:
+    """The sealed contact, opened once for all of a refund's events (each carries the same seal; an open
+    is an X25519 exchange, ~65 us: a fifth of notify's CPU per refund when made for every event). Holds
+    the contacts of the last 4,096 refunds folded, which notify's projection keeps anyway; a seal that
+    does not open is not cached, and is tried again the next time."""
+    return tuple(open_seal(contact_key, sealed, refund_id=refund_id, customer_id=customer_id).items())
 
 
 async def _fold_locked(conn: asyncpg.Connection, by_refund: dict[str, list[domain.LifecycleEvent]],

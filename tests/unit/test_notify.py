@@ -178,3 +178,27 @@ def test_a_batch_is_folded_in_the_order_events_were_produced_not_grouped_by_topi
     same_ms = [_record("refunds.accepted", 1, n, timestamp=1_000_000) for n in (10, 11, 12)]
     ordered = in_production_order([paid, *same_ms, approved])
     assert ordered == [*same_ms, approved, paid]  # a partition's own order is kept on ties
+
+
+def test_a_refunds_sealed_contact_is_opened_once_for_all_its_events_and_a_broken_seal_never_opens(monkeypatch):
+    from services.notify import handlers
+    from shared.contract import contact_seal
+
+    key = contact_seal.private_key(contact_seal.LOCAL_PRIVATE_KEY)
+    projection = handlers.Projection(handlers.Audience(), key)
+    sealed = contact_seal.seal(key.public_key(), {"email": "ana@example.com"}, refund_id="rf_once", customer_id="c-1")
+    opens = []
+    real_open = handlers.open_seal
+    monkeypatch.setattr(handlers, "open_seal", lambda *args, **kwargs: opens.append(1) or real_open(*args, **kwargs))
+    customer = {"id": "c-1", "locale": "de", "contact_sealed": sealed}
+
+    seen = [projection._customer("rf_once", dict(customer)) for _ in range(5)]  # accepted ... reconciled
+
+    assert seen == [{"id": "c-1", "locale": "de", "email": "ana@example.com"}] * 5
+    assert len(opens) == 1
+    seen[0]["email"] = "changed@example.com"  # a caller's copy: the next event still gets the sealed contact
+    assert projection._customer("rf_once", dict(customer))["email"] == "ana@example.com"
+    # Bound to its refund: the same seal on another refund's event does not open, however often it comes.
+    assert projection._customer("rf_other", dict(customer)) == {"id": "c-1", "locale": "de"}
+    assert projection._customer("rf_other", dict(customer)) == {"id": "c-1", "locale": "de"}
+    assert len(opens) == 3
