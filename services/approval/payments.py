@@ -50,20 +50,20 @@ class StripePayments:
 
     def __init__(self, route: GatewayRoute) -> None:
         self.http = StripeHttp(route.api_key.get_secret_value(), route.base, route.timeout_seconds)
-        self.client = self.http.client
 
     async def read(self, payment_id: str) -> GatewayPayment | None:
         try:
             if payment_id.startswith(("ch_", "py_")):
-                return stripe_charge((await self.client.v1.charges.retrieve_async(payment_id)).to_dict())
-            intent = await self.client.v1.payment_intents.retrieve_async(payment_id, {"expand": ["latest_charge"]})
+                return stripe_charge(await self.http.call("get", self.http.path("/v1/charges/{}", payment_id)))
+            intent = await self.http.call("get", self.http.path("/v1/payment_intents/{}", payment_id),
+                                          {"expand": ["latest_charge"]})
         except stripe.InvalidRequestError as error:
             if error.http_status == 404 and error.code == "resource_missing":
                 return None
             raise GatewayUnanswered(f"stripe_http_{error.http_status}") from error
         except stripe.StripeError as error:
             raise GatewayUnanswered(f"stripe_http_{error.http_status or 'connection'}") from error
-        return stripe_payment_intent(intent.to_dict())
+        return stripe_payment_intent(intent)
 
     async def close(self) -> None:
         await self.http.close()

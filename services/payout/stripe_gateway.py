@@ -82,10 +82,10 @@ class StripeGatewayAdapter:
         if order.destination:  # an exit to the customer's new bank account: where the transfer goes
             params["metadata"] |= {f"destination_{k}": v for k, v in order.destination.items() if k in ("iban", "holder")}
         try:
-            refund = await self.client.v1.refunds.create_async(params, {"idempotency_key": order.idempotency_key})
+            refund = await self.http.call("post", "/v1/refunds", params, idempotency_key=order.idempotency_key)
         except stripe.StripeError as error:
             raise classify(error) from error
-        return refund_result(refund.to_dict())
+        return refund_result(refund)
 
     async def lookup(self, idempotency_key: str, payment_id: str) -> GatewayResult | None:
         # Stripe cannot be searched by idempotency key; the key is also in the payment's refunds' metadata.

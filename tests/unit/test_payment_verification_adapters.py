@@ -119,3 +119,12 @@ def test_production_refuses_routes_to_the_simulator():
     with pytest.raises(ProductionRefused, match="GATEWAY_ROUTES routes 'sim' to the gateway simulator"):
         ApprovalSettings(environment="production", staff_jwks_url="https://idp.example/jwks",
                          gateway_routes={"sim": route})
+
+
+def test_an_id_in_a_stripe_path_is_quoted_as_the_stripe_packages_own_services_quote_it():
+    from stripe._util import sanitize_id
+
+    from shared.runtime.http_client import StripeHttp
+
+    for payment_id in ("pi_plain", "ch_a/b c", "pi_?x=1&y=2", "pi_ü"):
+        assert StripeHttp.path("/v1/payment_intents/{}", payment_id) == f"/v1/payment_intents/{sanitize_id(payment_id)}"
