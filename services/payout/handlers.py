@@ -1,9 +1,11 @@
 """Payout: record the intent when a refund is approved, execute it at the gateway after.
 
-Consuming only writes the intent (and `payout-submitted`); the executor loop
-claims due intents under a lease, calls the gateway with the refund's
-idempotency key, and records the outcomes with `paid` or `payout-failed` in one
-transaction, each only if its row is still this claim's (services/payout/store.py).
+Consuming only writes the intent (and `payout-submitted`), claimed under a lease for
+this process's executor and handed to it in memory once committed (`HandOff`); the
+executor also claims due intents (retries, exits, re-routes, a crashed worker's
+rows once their lease ran out), calls the gateway with the refund's idempotency
+key, and records the outcomes with `paid` or `payout-failed` in one transaction,
+each only if its row is still this claim's (services/payout/store.py).
 A refund the gateway answers `pending` is `confirming` until its outcome comes
 by webhook (services/payout/webhooks.py); a gateway that can be asked is asked
 only once the webhook is later than the grace period.
