@@ -102,21 +102,19 @@ _INTENT_COLUMNS = {"refund_id": "text", "payout_id": "text", "gateway": "text", 
                    "amount_value": "bigint", "currency": "text", "channel": "text", "refund": "jsonb",
                    "approved_at": "timestamptz", "eta": "timestamptz", "settlement_value": "bigint",
                    "settlement_currency": "text", "fx_rate": "numeric", "fx_source": "text", "traceparent": "text"}
+_UNNESTED_INTENTS = (
+    f"FROM unnest({', '.join(f'${n}::{kind}[]' for n, kind in enumerate(_INTENT_COLUMNS.values(), start=1))}) "
+    f"AS i({', '.join(_INTENT_COLUMNS)}) ON CONFLICT (refund_id) DO NOTHING ")
 _RECORD_INTENTS = (
     f"INSERT INTO payout.payouts (idempotency_key, status, {', '.join(_INTENT_COLUMNS)}) "
-    f"SELECT i.refund_id, 'pending', i.* "
-    f"FROM unnest({', '.join(f'${n}::{kind}[]' for n, kind in enumerate(_INTENT_COLUMNS.values(), start=1))}) "
-    f"AS i({', '.join(_INTENT_COLUMNS)}) "
-    "ON CONFLICT (refund_id) DO NOTHING RETURNING refund_id")
+    f"SELECT i.refund_id, 'pending', i.* {_UNNESTED_INTENTS} RETURNING refund_id")
 # The same, recorded as claimed by the recording process (as `claim_due` leaves a row, attempt 1), the
 # whole row returned as `claim_due` returns it.
 _RECORD_INTENTS_CLAIMED = (
     f"INSERT INTO payout.payouts (idempotency_key, status, attempts, claimed_at, claim_token, "
     f"  {', '.join(_INTENT_COLUMNS)}) "
-    f"SELECT i.refund_id, 'submitting', 1, now(), ${len(_INTENT_COLUMNS) + 1}::uuid, i.* "
-    f"FROM unnest({', '.join(f'${n}::{kind}[]' for n, kind in enumerate(_INTENT_COLUMNS.values(), start=1))}) "
-    f"AS i({', '.join(_INTENT_COLUMNS)}) "
-    "ON CONFLICT (refund_id) DO NOTHING RETURNING *")
+    f"SELECT i.refund_id, 'submitting', 1, now(), ${len(_INTENT_COLUMNS) + 1}::uuid, i.* {_UNNESTED_INTENTS} "
+    "RETURNING *")
 
 
 async def record_intents(conn: asyncpg.Connection, intents: Sequence[Intent]) -> set[str]:

@@ -58,9 +58,8 @@ class OrjsonFormat(JSONFormat):
         event_data = event.get_data()
         envelope: dict[str, Any] = dict(event.get_attributes())
         if event_data is not None:
-            if not isinstance(event_data, dict) or envelope.get("datacontenttype", DATA_CONTENT_TYPE) != DATA_CONTENT_TYPE:
-                return super().write(event)
-            if not _renders_alike(event_data):
+            if (not isinstance(event_data, dict) or not _renders_alike(event_data)
+                    or envelope.get("datacontenttype", DATA_CONTENT_TYPE) != DATA_CONTENT_TYPE):
                 return super().write(event)
             envelope["data"] = event_data
         try:
