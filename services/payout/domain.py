@@ -71,8 +71,13 @@ def _closed_days(region: str, year: int) -> holidays.HolidayBase:
 
 def funds_eta(accepted_at: datetime, channel: str, region: str) -> datetime:
     """When the customer should have the money: business days per channel, on the region's calendar."""
-    closed = _closed_days(region, accepted_at.year)
-    day = _business_days_after(accepted_at.astimezone(UTC).date(), FUNDS_BUSINESS_DAYS.get(channel, 5), closed)
+    return _funds_eta_on(accepted_at.astimezone(UTC).date(), channel, region)
+
+
+@functools.lru_cache(maxsize=1024)  # one answer per day, channel and region: each payout asks twice
+def _funds_eta_on(accepted_on: date, channel: str, region: str) -> datetime:
+    closed = _closed_days(region, accepted_on.year)
+    day = _business_days_after(accepted_on, FUNDS_BUSINESS_DAYS.get(channel, 5), closed)
     return datetime.combine(day, FUNDS_CUTOFF)
 
 

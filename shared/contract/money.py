@@ -1,5 +1,6 @@
 """Money: integer minor units plus an ISO 4217 currency, one type everywhere."""
 
+import functools
 from typing import Annotated
 
 from iso4217 import Currency
@@ -10,6 +11,7 @@ from pydantic_core import PydanticCustomError
 MAX_MINOR_UNITS = 10**15
 
 
+@functools.cache  # every Money validated looks its currency up; the codes that exist are few (a miss raises)
 def currency_exponent(code: str) -> int:
     """Digits after the decimal point for an ISO 4217 code (JPY 0, USD 2, KWD 3)."""
     exponent = Currency(code).exponent
