@@ -19,8 +19,7 @@ is settled once.
 """
 
 import asyncio
-import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 
 import asyncpg
@@ -31,6 +30,7 @@ from services.approval.handlers import PAYMENT_CHECKS, SYSTEM, Decisions, record
 from services.approval.payments import GatewayPayments, GatewayUnanswered
 from shared.runtime import tracing
 from shared.contract.envelope import Outgoing
+from shared.runtime.rounds import ClaimRounds
 from shared.runtime.stage import Stage
 
 log = structlog.get_logger()
@@ -65,55 +65,30 @@ class PaymentVerifier:
         for refunds whose gateway lost its route since they were parked."""
         lanes: list[str | None] = [gateway for gateway in sorted(self.payments.readers)
                                    for _ in range(self.rounds_per_gateway)] + [None]
-        wakes = [asyncio.Event() for _ in lanes]
-        claim_now = [False for _ in lanes]
+        rounds = ClaimRounds(len(lanes), claim_size=self.claim_size)
 
         async def wake_on_commit() -> None:  # a committed batch may have parked something for these gateways
             while True:
                 await self.stage.committed.wait()
                 self.stage.committed.clear()
                 parked, self.decisions.parked_gateways = self.decisions.parked_gateways, set()
-                for index, (lane, wake) in enumerate(zip(lanes, wakes)):
-                    if lane in parked:  # parked unclaimed (no hand-off): due now, for a claim to find
-                        claim_now[index] = True
-                    if lane in parked or self.decisions.handed.get(lane):  # a waiting round goes at once,
-                        wake.set()  # a busy one looks again when done
+                for index, lane in enumerate(lanes):
+                    if lane in parked or self.decisions.handed.get(lane):
+                        # parked unclaimed (no hand-off): due now, for a claim to find
+                        rounds.wake(index, claim=lane in parked)
 
-        def claims_now(index: int) -> bool:
-            due, claim_now[index] = claim_now[index], False
-            return due
+        def lane_round(index: int, gateway: str | None) -> Awaitable[None]:
+            return rounds.run(index, lambda claim: self.run_once(gateway, claim=claim),
+                              lambda: bool(self.decisions.handed.get(gateway)),
+                              failed="payment_verifier_failed", gateway=gateway)
 
         try:
-            await asyncio.gather(wake_on_commit(), *(self._lane(lane, wake, functools.partial(claims_now, index))
-                                                     for index, (lane, wake) in enumerate(zip(lanes, wakes))))
+            await asyncio.gather(wake_on_commit(), *(lane_round(index, lane) for index, lane in enumerate(lanes)))
         finally:  # stopping: what was handed over and not read yet is due again at once, for any replica
             waiting = [row for rows in self.decisions.handed.values() for row in rows]
             self.decisions.handed.clear()
             if waiting:
                 await store.release_claims(self.stage.pool, waiting)
-
-    async def _lane(self, gateway: str | None, wake: asyncio.Event, claims_now: Callable[[], bool]) -> None:
-        """Handed rows at once; a claim of due rows (asked again, a lease run out, another replica's
-        leftovers) once a second, at once after one that came back full, or when a commit parked rows
-        unclaimed. Not after every handed batch: those rows are claimed already, the query would find
-        nothing."""
-        loop = asyncio.get_running_loop()
-        claim_at = 0.0
-        while True:
-            try:
-                wake.clear()
-                claim = not self.decisions.handed.get(gateway) and (claims_now() or loop.time() >= claim_at)
-                done = await self.run_once(gateway, claim=claim)
-                if claim:
-                    claim_at = loop.time() + (0.0 if done >= self.claim_size else 1.0)
-                if not done:
-                    try:  # woken by a commit that handed or parked rows for its gateway
-                        await asyncio.wait_for(wake.wait(), timeout=max(0.0, claim_at - loop.time()))
-                    except TimeoutError:
-                        pass
-            except Exception:
-                log.exception("payment_verifier_failed", gateway=gateway)
-                await asyncio.sleep(1.0)
 
     async def run_once(self, gateway: str | None, *, claim: bool = True) -> int:
         """One round for one gateway (None: the unrouted): the rows the consume step handed over, else

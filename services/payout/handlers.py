@@ -25,12 +25,11 @@ events carry the attempt.
 
 import asyncio
 import collections
-import functools
 import os
 import random
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -49,6 +48,7 @@ from shared.contract import contact_seal
 from shared.contract.envelope import Outgoing, encode
 from shared.contract.events import PayoutSubmitted, RefundApproved
 from shared.contract.money import currency_exponent
+from shared.runtime.rounds import ClaimRounds
 from shared.runtime.stage import Inbound, Stage
 
 __all__ = ["SOURCE", "HandOff", "IntentRecorder", "PayoutExecutor", "PayoutPolicy"]
@@ -214,60 +214,35 @@ class PayoutExecutor:
         self.hand_off = hand_off
 
     async def run_forever(self) -> None:
-        wakes = [asyncio.Event() for _ in range(self.rounds)]
-        claim_now = [False] * self.rounds
+        """`rounds` rounds (shared/runtime/rounds.py): handed claims at once. A claim of due rows: without
+        a hand-off, after every commit (it may have recorded intents); at once after one that came back
+        full; else once a second (with a hand-off, that is how retries, exits, re-routes and leases run
+        out are found)."""
+        rounds = ClaimRounds(self.rounds, claim_size=self.claim_size)
 
         async def wake_on_commit() -> None:  # a committed batch may have recorded intents, a webhook re-routed one
             while True:
                 await self.stage.committed.wait()
                 self.stage.committed.clear()
-                for index, wake in enumerate(wakes):  # a waiting round claims at once, a busy one when done
-                    claim_now[index] = True
-                    wake.set()
+                rounds.wake_all(claim=True)  # a waiting round claims at once, a busy one when done
 
         async def wake_on_hand_off() -> None:  # what the consume step recorded comes handed, not by a claim
             while True:
                 await self.hand_off.ready.wait()
                 self.hand_off.ready.clear()
-                for wake in wakes:
-                    wake.set()
+                rounds.wake_all()
 
-        def claims_now(index: int) -> bool:
-            due, claim_now[index] = claim_now[index], False
-            return due
+        def handed() -> bool:
+            return self.hand_off is not None and bool(self.hand_off.claims)
 
         waking = wake_on_commit() if self.hand_off is None else wake_on_hand_off()
         try:
-            await asyncio.gather(waking, *(self._round(functools.partial(claims_now, index), wake)
-                                            for index, wake in enumerate(wakes)))
+            await asyncio.gather(waking, *(rounds.run(index, lambda claim: self.run_once(claim=claim), handed,
+                                                      failed="payout_executor_failed")
+                                            for index in range(self.rounds)))
         finally:  # stopping: what was handed over and not called for is due again at once, for any worker
             while self.hand_off is not None and self.hand_off.claims:
                 await store.release(self.stage.pool, self.hand_off.claims.popleft()[1])
-
-    async def _round(self, claims_now: Callable[[], bool], wake: asyncio.Event) -> None:
-        """Handed claims at once. A claim of due rows: without a hand-off, after every commit (it may
-        have recorded intents); at once after one that came back full; else once a second (with a
-        hand-off, that is how retries, exits, re-routes and leases run out are found)."""
-        loop = asyncio.get_running_loop()
-        claim_at = 0.0
-        while True:
-            try:
-                # Cleared before the claim, not after an empty one: a commit while run_once runs (after its
-                # claim read the table) would otherwise be cleared unseen, and its intents wait a whole timeout.
-                wake.clear()
-                handed = self.hand_off is not None and bool(self.hand_off.claims)
-                claim = not handed and (claims_now() or loop.time() >= claim_at)
-                done = await self.run_once(claim=claim)
-                if claim:
-                    claim_at = loop.time() + (0.0 if done >= self.claim_size else 1.0)
-                if not done:
-                    try:
-                        await asyncio.wait_for(wake.wait(), timeout=max(0.0, claim_at - loop.time()))
-                    except TimeoutError:
-                        pass
-            except Exception:
-                log.exception("payout_executor_failed")
-                await asyncio.sleep(1.0)
 
     async def run_once(self, *, claim: bool = True) -> int:
         """One round: a claim the consume step handed over, else (with `claim`) due intents claimed; pay

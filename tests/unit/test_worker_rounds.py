@@ -98,3 +98,43 @@ async def test_intents_handed_over_are_paid_at_once_and_a_claim_query_runs_once_
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_full_claim_is_followed_by_another_at_once_and_a_failing_round_goes_on():
+    """The shared scheduling itself: a claim that came back full claims again without waiting its
+    second (there may be more due); one that came back short waits; a round that raised is retried."""
+    from shared.runtime.rounds import ClaimRounds
+
+    rounds = ClaimRounds(1, claim_size=4)
+    due = [4, 4, 1]  # rows each claim finds
+    claims: list[int] = []
+    failed = []
+
+    async def work(claim: bool) -> int:
+        if not claim:
+            return 0
+        if not due:
+            return 0
+        found = due.pop(0)
+        claims.append(found)
+        if found == 1 and not failed:
+            failed.append(True)
+            raise RuntimeError("a bug in one round")
+        return found
+
+    task = asyncio.create_task(rounds.run(0, work, lambda: False, failed="test_round_failed"))
+    try:
+        await asyncio.sleep(0.1)
+        assert claims == [4, 4, 1]  # two full claims, then a third at once
+        due.append(2)
+        await asyncio.sleep(0.5)
+        assert claims == [4, 4, 1]  # failed: retried after a second, not at once
+        await asyncio.sleep(1.0)
+        assert claims == [4, 4, 1, 2]
+        rounds.wake(0, claim=True)  # rows written unclaimed: claimed at once, not on schedule
+        due.append(3)
+        await asyncio.sleep(0.1)
+        assert claims == [4, 4, 1, 2, 3]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
