@@ -24,7 +24,6 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-import aiohttp
 import asyncpg
 import orjson
 import structlog
@@ -33,6 +32,7 @@ from prometheus_client import Counter
 
 from gatewaysim import objects
 from gatewaysim.settings import Account
+from shared.runtime.http_client import HTTP_ERRORS, LazySession
 
 log = structlog.get_logger()
 DELIVERIES = Counter("gatewaysim_webhook_deliveries_total", "Webhook delivery attempts by their result",
@@ -93,19 +93,10 @@ class WebhookSender:
         self.pool, self.accounts = pool, accounts
         self.max_attempts, self.retry_base = max_attempts, retry_base_seconds
         self.targets = [name for name, account in accounts.items() if account.webhook_url]
-        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-        self._client: aiohttp.ClientSession | None = None
-
-    @property
-    def client(self) -> aiohttp.ClientSession:
-        """One keep-alive session, opened on first use (inside the running loop)."""
-        if self._client is None:
-            self._client = aiohttp.ClientSession(timeout=self.timeout)
-        return self._client
+        self.http = LazySession(timeout_seconds)  # one keep-alive session, opened inside the running loop
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
+        await self.http.close()
 
     async def send_due(self, limit: int = 50) -> int:
         """One round: claim the due events (oldest first), send them at once, record each result."""
@@ -136,10 +127,10 @@ class WebhookSender:
         account = self.accounts[row["account"]]
         raw, headers = signed_request(account, row["body"])
         try:
-            async with self.client.post(account.webhook_url, data=raw, headers=headers) as answer:
+            async with self.http.session.post(account.webhook_url, data=raw, headers=headers) as answer:
                 await answer.read()
                 return row, None if 200 <= answer.status < 300 else f"http_{answer.status}"
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except HTTP_ERRORS as exc:
             return row, f"{type(exc).__name__}: {exc}"[:300]
 
     async def _failed(self, row: asyncpg.Record, error: str) -> None:

@@ -163,18 +163,30 @@ async def settle(conn: asyncpg.Connection, settlements: Sequence[domain.Settleme
             settled_at)
 
 
+_PAID_COLUMNS = {"refund_id": "text", "gateway": "text", "gateway_ref": "text", "amount_value": "bigint",
+                 "currency": "text", "channel": "text", "refund": "jsonb", "paid_at": "timestamptz",
+                 "expected_value": "bigint", "expected_currency": "text", "traceparent": "text", "attempt": "int"}
+
+
+def _insert_paid(**extra: str) -> str:
+    """One INSERT of unnested paid rows (`_PAID_COLUMNS` in order), the `extra` columns set to SQL
+    values; a refund recorded already stays as it is."""
+    arrays = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(_PAID_COLUMNS.values(), start=1))
+    return (f"INSERT INTO reconcile.payouts ({', '.join([*_PAID_COLUMNS, *extra])}) "
+            f"SELECT {', '.join(['*', *extra.values()])} FROM unnest({arrays}) ON CONFLICT (refund_id) DO NOTHING")
+
+
+_RECORD_PAID = _insert_paid()
+_RECORD_PAID_OUTSIDE = _insert_paid(paid_outside="true", state="'discrepancy'",
+                                    category="'paid_outside'") + " RETURNING *"
+
+
 async def record_paid(conn: asyncpg.Connection, rows: Sequence[tuple]) -> None:
     """Record paid refunds, each (refund_id, gateway, gateway_ref, amount_value, currency, channel, refund,
     paid_at, expected_value, expected_currency, traceparent, attempt), in one statement; one recorded
     already stays as it is (a refund has at most one paid payout attempt)."""
     if rows:
-        await conn.execute(
-            "INSERT INTO reconcile.payouts (refund_id, gateway, gateway_ref, amount_value, currency, channel, "
-            "refund, paid_at, expected_value, expected_currency, traceparent, attempt) "
-            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], "
-            "$7::jsonb[], $8::timestamptz[], $9::bigint[], $10::text[], $11::text[], $12::int[]) "
-            "ON CONFLICT (refund_id) DO NOTHING",
-            *map(list, zip(*rows, strict=True)))
+        await conn.execute(_RECORD_PAID, *map(list, zip(*rows, strict=True)))
 
 
 async def record_paid_outside(conn: asyncpg.Connection, rows: Sequence[tuple]) -> list[asyncpg.Record]:
@@ -183,13 +195,7 @@ async def record_paid_outside(conn: asyncpg.Connection, rows: Sequence[tuple]) -
     now (one recorded already stays as it is, and opens nothing again)."""
     if not rows:
         return []
-    recorded = await conn.fetch(
-        "INSERT INTO reconcile.payouts (refund_id, gateway, gateway_ref, amount_value, currency, channel, "
-        "refund, paid_at, expected_value, expected_currency, traceparent, attempt, paid_outside, state, category) "
-        "SELECT *, true, 'discrepancy', 'paid_outside' FROM unnest($1::text[], $2::text[], $3::text[], "
-        "$4::bigint[], $5::text[], $6::text[], $7::jsonb[], $8::timestamptz[], $9::bigint[], $10::text[], "
-        "$11::text[], $12::int[]) ON CONFLICT (refund_id) DO NOTHING RETURNING *",
-        *map(list, zip(*rows, strict=True)))
+    recorded = await conn.fetch(_RECORD_PAID_OUTSIDE, *map(list, zip(*rows, strict=True)))
     await open_discrepancies(conn, [Opening(domain.PAID_OUTSIDE, row["refund_id"], domain.GatewayRef.of(row), None,
                                             (row["expected_value"], row["expected_currency"]), None)
                                     for row in recorded])

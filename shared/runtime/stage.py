@@ -222,9 +222,7 @@ class Stage:
             async with (self.pool.acquire() as conn, self._forgetting_published(conn) as forget,
                         conn.transaction()):
                 await forget()
-                outgoing = await self._decide_all(conn, inbound, letters)
-                outgoing += await self._keep_dead_letters(conn, letters)
-                outgoing = tracing.stamp(outgoing, spans)  # tracing: each continues its inbound event's trace
+                outgoing, _ = await self._decide_and_keep(conn, inbound, spans, letters)
                 pending = await self._write_outbox(conn, outgoing)
         except BaseException:
             if self.on_rollback is not None:
@@ -235,10 +233,21 @@ class Stage:
         self._count_dead_letters(letters)
         return pending
 
-    async def _keep_dead_letters(self, conn: asyncpg.Connection, letters: Sequence[Letter]) -> list[Outgoing]:
-        """Save the letters in the stage's table; their DLQ events, for the same transaction's outbox."""
-        await dead_letters.keep(conn, self.schema, letters)
-        return [letter.event(self.source) for letter in letters]
+    async def _decide_and_keep(self, conn: asyncpg.Connection, inbound: Sequence[Inbound], spans: "tracing.Spans",
+                               letters: list[Letter], *, replay_of: int | None = None
+                               ) -> tuple[list[Outgoing], list[int]]:
+        """Decide the events; save what was dead-lettered in the stage's table (each naming the letter it
+        is a replay of, if any). Returns the events for the same transaction's outbox, the DLQ's among
+        them, each continuing its inbound event's trace, and the new letters' ids."""
+        outgoing = await self._decide_all(conn, inbound, letters)
+        events, kept = await self._keep_dead_letters(conn, letters, replay_of=replay_of)
+        return tracing.stamp(outgoing + events, spans), kept  # tracing
+
+    async def _keep_dead_letters(self, conn: asyncpg.Connection, letters: Sequence[Letter], *,
+                                 replay_of: int | None = None) -> tuple[list[Outgoing], list[int]]:
+        """Save the letters in the stage's table: their DLQ events, for the same transaction's outbox, and ids."""
+        kept = await dead_letters.keep(conn, self.schema, letters, replay_of=replay_of)
+        return [letter.event(self.source) for letter in letters], kept
 
     async def _decide_all(self, conn: asyncpg.Connection, inbound: Sequence[Inbound],
                           letters: list[Letter]) -> list[Outgoing]:
@@ -326,8 +335,8 @@ class Stage:
                               partition=item.record.partition, offset=item.record.offset)
                 letter = _failed(item.record, error)
                 async with self.pool.acquire() as conn, conn.transaction():
-                    [event] = tracing.stamp(await self._keep_dead_letters(conn, [letter]), spans)  # tracing
-                    ids += await self._write_outbox(conn, [event])
+                    events, _ = await self._keep_dead_letters(conn, [letter])
+                    ids += await self._write_outbox(conn, tracing.stamp(events, spans))  # tracing
                 self._count_dead_letters([letter])
         return ids
 
@@ -367,10 +376,7 @@ class Stage:
             row = await dead_letters.load_open(conn, self.schema, letter_id)
             inbound = [self._read(dead_letters.original_record(row))]
             with tracing.consume(inbound) as spans:
-                outgoing = await self._decide_all(conn, inbound, letters)
-                again = await dead_letters.keep(conn, self.schema, letters, replay_of=letter_id)
-                outgoing += [letter.event(self.source) for letter in letters]
-                outgoing = tracing.stamp(outgoing, spans)  # tracing
+                outgoing, again = await self._decide_and_keep(conn, inbound, spans, letters, replay_of=letter_id)
             row = await dead_letters.mark_handled(conn, self.schema, letter_id, "replayed", actor, reason,
                                                   replayed_as=again[0] if again else None)
             pending = await self._write_outbox(conn, outgoing)
@@ -381,10 +387,10 @@ class Stage:
         async with conn.transaction():
             row = await dead_letters.load_open(conn, self.schema, letter_id)
             letter = _failed(dead_letters.original_record(row), error)
-            [again] = await dead_letters.keep(conn, self.schema, [letter], replay_of=letter_id)
+            events, [again] = await self._keep_dead_letters(conn, [letter], replay_of=letter_id)
             row = await dead_letters.mark_handled(conn, self.schema, letter_id, "replayed", actor, reason,
                                                   replayed_as=again)
-            pending = await self._write_outbox(conn, [letter.event(self.source)])
+            pending = await self._write_outbox(conn, events)
         return row, pending, [letter]
 
     def _trusted(self, item: Inbound) -> bool:
