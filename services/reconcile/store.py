@@ -23,21 +23,25 @@ async def ingest_report(conn: asyncpg.Connection, *, gateway: str, fmt: str, tex
     if known:
         return _summary(known, duplicate_file=True)
     parsed = parse(fmt, text)
-    inserted = await conn.fetch(
-        "INSERT INTO reconcile.settlement_lines (gateway, txn_id, line_no, gateway_ref, kind, amount_value, "
-        "currency, fee_value) SELECT $1, * FROM unnest($2::text[], $3::int[], $4::text[], $5::text[], "
-        "$6::bigint[], $7::text[], $8::bigint[]) ON CONFLICT (gateway, txn_id) DO NOTHING RETURNING id",
-        gateway, [l.txn_id for l in parsed.lines], [l.line_no for l in parsed.lines],
+    # The report first, so each new line is written with its report_id (not updated to it afterwards:
+    # a second version of every line, its index entries and the ledger's trigger over them again).
+    report_id = await conn.fetchval(
+        "INSERT INTO reconcile.settlement_reports (gateway, format, sha256, received_from, rows_total, lines_new, "
+        "lines_known, ignored, errors) VALUES ($1, $2, $3, $4, $5, 0, 0, $6, $7) RETURNING id",
+        gateway, fmt, sha, received_from, parsed.rows,
+        [{"line": n, "why": why} for n, why in parsed.ignored], [asdict(e) for e in parsed.errors])
+    new_lines = await conn.fetchval(
+        "WITH new AS (INSERT INTO reconcile.settlement_lines (report_id, gateway, txn_id, line_no, gateway_ref, kind, "
+        "amount_value, currency, fee_value) SELECT $1, $2, * FROM unnest($3::text[], $4::int[], $5::text[], "
+        "$6::text[], $7::bigint[], $8::text[], $9::bigint[]) ON CONFLICT (gateway, txn_id) DO NOTHING RETURNING 1) "
+        "SELECT count(*) FROM new",
+        report_id, gateway, [l.txn_id for l in parsed.lines], [l.line_no for l in parsed.lines],
         [l.gateway_ref for l in parsed.lines], [l.kind for l in parsed.lines],
         [l.amount_value for l in parsed.lines], [l.currency for l in parsed.lines],
         [l.fee_value for l in parsed.lines])
     row = await conn.fetchrow(
-        "INSERT INTO reconcile.settlement_reports (gateway, format, sha256, received_from, rows_total, lines_new, "
-        "lines_known, ignored, errors) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
-        gateway, fmt, sha, received_from, parsed.rows, len(inserted), len(parsed.lines) - len(inserted),
-        [{"line": n, "why": why} for n, why in parsed.ignored], [asdict(e) for e in parsed.errors])
-    await conn.execute("UPDATE reconcile.settlement_lines SET report_id = $1 WHERE id = ANY($2::bigint[])",
-                       row["id"], [r["id"] for r in inserted])
+        "UPDATE reconcile.settlement_reports SET lines_new = $2, lines_known = $3 WHERE id = $1 RETURNING *",
+        report_id, new_lines, len(parsed.lines) - new_lines)
     return _summary(row, duplicate_file=False)
 
 
