@@ -74,7 +74,7 @@ class PaymentVerifier:
                 parked, self.decisions.parked_gateways = self.decisions.parked_gateways, set()
                 for index, lane in enumerate(lanes):
                     if lane in parked or self.decisions.handed.get(lane):
-                        # parked unclaimed (no hand-off): due now, for a claim to find
+                        # rows parked unclaimed (no hand-off) are due now, for a claim to find
                         rounds.wake(index, claim=lane in parked)
 
         def lane_round(index: int, gateway: str | None) -> Awaitable[None]:

@@ -8,6 +8,7 @@ import orjson
 
 from services.notify.domain import Notification, StatusRow
 from shared.contract.events import Status
+from shared.runtime.db import array_params
 
 
 # The status projection's columns (as domain.StatusRow names them) and their types. reason_codes and
@@ -24,7 +25,7 @@ _LOCK = f"SELECT {_NAMES} FROM notify.refund_status WHERE refund_id = ANY($1::te
 _READ = f"SELECT {_NAMES} FROM notify.refund_status WHERE refund_id = ANY($1::text[])"
 _VALUES = ", ".join("ARRAY(SELECT jsonb_array_elements_text(n.reason_codes::jsonb))" if name == "reason_codes"
                     else "n.history::jsonb" if name == "history" else f"n.{name}" for name in _COLUMNS)
-_ARRAYS = ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(_COLUMNS.values(), 1))
+_ARRAYS = array_params(_COLUMNS.values())
 # A row that exists but was not locked (another replica inserted it after the lock) is left as it is.
 _SAVE = (
     f"INSERT INTO notify.refund_status ({_NAMES}) SELECT {_VALUES} FROM unnest({_ARRAYS}) AS n({_NAMES}) "

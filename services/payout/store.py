@@ -18,6 +18,7 @@ from decimal import Decimal
 import asyncpg
 
 from services.payout.domain import FxQuote
+from shared.runtime.db import array_params
 
 # The rows a claim still holds (alias `p`; $1 the claim's token, $2 its lease in seconds).
 _HELD = ("p.claim_token = $1 AND p.status = 'submitting' "
@@ -103,7 +104,7 @@ _INTENT_COLUMNS = {"refund_id": "text", "payout_id": "text", "gateway": "text", 
                    "approved_at": "timestamptz", "eta": "timestamptz", "settlement_value": "bigint",
                    "settlement_currency": "text", "fx_rate": "numeric", "fx_source": "text", "traceparent": "text"}
 _UNNESTED_INTENTS = (
-    f"FROM unnest({', '.join(f'${n}::{kind}[]' for n, kind in enumerate(_INTENT_COLUMNS.values(), start=1))}) "
+    f"FROM unnest({array_params(_INTENT_COLUMNS.values())}) "
     f"AS i({', '.join(_INTENT_COLUMNS)}) ON CONFLICT (refund_id) DO NOTHING ")
 _RECORD_INTENTS = (
     f"INSERT INTO payout.payouts (idempotency_key, status, {', '.join(_INTENT_COLUMNS)}) "
@@ -171,7 +172,7 @@ def _update(first_param: int, guard: str) -> str:
         "  ELSE coalesce(now() + make_interval(secs => w.retry_in_seconds), p.next_attempt_at) END, "
         "gateway_ref = w.gateway_ref, failure_reason = w.failure_reason, finished_at = w.finished_at, eta = w.eta, "
         "recovered_by_lookup = w.recovered_by_lookup, reversed_at = w.reversed_at, updated_at = now() "
-        f"FROM unnest({', '.join(f'${n}::{kind}[]' for n, kind in enumerate(_COLUMNS.values(), start=first_param))}) "
+        f"FROM unnest({array_params(_COLUMNS.values(), first_param)}) "
         f"AS w({', '.join(_COLUMNS)}) "
         f"WHERE p.refund_id = w.refund_id AND {guard} RETURNING p.refund_id")
 

@@ -10,6 +10,7 @@ import asyncpg
 
 from services.reconcile import domain
 from services.reconcile.settlement_files import parse
+from shared.runtime.db import array_params
 
 # A payout `p` and a settlement line `l` are about the same refund: one gateway, one reference on it.
 _SAME_REF = "p.gateway = l.gateway AND p.gateway_ref = l.gateway_ref"
@@ -175,9 +176,8 @@ _PAID_COLUMNS = {"refund_id": "text", "gateway": "text", "gateway_ref": "text", 
 def _insert_paid(**extra: str) -> str:
     """One INSERT of unnested paid rows (`_PAID_COLUMNS` in order), the `extra` columns set to SQL
     values; a refund recorded already stays as it is."""
-    arrays = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(_PAID_COLUMNS.values(), start=1))
     return (f"INSERT INTO reconcile.payouts ({', '.join([*_PAID_COLUMNS, *extra])}) "
-            f"SELECT {', '.join(['*', *extra.values()])} FROM unnest({arrays}) ON CONFLICT (refund_id) DO NOTHING")
+            f"SELECT {', '.join(['*', *extra.values()])} FROM unnest({array_params(_PAID_COLUMNS.values())}) ON CONFLICT (refund_id) DO NOTHING")
 
 
 _RECORD_PAID = _insert_paid()

@@ -6,6 +6,7 @@ schema lets several replicas start at once.
 """
 
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import asyncpg
@@ -77,3 +78,9 @@ async def delete_older(pool: asyncpg.Pool, table: str, row_key: str, stamped: st
         deleted += count
         if count < chunk:
             return deleted
+
+
+def array_params(kinds: Iterable[str], start: int = 1) -> str:
+    """`$start::kind[], $start+1::kind[], …`: the parameters of a set-based statement that unnests one
+    array per column (`FROM unnest(<these>) AS t(<columns>)`)."""
+    return ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(kinds, start=start))
