@@ -33,10 +33,10 @@ _BACKLOG = (
     "SELECT stage, count(*) AS inflight, "
     "count(*) FILTER (WHERE (deadlines ->> stage)::timestamptz < now()) AS overdue, "
     "extract(epoch FROM now() - min(entered_at)) AS oldest_age "
-    "FROM notify.refund_status WHERE stage <> 'done' GROUP BY stage"
+    "FROM notify.refund_status WHERE open GROUP BY stage"
 )
 _LAST_DRILL = (
-    "SELECT extract(epoch FROM max((timeline ->> 'reconciled')::timestamptz)) AS at "
+    "SELECT extract(epoch FROM max(drill_reconciled::timestamptz)) AS at "
     "FROM notify.refund_status WHERE drill"
 )
 
