@@ -79,6 +79,14 @@ def test_cpu_per_refund_sums_the_stack_and_takes_the_idle_machine_off():
     assert per["stack above idle"] == 30.0
     assert per["machine above idle"] == 80.0
     assert per["intake"] == 10.0
+    assert "stack without simulator" not in per  # the relay's run has no simulator
+
+
+def test_cpu_per_refund_without_the_simulator_takes_only_its_process_off():
+    per = cpu_per_unit({"kafka": 300.0, "gatewaysim": 120.0, "intake": 100.0, "bench": 50.0, "machine": 1000.0},
+                       units=10, window_s=2.0, idle_ms_per_s={})
+    assert per["stack"] == 52.0
+    assert per["stack without simulator"] == 40.0
 
 
 def test_group_lag_sums_uncommitted_records_over_partitions():
