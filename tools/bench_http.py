@@ -23,6 +23,10 @@ from rich.console import Console
 from rich.table import Table
 
 from devstack.stack import Stack
+from shared.runtime.http_client import StripeHttp
+
+# The package's request-path log calls, as shared/runtime/http_client.py leaves them (lazy) and as they come.
+_LOG_CALLS = ("log_info", "log_debug")
 
 PAYMENTS = 50
 
@@ -58,6 +62,7 @@ async def _run(base: str, key: str, requests: int, concurrency: int) -> list[tup
     over_aiohttp = stripe.AIOHTTPClient(timeout=10)
     clients = {name: stripe.StripeClient(key, base_addresses={"api": base}, max_network_retries=0, http_client=http)
                for name, http in (("httpx", over_httpx), ("aiohttp", over_aiohttp))}
+    hot = StripeHttp(key, base, 10)
     bare_httpx = httpx.AsyncClient(timeout=10)
     bare_aiohttp = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
 
@@ -77,7 +82,23 @@ async def _run(base: str, key: str, requests: int, concurrency: int) -> list[tup
             answer.raise_for_status()
             await answer.json()
 
+    async def via_hot_path(payment_id: str) -> None:
+        await hot.call("get", hot.path("/v1/payment_intents/{}", payment_id), {"expand": ["latest_charge"]})
+
+    lazy = {name: getattr(stripe._api_requestor, name) for name in _LOG_CALLS}
+
+    async def via_hot_path_eager_logging(payment_id: str) -> None:
+        for name in _LOG_CALLS:
+            setattr(stripe._api_requestor, name, lazy[name].__wrapped__)
+        try:
+            await via_hot_path(payment_id)
+        finally:
+            for name in _LOG_CALLS:
+                setattr(stripe._api_requestor, name, lazy[name])
+
     calls = [("stripe over httpx", via_stripe_httpx), ("stripe over aiohttp", via_stripe_aiohttp),
+             ("hot path: StripeHttp raw, lazy log lines", via_hot_path),
+             ("hot path, the package's eager log lines", via_hot_path_eager_logging),
              ("httpx", via_httpx), ("aiohttp", via_aiohttp)]
     results = []
     try:
@@ -88,6 +109,7 @@ async def _run(base: str, key: str, requests: int, concurrency: int) -> list[tup
     finally:
         await over_httpx.close_async()
         await over_aiohttp.close_async()
+        await hot.close()
         await bare_httpx.aclose()
         await bare_aiohttp.close()
     return results

@@ -128,3 +128,45 @@ def test_an_id_in_a_stripe_path_is_quoted_as_the_stripe_packages_own_services_qu
 
     for payment_id in ("pi_plain", "ch_a/b c", "pi_?x=1&y=2", "pi_ü"):
         assert StripeHttp.path("/v1/payment_intents/{}", payment_id) == f"/v1/payment_intents/{sanitize_id(payment_id)}"
+
+
+async def test_the_stripe_packages_request_lines_are_formatted_only_when_someone_hears_them(
+        gateway, monkeypatch, caplog):
+    """The package formats every request and response line (the whole body for the debug line) before
+    asking whether anyone listens; the hot calls format them only when its logger or console would."""
+    import logging
+
+    import stripe
+    from stripe import _util
+
+    from shared.runtime.http_client import StripeHttp
+
+    formatted = []
+    package_logfmt = _util.logfmt
+    monkeypatch.setattr(_util, "logfmt", lambda props: formatted.append(props["message"]) or package_logfmt(props))
+    monkeypatch.setattr(stripe, "log", None)
+    monkeypatch.setattr(_util, "STRIPE_LOG", None)
+    http = StripeHttp("sk_test_unit", f"{gateway}/s", 2)
+    try:
+        with caplog.at_level(logging.WARNING, logger="stripe"):
+            assert (await http.call("get", "/v1/charges/ch_2"))["amount_captured"] == 700
+        assert formatted == []
+
+        with caplog.at_level(logging.INFO, logger="stripe"):
+            await http.call("get", "/v1/charges/ch_2")
+        assert "Stripe API response" in formatted and "API response body" not in formatted
+        assert any("response_code=200" in r.getMessage() for r in caplog.records if r.name == "stripe")
+
+        formatted.clear()
+        with caplog.at_level(logging.DEBUG, logger="stripe"):
+            await http.call("get", "/v1/charges/ch_2")
+        assert "API response body" in formatted
+        assert any('"amount_captured": 700' in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
+
+        formatted.clear()
+        monkeypatch.setattr(stripe, "log", "info")  # the package's console switch still prints its lines
+        with caplog.at_level(logging.WARNING, logger="stripe"):
+            await http.call("get", "/v1/charges/ch_2")
+        assert "Stripe API response" in formatted and "API response body" not in formatted
+    finally:
+        await http.close()
