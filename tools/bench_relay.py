@@ -1,10 +1,11 @@
 """The yardstick of `make bench`: a raw aiokafka 5-hop relay on the pipeline's own broker.
 
 Six topics `bench.hop0..5` (as many partitions as the contract's topics) and five relay processes, one
-per hop as the pipeline has one process per stage: each consumes `bench.hop<k>` in its own group and
-produces every record to `bench.hop<k+1>` the way a stage does (batches of up to 500, acks=all with
-idempotence, linger 10 ms, offsets committed after the acks), with no database and no decoding. The
-bench drives hop0 open-loop and times each record's arrival on hop5.
+per hop as the pipeline has one process per stage: each consumes `bench.hop<k>` in its own group through
+the stages' own consume loop (shared/runtime/consume.py, with the services' default fetch pacing, batch
+size and offset-commit interval) and produces every record to `bench.hop<k+1>` the way a stage does
+(acks=all with idempotence, linger 10 ms; a batch's offsets are committed after its acks), with no
+database and no decoding. The bench drives hop0 open-loop and times each record's arrival on hop5.
 
 The relays authenticate as devstack's `bench` principal (bench.* topics and groups only); the topics are
 created and deleted as devstack's admin.
@@ -22,18 +23,21 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from shared.runtime.consume import StageConsumer
 from shared.runtime.kafka_auth import KafkaAuth
+from shared.runtime.settings import ServiceSettings
 from shared.contract.topics import DEFAULT_PARTITIONS, TopicSpec
 from tools.bench_load import Record, Schedule, send_open_loop
 from tools.platform import consumer_at_end
 
 HOPS = 5
-# Like shared/runtime/settings.py: batch_max_records 500, kafka_linger_ms 10; shared/runtime/service.py: batch_timeout_ms 50.
-BATCH_MAX_RECORDS, LINGER_MS, BATCH_TIMEOUT_MS = 500, 10, 50
+# The services' defaults (shared/runtime/settings.py), so the yardstick batches as a stage does.
+STAGE_DEFAULTS = {name: spec.default for name, spec in ServiceSettings.model_fields.items()}
 PAYLOAD = 1000  # bytes: about a refund lifecycle event's CloudEvent
 
 
@@ -49,24 +53,35 @@ def topic_specs() -> list[TopicSpec]:
     return [TopicSpec(topic(hop), partitions=DEFAULT_PARTITIONS) for hop in range(HOPS + 1)]
 
 
+class _Hop:
+    """What the consume loop feeds: a batch's records sent on to the next hop, returned once acked."""
+
+    breaker = SimpleNamespace(open=False)  # no dead letters here
+
+    def __init__(self, producer: AIOKafkaProducer, next_topic: str) -> None:
+        self.producer, self.next_topic = producer, next_topic
+
+    async def process(self, records: Sequence) -> None:
+        acks = [await self.producer.send(self.next_topic, r.value, key=r.key, headers=list(r.headers))
+                for r in records]
+        await asyncio.gather(*acks)
+
+
 async def relay(bootstrap: str, auth: KafkaAuth, run: str, hop: int, stop: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer(topic(hop), bootstrap_servers=bootstrap, group_id=group(run, hop),
-                                enable_auto_commit=False, auto_offset_reset="earliest", **auth.client_options())
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                linger_ms=LINGER_MS, **auth.client_options())
-    await consumer.start()
+                                linger_ms=STAGE_DEFAULTS["kafka_linger_ms"], **auth.client_options())
     await producer.start()
+    consumer = StageConsumer(_Hop(producer, topic(hop + 1)), [topic(hop)], group_id=group(run, hop),
+                             max_records=STAGE_DEFAULTS["batch_max_records"])
     try:
-        while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=BATCH_TIMEOUT_MS, max_records=BATCH_MAX_RECORDS)
-            acks = [await producer.send(topic(hop + 1), r.value, key=r.key, headers=list(r.headers))
-                    for records in batches.values() for r in records]
-            if acks:
-                await asyncio.gather(*acks)
-                await consumer.commit()
+        await consumer.start(bootstrap, f"bench-relay-{hop}", auth,
+                             fetch_min_bytes=STAGE_DEFAULTS["kafka_fetch_min_bytes"],
+                             fetch_max_wait_ms=STAGE_DEFAULTS["kafka_fetch_max_wait_ms"],
+                             fetch_idle_wait_ms=STAGE_DEFAULTS["kafka_fetch_idle_wait_ms"])
+        await stop.wait()
     finally:
+        await consumer.stop(timeout=5)
         await producer.stop()
-        await consumer.stop()
 
 
 def _serve(run: str, hop: int) -> None:
