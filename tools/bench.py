@@ -444,6 +444,9 @@ def print_summary(report: dict) -> None:
                           f"CPU of the processes under test per refund / per relayed message: "
                           f"{summary['cpu_ratio']:.0f}x (each at its highest rate kept up; per-message cost falls as batches grow "
                           "with the rate, see the tables)")
+        if summary.get("cpu_ratio_at_rate"):
+            console.print("[bold]pipeline / relay at the same offered rate[/] (CPU per refund / per relayed message): "
+                          + ", ".join(f"{rate:g}/s {ratio:.1f}x" for rate, ratio in summary["cpu_ratio_at_rate"].items()))
 
 
 def summarise(report: dict) -> dict:
@@ -460,6 +463,12 @@ def summarise(report: dict) -> dict:
         # What the processes under test used: every stack process per refund, relays + Kafka per message.
         summary["cpu_ratio"] = (kept[-1]["cpu_ms_per_refund"]["stack"]
                                 / max(relay_kept[-1]["cpu_ms_per_message"]["stack"], 1e-9))
+    # The fair comparison: per refund and per relayed message at one offered rate, where batches are alike.
+    relay_at = {s["offered_per_s"]: s for s in relay_kept}
+    summary["cpu_ratio_at_rate"] = {
+        step["offered_per_s"]: step["cpu_ms_per_refund"]["stack"]
+        / max(relay_at[step["offered_per_s"]]["cpu_ms_per_message"]["stack"], 1e-9)
+        for step in kept if step["offered_per_s"] in relay_at}
     return summary
 
 
@@ -505,7 +514,7 @@ def main(
     rates: str = typer.Option("50,100,200,400,800", help="offered refunds/s per step, stepped up in order"),
     duration: float = typer.Option(20.0, help="seconds each step sends for"),
     drain: float = typer.Option(30.0, help="seconds after a step's last send for all its refunds to be terminal"),
-    relay_rates: str = typer.Option("250,500,1000,2000,4000,8000", help="offered messages/s of the raw relay"),
+    relay_rates: str = typer.Option("50,100,200,500,1000,2000,4000,8000", help="offered messages/s of the raw relay"),
     skip_relay: bool = typer.Option(False, "--skip-relay", help="do not run the raw Kafka relay"),
     preload: int = typer.Option(0, help="refunds pushed through the pipeline first (history in the tables)"),
     preload_rate: float = typer.Option(200.0, help="offered refunds/s of the preload"),

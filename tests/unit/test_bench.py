@@ -11,7 +11,7 @@ from aiokafka.structs import OffsetAndMetadata
 from services.approval.domain import CustomerHistory, decide
 from services.approval.policy import load_policy
 from shared.contract.events import RefundAccepted, RefundRequested
-from tools.bench import MilestoneFollower, bench_request, cpu_per_unit
+from tools.bench import MilestoneFollower, bench_request, cpu_per_unit, summarise
 from tools.bench_measure import (
     CLOCK_TICKS, CpuSample, MachineCpu, cpu_ms_between, group_lag, machine_busy_share, output_rate,
     parse_machine_cpu, parse_proc_stat, percentile, tree_ticks,
@@ -138,3 +138,18 @@ def test_seq_scan_deltas_keep_scanned_tables_most_rows_first():
     assert list(seq_scan_deltas(before, after).items()) == [
         ("a.x", {"seq_scan": 2, "seq_tup_read": 2_000}), ("a.z", {"seq_scan": 4, "seq_tup_read": 40}),
         ("a.new", {"seq_scan": 1, "seq_tup_read": 1})]
+
+
+def test_summary_compares_cpu_with_the_relay_at_each_rate_both_kept_up_with():
+    def step(rate, kept_up, stack_ms):
+        return {"offered_per_s": rate, "kept_up": kept_up, "succeeded": {"per_s": rate * 0.98},
+                "cpu_ms_per_refund": {"stack": stack_ms}}
+
+    relay = {"max_kept_up_per_s": 1000, "steps": [
+        {"offered_per_s": rate, "kept_up": True, "per_s": rate, "cpu_ms_per_message": {"stack": ms}}
+        for rate, ms in ((100, 4.0), (200, 2.5), (1000, 1.0))]}
+    summary = summarise({"steps": [step(100, True, 16.0), step(200, True, 10.0), step(400, False, 8.0)],
+                         "relay": relay})
+    assert summary["cpu_ratio_at_rate"] == {100: 4.0, 200: 4.0}  # 400/s: the pipeline fell behind
+    assert summary["cpu_ratio"] == 10.0  # each at its highest rate kept up: 200/s against 1000/s
+    assert summary["pipeline_relay_ratio"] == 0.2
