@@ -6,8 +6,9 @@
 --   open: false once the refund is done (the stuck-stage backlog reads only open rows);
 --   drill_reconciled: when a drill refund was reconciled, NULL for every other refund.
 -- The other indexed columns (refund_id, request_id, order_id, customer ->> 'id') never change.
--- fillfactor 70 keeps room on each page for a row's next versions (a row is ~1.5 kB); the
--- table is rewritten once here, by the stored columns.
+-- fillfactor 70 keeps room on each page for a row's next versions (a row is ~1.5 kB). The stored
+-- columns rewrite the table once, under an exclusive lock: on a large projection notify's consume
+-- step waits for it (tests/integration/test_notify_hot_updates.py checks the updates stay HOT).
 ALTER TABLE notify.refund_status SET (fillfactor = 70);
 
 ALTER TABLE notify.refund_status
