@@ -51,7 +51,13 @@ def observe_time_to_funds(folded: domain.Folded) -> None:
 
 
 async def read_backlogs(pool: asyncpg.Pool) -> dict[str, StageBacklog]:
-    rows = {row["stage"]: row for row in await pool.fetch(_BACKLOG)}
+    # Through a plain index scan: passing the entry of a row that is done (dead to every transaction),
+    # it marks the entry dead, so the next sweep skips it. A bitmap scan, which the planner takes once it
+    # expects many open rows, marks nothing and re-reads every done row's page until autovacuum comes
+    # (make bench: 14-55 ms a sweep with 12,656 such entries and none open; 0.02-0.1 ms once marked).
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        await conn.execute("SET LOCAL enable_bitmapscan = off")
+        rows = {row["stage"]: row for row in await conn.fetch(_BACKLOG)}
     return {stage: StageBacklog(row["inflight"], row["overdue"], float(row["oldest_age"] or 0.0))
             if (row := rows.get(stage)) else StageBacklog(0, 0, 0.0) for stage in WATCHED}
 

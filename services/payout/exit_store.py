@@ -113,6 +113,22 @@ async def exits_of(conn: asyncpg.Connection | asyncpg.Pool, refund_id: str) -> l
     return await conn.fetch("SELECT * FROM payout.exits WHERE refund_id = $1 ORDER BY id", refund_id)
 
 
+# A join, not EXISTS in a subquery: the planner inlined that and ran it once per FILTER (three index
+# probes per failed payout; 5.0-8.9 -> 2.7 ms with 1,257 failed payouts). At most one exit per refund is
+# requested at a time (exits_one_pending), so the join adds no rows.
+_FAILED_AWAITING_EXIT = (
+    "SELECT count(*) FILTER (WHERE e.refund_id IS NULL) AS waiting, "
+    "  count(*) FILTER (WHERE e.refund_id IS NOT NULL) AS pending, "
+    "  coalesce(extract(epoch FROM now() - min(p.finished_at) FILTER (WHERE e.refund_id IS NULL)), 0) AS oldest "
+    "FROM payout.payouts p LEFT JOIN payout.exits e ON e.refund_id = p.refund_id AND e.state = 'requested' "
+    "WHERE p.status = 'failed'")
+
+
+async def count_failed_awaiting_exit(conn: asyncpg.Connection | asyncpg.Pool) -> asyncpg.Record:
+    """Failed payouts with no exit in flight (`waiting`, the oldest one's age in s) and with one (`pending`)."""
+    return await conn.fetchrow(_FAILED_AWAITING_EXIT)
+
+
 async def failed_awaiting_exit(conn: asyncpg.Connection | asyncpg.Pool, limit: int) -> Sequence[asyncpg.Record]:
     """Failed payouts (not reversals) oldest first, each saying whether an exit is in flight."""
     return await conn.fetch(

@@ -169,11 +169,7 @@ class PayoutExits:
 
 async def sweep_failed(pool: asyncpg.Pool) -> None:
     """Refresh the failed-payout gauges from the store: money owed to customers that nobody has acted on."""
-    row = await pool.fetchrow(
-        "SELECT count(*) FILTER (WHERE NOT pending) AS waiting, count(*) FILTER (WHERE pending) AS pending, "
-        "  coalesce(extract(epoch FROM now() - min(finished_at) FILTER (WHERE NOT pending)), 0) AS oldest "
-        "FROM (SELECT p.finished_at, EXISTS (SELECT 1 FROM payout.exits e WHERE e.refund_id = p.refund_id "
-        "  AND e.state = 'requested') AS pending FROM payout.payouts p WHERE p.status = 'failed') f")
+    row = await exit_store.count_failed_awaiting_exit(pool)
     AWAITING_EXIT.labels("false").set(row["waiting"])
     AWAITING_EXIT.labels("true").set(row["pending"])
     AWAITING_EXIT_OLDEST.set(float(row["oldest"]))
