@@ -31,7 +31,7 @@ async def _exit(conn: asyncpg.Connection, refund_id: str, state: str) -> None:
 
 async def test_failed_payouts_count_as_waiting_until_an_exit_is_in_flight(stack, db):
     with pytest.raises(_RolledBack):
-        async with db.transaction():
+        async with db.transaction(isolation="repeatable_read"):  # one snapshot: the stack's own payouts hold still
             before = await exit_store.count_failed_awaiting_exit(db)
             await _payout(db, "failed", failed_hours_ago=30)  # nobody acted: waiting, and the oldest
             refused = await _payout(db, "failed", failed_hours_ago=2)

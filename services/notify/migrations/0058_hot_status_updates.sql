@@ -7,8 +7,10 @@
 --   drill_reconciled: when a drill refund was reconciled, NULL for every other refund.
 -- The other indexed columns (refund_id, request_id, order_id, customer ->> 'id') never change.
 -- fillfactor 70 keeps room on each page for a row's next versions (a row is ~1.5 kB). The stored
--- columns rewrite the table once, under an exclusive lock: on a large projection notify's consume
--- step waits for it (tests/integration/test_notify_hot_updates.py checks the updates stay HOT).
+-- columns rewrite the table once and the indexes are built, under an exclusive lock that blocks reads
+-- too: on a large projection the consume step, the tracking API, the customer pages and the sweeps wait
+-- for it. Stop the old notify replicas first: their backlog query (stage <> 'done') has no index now.
+-- tests/integration/test_notify_hot_updates.py checks the updates stay HOT.
 ALTER TABLE notify.refund_status SET (fillfactor = 70);
 
 ALTER TABLE notify.refund_status
