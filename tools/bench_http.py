@@ -100,19 +100,16 @@ async def _run(base: str, key: str, requests: int, concurrency: int) -> list[tup
         await hot.call("get", hot.path("/v1/payment_intents/{}", payment_id), {"expand": ["latest_charge"]})
 
     lazy = {name: getattr(stripe._api_requestor, name) for name in _LOG_CALLS}
-
-    async def via_hot_path_eager_logging(payment_id: str) -> None:
-        await via_hot_path(payment_id)  # timed with the package's own log calls in place (see `_eager`)
-
-    calls = [("stripe over httpx", via_stripe_httpx), ("stripe over aiohttp", via_stripe_aiohttp),
-             ("hot path: StripeHttp raw, lazy log lines", via_hot_path),
-             ("hot path, the package's eager log lines", via_hot_path_eager_logging),
-             ("httpx", via_httpx), ("aiohttp", via_aiohttp)]
+    # (name, call, with the package's own eager log calls for the whole timed run)
+    calls = [("stripe over httpx", via_stripe_httpx, False), ("stripe over aiohttp", via_stripe_aiohttp, False),
+             ("hot path: StripeHttp raw, lazy log lines", via_hot_path, False),
+             ("hot path, the package's eager log lines", via_hot_path, True),
+             ("httpx", via_httpx, False), ("aiohttp", via_aiohttp, False)]
     results = []
     try:
         for round_ in (1, 2):  # the second round is the one without connection set-up
-            for name, call in calls:
-                with _eager(lazy) if call is via_hot_path_eager_logging else contextlib.nullcontext():
+            for name, call, eager in calls:
+                with _eager(lazy) if eager else contextlib.nullcontext():
                     cpu_ms, per_second = await _timed(call, ids, concurrency)
                 results.append((f"{name} (round {round_})", cpu_ms, per_second))
     finally:

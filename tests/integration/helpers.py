@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -8,6 +9,7 @@ import orjson
 from gatewaysim.gateway import SimFaults, _in_share
 from shared.contract import topics
 from shared.contract.ids import refund_id_for
+from shared.runtime.db import create_pool
 from shared.runtime.kafka_auth import KafkaAuth
 from shared.runtime.settings import ServiceSettings
 from shared.runtime.roles import Role
@@ -15,6 +17,23 @@ from shared.runtime.staff import mint_token
 from tools.platform import GatewayPayments, consumer_at_end, requested_record
 
 SOURCE = "shop-test"
+
+
+@contextlib.asynccontextmanager
+async def rolled_back(dsn: str, isolation: str | None = None):
+    """A connection in a transaction that is rolled back at the end: the running stack never sees what
+    the test wrote, and nothing is left behind in the shared test database."""
+    pool = await create_pool(dsn, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            transaction = conn.transaction(isolation=isolation)
+            await transaction.start()
+            try:
+                yield conn
+            finally:
+                await transaction.rollback()
+    finally:
+        await pool.close()
 
 
 def valid_request(amount: int = 2500, captured: int = 5000, currency: str = "EUR", payment_suffix: str = "",

@@ -2,7 +2,6 @@
 if one refund after another -- a customer's earlier refunds in the batch count in the later ones'
 velocity -- with a constant number of statements."""
 
-import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,10 +13,9 @@ from services.approval import store
 from services.approval.handlers import ApprovalStep, Decisions
 from services.approval.payments import GatewayPayments
 from services.approval.policy import load_policy
-from shared.runtime.db import create_pool
 from shared.contract.events import RefundAccepted
 from shared.runtime.stage import Inbound
-from tests.integration.helpers import publish, refund_of, valid_request
+from tests.integration.helpers import publish, refund_of, rolled_back, valid_request
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,23 +32,6 @@ def accepted(customer: str, gateway: str = "sim") -> RefundAccepted:
                     "captured": {"value": 5000, "currency": "EUR"}, "captured_at": now - timedelta(days=3)},
         "customer": {"id": customer}, "reason": "damaged", "requested_at": now, "accepted_at": now,
     })
-
-
-@contextlib.asynccontextmanager
-async def rolled_back(dsn: str):
-    """A connection in a transaction that is rolled back at the end: the stack's own approval never sees
-    what the test wrote."""
-    pool = await create_pool(dsn, max_size=1)
-    try:
-        async with pool.acquire() as conn:
-            transaction = conn.transaction()
-            await transaction.start()
-            try:
-                yield conn
-            finally:
-                await transaction.rollback()
-    finally:
-        await pool.close()
 
 
 class CountingConnection:

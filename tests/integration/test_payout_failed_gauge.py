@@ -4,13 +4,9 @@
 import uuid
 
 import asyncpg
-import pytest
 
 from services.payout import exit_store
-
-
-class _RolledBack(Exception):
-    pass
+from tests.integration.helpers import rolled_back
 
 
 async def _payout(conn: asyncpg.Connection, status: str, failed_hours_ago: float | None) -> str:
@@ -29,19 +25,18 @@ async def _exit(conn: asyncpg.Connection, refund_id: str, state: str) -> None:
         "VALUES ($1, 2, 'reroute', 'ops@example.com', 'card closed', 'sim', $2)", refund_id, state)
 
 
-async def test_failed_payouts_count_as_waiting_until_an_exit_is_in_flight(stack, db):
-    with pytest.raises(_RolledBack):
-        async with db.transaction(isolation="repeatable_read"):  # one snapshot: the stack's own payouts hold still
-            before = await exit_store.count_failed_awaiting_exit(db)
-            await _payout(db, "failed", failed_hours_ago=30)  # nobody acted: waiting, and the oldest
-            refused = await _payout(db, "failed", failed_hours_ago=2)
-            await _exit(db, refused, "refused")  # refused: still owed, waiting again
-            asked = await _payout(db, "failed", failed_hours_ago=1)
-            await _exit(db, asked, "requested")  # in flight: pending
-            await _payout(db, "succeeded", failed_hours_ago=None)
-            await _payout(db, "reversed", failed_hours_ago=3)  # a reversal is not a failed payout
-            after = await exit_store.count_failed_awaiting_exit(db)
-            assert after["waiting"] - before["waiting"] == 2
-            assert after["pending"] - before["pending"] == 1
-            assert after["oldest"] >= 30 * 3600
-            raise _RolledBack  # leave nothing behind in the shared test database
+async def test_failed_payouts_count_as_waiting_until_an_exit_is_in_flight(stack):
+    # One snapshot: the stack's own payouts hold still between the two counts.
+    async with rolled_back(stack.dsn, isolation="repeatable_read") as conn:
+        before = await exit_store.count_failed_awaiting_exit(conn)
+        await _payout(conn, "failed", failed_hours_ago=30)  # nobody acted: waiting, and the oldest
+        refused = await _payout(conn, "failed", failed_hours_ago=2)
+        await _exit(conn, refused, "refused")  # refused: still owed, waiting again
+        asked = await _payout(conn, "failed", failed_hours_ago=1)
+        await _exit(conn, asked, "requested")  # in flight: pending
+        await _payout(conn, "succeeded", failed_hours_ago=None)
+        await _payout(conn, "reversed", failed_hours_ago=3)  # a reversal is not a failed payout
+        after = await exit_store.count_failed_awaiting_exit(conn)
+        assert after["waiting"] - before["waiting"] == 2
+        assert after["pending"] - before["pending"] == 1
+        assert after["oldest"] >= 30 * 3600
