@@ -40,7 +40,8 @@ from shared.contract.ids import refund_id_for
 from shared.runtime.kafka_auth import SERVICE_READS, KafkaAuth
 from shared.contract.lifecycle import TERMINAL_STATUSES
 from tools.bench_load import LagProbe, StepWatch, send_open_loop
-from tools.bench_preload import DEFAULT_CHUNK, preload_sql, seq_scan_deltas, seq_scan_snapshot
+from tools.bench_preload import (DEFAULT_CHUNK, preload_sql, seq_scan_deltas, seq_scan_snapshot, wal_per_unit,
+                                 wal_snapshot)
 from tools.bench_measure import CpuSample, cpu_ms_between, machine_busy_share, output_rate, percentile
 from tools.bench_relay import HOPS, Relay
 from tools.platform import GatewayPayments, StatusFollower, requested_record, start_producer
@@ -155,13 +156,14 @@ class Bench:
     probe: LagProbe | None = None
     idle_ms_per_s: dict[str, float] = field(default_factory=dict)
 
-    async def seq_scans(self) -> dict[str, tuple[int, int]]:
-        """(seq_scan, seq_tup_read) per table of the pipeline's schemas, as the superuser sees them."""
+    async def db_counters(self) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
+        """(seq_scan, seq_tup_read) per table of the pipeline's schemas, and the cluster's WAL counters,
+        as the superuser sees them."""
         import asyncpg
 
         conn = await asyncpg.connect(self.stack.dsn)
         try:
-            return await seq_scan_snapshot(conn)
+            return await seq_scan_snapshot(conn), await wal_snapshot(conn)
         finally:
             await conn.close()
 
@@ -239,7 +241,7 @@ class Bench:
         payment_s = await make_payments(self.payments, batch.requests)
         ids = set(batch.refund_ids)
         watch = StepWatch(self.probe, self.groups(), self.rss_pids())
-        scans_before = await self.seq_scans()
+        scans_before, wal_before = await self.db_counters()
         before = CpuSample.take(self.processes())
         async with watch.running():
             schedule = await send_open_loop(self.producer, topics.REQUESTED, batch.records, rate)
@@ -247,7 +249,8 @@ class Bench:
             drained = await self.follower.wait_for(lambda: ids <= self.follower.terminal_at.keys(), self.drain)
             drained_at = time.monotonic()
         after = CpuSample.take(self.processes())
-        scans = seq_scan_deltas(scans_before, await self.seq_scans())
+        scans_after, wal_after = await self.db_counters()
+        scans = seq_scan_deltas(scans_before, scans_after)
         due = dict(zip(batch.refund_ids, schedule.due, strict=True))
         result: dict = {"offered_per_s": rate, "refunds": count, "payments_made_s": round(payment_s, 2),
                         "send_seconds": sent_at - schedule.due[0], "sender_worst_slip_s": schedule.worst_slip,
@@ -267,6 +270,7 @@ class Bench:
         result["cpu_ms"] = cpu
         result["cpu_ms_per_refund"] = cpu_per_unit(cpu, count, result["window_s"], self.idle_ms_per_s)
         result["machine_busy_share"] = machine_busy_share(before, after)
+        result["wal_per_refund"] = wal_per_unit(wal_before, wal_after, count)
         result["seq_scans"] = scans  # pg_stat_user_tables deltas over the step (tables scanned only)
         result["behind_because"] = _behind(drained, self.drain, result["outcome"]["per_s"], rate)
         result["kept_up"] = not result["behind_because"]
@@ -404,6 +408,11 @@ def print_summary(report: dict) -> None:
                              [(n, lambda s, n=n: f"{s['cpu_ms_per_refund'].get(n, 0):.2f}") for n in names]
                              + [("machine busy %", lambda s: f"{s['machine_busy_share'] * 100:.0f}")],
                              last=("idle ms/s", idle)))
+        def wal(key: str, fmt: str):
+            return lambda s: fmt.format(s["wal_per_refund"][key]) if "wal_per_refund" in s else "-"
+        console.print(_table("WAL per refund (pg_stat_wal, simulator included)", "", steps,
+                             [("kB", wal("kb", "{:.1f}")), ("records", wal("records", "{:.0f}")),
+                              ("full-page images", wal("fpi", "{:.1f}"))]))
         scanned = sorted({t for s in steps for t in s.get("seq_scans", {})},
                          key=lambda t: -max(s.get("seq_scans", {}).get(t, {}).get("seq_tup_read", 0) for s in steps))
         if scanned:

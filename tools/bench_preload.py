@@ -81,6 +81,20 @@ async def seq_scan_snapshot(conn: asyncpg.Connection) -> dict[str, tuple[int, in
     return {r["t"]: (r["seq_scan"], r["seq_tup_read"]) for r in rows}
 
 
+async def wal_snapshot(conn: asyncpg.Connection) -> dict[str, int]:
+    """The cluster's WAL counters (pg_stat_wal): records, full-page images, bytes. The simulator's share the cluster."""
+    row = await conn.fetchrow("SELECT wal_records, wal_fpi, wal_bytes::bigint AS wal_bytes FROM pg_stat_wal")
+    return dict(row)
+
+
+def wal_per_unit(before: dict[str, int], after: dict[str, int], units: int) -> dict[str, float]:
+    """WAL written between two snapshots per refund: kB, records, full-page images."""
+    units = max(units, 1)
+    return {"kb": (after["wal_bytes"] - before["wal_bytes"]) / 1024 / units,
+            "records": (after["wal_records"] - before["wal_records"]) / units,
+            "fpi": (after["wal_fpi"] - before["wal_fpi"]) / units}
+
+
 def _iso(column: str) -> str:
     """An RFC 3339 UTC timestamp as pydantic dumps it (…Z)."""
     return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
