@@ -105,6 +105,16 @@ def _iso_offset(column: str) -> str:
     return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"
 
 
+def _uuid7(at: str, seed: str) -> str:
+    """SQL for a version 7 UUID's text made at time `at`, its random bits from md5(`seed`): event ids as
+    shared/contract/envelope.py's new_event_id() makes them, so the preloaded inboxes are ordered as live ones."""
+    ms = f"lpad(to_hex((extract(epoch FROM {at}) * 1000)::bigint), 12, '0')"
+    rand = f"md5({seed})"
+    return (f"(substr({ms}, 1, 8) || '-' || substr({ms}, 9, 4) || '-7' || substr({rand}, 1, 3) || '-' || "
+            f"substr('89ab', 1 + get_byte(decode({rand}, 'hex'), 2) % 4, 1) || substr({rand}, 5, 3) || '-' || "
+            f"substr({rand}, 9, 12))")
+
+
 # One row per refund of the chunk: $1 lo, $2 hi, $3 N, $4 first simulator line id, $5 first report id.
 _CHUNK = f"""
 CREATE TEMPORARY TABLE pl ON COMMIT DROP AS
@@ -137,9 +147,12 @@ SELECT i, 'rf_' || hex AS rid, 'po_' || hex AS poid, req, 'ord-preload-' || i AS
        t + interval '32.8 s' AS due_intake, t + interval '4 h 32.8 s' AS due_approval,
        t + interval '1 day 4 h 32.8 s' AS due_payout, t + interval '4 days 4 h 32.8 s' AS due_reconcile,
        t + interval '4 days 4 h 15 min 32.8 s' AS due_notify,
-       md5('ev:req:' || i)::uuid::text AS ev_req, md5('ev:acc:' || i)::uuid::text AS ev_acc,
-       md5('ev:appr:' || i)::uuid::text AS ev_appr, md5('ev:sub:' || i)::uuid::text AS ev_sub,
-       md5('ev:paid:' || i)::uuid::text AS ev_paid, md5('ev:rec:' || i)::uuid::text AS ev_rec,
+       {_uuid7("inbox_t - interval '10 ms'", "'ev:req:' || i")} AS ev_req,
+       {_uuid7("inbox_t + interval '40 ms'", "'ev:acc:' || i")} AS ev_acc,
+       {_uuid7("inbox_t + interval '90 ms'", "'ev:appr:' || i")} AS ev_appr,
+       {_uuid7("inbox_t + interval '1.1 s'", "'ev:sub:' || i")} AS ev_sub,
+       {_uuid7("inbox_t + interval '1.3 s'", "'ev:paid:' || i")} AS ev_paid,
+       {_uuid7("inbox_t + interval '5.4 s'", "'ev:rec:' || i")} AS ev_rec,
        md5('claim:' || i)::uuid AS claim_token
 FROM base)
 SELECT v.*, dl.deadlines, cu.customer, ac.accepted FROM v

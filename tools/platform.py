@@ -8,7 +8,6 @@ refunds.requested and read only refunds.status.
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.contract import topics
+from shared.contract.envelope import new_event_id
 from shared.runtime.kafka_auth import KafkaAuth
 from shared.contract.lifecycle import TERMINAL_STATUSES
 
@@ -25,7 +25,7 @@ from shared.contract.lifecycle import TERMINAL_STATUSES
 def requested_record(source: str, data: object, *, binary: bool = False,
                      event_id: str | None = None) -> tuple[bytes, list[tuple[str, bytes]]]:
     """A `refund.requested.v1` CloudEvent as Kafka value and headers, in either content mode."""
-    attributes = {"id": event_id or str(uuid.uuid4()), "source": source, "type": "refund.requested.v1",
+    attributes = {"id": event_id or new_event_id(), "source": source, "type": "refund.requested.v1",
                   "specversion": "1.0", "time": datetime.now(UTC).isoformat()}
     if binary:
         headers = [(f"ce_{k}", str(v).encode()) for k, v in attributes.items()]

@@ -1,3 +1,6 @@
+import time
+import uuid
+
 import orjson
 import pytest
 from cloudevents.core.formats.json import JSONFormat
@@ -31,6 +34,20 @@ def test_encode_writes_structured_cloudevent_to_the_type_topic():
     assert body["data"]["amount"] == {"value": 100, "currency": "JPY"}
     event = decode(out.value, list(out.headers.items()))
     assert event.get_id() == out.event_id
+
+
+def test_encoded_event_ids_are_version_7_uuids_that_grow_with_time():
+    """Inboxes key on (source, event_id): ids from one producer must sort in the order they were made."""
+    ids = [encode(_status(), source="refund-pipeline/notify", key="rf_1").event_id for _ in range(50)]
+    parsed = [uuid.UUID(i) for i in ids]
+    assert {(u.version, u.variant) for u in parsed} == {(7, uuid.RFC_4122)}
+    assert len(set(ids)) == 50
+    # The first 48 bits are the Unix time in milliseconds: never decreasing, and close to now.
+    millis = [u.int >> 80 for u in parsed]
+    assert millis == sorted(millis)
+    assert abs(millis[-1] - time.time() * 1000) < 60_000
+    # As text (the inbox's column), they sort in time order too.
+    assert [uuid.UUID(i).int >> 80 for i in sorted(ids)] == millis
 
 
 def test_decode_accepts_binary_mode():
