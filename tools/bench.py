@@ -408,6 +408,7 @@ def print_summary(report: dict) -> None:
                              [(n, lambda s, n=n: f"{s['cpu_ms_per_refund'].get(n, 0):.2f}") for n in names]
                              + [("machine busy %", lambda s: f"{s['machine_busy_share'] * 100:.0f}")],
                              last=("idle ms/s", idle)))
+
         def wal(key: str, fmt: str):
             return lambda s: fmt.format(s["wal_per_refund"][key]) if "wal_per_refund" in s else "-"
         console.print(_table("WAL per refund (pg_stat_wal, simulator included)", "", steps,

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from devstack.stack import Stack
+from tools.bench_preload import wal_snapshot
 
 KINDS: dict[str, Callable[[], uuid.UUID]] = {"random (v4)": uuid.uuid4, "time-ordered (v7)": uuid6.uuid7}
 SOURCE = "refund-pipeline/bench"
@@ -42,15 +43,15 @@ async def _one(conn: asyncpg.Connection, make: Callable[[], uuid.UUID], rows: in
     for done in range(0, rows, _FILL_CHUNK):
         await conn.execute(insert, SOURCE, [str(make()) for _ in range(min(_FILL_CHUNK, rows - done))])
     await conn.execute("CHECKPOINT")
-    before = await conn.fetchrow("SELECT wal_bytes, wal_fpi FROM pg_stat_wal")
+    before = await wal_snapshot(conn)
     started = time.perf_counter()
     for _ in range(batches):
         async with conn.transaction():
             await conn.execute(insert, SOURCE, [str(make()) for _ in range(batch)])
     took = time.perf_counter() - started
-    after = await conn.fetchrow("SELECT wal_bytes, wal_fpi FROM pg_stat_wal")
+    after = await wal_snapshot(conn)
     written = batches * batch
-    return (float(after["wal_bytes"] - before["wal_bytes"]) / written,
+    return ((after["wal_bytes"] - before["wal_bytes"]) / written,
             (after["wal_fpi"] - before["wal_fpi"]) / written, 1000 * took / batches)
 
 

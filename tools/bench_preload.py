@@ -82,8 +82,13 @@ async def seq_scan_snapshot(conn: asyncpg.Connection) -> dict[str, tuple[int, in
 
 
 async def wal_snapshot(conn: asyncpg.Connection) -> dict[str, int]:
-    """The cluster's WAL counters (pg_stat_wal): records, full-page images, bytes. The simulator's share the cluster."""
-    row = await conn.fetchrow("SELECT wal_records, wal_fpi, wal_bytes::bigint AS wal_bytes FROM pg_stat_wal")
+    """The cluster's WAL so far: bytes (the insert position, exact), records and full-page images
+    (pg_stat_wal); the simulator's writes included (it shares the cluster). A backend adds its counts to
+    pg_stat_wal at most once a second, so this connection's own are flushed first; other backends' last
+    second may be missing, small against a bench step, not against a sub-second run."""
+    await conn.execute("SELECT pg_stat_force_next_flush()")  # applied as the statement ends
+    row = await conn.fetchrow("SELECT wal_records, wal_fpi, "
+                              "pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS wal_bytes FROM pg_stat_wal")
     return dict(row)
 
 
