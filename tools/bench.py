@@ -42,7 +42,16 @@ from shared.contract.lifecycle import TERMINAL_STATUSES
 from tools.bench_load import LagProbe, StepWatch, send_open_loop
 from tools.bench_preload import (DEFAULT_CHUNK, preload_sql, seq_scan_deltas, seq_scan_snapshot, wal_per_unit,
                                  wal_snapshot)
-from tools.bench_measure import CpuSample, cpu_ms_between, machine_busy_share, output_rate, percentile
+from tools.bench_measure import (
+    CpuSample,
+    backend_cpu_ms_by_role,
+    backend_ticks,
+    cpu_ms_between,
+    machine_busy_share,
+    output_rate,
+    percentile,
+    read_processes,
+)
 from tools.bench_relay import HOPS, Relay
 from tools.platform import GatewayPayments, StatusFollower, requested_record, start_producer
 
@@ -156,14 +165,18 @@ class Bench:
     probe: LagProbe | None = None
     idle_ms_per_s: dict[str, float] = field(default_factory=dict)
 
-    async def db_counters(self) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
-        """(seq_scan, seq_tup_read) per table of the pipeline's schemas, and the cluster's WAL counters,
-        as the superuser sees them."""
+    async def db_counters(self) -> tuple[dict[str, tuple[int, int]], dict[str, int], dict[int, tuple[str, int]]]:
+        """(seq_scan, seq_tup_read) per table of the pipeline's schemas, the cluster's WAL counters, and
+        each client backend's role and CPU ticks so far, as the superuser sees them."""
         import asyncpg
 
         conn = await asyncpg.connect(self.stack.dsn)
         try:
-            return await seq_scan_snapshot(conn), await wal_snapshot(conn)
+            roles = {r["pid"]: r["usename"] for r in await conn.fetch(
+                "SELECT pid, usename FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                "AND usename IS NOT NULL AND pid <> pg_backend_pid()")}
+            backends = backend_ticks(roles, read_processes())
+            return await seq_scan_snapshot(conn), await wal_snapshot(conn), backends
         finally:
             await conn.close()
 
@@ -241,7 +254,7 @@ class Bench:
         payment_s = await make_payments(self.payments, batch.requests)
         ids = set(batch.refund_ids)
         watch = StepWatch(self.probe, self.groups(), self.rss_pids())
-        scans_before, wal_before = await self.db_counters()
+        scans_before, wal_before, backends_before = await self.db_counters()
         before = CpuSample.take(self.processes())
         async with watch.running():
             schedule = await send_open_loop(self.producer, topics.REQUESTED, batch.records, rate)
@@ -249,7 +262,7 @@ class Bench:
             drained = await self.follower.wait_for(lambda: ids <= self.follower.terminal_at.keys(), self.drain)
             drained_at = time.monotonic()
         after = CpuSample.take(self.processes())
-        scans_after, wal_after = await self.db_counters()
+        scans_after, wal_after, backends_after = await self.db_counters()
         scans = seq_scan_deltas(scans_before, scans_after)
         due = dict(zip(batch.refund_ids, schedule.due, strict=True))
         result: dict = {"offered_per_s": rate, "refunds": count, "payments_made_s": round(payment_s, 2),
@@ -271,6 +284,8 @@ class Bench:
         result["cpu_ms_per_refund"] = cpu_per_unit(cpu, count, result["window_s"], self.idle_ms_per_s)
         result["machine_busy_share"] = machine_busy_share(before, after)
         result["wal_per_refund"] = wal_per_unit(wal_before, wal_after, count)
+        result["postgres_cpu_ms_per_refund_by_role"] = {
+            role: ms / count for role, ms in sorted(backend_cpu_ms_by_role(backends_before, backends_after).items())}
         result["seq_scans"] = scans  # pg_stat_user_tables deltas over the step (tables scanned only)
         result["behind_because"] = _behind(drained, self.drain, result["outcome"]["per_s"], rate)
         result["kept_up"] = not result["behind_because"]
@@ -408,6 +423,13 @@ def print_summary(report: dict) -> None:
                              [(n, lambda s, n=n: f"{s['cpu_ms_per_refund'].get(n, 0):.2f}") for n in names]
                              + [("machine busy %", lambda s: f"{s['machine_busy_share'] * 100:.0f}")],
                              last=("idle ms/s", idle)))
+
+        roles = sorted({r for s in steps for r in s.get("postgres_cpu_ms_per_refund_by_role", {})})
+        if roles:
+            console.print(_table("PostgreSQL CPU ms per refund, by the role its client backends log in as "
+                                 "(backends that exited within the step are only in `postgres` above)", "role", steps,
+                                 [(r, lambda s, r=r: f"{s['postgres_cpu_ms_per_refund_by_role'].get(r, 0):.2f}")
+                                  for r in roles]))
 
         def wal(key: str, fmt: str):
             return lambda s: fmt.format(s["wal_per_refund"][key]) if "wal_per_refund" in s else "-"

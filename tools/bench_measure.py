@@ -85,6 +85,24 @@ def tree_ticks(root: int, stats: Mapping[int, ProcStat], exclude: frozenset[int]
     return total
 
 
+def backend_ticks(roles: Mapping[int, str], stats: Mapping[int, ProcStat]) -> dict[int, tuple[str, int]]:
+    """PostgreSQL client backends (pid -> the role it logged in as, from pg_stat_activity) with the CPU
+    ticks each has used so far; backends gone from /proc are left out."""
+    return {pid: (role, stats[pid].ticks) for pid, role in roles.items() if pid in stats}
+
+
+def backend_cpu_ms_by_role(before: Mapping[int, tuple[str, int]],
+                           after: Mapping[int, tuple[str, int]]) -> dict[str, float]:
+    """CPU ms each role's backends used between two `backend_ticks` snapshots. A backend first seen in
+    `after` counts from its start; one that exited in between is lost (its CPU is still in the
+    postmaster's tree, under `postgres`), so the roles sum to at most PostgreSQL's total."""
+    used: dict[str, float] = {}
+    for pid, (role, ticks) in after.items():
+        earlier_role, earlier = before.get(pid, (role, 0))
+        used[role] = used.get(role, 0.0) + ticks_to_ms(max(ticks - (earlier if earlier_role == role else 0), 0))
+    return used
+
+
 @dataclass(frozen=True)
 class MachineCpu:
     busy: int  # ticks in user, nice, system, irq, softirq, steal (guest time is inside user already)

@@ -13,7 +13,7 @@ from services.approval.policy import load_policy
 from shared.contract.events import RefundAccepted, RefundRequested
 from tools.bench import MilestoneFollower, bench_request, cpu_per_unit, summarise
 from tools.bench_measure import (
-    CLOCK_TICKS, CpuSample, MachineCpu, cpu_ms_between, group_lag, machine_busy_share, output_rate,
+    CLOCK_TICKS, CpuSample, MachineCpu, ProcStat, backend_cpu_ms_by_role, backend_ticks, cpu_ms_between, group_lag, machine_busy_share, output_rate,
     parse_machine_cpu, parse_proc_stat, percentile, tree_ticks,
 )
 
@@ -70,6 +70,24 @@ def test_cpu_between_two_samples_in_milliseconds():
     used = cpu_ms_between(before, after)
     assert used == {"kafka": 1000.0, "intake": 0.0, "machine": 2000.0}  # a restarted process never goes negative
     assert machine_busy_share(before, after) == 0.5
+
+
+def test_postgres_cpu_by_role_counts_each_backend_since_the_first_snapshot_or_its_start():
+    def stats(**ticks: int) -> dict[int, ProcStat]:
+        return {int(pid[1:]): ProcStat(int(pid[1:]), 1, t, 0) for pid, t in ticks.items()}
+
+    before = backend_ticks({10: "refund_payout", 11: "gateway_sim", 12: "refund_payout", 99: "refund_notify"},
+                           stats(p10=100, p11=50, p12=7))  # 99 is in pg_stat_activity but already gone from /proc
+    assert before == {10: ("refund_payout", 100), 11: ("gateway_sim", 50), 12: ("refund_payout", 7)}
+    # 12 exited in between; 13 connected within the step; 11's pid now belongs to another role's backend
+    after = backend_ticks({10: "refund_payout", 11: "refund_notify", 13: "refund_payout"},
+                          stats(p10=100 + CLOCK_TICKS, p11=60, p13=CLOCK_TICKS // 2))
+    used = backend_cpu_ms_by_role(before, after)
+    assert used == {"refund_payout": 1000.0 + ticks_ms(CLOCK_TICKS // 2), "refund_notify": ticks_ms(60)}
+
+
+def ticks_ms(ticks: int) -> float:
+    return ticks * 1000 / CLOCK_TICKS
 
 
 def test_cpu_per_refund_sums_the_stack_and_takes_the_idle_machine_off():
