@@ -34,6 +34,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from devstack.roles import SIMULATOR_SCHEMA
 from shared.contract import topics
 from shared.contract.events import Status
 from shared.contract.ids import refund_id_for
@@ -134,12 +135,15 @@ def _quantiles(values: list[float]) -> dict[str, float | None]:
 NOT_MEASURED = frozenset({"bench", "prometheus", "machine"})
 # Under test, but in production the gateway's own CPU, not the pipeline's (its SQL still counts in postgres).
 SIMULATOR = "gatewaysim"
+# The PostgreSQL role the simulator logs in as: `pipeline alone` takes its backends' CPU off too.
+SIMULATOR_ROLE = SIMULATOR_SCHEMA
 
 
 def cpu_per_unit(cpu_ms: dict[str, float], units: int, window_s: float, idle_ms_per_s: dict[str, float]) -> dict:
     """CPU ms per refund (or message) per process; `stack` sums the processes under test, `stack without
-    simulator` all but the gateway simulator's own process; `… above idle` takes off what each used per
-    second before any load (polls, sweeps; for the machine: other tenants too)."""
+    simulator` all but the gateway simulator's own process (a step adds `pipeline alone`: that, less the
+    CPU of the simulator's PostgreSQL backends); `… above idle` takes off what each used per second before
+    any load (polls, sweeps; for the machine: other tenants too)."""
     per = {name: ms / units for name, ms in cpu_ms.items()}
     tested = [name for name in cpu_ms if name not in NOT_MEASURED]
     per["stack"] = sum(cpu_ms[name] for name in tested) / units
@@ -284,8 +288,11 @@ class Bench:
         result["cpu_ms_per_refund"] = cpu_per_unit(cpu, count, result["window_s"], self.idle_ms_per_s)
         result["machine_busy_share"] = machine_busy_share(before, after)
         result["wal_per_refund"] = wal_per_unit(wal_before, wal_after, count)
-        result["postgres_cpu_ms_per_refund_by_role"] = {
-            role: ms / count for role, ms in sorted(backend_cpu_ms_by_role(backends_before, backends_after).items())}
+        by_role = {role: ms / count for role, ms in sorted(backend_cpu_ms_by_role(backends_before, backends_after).items())}
+        result["postgres_cpu_ms_per_refund_by_role"] = by_role
+        per = result["cpu_ms_per_refund"]
+        if "stack without simulator" in per and SIMULATOR_ROLE in by_role:
+            per["pipeline alone"] = per["stack without simulator"] - by_role[SIMULATOR_ROLE]
         result["seq_scans"] = scans  # pg_stat_user_tables deltas over the step (tables scanned only)
         result["behind_because"] = _behind(drained, self.drain, result["outcome"]["per_s"], rate)
         result["kept_up"] = not result["behind_because"]
