@@ -36,17 +36,18 @@ class OrjsonFormat(JSONFormat):
     """The SDK's JSON format, parsing and rendering with orjson (make bench: the SDK's standard-library
     JSON and dateutil were a sixth of notify's CPU). The events it builds are the SDK's own, validated
     by the SDK's constructor. Whatever orjson would read or write otherwise than the standard library
-    -- a number of 20 digits or more (orjson reads an integer beyond 64 bits as a float), NaN or
-    infinity (which it refuses to read and writes as null) -- and whatever is not the common case (not
-    CloudEvents 1.0, `data_base64`) is read and written by the SDK's own code."""
+    -- an integer beyond 64 bits (orjson reads it as a float), NaN or infinity (which it refuses to read
+    and writes as null) -- and whatever is not the common case (not CloudEvents 1.0, `data_base64`) is
+    read and written by the SDK's own code."""
 
     def read(self, event_factory: EventFactory | None, data: str | bytes) -> BaseCloudEvent:
         raw = data.encode() if isinstance(data, str) else data
         try:
-            attributes = None if _LONG_NUMBER.search(raw) else orjson.loads(raw)
+            attributes = orjson.loads(raw)
         except orjson.JSONDecodeError:
             attributes = None
-        if (not isinstance(attributes, dict) or attributes.get("specversion") != SPEC_VERSION
+        if (not isinstance(attributes, dict) or _holds_huge_float(attributes)
+                or attributes.get("specversion") != SPEC_VERSION
                 or "data_base64" in attributes or not isinstance(attributes.get("time", ""), str)):
             return super().read(event_factory, data)
         if "time" in attributes:
@@ -68,8 +69,27 @@ class OrjsonFormat(JSONFormat):
             return super().write(event)
 
 
-_LONG_NUMBER = re.compile(rb"[0-9]{20}")
 _INT64 = range(-(2**63), 2**64)
+
+
+def _holds_huge_float(value: object) -> bool:
+    """Whether orjson read a number as a float of magnitude 2**63 or more: an integer beyond 64 bits
+    (which the standard library reads exactly) or a float that large. Either way the SDK reads it again.
+    A walk of the parsed event (orjson's own dicts and lists): 2.5-5 us for the stages' events, where a
+    regex over their bytes for 20-digit runs took 9-15 us, half of a decode."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if type(item) is dict:
+            todo.extend(item.values())
+        elif type(item) is list:
+            todo.extend(item)
+        elif type(item) is float and not -_HUGE < item < _HUGE:
+            return True
+    return False
+
+
+_HUGE = float(2**63)
 
 
 def _renders_alike(value: object) -> bool:

@@ -83,6 +83,10 @@ _ENVELOPE = {"id": "e-1", "source": "shop-eu", "type": "refund.requested.v1", "s
     # What orjson refuses, as the SDK reads it: an integer beyond 64 bits, NaN.
     b'{"id":"e-2","source":"s","type":"t","specversion":"1.0","data":{"value":123456789012345678901234567890}}',
     b'{"id":"e-3","source":"s","type":"t","specversion":"1.0","data":{"value":NaN}}',
+    b'{"id":"e-4","source":"s","type":"t","specversion":"1.0","data":{"v":[-9223372036854775809]}}',  # below int64
+    # Read exactly by orjson too: the largest uint64, a float that large, digits in a string.
+    b'{"id":"e-5","source":"s","type":"t","specversion":"1.0","data":{"v":18446744073709551615,"w":1e19}}',
+    b'{"id":"e-6","source":"s","type":"t","specversion":"1.0","data":{"ref":"1234567890123456789012345"}}',
     orjson.dumps({**_ENVELOPE, "data_base64": "aGVsbG8="}),  # binary data
     orjson.dumps({**_ENVELOPE, "specversion": "0.3", "data": {"a": 1}}),
 ])
