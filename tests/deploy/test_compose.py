@@ -240,7 +240,7 @@ def test_the_broker_authenticates_every_listener_and_denies_what_no_acl_allows(c
     broker = (KAFKA_DIR / "broker.sh").read_text()
     for name in clients:
         assert f"listener.name.{name.lower()}.{SCRAM.lower()}.sasl.jaas.config=" in broker
-    assert f"--add-scram \"$SCRAM=[name=$ADMIN" in broker
+    assert "--add-scram \"$SCRAM=[name=$ADMIN" in broker
     assert kafka["environment"][password_variable(ADMIN)] == compose["services"]["kafka-init"]["environment"][
         password_variable(ADMIN)]
     # Published on the host's loopback only, on the host listener.

@@ -8,7 +8,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 import uuid
 
 import asyncpg

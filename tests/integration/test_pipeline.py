@@ -47,7 +47,7 @@ async def test_one_refund_goes_through_all_five_services(stack, producer, status
         assert tracked["deadlines"] == deadlines
         for name in ("intake", "approval", "payout", "reconcile"):
             metrics = (await http.get(f"{stack.service_url(name)}/metrics")).text
-            assert f'refund_stage_duration_seconds_count{{channel="card",outcome=' in metrics, name
+            assert 'refund_stage_duration_seconds_count{channel="card",outcome=' in metrics, name
             assert f'stage="{name}"' in metrics, name
 
     assert await db.fetchval("SELECT count(*) FROM gateway_sim.refunds WHERE idempotency_key = $1", refund_id) == 1

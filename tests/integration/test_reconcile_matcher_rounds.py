@@ -12,7 +12,6 @@ import pytest
 from services.reconcile.handlers import SOURCE, Matcher, record_paid
 from shared.contract import topics
 from shared.runtime.db import create_pool
-from shared.contract.envelope import Outgoing
 from shared.contract.events import TYPE_OF, RefundPaid
 from shared.contract.money import Money
 from shared.runtime.stage import Handler, Stage

@@ -9,7 +9,6 @@ import base64
 import copy
 import importlib
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import jsonschema
@@ -49,7 +48,7 @@ SAMPLE = {
     "status": "succeeded", "updated_at": NOW, "sequence": 7, "rejected_at": NOW,
     "errors": [{"field": "amount", "code": "not_positive", "message": "must be above 0"}],
     "kind": "review", "exit": "reroute", "reopened_by": "u-senior", "note": "customer called", "expires_at": NOW,
-    "reopened_at": NOW, "attempt": 2, "requested_by": "u-finance", "requested_at": NOW, "reinstated_at": NOW,
+    "reopened_at": NOW, "attempt": 2, "requested_by": "u-finance", "reinstated_at": NOW,
     "refused_at": NOW, "redriven_at": NOW, "destination_sealed": "sealed", "summary": "DE89 **** 3000",
     "provided_at": NOW,
 }
